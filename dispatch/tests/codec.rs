@@ -1,0 +1,389 @@
+//! Codec and signature tests: round trips (proptest), decoding arbitrary and mutated
+//! bytes never panics, and one test per kind of bad frame and bad schedule.
+
+use proptest::prelude::*;
+use voltex_dispatch::codec::{DecodeError, MESSAGE_LEN_MAX, decode, encode_binary, encode_json};
+use voltex_dispatch::message::*;
+use voltex_dispatch::signing::{ScheduleSigner, SignatureError};
+use voltex_market::UtcNanos;
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+
+fn device() -> DeviceId {
+    DeviceId::new("bat-0001").unwrap()
+}
+
+fn schedule() -> Schedule {
+    Schedule {
+        device: device(),
+        schedule_id: ScheduleId(0xfeed),
+        version: 3,
+        issued_at: UtcNanos(0),
+        valid_from: UtcNanos(HOUR_NS),
+        valid_until: UtcNanos(2 * HOUR_NS),
+        randomize_start_s: 30,
+        periods: vec![
+            SchedulePeriod {
+                offset_s: 0,
+                target_w: -5_000,
+                ramp_s: 0,
+            },
+            SchedulePeriod {
+                offset_s: 900,
+                target_w: 5_000,
+                ramp_s: 60,
+            },
+        ],
+        fallback: Fallback::Idle,
+    }
+}
+
+fn arb_device() -> impl Strategy<Value = DeviceId> {
+    "[A-Za-z0-9._-]{1,64}".prop_map(|id| DeviceId::new(id).unwrap())
+}
+
+fn arb_schedule() -> impl Strategy<Value = Schedule> {
+    (
+        arb_device(),
+        any::<u128>(),
+        any::<u64>(),
+        -1_000_000i64..1_000_000,
+        1u32..48,
+        proptest::collection::vec(
+            (
+                1u32..900,
+                -TARGET_W_ABS_MAX..=TARGET_W_ABS_MAX,
+                0u32..=RAMP_S_MAX,
+            ),
+            1..40,
+        ),
+        0u32..=RAMP_S_MAX,
+        prop_oneof![
+            Just(Fallback::Idle),
+            (-TARGET_W_ABS_MAX..=TARGET_W_ABS_MAX).prop_map(|target_w| Fallback::Hold { target_w }),
+            proptest::collection::vec(-10_000i64..10_000, 24).prop_map(|targets_w| {
+                Fallback::DailyProfile {
+                    slot_s: 3_600,
+                    targets_w,
+                }
+            }),
+        ],
+    )
+        .prop_map(
+            |(device, id, version, start_s, hours, steps, randomize, fallback)| {
+                let mut offset = 0u32;
+                let mut periods = Vec::new();
+                for (n, (step, target_w, ramp_s)) in steps.into_iter().enumerate() {
+                    if n > 0 {
+                        offset += step;
+                    }
+                    if i64::from(offset) >= i64::from(hours) * 3_600 {
+                        break;
+                    }
+                    periods.push(SchedulePeriod {
+                        offset_s: offset,
+                        target_w,
+                        ramp_s,
+                    });
+                }
+                let valid_from = UtcNanos(start_s * 1_000_000_000);
+                Schedule {
+                    device,
+                    schedule_id: ScheduleId(id),
+                    version,
+                    issued_at: UtcNanos(valid_from.0 - 1),
+                    valid_from,
+                    valid_until: UtcNanos(valid_from.0 + i64::from(hours) * HOUR_NS),
+                    randomize_start_s: randomize,
+                    periods,
+                    fallback,
+                }
+            },
+        )
+}
+
+fn arb_status() -> impl Strategy<Value = AckStatus> {
+    prop_oneof![
+        Just(AckStatus::Received),
+        Just(AckStatus::Accepted),
+        Just(AckStatus::Started),
+        Just(AckStatus::Completed),
+        any::<u64>().prop_map(|by_version| AckStatus::Superseded { by_version }),
+        Just(AckStatus::Rejected(ScheduleRejection::InvalidSignature)),
+        Just(AckStatus::Rejected(ScheduleRejection::OlderVersion)),
+        Just(AckStatus::Failed(FailureReason::DriverFault)),
+    ]
+}
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    let signer = ScheduleSigner::from_seed(&[9; 32]);
+    prop_oneof![
+        arb_schedule().prop_map(move |s| Message::Schedule(signer.sign(s).unwrap())),
+        (arb_device(), any::<u64>()).prop_map(|(device, through_seq)| Message::Receipt(Receipt {
+            device,
+            through_seq
+        })),
+        (
+            arb_device(),
+            any::<u64>(),
+            any::<u128>(),
+            any::<u64>(),
+            arb_status(),
+            any::<i64>()
+        )
+            .prop_map(
+                |(device, outbox_seq, id, version, status, at)| Message::Ack(Ack {
+                    device,
+                    outbox_seq,
+                    schedule_id: ScheduleId(id),
+                    version,
+                    status,
+                    at: UtcNanos(at),
+                })
+            ),
+        (
+            arb_device(),
+            proptest::collection::vec(
+                (any::<u64>(), any::<i64>(), any::<i64>(), any::<u32>()),
+                1..20
+            )
+        )
+            .prop_map(|(device, samples)| Message::Telemetry(TelemetryBatch {
+                device,
+                samples: samples
+                    .into_iter()
+                    .map(|(seq, at, soc, health)| Telemetry {
+                        outbox_seq: seq,
+                        at: UtcNanos(at),
+                        soc_wh: soc,
+                        power_w: -soc / 2,
+                        charged_wh: seq / 3,
+                        discharged_wh: seq / 5,
+                        temperature_mc: 25_000,
+                        health: HealthFlags(health),
+                    })
+                    .collect(),
+            })),
+        (
+            arb_device(),
+            any::<i64>(),
+            any::<u64>(),
+            any::<Option<(u128, u64)>>(),
+            any::<u32>()
+        )
+            .prop_map(
+                |(device, at, uptime_s, active, outbox_len)| Message::Heartbeat(Heartbeat {
+                    device,
+                    at: UtcNanos(at),
+                    uptime_s,
+                    active: active.map(|(id, v)| (ScheduleId(id), v)),
+                    outbox_len,
+                })
+            ),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn binary_and_json_round_trip(message in arb_message()) {
+        let binary = encode_binary(&message).unwrap();
+        prop_assert_eq!(decode(&binary).unwrap(), message.clone());
+        let json = encode_json(&message).unwrap();
+        prop_assert_eq!(decode(&json).unwrap(), message);
+    }
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode(&bytes);
+        let mut framed = vec![b'V', 1];
+        framed.extend_from_slice(&bytes);
+        let _ = decode(&framed);
+    }
+
+    #[test]
+    fn decoding_mutated_frames_never_panics(message in arb_message(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8), cut in any::<usize>()) {
+        for mut frame in [encode_binary(&message).unwrap(), encode_json(&message).unwrap()] {
+            for (at, byte) in &flips {
+                let at = at % frame.len();
+                frame[at] ^= byte | 1;
+            }
+            let _ = decode(&frame);
+            let _ = decode(&frame[..cut % (frame.len() + 1)]);
+        }
+    }
+
+    #[test]
+    fn any_change_to_a_signed_schedule_breaks_the_signature(s in arb_schedule(), delta in 1u64..1000) {
+        let signer = ScheduleSigner::from_seed(&[3; 32]);
+        let mut signed = signer.sign(s).unwrap();
+        prop_assert!(signer.verifier().verify(&signed).is_ok());
+        signed.schedule.version = signed.schedule.version.wrapping_add(delta);
+        prop_assert_eq!(signer.verifier().verify(&signed), Err(SignatureError::Mismatch));
+    }
+}
+
+#[test]
+fn bad_frames_get_typed_errors() {
+    let good = encode_binary(&Message::Schedule(
+        ScheduleSigner::from_seed(&[1; 32])
+            .sign(schedule())
+            .unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(decode(&[]), Err(DecodeError::Empty));
+    assert_eq!(
+        decode(&vec![b'V'; MESSAGE_LEN_MAX + 1]),
+        Err(DecodeError::TooLong {
+            len: MESSAGE_LEN_MAX + 1
+        })
+    );
+    assert_eq!(decode(b"X123"), Err(DecodeError::UnknownFrame(b'X')));
+    let mut wrong_version = good.clone();
+    wrong_version[1] = 2;
+    assert_eq!(
+        decode(&wrong_version),
+        Err(DecodeError::UnsupportedVersion(2))
+    );
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert_eq!(decode(&trailing), Err(DecodeError::TrailingBytes(1)));
+    assert!(matches!(
+        decode(&good[..good.len() - 3]),
+        Err(DecodeError::Malformed(_))
+    ));
+    assert!(matches!(decode(b"V"), Err(DecodeError::Malformed(_))));
+    assert!(matches!(
+        decode(b"{\"v\":1,\"msg\":{\"Nope\":{}}}"),
+        Err(DecodeError::Malformed(_))
+    ));
+    assert!(matches!(
+        decode(b"{\"v\":1,\"msg\":{\"Receipt\":{\"device\":\"a b\",\"through_seq\":1}}}"),
+        Err(DecodeError::Malformed(_))
+    ));
+    assert_eq!(
+        decode(b"{\"v\":7,\"msg\":{\"Receipt\":{\"device\":\"a\",\"through_seq\":1}}}"),
+        Err(DecodeError::UnsupportedVersion(7))
+    );
+    assert!(matches!(
+        decode(b"{\"v\":1,\"msg\":{\"Receipt\":{\"device\":\"a\",\"through_seq\":1}},\"x\":1}"),
+        Err(DecodeError::Malformed(_))
+    ));
+}
+
+#[test]
+fn every_schedule_rule_is_enforced() {
+    type Breaker = fn(&mut Schedule);
+    let cases: &[(&str, Breaker)] = &[
+        ("window reversed", |s| s.valid_until = s.valid_from),
+        ("window too long", |s| {
+            s.valid_until = UtcNanos(s.valid_from.0 + (VALIDITY_S_MAX + 1) * 1_000_000_000)
+        }),
+        ("randomise too long", |s| {
+            s.randomize_start_s = RAMP_S_MAX + 1
+        }),
+        ("no periods", |s| s.periods.clear()),
+        ("too many periods", |s| {
+            s.valid_until = UtcNanos(s.valid_from.0 + 30 * 24 * HOUR_NS);
+            s.periods = (0..=PERIODS_MAX as u32)
+                .map(|n| SchedulePeriod {
+                    offset_s: n * 60,
+                    target_w: 0,
+                    ramp_s: 0,
+                })
+                .collect();
+        }),
+        ("first offset not zero", |s| s.periods[0].offset_s = 5),
+        ("offsets not increasing", |s| s.periods[1].offset_s = 0),
+        ("period after the window", |s| s.periods[1].offset_s = 3_600),
+        ("ramp too long", |s| s.periods[1].ramp_s = RAMP_S_MAX + 1),
+        ("target too large", |s| {
+            s.periods[0].target_w = TARGET_W_ABS_MAX + 1
+        }),
+        ("fallback hold too large", |s| {
+            s.fallback = Fallback::Hold {
+                target_w: -TARGET_W_ABS_MAX - 1,
+            }
+        }),
+        ("fallback slot not dividing a day", |s| {
+            s.fallback = Fallback::DailyProfile {
+                slot_s: 7_000,
+                targets_w: vec![0; 12],
+            }
+        }),
+        ("fallback profile wrong length", |s| {
+            s.fallback = Fallback::DailyProfile {
+                slot_s: 3_600,
+                targets_w: vec![0; 23],
+            }
+        }),
+    ];
+    let signer = ScheduleSigner::from_seed(&[1; 32]);
+    for (name, breaker) in cases {
+        let mut broken = schedule();
+        breaker(&mut broken);
+        assert!(broken.validate().is_err(), "{name} should be invalid");
+        let message = Message::Schedule(signer.sign(broken).unwrap());
+        assert!(
+            encode_binary(&message).is_err(),
+            "{name} must never be encoded"
+        );
+    }
+    let mut short_signature = signer.sign(schedule()).unwrap();
+    short_signature.signature.truncate(10);
+    assert!(
+        Message::Schedule(short_signature.clone())
+            .validate()
+            .is_err()
+    );
+    assert_eq!(
+        signer.verifier().verify(&short_signature),
+        Err(SignatureError::BadLength(10))
+    );
+}
+
+#[test]
+fn signature_from_another_key_is_refused() {
+    let platform = ScheduleSigner::from_seed(&[1; 32]);
+    let attacker = ScheduleSigner::from_seed(&[2; 32]);
+    let forged = attacker.sign(schedule()).unwrap();
+    assert_eq!(
+        platform.verifier().verify(&forged),
+        Err(SignatureError::Mismatch)
+    );
+    let mut flipped = platform.sign(schedule()).unwrap();
+    flipped.signature[10] ^= 1;
+    assert_eq!(
+        platform.verifier().verify(&flipped),
+        Err(SignatureError::Mismatch)
+    );
+}
+
+#[test]
+fn invalid_device_ids_are_refused() {
+    for bad in [
+        "",
+        "has space",
+        "slash/inside",
+        "plus+",
+        "hash#",
+        &"x".repeat(65),
+    ] {
+        assert!(DeviceId::new(bad).is_err(), "{bad:?}");
+    }
+    assert!(DeviceId::new("bat_01.eu-west").is_ok());
+}
+
+#[test]
+fn period_lookup_and_fallback_profile() {
+    let s = schedule();
+    assert_eq!(s.period_index_at(-1), None);
+    assert_eq!(s.period_index_at(0), Some(0));
+    assert_eq!(s.period_index_at(899), Some(0));
+    assert_eq!(s.period_index_at(900), Some(1));
+    let profile = Fallback::DailyProfile {
+        slot_s: 3_600,
+        targets_w: (0..24).map(|h| h * 100).collect(),
+    };
+    assert_eq!(profile.target_w_at(UtcNanos(5 * HOUR_NS + 1)), 500);
+    assert_eq!(profile.target_w_at(UtcNanos(-HOUR_NS)), 2_300);
+}
