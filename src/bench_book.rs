@@ -233,7 +233,7 @@ pub fn run(args: &BookBenchArgs) -> Result<()> {
         bench_workload(kind, n_ops, n_runs, args.seed)?;
     }
     if !args.no_journal {
-        // [journal-bench]
+        crate::bench_journal::run(n_ops, n_runs, args.seed)?;
     }
     Ok(())
 }
