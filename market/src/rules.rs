@@ -181,13 +181,15 @@ impl MarketRules {
         if mw <= Decimal::ZERO {
             return Err(RuleError::QtyNotPositive(mw));
         }
-        let lots = mw * Decimal::from(1000) / Decimal::from(self.lot_kw);
+        let out_of_range = || RuleError::Unit(UnitError::OutOfRange { value: mw, unit: "MW" });
+        let lots = mw
+            .checked_mul(Decimal::from(1000))
+            .and_then(|kw| kw.checked_div(Decimal::from(self.lot_kw)))
+            .ok_or_else(out_of_range)?;
         if !lots.fract().is_zero() {
             return Err(RuleError::QtyOffLot { mw, lot_kw: self.lot_kw });
         }
-        let lots: i64 = lots.trunc().try_into().map_err(|_| {
-            RuleError::Unit(UnitError::OutOfRange { value: mw, unit: "MW" })
-        })?;
+        let lots: i64 = lots.trunc().try_into().map_err(|_| out_of_range())?;
         self.check_qty(Qty(lots))
     }
 
@@ -246,6 +248,10 @@ mod tests {
         assert!(matches!(rules.qty_from_mw(dec("-1")), Err(RuleError::QtyNotPositive(_))));
         assert!(matches!(rules.qty_from_mw(dec("999.1")), Err(RuleError::QtyAboveMax { .. })));
         assert_eq!(rules.qty_to_mw(Qty(15)), dec("1.5"));
+        assert!(matches!(
+            rules.qty_from_mw(dec("79228162514264337593543950335")),
+            Err(RuleError::Unit(UnitError::OutOfRange { .. }))
+        ));
     }
 
     #[test]

@@ -132,9 +132,13 @@ impl DeliveryPeriod {
     }
 
     /// The period containing instant `at`.
-    pub fn containing(at: UtcNanos, length: PeriodLength) -> DeliveryPeriod {
-        let start = at.0 - at.0.rem_euclid(length.nanos());
-        DeliveryPeriod { start: UtcNanos(start), length }
+    ///
+    /// # Errors
+    /// [`TimeError::OutOfRange`] if that period would start before the earliest
+    /// representable instant (within one period of `i64::MIN` nanoseconds).
+    pub fn containing(at: UtcNanos, length: PeriodLength) -> Result<DeliveryPeriod, TimeError> {
+        let start = at.0.checked_sub(at.0.rem_euclid(length.nanos())).ok_or(TimeError::OutOfRange)?;
+        Ok(DeliveryPeriod { start: UtcNanos(start), length })
     }
 
     /// Start of delivery.
@@ -195,8 +199,10 @@ mod tests {
     #[test]
     fn containing_period_rounds_down_including_before_epoch() {
         let hour = PeriodLength::Minutes60;
-        let p = DeliveryPeriod::containing(UtcNanos(-1), hour);
+        let p = DeliveryPeriod::containing(UtcNanos(-1), hour).unwrap();
         assert_eq!(p.start(), UtcNanos(-hour.nanos()));
         assert_eq!(p.end(), UtcNanos(0));
+        // Regression: the period of the earliest instant used to overflow.
+        assert_eq!(DeliveryPeriod::containing(UtcNanos(i64::MIN), hour), Err(TimeError::OutOfRange));
     }
 }

@@ -74,7 +74,9 @@ impl Price {
     /// [`UnitError::OffGrid`] if the value has more than two decimal places that are
     /// not zero; [`UnitError::OutOfRange`] if it does not fit in `i64` cents.
     pub fn from_decimal(eur_per_mwh: Decimal) -> Result<Price, UnitError> {
-        let scaled = eur_per_mwh * Decimal::from(100);
+        let scaled = eur_per_mwh
+            .checked_mul(Decimal::from(100))
+            .ok_or(UnitError::OutOfRange { value: eur_per_mwh, unit: "EUR/MWh" })?;
         if !scaled.fract().is_zero() {
             return Err(UnitError::OffGrid { value: eur_per_mwh, unit: "EUR/MWh" });
         }
@@ -250,6 +252,11 @@ mod tests {
         assert!(matches!("".parse::<Price>(), Err(UnitError::NotANumber { .. })));
         assert!(matches!(
             "99999999999999999999999".parse::<Price>(),
+            Err(UnitError::OutOfRange { .. })
+        ));
+        // Regression: scaling a huge decimal used to overflow inside Decimal's `*`.
+        assert!(matches!(
+            "79228162514264337593543950335".parse::<Price>(),
             Err(UnitError::OutOfRange { .. })
         ));
     }

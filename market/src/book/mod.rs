@@ -105,6 +105,9 @@ pub enum SnapshotError {
 
 const NIL: u32 = u32::MAX;
 const PAGE_LEVELS: usize = 1024;
+/// Most price levels per side (ticks between the price limits): bounds the bitmap and
+/// page table a book reserves. The default intraday band needs 1,999,999.
+pub const LEVELS_MAX: usize = 1 << 22;
 
 #[derive(Clone, Copy, Debug)]
 struct OrderNode {
@@ -298,7 +301,14 @@ impl OrderBook {
         if config.orders_max == 0 || config.orders_max >= NIL as usize {
             return Err(RuleError::InvalidRules("orders_max must be in 1..u32::MAX"));
         }
-        let n_levels = ((rules.price_max.0 - rules.price_min.0) / rules.tick.0 + 1) as usize;
+        let n_levels = rules
+            .price_max
+            .0
+            .checked_sub(rules.price_min.0)
+            .map(|band| band / rules.tick.0 + 1)
+            .filter(|n_levels| *n_levels <= LEVELS_MAX as i64)
+            .ok_or(RuleError::InvalidRules("price band wider than LEVELS_MAX ticks"))?
+            as usize;
         let mut by_id = FxHashMap::default();
         by_id.reserve(config.orders_max);
         Ok(OrderBook {
@@ -1086,6 +1096,11 @@ impl OrderBook {
                 let Some(page) = page else { continue };
                 for (offset, level) in page.iter().enumerate() {
                     let index = page_idx * PAGE_LEVELS + offset;
+                    if index >= side_book.occupied.len() {
+                        // The last page runs past the price band; those levels are unused.
+                        assert_eq!(level.n_orders, 0, "order beyond the price band");
+                        break;
+                    }
                     assert_eq!(
                         side_book.occupied.contains(index),
                         level.n_orders > 0,

@@ -372,12 +372,27 @@ fn every_reject_reason_is_reachable() {
     assert_eq!(rejection(&submit(&mut book, limit(5, BOB, Side::Sell, 6000, 1))), Some(RejectReason::Closed));
 }
 
+/// Regression: `check_invariants` walked whole pages of levels and indexed the bitmap
+/// past the price band when the band was not a multiple of the page size.
+#[test]
+fn invariants_check_at_the_top_of_a_band_that_is_not_a_whole_page() {
+    let rules = MarketRules { price_min: Price(0), price_max: Price(1_500), ..MarketRules::intraday_default() };
+    let mut book = OrderBook::new(rules, BookConfig::default()).unwrap();
+    submit(&mut book, limit(1, ALICE, Side::Sell, 1_500, 1));
+    submit(&mut book, limit(2, BOB, Side::Buy, 1_499, 1));
+    submit(&mut book, limit(3, BOB, Side::Buy, 0, 1));
+    assert_eq!(book.bbo().ask, Some((Price(1_500), Qty(1))));
+}
+
 #[test]
 fn invalid_rules_and_config_are_refused() {
     let rules = MarketRules { tick: Price(0), ..MarketRules::intraday_default() };
     assert!(OrderBook::new(rules, BookConfig::default()).is_err());
     let config = BookConfig { orders_max: 0, emit_depth: false };
     assert!(OrderBook::new(MarketRules::intraday_default(), config).is_err());
+    // A band of more than LEVELS_MAX ticks (here the whole i64 range) is refused, not allocated.
+    let huge = MarketRules { price_min: Price(i64::MIN + 1), price_max: Price(i64::MAX), ..MarketRules::intraday_default() };
+    assert!(OrderBook::new(huge, BookConfig::default()).is_err());
 }
 
 #[test]
