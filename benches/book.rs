@@ -11,7 +11,10 @@ use voltex_market::book::{BookCommand, BookEvent, OrderBook};
 
 const N_OPS: usize = 100_000;
 
-fn replay<F: FnMut(&BookCommand, &mut Vec<BookEvent>)>(commands: &[BookCommand], mut apply: F) -> usize {
+fn replay<F: FnMut(&BookCommand, &mut Vec<BookEvent>)>(
+    commands: &[BookCommand],
+    mut apply: F,
+) -> usize {
     let mut events = Vec::with_capacity(1_024);
     let mut n_events = 0;
     for command in commands {
@@ -33,7 +36,8 @@ fn book_mix(c: &mut Criterion) {
     group.bench_function("fast", |b| {
         b.iter_batched(
             || {
-                let mut book = OrderBook::new(rules.clone(), kind.book_config()).expect("valid rules");
+                let mut book =
+                    OrderBook::new(rules.clone(), kind.book_config()).expect("valid rules");
                 replay(&workload.warmup, |c, e| book.apply(c, e));
                 book
             },

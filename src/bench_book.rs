@@ -13,6 +13,9 @@
 //! Then it measures the sequencer with its file journal and group commit.
 //! Timings are reported, never asserted: CI prints this table on every run.
 
+// Benchmarks measure wall time: the one place the clock seam is crossed on purpose.
+#![allow(clippy::disallowed_methods)]
+
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
@@ -71,7 +74,11 @@ struct PassResult {
 }
 
 /// One untimed-per-op pass: warm up, then replay the measured commands.
-fn throughput_pass<B: BenchBook>(book: &mut B, workload: &Workload, hash_events: bool) -> PassResult {
+fn throughput_pass<B: BenchBook>(
+    book: &mut B,
+    workload: &Workload,
+    hash_events: bool,
+) -> PassResult {
     let mut events = Vec::with_capacity(4_096);
     for command in &workload.warmup {
         book.apply(command, &mut events);
@@ -89,7 +96,11 @@ fn throughput_pass<B: BenchBook>(book: &mut B, workload: &Workload, hash_events:
         events.clear();
     }
     let elapsed = started.elapsed();
-    PassResult { elapsed, events_hash: hasher.finish(), n_events }
+    PassResult {
+        elapsed,
+        events_hash: hasher.finish(),
+        n_events,
+    }
 }
 
 /// One pass with a timer around every command; histograms per operation kind (ns).
@@ -159,7 +170,12 @@ fn bench_workload(kind: WorkloadKind, n_ops: usize, n_runs: usize, seed: u64) ->
         counts[op.index()] += 1;
     }
     println!();
-    println!("workload {}: {} measured ops after {} warm-up orders, seed {seed}", kind.label(), n_ops, workload.warmup.len());
+    println!(
+        "workload {}: {} measured ops after {} warm-up orders, seed {seed}",
+        kind.label(),
+        n_ops,
+        workload.warmup.len()
+    );
     println!(
         "  mix: limit {:.1}%  ioc {:.1}%  cancel {:.1}%  modify {:.1}%",
         counts[0] as f64 * 100.0 / n_ops as f64,
@@ -192,7 +208,8 @@ fn bench_workload(kind: WorkloadKind, n_ops: usize, n_runs: usize, seed: u64) ->
             reference_digest
         );
     }
-    let (fast_median, reference_median) = (median(fast_rates.clone()), median(reference_rates.clone()));
+    let (fast_median, reference_median) =
+        (median(fast_rates.clone()), median(reference_rates.clone()));
     println!(
         "  throughput (median of {n_runs}): fast {fast_median:.2} M ops/s, reference {reference_median:.2} M ops/s, ratio {:.1}x",
         fast_median / reference_median
@@ -205,8 +222,14 @@ fn bench_workload(kind: WorkloadKind, n_ops: usize, n_runs: usize, seed: u64) ->
 
     let fast_latency = latency_pass(&mut OrderBook::new(rules.clone(), config)?, &workload)?;
     let reference_latency = latency_pass(&mut ReferenceBook::new(rules, config), &workload)?;
-    println!("  latency per op (ns, timer overhead ~{} ns included):", timer_overhead_ns());
-    println!("  {:<22} {:>9} {:>7} {:>7} {:>7} {:>8} {:>9}", "book/op", "count", "p50", "p90", "p99", "p99.9", "max");
+    println!(
+        "  latency per op (ns, timer overhead ~{} ns included):",
+        timer_overhead_ns()
+    );
+    println!(
+        "  {:<22} {:>9} {:>7} {:>7} {:>7} {:>8} {:>9}",
+        "book/op", "count", "p50", "p90", "p99", "p99.9", "max"
+    );
     for (name, histograms) in [("fast", &fast_latency), ("reference", &reference_latency)] {
         let mut all = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3)?;
         for histogram in histograms.iter() {
@@ -222,12 +245,18 @@ fn bench_workload(kind: WorkloadKind, n_ops: usize, n_runs: usize, seed: u64) ->
 
 /// Runs `voltex bench book`.
 pub fn run(args: &BookBenchArgs) -> Result<()> {
-    let n_ops = args.ops.unwrap_or(if args.quick { 200_000 } else { 2_000_000 });
+    let n_ops = args
+        .ops
+        .unwrap_or(if args.quick { 200_000 } else { 2_000_000 });
     let n_runs = args.runs.unwrap_or(if args.quick { 3 } else { 5 }).max(1);
     println!("voltex bench book (release build recommended; timings are reported, never asserted)");
     let kinds = match args.workload {
         Some(kind) => vec![kind],
-        None => vec![WorkloadKind::ExchangeCore, WorkloadKind::DeepBook, WorkloadKind::MatchingHeavy],
+        None => vec![
+            WorkloadKind::ExchangeCore,
+            WorkloadKind::DeepBook,
+            WorkloadKind::MatchingHeavy,
+        ],
     };
     for kind in kinds {
         bench_workload(kind, n_ops, n_runs, args.seed)?;

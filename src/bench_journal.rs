@@ -13,6 +13,9 @@
 //! state must hold every acknowledged command and hash equal to the live state — a
 //! durability check, so a failure is an error, never a timing.
 
+// Benchmarks measure wall time: the one place the clock seam is crossed on purpose.
+#![allow(clippy::disallowed_methods)]
+
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -32,7 +35,10 @@ const N_LONE_COMMANDS: usize = 200;
 fn engine_config(batch_len_max: usize) -> EngineConfig {
     let kind = WorkloadKind::ExchangeCore;
     EngineConfig {
-        shard: ShardConfig { products_max: 4, book: kind.book_config() },
+        shard: ShardConfig {
+            products_max: 4,
+            book: kind.book_config(),
+        },
         batch_len_max,
         snapshot_interval: 0,
         ..EngineConfig::default()
@@ -47,18 +53,37 @@ fn engine_commands(n_ops: usize, seed: u64) -> Result<Vec<EngineCommand>> {
     let delivery = UtcNanos(900_000 * NANOS_PER_SECOND);
     let period = DeliveryPeriod::new(delivery, PeriodLength::Minutes15)?;
     let mut commands = Vec::with_capacity(1 + workload.warmup.len() + workload.commands.len());
-    commands.push(EngineCommand::add_product(UtcNanos(0), product, period, MarketRules::intraday_default()));
-    let book_commands = workload.warmup.iter().chain(workload.commands.iter().map(|(_, c)| c));
+    commands.push(EngineCommand::add_product(
+        UtcNanos(0),
+        product,
+        period,
+        MarketRules::intraday_default(),
+    ));
+    let book_commands = workload
+        .warmup
+        .iter()
+        .chain(workload.commands.iter().map(|(_, c)| c));
     for (n, command) in book_commands.enumerate() {
-        commands.push(EngineCommand::book(UtcNanos(1_000 * (n as i64 + 1)), product, *command));
+        commands.push(EngineCommand::book(
+            UtcNanos(1_000 * (n as i64 + 1)),
+            product,
+            *command,
+        ));
     }
     Ok(commands)
 }
 
 /// Feeds the engine one group commit at a time, as the sequencer does, consuming the
 /// events and acks of each group before the next. Returns the number acknowledged.
-fn process_in_groups(engine: &mut Engine, commands: &[EngineCommand], group_len: usize) -> Result<usize> {
-    let (mut events, mut acks) = (Vec::with_capacity(4 * group_len), Vec::with_capacity(group_len));
+fn process_in_groups(
+    engine: &mut Engine,
+    commands: &[EngineCommand],
+    group_len: usize,
+) -> Result<usize> {
+    let (mut events, mut acks) = (
+        Vec::with_capacity(4 * group_len),
+        Vec::with_capacity(group_len),
+    );
     let mut n_acked = 0;
     for group in commands.chunks(group_len) {
         engine.process_batch(group, &mut events, &mut acks)?;
@@ -92,7 +117,10 @@ pub fn run(n_ops: usize, n_runs: usize, seed: u64) -> Result<()> {
         let started = Instant::now();
         let n_acked = process_in_groups(&mut engine, &commands, batch_len_max)?;
         memory_rates.push(n_commands as f64 / started.elapsed().as_secs_f64() / 1e6);
-        ensure!(n_acked == n_commands, "in-memory engine acknowledged {n_acked} of {n_commands}");
+        ensure!(
+            n_acked == n_commands,
+            "in-memory engine acknowledged {n_acked} of {n_commands}"
+        );
 
         let dir = tempfile::tempdir().context("temporary journal directory")?;
         let (mut engine, _) = Engine::open(dir.path(), engine_config(batch_len_max))?;
@@ -101,10 +129,18 @@ pub fn run(n_ops: usize, n_runs: usize, seed: u64) -> Result<()> {
         file_rates.push(n_commands as f64 / started.elapsed().as_secs_f64() / 1e6);
         let live_hash = engine.state_hash();
         drop(engine);
-        journal_bytes = std::fs::metadata(dir.path().join(voltex_engine::engine::JOURNAL_FILE_NAME))?.len();
+        journal_bytes =
+            std::fs::metadata(dir.path().join(voltex_engine::engine::JOURNAL_FILE_NAME))?.len();
         let (recovered, report) = Engine::open(dir.path(), engine_config(batch_len_max))?;
-        ensure!(report.last_seq == n_acked as u64, "recovered {} of {n_acked} acknowledged commands", report.last_seq);
-        ensure!(recovered.state_hash() == live_hash, "recovered state differs from the live state");
+        ensure!(
+            report.last_seq == n_acked as u64,
+            "recovered {} of {n_acked} acknowledged commands",
+            report.last_seq
+        );
+        ensure!(
+            recovered.state_hash() == live_hash,
+            "recovered state differs from the live state"
+        );
     }
     let (memory, file) = (median(memory_rates), median(file_rates));
     println!("  engine, in-memory journal:        {memory:.2} M commands/s (median of {n_runs})");
@@ -128,7 +164,8 @@ pub fn run(n_ops: usize, n_runs: usize, seed: u64) -> Result<()> {
         if submitted_at.len() - n_acked >= CLIENT_WINDOW {
             let reply = client.recv_reply()?;
             reply.result?;
-            latency.saturating_record(submitted_at[reply.token as usize].elapsed().as_nanos() as u64);
+            latency
+                .saturating_record(submitted_at[reply.token as usize].elapsed().as_nanos() as u64);
             n_acked += 1;
         }
         let token = client.submit(command.clone())?;
@@ -148,8 +185,15 @@ pub fn run(n_ops: usize, n_runs: usize, seed: u64) -> Result<()> {
     let live_hash = engine.state_hash();
     drop(engine);
     let (recovered, report) = Engine::open(dir.path(), engine_config(batch_len_max))?;
-    ensure!(report.last_seq == n_acked as u64, "recovered {} of {n_acked} acknowledged commands", report.last_seq);
-    ensure!(recovered.state_hash() == live_hash, "recovered state differs from the live state");
+    ensure!(
+        report.last_seq == n_acked as u64,
+        "recovered {} of {n_acked} acknowledged commands",
+        report.last_seq
+    );
+    ensure!(
+        recovered.state_hash() == live_hash,
+        "recovered state differs from the live state"
+    );
     println!(
         "  sequencer thread, file journal:   {:.2} M commands/s sustained, {} in flight; submit→ack latency µs p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}",
         n_commands as f64 / elapsed.as_secs_f64() / 1e6,
@@ -160,7 +204,9 @@ pub fn run(n_ops: usize, n_runs: usize, seed: u64) -> Result<()> {
         latency.value_at_quantile(0.999) as f64 / 1e3,
         latency.max() as f64 / 1e3,
     );
-    println!("  recovery after the sequencer run: all {n_acked} acknowledged commands present, state hash equal");
+    println!(
+        "  recovery after the sequencer run: all {n_acked} acknowledged commands present, state hash equal"
+    );
 
     // A lone client waiting for each ack: the durable-ack latency of an idle system
     // (one fsync per command, nothing to share it with).

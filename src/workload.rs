@@ -53,7 +53,10 @@ impl WorkloadKind {
 
     /// Book options big enough for this workload.
     pub fn book_config(self) -> BookConfig {
-        BookConfig { orders_max: self.live_target() * 2 + 1_024, emit_depth: true }
+        BookConfig {
+            orders_max: self.live_target() * 2 + 1_024,
+            emit_depth: true,
+        }
     }
 }
 
@@ -118,7 +121,9 @@ impl Live {
     fn track(&mut self, book: &OrderBook, events: &[BookEvent]) {
         for event in events {
             let id = match *event {
-                BookEvent::Trade { resting, aggressor, .. } => {
+                BookEvent::Trade {
+                    resting, aggressor, ..
+                } => {
                     self.refresh(book, resting);
                     aggressor
                 }
@@ -135,7 +140,13 @@ impl Live {
     fn refresh(&mut self, book: &OrderBook, id: OrderId) {
         match book.order(id) {
             Some(order) => {
-                let entry = (id, order.account, order.side, order.price, order.visible + order.hidden);
+                let entry = (
+                    id,
+                    order.account,
+                    order.side,
+                    order.price,
+                    order.visible + order.hidden,
+                );
                 match self.position.get(&id) {
                     Some(&at) => self.orders[at] = entry,
                     None => {
@@ -157,7 +168,10 @@ pub fn generate(kind: WorkloadKind, n_ops: usize, seed: u64) -> Workload {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let rules = MarketRules::intraday_default();
     let mut book = OrderBook::new(rules, kind.book_config()).expect("default rules are valid");
-    let mut live = Live { orders: Vec::new(), position: FxHashMap::default() };
+    let mut live = Live {
+        orders: Vec::new(),
+        position: FxHashMap::default(),
+    };
     let mut events = Vec::new();
     let mut next_id = 1u64;
     let mid = 5_000i64;
@@ -165,7 +179,11 @@ pub fn generate(kind: WorkloadKind, n_ops: usize, seed: u64) -> Workload {
     let n_accounts = 200u32;
 
     let new_order = |rng: &mut ChaCha8Rng, tif: TimeInForce, next_id: &mut u64| {
-        let side = if rng.random_bool(0.5) { Side::Buy } else { Side::Sell };
+        let side = if rng.random_bool(0.5) {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
         let offset = match tif {
             // Resting orders sit on their own side of the mid; a few cross.
             TimeInForce::Gtc => rng.random_range(-2..=half),
@@ -218,16 +236,23 @@ pub fn generate(kind: WorkloadKind, n_ops: usize, seed: u64) -> Workload {
         let draw: f64 = rng.random();
         let low = live.orders.len() < kind.live_target() * 9 / 10;
         let (op, command) = if draw < p_limit || (low && draw < p_limit + p_ioc + p_cancel) {
-            (OpKind::Limit, BookCommand::Submit(new_order(&mut rng, TimeInForce::Gtc, &mut next_id)))
+            (
+                OpKind::Limit,
+                BookCommand::Submit(new_order(&mut rng, TimeInForce::Gtc, &mut next_id)),
+            )
         } else if draw < p_limit + p_ioc {
-            (OpKind::Ioc, BookCommand::Submit(new_order(&mut rng, TimeInForce::Ioc, &mut next_id)))
+            (
+                OpKind::Ioc,
+                BookCommand::Submit(new_order(&mut rng, TimeInForce::Ioc, &mut next_id)),
+            )
         } else if live.orders.is_empty() {
             continue;
         } else if draw < p_limit + p_ioc + p_cancel {
             let (id, account, ..) = live.orders[rng.random_range(0..live.orders.len())];
             (OpKind::Cancel, BookCommand::Cancel { id, account })
         } else {
-            let (id, account, side, price, qty) = live.orders[rng.random_range(0..live.orders.len())];
+            let (id, account, side, price, qty) =
+                live.orders[rng.random_range(0..live.orders.len())];
             // Move by a few ticks, or shrink: the usual market-maker requote.
             let (new_price, new_qty) = if rng.random_bool(0.8) || qty.0 == 1 {
                 let step = rng.random_range(1..=3) * if rng.random_bool(0.5) { 1 } else { -1 };
@@ -237,12 +262,24 @@ pub fn generate(kind: WorkloadKind, n_ops: usize, seed: u64) -> Workload {
                 (price, Qty(rng.random_range(1..qty.0)))
             };
             let _ = side;
-            (OpKind::Modify, BookCommand::Modify { id, account, price: new_price, qty: new_qty })
+            (
+                OpKind::Modify,
+                BookCommand::Modify {
+                    id,
+                    account,
+                    price: new_price,
+                    qty: new_qty,
+                },
+            )
         };
         events.clear();
         book.apply(&command, &mut events);
         live.track(&book, &events);
         commands.push((op, command));
     }
-    Workload { kind, warmup, commands }
+    Workload {
+        kind,
+        warmup,
+        commands,
+    }
 }

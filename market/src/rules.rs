@@ -119,7 +119,9 @@ impl MarketRules {
             return Err(RuleError::InvalidRules("price_min must be <= price_max"));
         }
         if self.price_min.0 % self.tick.0 != 0 || self.price_max.0 % self.tick.0 != 0 {
-            return Err(RuleError::InvalidRules("price limits must be on the tick grid"));
+            return Err(RuleError::InvalidRules(
+                "price limits must be on the tick grid",
+            ));
         }
         if self.lot_kw <= 0 {
             return Err(RuleError::InvalidRules("lot_kw must be positive"));
@@ -128,7 +130,9 @@ impl MarketRules {
             return Err(RuleError::InvalidRules("qty_max must be positive"));
         }
         if self.gate_closure_lead_s < 0 {
-            return Err(RuleError::InvalidRules("gate_closure_lead_s must not be negative"));
+            return Err(RuleError::InvalidRules(
+                "gate_closure_lead_s must not be negative",
+            ));
         }
         Ok(())
     }
@@ -139,7 +143,10 @@ impl MarketRules {
     /// [`RuleError::PriceOffTick`] or [`RuleError::PriceOutOfLimits`].
     pub fn check_price(&self, price: Price) -> Result<Price, RuleError> {
         if price.0 % self.tick.0 != 0 {
-            return Err(RuleError::PriceOffTick { price, tick: self.tick });
+            return Err(RuleError::PriceOffTick {
+                price,
+                tick: self.tick,
+            });
         }
         if price < self.price_min || price > self.price_max {
             return Err(RuleError::PriceOutOfLimits {
@@ -168,7 +175,10 @@ impl MarketRules {
             return Err(RuleError::QtyNotPositive(Decimal::from(qty.0)));
         }
         if qty > self.qty_max {
-            return Err(RuleError::QtyAboveMax { qty, max: self.qty_max });
+            return Err(RuleError::QtyAboveMax {
+                qty,
+                max: self.qty_max,
+            });
         }
         Ok(qty)
     }
@@ -181,13 +191,21 @@ impl MarketRules {
         if mw <= Decimal::ZERO {
             return Err(RuleError::QtyNotPositive(mw));
         }
-        let out_of_range = || RuleError::Unit(UnitError::OutOfRange { value: mw, unit: "MW" });
+        let out_of_range = || {
+            RuleError::Unit(UnitError::OutOfRange {
+                value: mw,
+                unit: "MW",
+            })
+        };
         let lots = mw
             .checked_mul(Decimal::from(1000))
             .and_then(|kw| kw.checked_div(Decimal::from(self.lot_kw)))
             .ok_or_else(out_of_range)?;
         if !lots.fract().is_zero() {
-            return Err(RuleError::QtyOffLot { mw, lot_kw: self.lot_kw });
+            return Err(RuleError::QtyOffLot {
+                mw,
+                lot_kw: self.lot_kw,
+            });
         }
         let lots: i64 = lots.trunc().try_into().map_err(|_| out_of_range())?;
         self.check_qty(Qty(lots))
@@ -243,10 +261,22 @@ mod tests {
         let rules = MarketRules::intraday_default();
         assert_eq!(rules.qty_from_mw(dec("0.1")), Ok(Qty(1)));
         assert_eq!(rules.qty_from_mw(dec("999")), Ok(Qty(9_990)));
-        assert!(matches!(rules.qty_from_mw(dec("0.15")), Err(RuleError::QtyOffLot { .. })));
-        assert!(matches!(rules.qty_from_mw(dec("0")), Err(RuleError::QtyNotPositive(_))));
-        assert!(matches!(rules.qty_from_mw(dec("-1")), Err(RuleError::QtyNotPositive(_))));
-        assert!(matches!(rules.qty_from_mw(dec("999.1")), Err(RuleError::QtyAboveMax { .. })));
+        assert!(matches!(
+            rules.qty_from_mw(dec("0.15")),
+            Err(RuleError::QtyOffLot { .. })
+        ));
+        assert!(matches!(
+            rules.qty_from_mw(dec("0")),
+            Err(RuleError::QtyNotPositive(_))
+        ));
+        assert!(matches!(
+            rules.qty_from_mw(dec("-1")),
+            Err(RuleError::QtyNotPositive(_))
+        ));
+        assert!(matches!(
+            rules.qty_from_mw(dec("999.1")),
+            Err(RuleError::QtyAboveMax { .. })
+        ));
         assert_eq!(rules.qty_to_mw(Qty(15)), dec("1.5"));
         assert!(matches!(
             rules.qty_from_mw(dec("79228162514264337593543950335")),

@@ -19,7 +19,9 @@ pub const NANOS_PER_SECOND: i64 = 1_000_000_000;
 pub const NANOS_PER_MINUTE: i64 = 60 * NANOS_PER_SECOND;
 
 /// An instant in UTC, as nanoseconds since the Unix epoch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct UtcNanos(pub i64);
 
 impl UtcNanos {
@@ -43,7 +45,9 @@ impl UtcNanos {
     /// # Errors
     /// [`TimeError::OutOfRange`] for dates outside roughly 1677..2262 (i64 nanoseconds).
     pub fn from_datetime(at: DateTime<Utc>) -> Result<UtcNanos, TimeError> {
-        at.timestamp_nanos_opt().map(UtcNanos).ok_or(TimeError::OutOfRange)
+        at.timestamp_nanos_opt()
+            .map(UtcNanos)
+            .ok_or(TimeError::OutOfRange)
     }
 }
 
@@ -126,7 +130,10 @@ impl DeliveryPeriod {
     /// [`TimeError::Misaligned`] if `start` is not a multiple of `length` since the epoch.
     pub fn new(start: UtcNanos, length: PeriodLength) -> Result<DeliveryPeriod, TimeError> {
         if start.0.rem_euclid(length.nanos()) != 0 {
-            return Err(TimeError::Misaligned { start, length_minutes: length.minutes() });
+            return Err(TimeError::Misaligned {
+                start,
+                length_minutes: length.minutes(),
+            });
         }
         Ok(DeliveryPeriod { start, length })
     }
@@ -137,8 +144,13 @@ impl DeliveryPeriod {
     /// [`TimeError::OutOfRange`] if that period would start before the earliest
     /// representable instant (within one period of `i64::MIN` nanoseconds).
     pub fn containing(at: UtcNanos, length: PeriodLength) -> Result<DeliveryPeriod, TimeError> {
-        let start = at.0.checked_sub(at.0.rem_euclid(length.nanos())).ok_or(TimeError::OutOfRange)?;
-        Ok(DeliveryPeriod { start: UtcNanos(start), length })
+        let start =
+            at.0.checked_sub(at.0.rem_euclid(length.nanos()))
+                .ok_or(TimeError::OutOfRange)?;
+        Ok(DeliveryPeriod {
+            start: UtcNanos(start),
+            length,
+        })
     }
 
     /// Start of delivery.
@@ -191,9 +203,15 @@ mod tests {
         assert!(DeliveryPeriod::new(UtcNanos(15 * NANOS_PER_MINUTE), quarter).is_ok());
         assert_eq!(
             DeliveryPeriod::new(UtcNanos(NANOS_PER_MINUTE), quarter),
-            Err(TimeError::Misaligned { start: UtcNanos(NANOS_PER_MINUTE), length_minutes: 15 })
+            Err(TimeError::Misaligned {
+                start: UtcNanos(NANOS_PER_MINUTE),
+                length_minutes: 15
+            })
         );
-        assert_eq!(PeriodLength::from_minutes(20), Err(TimeError::BadLength(20)));
+        assert_eq!(
+            PeriodLength::from_minutes(20),
+            Err(TimeError::BadLength(20))
+        );
     }
 
     #[test]
@@ -203,6 +221,9 @@ mod tests {
         assert_eq!(p.start(), UtcNanos(-hour.nanos()));
         assert_eq!(p.end(), UtcNanos(0));
         // Regression: the period of the earliest instant used to overflow.
-        assert_eq!(DeliveryPeriod::containing(UtcNanos(i64::MIN), hour), Err(TimeError::OutOfRange));
+        assert_eq!(
+            DeliveryPeriod::containing(UtcNanos(i64::MIN), hour),
+            Err(TimeError::OutOfRange)
+        );
     }
 }

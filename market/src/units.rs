@@ -20,11 +20,15 @@ use serde::{Deserialize, Serialize};
 pub const PRICE_SCALE: u32 = 2;
 
 /// A price in integer ticks of 0.01 EUR/MWh (the market's tick size may be a multiple).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Price(pub i64);
 
 /// A quantity in integer lots (the lot size is a per-market rule, default 0.1 MW).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Qty(pub i64);
 
 /// Errors converting boundary values (decimal numbers, strings) into market units.
@@ -76,14 +80,23 @@ impl Price {
     pub fn from_decimal(eur_per_mwh: Decimal) -> Result<Price, UnitError> {
         let scaled = eur_per_mwh
             .checked_mul(Decimal::from(100))
-            .ok_or(UnitError::OutOfRange { value: eur_per_mwh, unit: "EUR/MWh" })?;
+            .ok_or(UnitError::OutOfRange {
+                value: eur_per_mwh,
+                unit: "EUR/MWh",
+            })?;
         if !scaled.fract().is_zero() {
-            return Err(UnitError::OffGrid { value: eur_per_mwh, unit: "EUR/MWh" });
+            return Err(UnitError::OffGrid {
+                value: eur_per_mwh,
+                unit: "EUR/MWh",
+            });
         }
         let cents: i64 = scaled
             .trunc()
             .try_into()
-            .map_err(|_| UnitError::OutOfRange { value: eur_per_mwh, unit: "EUR/MWh" })?;
+            .map_err(|_| UnitError::OutOfRange {
+                value: eur_per_mwh,
+                unit: "EUR/MWh",
+            })?;
         Ok(Price(cents))
     }
 
@@ -108,8 +121,9 @@ impl FromStr for Price {
     type Err = UnitError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let value = Decimal::from_str(text.trim())
-            .map_err(|_| UnitError::NotANumber { text: text.to_string() })?;
+        let value = Decimal::from_str(text.trim()).map_err(|_| UnitError::NotANumber {
+            text: text.to_string(),
+        })?;
         Price::from_decimal(value)
     }
 }
@@ -233,7 +247,13 @@ mod tests {
 
     #[test]
     fn price_parses_exact_cents_and_round_trips() {
-        for (text, cents) in [("0", 0), ("12.34", 1234), ("-9999.99", -999_999), ("4000", 400_000), ("0.10", 10)] {
+        for (text, cents) in [
+            ("0", 0),
+            ("12.34", 1234),
+            ("-9999.99", -999_999),
+            ("4000", 400_000),
+            ("0.10", 10),
+        ] {
             let price: Price = text.parse().unwrap();
             assert_eq!(price, Price(cents), "{text}");
             assert_eq!(Price::from_decimal(price.to_decimal()), Ok(price));
@@ -242,14 +262,26 @@ mod tests {
 
     #[test]
     fn price_off_the_cent_grid_is_rejected_not_rounded() {
-        assert!(matches!("1.005".parse::<Price>(), Err(UnitError::OffGrid { .. })));
-        assert!(matches!("-0.001".parse::<Price>(), Err(UnitError::OffGrid { .. })));
+        assert!(matches!(
+            "1.005".parse::<Price>(),
+            Err(UnitError::OffGrid { .. })
+        ));
+        assert!(matches!(
+            "-0.001".parse::<Price>(),
+            Err(UnitError::OffGrid { .. })
+        ));
     }
 
     #[test]
     fn price_garbage_and_huge_values_are_typed_errors() {
-        assert!(matches!("abc".parse::<Price>(), Err(UnitError::NotANumber { .. })));
-        assert!(matches!("".parse::<Price>(), Err(UnitError::NotANumber { .. })));
+        assert!(matches!(
+            "abc".parse::<Price>(),
+            Err(UnitError::NotANumber { .. })
+        ));
+        assert!(matches!(
+            "".parse::<Price>(),
+            Err(UnitError::NotANumber { .. })
+        ));
         assert!(matches!(
             "99999999999999999999999".parse::<Price>(),
             Err(UnitError::OutOfRange { .. })

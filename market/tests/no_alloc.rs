@@ -54,7 +54,10 @@ impl XorShift {
 
 #[test]
 fn steady_state_operations_do_not_allocate() {
-    let config = BookConfig { orders_max: 8_192, emit_depth: true };
+    let config = BookConfig {
+        orders_max: 8_192,
+        emit_depth: true,
+    };
     let mut book = OrderBook::new(MarketRules::intraday_default(), config).unwrap();
     let mut events = Vec::with_capacity(4_096);
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
@@ -62,14 +65,31 @@ fn steady_state_operations_do_not_allocate() {
     let mut next_id = 1u64;
     let mid = 5_000i64;
 
-    let mut step = |book: &mut OrderBook, events: &mut Vec<_>, live: &mut Vec<(OrderId, AccountId)>, rng: &mut XorShift| {
+    let mut step = |book: &mut OrderBook,
+                    events: &mut Vec<_>,
+                    live: &mut Vec<(OrderId, AccountId)>,
+                    rng: &mut XorShift| {
         let draw = rng.next(100);
         let command = if draw < 30 || live.is_empty() {
-            let side = if rng.next(2) == 0 { Side::Buy } else { Side::Sell };
+            let side = if rng.next(2) == 0 {
+                Side::Buy
+            } else {
+                Side::Sell
+            };
             let offset = rng.next(300) as i64 - 2;
-            let price = if side == Side::Buy { mid - offset } else { mid + offset };
+            let price = if side == Side::Buy {
+                mid - offset
+            } else {
+                mid + offset
+            };
             let account = AccountId(rng.next(50) as u32 + 1);
-            let mut order = NewOrder::limit(OrderId(next_id), account, side, Price(price), Qty(rng.next(40) as i64 + 1));
+            let mut order = NewOrder::limit(
+                OrderId(next_id),
+                account,
+                side,
+                Price(price),
+                Qty(rng.next(40) as i64 + 1),
+            );
             if draw < 5 {
                 order.time_in_force = TimeInForce::Ioc;
                 order.qty = Qty(200);
@@ -86,7 +106,12 @@ fn steady_state_operations_do_not_allocate() {
         } else {
             let (id, account) = live[rng.next(live.len() as u64) as usize];
             let price = Price(mid + rng.next(600) as i64 - 300);
-            BookCommand::Modify { id, account, price, qty: Qty(rng.next(30) as i64 + 1) }
+            BookCommand::Modify {
+                id,
+                account,
+                price,
+                qty: Qty(rng.next(30) as i64 + 1),
+            }
         };
         events.clear();
         book.apply(&command, events);
@@ -97,7 +122,10 @@ fn steady_state_operations_do_not_allocate() {
         step(&mut book, &mut events, &mut live, &mut rng);
     }
     book.check_invariants();
-    assert!(book.n_resting() > 100, "warm-up should leave a populated book");
+    assert!(
+        book.n_resting() > 100,
+        "warm-up should leave a populated book"
+    );
 
     COUNTING.store(true, Ordering::SeqCst);
     for _ in 0..100_000 {
@@ -106,5 +134,8 @@ fn steady_state_operations_do_not_allocate() {
     COUNTING.store(false, Ordering::SeqCst);
     let n_allocations = N_ALLOCATIONS.load(Ordering::SeqCst);
     book.check_invariants();
-    assert_eq!(n_allocations, 0, "the book allocated {n_allocations} times in steady state");
+    assert_eq!(
+        n_allocations, 0,
+        "the book allocated {n_allocations} times in steady state"
+    );
 }

@@ -21,7 +21,11 @@ pub(crate) struct LevelBitmap {
 const WORD_BITS: usize = 64;
 
 fn mask_at_or_below(bit: usize) -> u64 {
-    if bit == 63 { u64::MAX } else { (1u64 << (bit + 1)) - 1 }
+    if bit == 63 {
+        u64::MAX
+    } else {
+        (1u64 << (bit + 1)) - 1
+    }
 }
 
 fn mask_at_or_above(bit: usize) -> u64 {
@@ -146,10 +150,18 @@ impl LevelBitmap {
             let (lower, upper) = (&pair[0], &pair[1]);
             for (word_idx, word) in lower.iter().enumerate() {
                 let summary = upper[word_idx / WORD_BITS] & (1u64 << (word_idx % WORD_BITS)) != 0;
-                assert_eq!(summary, *word != 0, "bitmap summary out of date at word {word_idx}");
+                assert_eq!(
+                    summary,
+                    *word != 0,
+                    "bitmap summary out of date at word {word_idx}"
+                );
             }
         }
-        assert_eq!(self.layers.last().map(Vec::len), Some(1), "top layer must be one word");
+        assert_eq!(
+            self.layers.last().map(Vec::len),
+            Some(1),
+            "top layer must be one word"
+        );
     }
 }
 

@@ -72,7 +72,10 @@ pub struct BookConfig {
 
 impl Default for BookConfig {
     fn default() -> Self {
-        BookConfig { orders_max: 65_536, emit_depth: true }
+        BookConfig {
+            orders_max: 65_536,
+            emit_depth: true,
+        }
     }
 }
 
@@ -133,7 +136,12 @@ struct Level {
     n_orders: u32,
 }
 
-const EMPTY_LEVEL: Level = Level { head: NIL, tail: NIL, visible: 0, n_orders: 0 };
+const EMPTY_LEVEL: Level = Level {
+    head: NIL,
+    tail: NIL,
+    visible: 0,
+    n_orders: 0,
+};
 
 /// One side of the book: paged levels addressed by tick index plus an occupancy bitmap.
 #[derive(Clone, Debug)]
@@ -210,7 +218,9 @@ impl SideBook {
     /// The next occupied level after `index`, in priority order (worse price).
     fn next_worse(&self, index: usize) -> Option<usize> {
         match self.side {
-            Side::Buy => index.checked_sub(1).and_then(|i| self.occupied.at_or_below(i)),
+            Side::Buy => index
+                .checked_sub(1)
+                .and_then(|i| self.occupied.at_or_below(i)),
             Side::Sell => self.occupied.at_or_above(index + 1),
         }
     }
@@ -230,7 +240,10 @@ struct Incoming {
 
 /// Checks a new order against the market rules and type restrictions.
 /// Shared by [`OrderBook`] and the reference book so both reject identically.
-pub(crate) fn validate_new_order(rules: &MarketRules, order: &NewOrder) -> Result<(), RejectReason> {
+pub(crate) fn validate_new_order(
+    rules: &MarketRules,
+    order: &NewOrder,
+) -> Result<(), RejectReason> {
     validate_price_qty(rules, order.price, order.qty)?;
     if let Some(peak) = order.peak
         && (peak.0 <= 0 || peak > order.qty)
@@ -307,12 +320,16 @@ impl OrderBook {
             .checked_sub(rules.price_min.0)
             .map(|band| band / rules.tick.0 + 1)
             .filter(|n_levels| *n_levels <= LEVELS_MAX as i64)
-            .ok_or(RuleError::InvalidRules("price band wider than LEVELS_MAX ticks"))?
-            as usize;
+            .ok_or(RuleError::InvalidRules(
+                "price band wider than LEVELS_MAX ticks",
+            ))? as usize;
         let mut by_id = FxHashMap::default();
         by_id.reserve(config.orders_max);
         Ok(OrderBook {
-            sides: [SideBook::new(Side::Buy, n_levels), SideBook::new(Side::Sell, n_levels)],
+            sides: [
+                SideBook::new(Side::Buy, n_levels),
+                SideBook::new(Side::Sell, n_levels),
+            ],
             rules,
             config,
             phase: Phase::Open,
@@ -355,9 +372,13 @@ impl OrderBook {
     /// Best bid and offer with the visible quantity at each.
     pub fn bbo(&self) -> Bbo {
         let top = |side: &SideBook| {
-            side.best().map(|index| (self.level_price(index), Qty(side.level(index).visible)))
+            side.best()
+                .map(|index| (self.level_price(index), Qty(side.level(index).visible)))
         };
-        Bbo { bid: top(&self.sides[0]), ask: top(&self.sides[1]) }
+        Bbo {
+            bid: top(&self.sides[0]),
+            ask: top(&self.sides[1]),
+        }
     }
 
     /// L2 snapshot: up to `n_levels` levels of `side`, best first, appended to `out`.
@@ -426,13 +447,18 @@ impl OrderBook {
         match *command {
             BookCommand::Submit(order) => self.submit(&order, events),
             BookCommand::Cancel { id, account } => self.cancel(id, account, events),
-            BookCommand::Modify { id, account, price, qty } => {
-                self.modify(id, account, price, qty, events)
-            }
+            BookCommand::Modify {
+                id,
+                account,
+                price,
+                qty,
+            } => self.modify(id, account, price, qty, events),
             BookCommand::Halt => {
                 if self.phase == Phase::Open {
                     self.phase = Phase::Halted;
-                    events.push(BookEvent::PhaseChanged { phase: Phase::Halted });
+                    events.push(BookEvent::PhaseChanged {
+                        phase: Phase::Halted,
+                    });
                 }
             }
             BookCommand::Resume => {
@@ -471,7 +497,10 @@ impl OrderBook {
                 }
             });
         if let Err(reason) = verdict {
-            events.push(BookEvent::Rejected { id: order.id, reason });
+            events.push(BookEvent::Rejected {
+                id: order.id,
+                reason,
+            });
             return;
         }
         events.push(BookEvent::Accepted {
@@ -483,7 +512,13 @@ impl OrderBook {
         });
         self.ledger.submitted += order.qty.0;
         if order.time_in_force == TimeInForce::Fok
-            && !self.fok_fillable(order.account, order.side, order.price, order.qty.0, order.stp)
+            && !self.fok_fillable(
+                order.account,
+                order.side,
+                order.price,
+                order.qty.0,
+                order.stp,
+            )
         {
             self.ledger.cancelled += order.qty.0;
             events.push(BookEvent::Cancelled {
@@ -512,7 +547,10 @@ impl OrderBook {
                 self.rest(&incoming, peak, order.post_only, events);
             }
             TimeInForce::Ioc | TimeInForce::Fok => {
-                debug_assert!(order.time_in_force == TimeInForce::Ioc, "FOK was pre-checked");
+                debug_assert!(
+                    order.time_in_force == TimeInForce::Ioc,
+                    "FOK was pre-checked"
+                );
                 self.ledger.cancelled += incoming.remaining;
                 events.push(BookEvent::Cancelled {
                     id: order.id,
@@ -525,7 +563,9 @@ impl OrderBook {
 
     fn would_cross(&self, side: Side, price: Price) -> bool {
         let opposite = &self.sides[side.opposite().index()];
-        opposite.best().is_some_and(|index| crosses(side, price, self.level_price(index)))
+        opposite
+            .best()
+            .is_some_and(|index| crosses(side, price, self.level_price(index)))
     }
 
     /// Whether a FOK order could fill completely now (see module docs).
@@ -567,7 +607,9 @@ impl OrderBook {
     fn match_incoming(&mut self, incoming: &mut Incoming, events: &mut Vec<BookEvent>) {
         let opposite = incoming.side.opposite();
         while incoming.remaining > 0 {
-            let Some(index) = self.sides[opposite.index()].best() else { break };
+            let Some(index) = self.sides[opposite.index()].best() else {
+                break;
+            };
             let level_price = self.level_price(index);
             if !crosses(incoming.side, incoming.price, level_price) {
                 break;
@@ -730,14 +772,28 @@ impl OrderBook {
         let index = self.level_index(node.price);
         let total = node.visible + node.hidden;
         self.ledger.cancelled += total;
-        events.push(BookEvent::Cancelled { id: node.id, qty: Qty(total), reason });
+        events.push(BookEvent::Cancelled {
+            id: node.id,
+            qty: Qty(total),
+            reason,
+        });
         self.unlink(node_idx, index);
         self.release(node_idx);
         self.emit_depth(node.side, index, events);
     }
 
-    fn rest(&mut self, incoming: &Incoming, peak: i64, post_only: bool, events: &mut Vec<BookEvent>) {
-        let visible = if peak > 0 { peak.min(incoming.remaining) } else { incoming.remaining };
+    fn rest(
+        &mut self,
+        incoming: &Incoming,
+        peak: i64,
+        post_only: bool,
+        events: &mut Vec<BookEvent>,
+    ) {
+        let visible = if peak > 0 {
+            peak.min(incoming.remaining)
+        } else {
+            incoming.remaining
+        };
         let node = OrderNode {
             id: incoming.id,
             account: incoming.account,
@@ -878,7 +934,9 @@ impl OrderBook {
                 let node = &self.nodes[node_idx as usize];
                 if node.price == price && node.visible + node.hidden == qty.0 {
                     Err(RejectReason::NoChange)
-                } else if node.post_only && node.price != price && self.would_cross(node.side, price)
+                } else if node.post_only
+                    && node.price != price
+                    && self.would_cross(node.side, price)
                 {
                     Err(RejectReason::PostOnlyWouldCross)
                 } else {
@@ -924,7 +982,11 @@ impl OrderBook {
         }
         // The node keeps its slot and id mapping while it re-enters: no hash-map work.
         self.unlink(node_idx, index);
-        let visible = if node.peak > 0 { node.peak.min(qty.0) } else { qty.0 };
+        let visible = if node.peak > 0 {
+            node.peak.min(qty.0)
+        } else {
+            qty.0
+        };
         events.push(BookEvent::Restated {
             id,
             price,
@@ -949,7 +1011,11 @@ impl OrderBook {
         }
         let node_mut = &mut self.nodes[node_idx as usize];
         node_mut.price = price;
-        node_mut.visible = if node.peak > 0 { node.peak.min(incoming.remaining) } else { incoming.remaining };
+        node_mut.visible = if node.peak > 0 {
+            node.peak.min(incoming.remaining)
+        } else {
+            incoming.remaining
+        };
         node_mut.hidden = incoming.remaining - node_mut.visible;
         let new_index = self.level_index(price);
         self.link_back(node_idx, new_index);
@@ -970,7 +1036,10 @@ impl OrderBook {
                     let node = self.nodes[node_idx as usize];
                     let total = node.visible + node.hidden;
                     self.ledger.expired += total;
-                    events.push(BookEvent::Expired { id: node.id, qty: Qty(total) });
+                    events.push(BookEvent::Expired {
+                        id: node.id,
+                        qty: Qty(total),
+                    });
                     self.unlink(node_idx, index);
                     self.release(node_idx);
                 }
@@ -978,7 +1047,9 @@ impl OrderBook {
             }
         }
         self.phase = Phase::Closed;
-        events.push(BookEvent::PhaseChanged { phase: Phase::Closed });
+        events.push(BookEvent::PhaseChanged {
+            phase: Phase::Closed,
+        });
     }
 
     /// Everything needed to rebuild this book exactly.
@@ -1009,12 +1080,18 @@ impl OrderBook {
         let mut book = OrderBook::new(rules, config)?;
         let n_orders = snapshot.bids.len() + snapshot.asks.len();
         if n_orders > config.orders_max {
-            return Err(SnapshotError::TooManyOrders { n_orders, orders_max: config.orders_max });
+            return Err(SnapshotError::TooManyOrders {
+                n_orders,
+                orders_max: config.orders_max,
+            });
         }
         for (side, orders) in [(Side::Buy, &snapshot.bids), (Side::Sell, &snapshot.asks)] {
             let mut previous: Option<Price> = None;
             for order in orders.iter() {
-                let invalid = |reason| SnapshotError::InvalidOrder { id: order.id, reason };
+                let invalid = |reason| SnapshotError::InvalidOrder {
+                    id: order.id,
+                    reason,
+                };
                 if order.side != side {
                     return Err(invalid("listed on the wrong side"));
                 }
@@ -1076,7 +1153,9 @@ impl OrderBook {
             .sum();
         let ledger = snapshot.ledger;
         if ledger.submitted != resting + ledger.filled + ledger.cancelled + ledger.expired {
-            return Err(SnapshotError::Inconsistent("quantity ledger does not balance"));
+            return Err(SnapshotError::Inconsistent(
+                "quantity ledger does not balance",
+            ));
         }
         Ok(book)
     }
@@ -1091,7 +1170,11 @@ impl OrderBook {
         let mut resting = 0i64;
         for side_book in &self.sides {
             side_book.occupied.check_invariants();
-            assert_eq!(side_book.best, side_book.best_by_bitmap(), "best level cache stale");
+            assert_eq!(
+                side_book.best,
+                side_book.best_by_bitmap(),
+                "best level cache stale"
+            );
             for (page_idx, page) in side_book.pages.iter().enumerate() {
                 let Some(page) = page else { continue };
                 for (offset, level) in page.iter().enumerate() {
@@ -1112,10 +1195,17 @@ impl OrderBook {
                         let node = &self.nodes[node_idx as usize];
                         assert_eq!(node.prev, prev, "broken back link");
                         assert_eq!(node.side, side_book.side, "order on the wrong side");
-                        assert_eq!(self.level_index(node.price), index, "order at the wrong level");
+                        assert_eq!(
+                            self.level_index(node.price),
+                            index,
+                            "order at the wrong level"
+                        );
                         assert!(node.visible > 0, "resting order with nothing visible");
                         assert!(node.hidden >= 0, "negative hidden quantity");
-                        assert!(node.peak == 0 || node.visible <= node.peak, "visible above peak");
+                        assert!(
+                            node.peak == 0 || node.visible <= node.peak,
+                            "visible above peak"
+                        );
                         assert!(node.peak > 0 || node.hidden == 0, "hidden without a peak");
                         assert_eq!(self.by_id.get(&node.id), Some(&node_idx), "id map stale");
                         visible += node.visible;
@@ -1131,8 +1221,15 @@ impl OrderBook {
                 }
             }
         }
-        assert_eq!(n_seen, self.by_id.len(), "id map holds orders not in any level");
-        assert!(n_seen <= self.config.orders_max, "more than orders_max resting");
+        assert_eq!(
+            n_seen,
+            self.by_id.len(),
+            "id map holds orders not in any level"
+        );
+        assert!(
+            n_seen <= self.config.orders_max,
+            "more than orders_max resting"
+        );
         if let (Some((bid, _)), Some((ask, _))) = (self.bbo().bid, self.bbo().ask) {
             assert!(bid < ask, "book crossed at rest: bid {bid} >= ask {ask}");
         }

@@ -112,7 +112,12 @@ impl ReferenceBook {
             Some(queue) => (queue.iter().map(|o| o.visible).sum(), queue.len() as u32),
             None => (0, 0),
         };
-        events.push(BookEvent::Depth { side, price, visible: Qty(visible), n_orders });
+        events.push(BookEvent::Depth {
+            side,
+            price,
+            visible: Qty(visible),
+            n_orders,
+        });
     }
 
     /// Applies one command, appending its events.
@@ -121,7 +126,10 @@ impl ReferenceBook {
             BookCommand::Submit(order) => self.submit(order, events),
             BookCommand::Cancel { id, account } => {
                 if self.phase == Phase::Closed {
-                    events.push(BookEvent::Rejected { id, reason: RejectReason::Closed });
+                    events.push(BookEvent::Rejected {
+                        id,
+                        reason: RejectReason::Closed,
+                    });
                     return;
                 }
                 match self.owned(id, account) {
@@ -139,13 +147,18 @@ impl ReferenceBook {
                     Err(reason) => events.push(BookEvent::Rejected { id, reason }),
                 }
             }
-            BookCommand::Modify { id, account, price, qty } => {
-                self.modify(id, account, price, qty, events)
-            }
+            BookCommand::Modify {
+                id,
+                account,
+                price,
+                qty,
+            } => self.modify(id, account, price, qty, events),
             BookCommand::Halt => {
                 if self.phase == Phase::Open {
                     self.phase = Phase::Halted;
-                    events.push(BookEvent::PhaseChanged { phase: Phase::Halted });
+                    events.push(BookEvent::PhaseChanged {
+                        phase: Phase::Halted,
+                    });
                 }
             }
             BookCommand::Resume => {
@@ -165,13 +178,18 @@ impl ReferenceBook {
                             let total = order.visible + order.hidden;
                             self.ledger.expired += total;
                             self.where_is.remove(&order.id);
-                            events.push(BookEvent::Expired { id: order.id, qty: Qty(total) });
+                            events.push(BookEvent::Expired {
+                                id: order.id,
+                                qty: Qty(total),
+                            });
                         }
                         self.depth_event(side, price, events);
                     }
                 }
                 self.phase = Phase::Closed;
-                events.push(BookEvent::PhaseChanged { phase: Phase::Closed });
+                events.push(BookEvent::PhaseChanged {
+                    phase: Phase::Closed,
+                });
             }
         }
     }
@@ -182,7 +200,10 @@ impl ReferenceBook {
             Side::Buy => &self.bids[&price],
             Side::Sell => &self.asks[&price],
         };
-        let order = queue.iter().find(|o| o.id == id).ok_or(RejectReason::UnknownOrder)?;
+        let order = queue
+            .iter()
+            .find(|o| o.id == id)
+            .ok_or(RejectReason::UnknownOrder)?;
         if order.account != account {
             return Err(RejectReason::NotOwner);
         }
@@ -195,13 +216,22 @@ impl ReferenceBook {
             Side::Buy => &self.bids[&price],
             Side::Sell => &self.asks[&price],
         };
-        *queue.iter().find(|o| o.id == id).expect("indexed order is resting")
+        *queue
+            .iter()
+            .find(|o| o.id == id)
+            .expect("indexed order is resting")
     }
 
     fn remove(&mut self, id: OrderId) -> RefOrder {
         let (side, price) = self.where_is.remove(&id).expect("indexed order");
-        let queue = self.book(side).get_mut(&price).expect("level of indexed order");
-        let position = queue.iter().position(|o| o.id == id).expect("order in its level");
+        let queue = self
+            .book(side)
+            .get_mut(&price)
+            .expect("level of indexed order");
+        let position = queue
+            .iter()
+            .position(|o| o.id == id)
+            .expect("order in its level");
         let order = queue.remove(position).expect("position is valid");
         if queue.is_empty() {
             self.book(side).remove(&price);
@@ -210,7 +240,8 @@ impl ReferenceBook {
     }
 
     fn would_cross(&self, side: Side, price: Price) -> bool {
-        self.best_price(side.opposite()).is_some_and(|best| crosses(side, price, best))
+        self.best_price(side.opposite())
+            .is_some_and(|best| crosses(side, price, best))
     }
 
     fn submit(&mut self, order: NewOrder, events: &mut Vec<BookEvent>) {
@@ -237,7 +268,10 @@ impl ReferenceBook {
             }
         });
         if let Err(reason) = verdict {
-            events.push(BookEvent::Rejected { id: order.id, reason });
+            events.push(BookEvent::Rejected {
+                id: order.id,
+                reason,
+            });
             return;
         }
         events.push(BookEvent::Accepted {
@@ -271,7 +305,17 @@ impl ReferenceBook {
         }
         if order.time_in_force == TimeInForce::Gtc {
             let peak = order.peak.map_or(0, |p| p.0);
-            self.insert(order.id, order.account, order.side, order.price, remaining, peak, order.stp, order.post_only, events);
+            self.insert(
+                order.id,
+                order.account,
+                order.side,
+                order.price,
+                remaining,
+                peak,
+                order.stp,
+                order.post_only,
+                events,
+            );
         } else {
             self.ledger.cancelled += remaining;
             events.push(BookEvent::Cancelled {
@@ -296,7 +340,17 @@ impl ReferenceBook {
         events: &mut Vec<BookEvent>,
     ) {
         let visible = if peak > 0 { peak.min(qty) } else { qty };
-        let order = RefOrder { id, account, side, price, visible, hidden: qty - visible, peak, stp, post_only };
+        let order = RefOrder {
+            id,
+            account,
+            side,
+            price,
+            visible,
+            hidden: qty - visible,
+            peak,
+            stp,
+            post_only,
+        };
         self.book(side).entry(price).or_default().push_back(order);
         self.where_is.insert(id, (side, price));
         self.depth_event(side, price, events);
@@ -343,7 +397,9 @@ impl ReferenceBook {
     ) -> (i64, bool) {
         let opposite = side.opposite();
         while remaining > 0 {
-            let Some(price) = self.best_price(opposite) else { break };
+            let Some(price) = self.best_price(opposite) else {
+                break;
+            };
             if !crosses(side, limit, price) {
                 break;
             }
@@ -472,7 +528,14 @@ impl ReferenceBook {
         head
     }
 
-    fn modify(&mut self, id: OrderId, account: AccountId, price: Price, qty: Qty, events: &mut Vec<BookEvent>) {
+    fn modify(
+        &mut self,
+        id: OrderId,
+        account: AccountId,
+        price: Price,
+        qty: Qty,
+        events: &mut Vec<BookEvent>,
+    ) {
         let phase_reject = match self.phase {
             Phase::Open => None,
             Phase::Halted => Some(RejectReason::Halted),
@@ -487,7 +550,8 @@ impl ReferenceBook {
             let order = self.get(id);
             if order.price == price && order.visible + order.hidden == qty.0 {
                 Err(RejectReason::NoChange)
-            } else if order.post_only && order.price != price && self.would_cross(order.side, price) {
+            } else if order.post_only && order.price != price && self.would_cross(order.side, price)
+            {
                 Err(RejectReason::PostOnlyWouldCross)
             } else {
                 Ok(())
@@ -505,7 +569,10 @@ impl ReferenceBook {
             let from_hidden = reduction.min(order.hidden);
             let (side, level_price) = self.where_is[&id];
             let queue = self.book(side).get_mut(&level_price).expect("level exists");
-            let slot = queue.iter_mut().find(|o| o.id == id).expect("order in level");
+            let slot = queue
+                .iter_mut()
+                .find(|o| o.id == id)
+                .expect("order in level");
             slot.hidden -= from_hidden;
             slot.visible -= reduction - from_hidden;
             let after = *slot;
@@ -525,7 +592,11 @@ impl ReferenceBook {
             self.ledger.cancelled += total - qty.0;
         }
         self.remove(id);
-        let visible = if order.peak > 0 { order.peak.min(qty.0) } else { qty.0 };
+        let visible = if order.peak > 0 {
+            order.peak.min(qty.0)
+        } else {
+            qty.0
+        };
         events.push(BookEvent::Restated {
             id,
             price,
@@ -537,7 +608,17 @@ impl ReferenceBook {
         let (remaining, cancelled) =
             self.match_against_book(id, account, order.side, price, qty.0, order.stp, events);
         if !cancelled && remaining > 0 {
-            self.insert(id, account, order.side, price, remaining, order.peak, order.stp, order.post_only, events);
+            self.insert(
+                id,
+                account,
+                order.side,
+                price,
+                remaining,
+                order.peak,
+                order.stp,
+                order.post_only,
+                events,
+            );
         }
     }
 }

@@ -32,9 +32,13 @@ fn trades(events: &[BookEvent]) -> Vec<(OrderId, OrderId, Price, Qty)> {
     events
         .iter()
         .filter_map(|event| match *event {
-            BookEvent::Trade { aggressor, resting, price, qty, .. } => {
-                Some((aggressor, resting, price, qty))
-            }
+            BookEvent::Trade {
+                aggressor,
+                resting,
+                price,
+                qty,
+                ..
+            } => Some((aggressor, resting, price, qty)),
             _ => None,
         })
         .collect()
@@ -52,8 +56,17 @@ fn limit_order_rests_then_trades_at_resting_price() {
     let mut book = book();
     submit(&mut book, limit(1, ALICE, Side::Sell, 5000, 10));
     let events = submit(&mut book, limit(2, BOB, Side::Buy, 5100, 4));
-    assert_eq!(trades(&events), vec![(OrderId(2), OrderId(1), Price(5000), Qty(4))]);
-    assert_eq!(book.bbo(), Bbo { bid: None, ask: Some((Price(5000), Qty(6))) });
+    assert_eq!(
+        trades(&events),
+        vec![(OrderId(2), OrderId(1), Price(5000), Qty(4))]
+    );
+    assert_eq!(
+        book.bbo(),
+        Bbo {
+            bid: None,
+            ask: Some((Price(5000), Qty(6)))
+        }
+    );
 }
 
 #[test]
@@ -98,9 +111,17 @@ fn fok_fills_all_or_nothing() {
     assert!(trades(&events).is_empty());
     assert!(matches!(
         events.last(),
-        Some(BookEvent::Cancelled { reason: CancelReason::FokNotFilled, qty: Qty(4), .. })
+        Some(BookEvent::Cancelled {
+            reason: CancelReason::FokNotFilled,
+            qty: Qty(4),
+            ..
+        })
     ));
-    assert_eq!(book.n_resting(), 2, "a killed FOK leaves the book untouched");
+    assert_eq!(
+        book.n_resting(),
+        2,
+        "a killed FOK leaves the book untouched"
+    );
     fok.id = OrderId(4);
     fok.price = Price(5200);
     let events = submit(&mut book, fok);
@@ -127,12 +148,26 @@ fn post_only_rests_or_is_rejected() {
     submit(&mut book, limit(1, ALICE, Side::Sell, 5000, 3));
     let mut post = limit(2, BOB, Side::Buy, 5000, 1);
     post.post_only = true;
-    assert_eq!(rejection(&submit(&mut book, post)), Some(RejectReason::PostOnlyWouldCross));
+    assert_eq!(
+        rejection(&submit(&mut book, post)),
+        Some(RejectReason::PostOnlyWouldCross)
+    );
     post.price = Price(4999);
-    assert!(matches!(submit(&mut book, post)[0], BookEvent::Accepted { .. }));
+    assert!(matches!(
+        submit(&mut book, post)[0],
+        BookEvent::Accepted { .. }
+    ));
     assert_eq!(book.bbo().bid, Some((Price(4999), Qty(1))));
-    let modify = BookCommand::Modify { id: OrderId(2), account: BOB, price: Price(5000), qty: Qty(1) };
-    assert_eq!(rejection(&run(&mut book, modify)), Some(RejectReason::PostOnlyWouldCross));
+    let modify = BookCommand::Modify {
+        id: OrderId(2),
+        account: BOB,
+        price: Price(5000),
+        qty: Qty(1),
+    };
+    assert_eq!(
+        rejection(&run(&mut book, modify)),
+        Some(RejectReason::PostOnlyWouldCross)
+    );
 }
 
 #[test]
@@ -142,15 +177,26 @@ fn iceberg_shows_peak_and_refresh_loses_priority() {
     iceberg.peak = Some(Qty(4));
     submit(&mut book, iceberg);
     submit(&mut book, limit(2, AccountId(3), Side::Sell, 5000, 5));
-    assert_eq!(book.bbo().ask, Some((Price(5000), Qty(9))), "only the peak is visible");
+    assert_eq!(
+        book.bbo().ask,
+        Some((Price(5000), Qty(9))),
+        "only the peak is visible"
+    );
     let events = submit(&mut book, limit(3, BOB, Side::Buy, 5000, 4));
     assert!(events.iter().any(|e| matches!(
         e,
-        BookEvent::Restated { id: OrderId(1), reason: RestateReason::IcebergRefresh, .. }
+        BookEvent::Restated {
+            id: OrderId(1),
+            reason: RestateReason::IcebergRefresh,
+            ..
+        }
     )));
     // The refreshed peak went behind order 2.
     let events = submit(&mut book, limit(4, BOB, Side::Buy, 5000, 5));
-    assert_eq!(trades(&events), vec![(OrderId(4), OrderId(2), Price(5000), Qty(5))]);
+    assert_eq!(
+        trades(&events),
+        vec![(OrderId(4), OrderId(2), Price(5000), Qty(5))]
+    );
     let left = book.order(OrderId(1)).unwrap();
     assert_eq!((left.visible, left.hidden), (Qty(4), Qty(2)));
 }
@@ -171,10 +217,20 @@ fn iceberg_aggressor_can_trade_its_whole_quantity() {
 fn cancel_removes_and_reports_remaining() {
     let mut book = book();
     submit(&mut book, limit(1, ALICE, Side::Buy, 5000, 3));
-    let events = run(&mut book, BookCommand::Cancel { id: OrderId(1), account: ALICE });
+    let events = run(
+        &mut book,
+        BookCommand::Cancel {
+            id: OrderId(1),
+            account: ALICE,
+        },
+    );
     assert_eq!(
         events[0],
-        BookEvent::Cancelled { id: OrderId(1), qty: Qty(3), reason: CancelReason::Requested }
+        BookEvent::Cancelled {
+            id: OrderId(1),
+            qty: Qty(3),
+            reason: CancelReason::Requested
+        }
     );
     assert_eq!(book.n_resting(), 0);
 }
@@ -184,16 +240,46 @@ fn modify_down_keeps_priority_anything_else_loses_it() {
     let mut book = book();
     submit(&mut book, limit(1, ALICE, Side::Sell, 5000, 5));
     submit(&mut book, limit(2, AccountId(3), Side::Sell, 5000, 5));
-    let down = BookCommand::Modify { id: OrderId(1), account: ALICE, price: Price(5000), qty: Qty(3) };
+    let down = BookCommand::Modify {
+        id: OrderId(1),
+        account: ALICE,
+        price: Price(5000),
+        qty: Qty(3),
+    };
     let events = run(&mut book, down);
-    assert!(matches!(events[0], BookEvent::Restated { reason: RestateReason::ReducedKeepsPriority, .. }));
+    assert!(matches!(
+        events[0],
+        BookEvent::Restated {
+            reason: RestateReason::ReducedKeepsPriority,
+            ..
+        }
+    ));
     let events = submit(&mut book, limit(3, BOB, Side::Buy, 5000, 1));
-    assert_eq!(trades(&events)[0].1, OrderId(1), "reduced order kept its place");
-    let up = BookCommand::Modify { id: OrderId(1), account: ALICE, price: Price(5000), qty: Qty(4) };
+    assert_eq!(
+        trades(&events)[0].1,
+        OrderId(1),
+        "reduced order kept its place"
+    );
+    let up = BookCommand::Modify {
+        id: OrderId(1),
+        account: ALICE,
+        price: Price(5000),
+        qty: Qty(4),
+    };
     let events = run(&mut book, up);
-    assert!(matches!(events[0], BookEvent::Restated { reason: RestateReason::ModifiedLosesPriority, .. }));
+    assert!(matches!(
+        events[0],
+        BookEvent::Restated {
+            reason: RestateReason::ModifiedLosesPriority,
+            ..
+        }
+    ));
     let events = submit(&mut book, limit(4, BOB, Side::Buy, 5000, 1));
-    assert_eq!(trades(&events)[0].1, OrderId(2), "increased order went to the back");
+    assert_eq!(
+        trades(&events)[0].1,
+        OrderId(2),
+        "increased order went to the back"
+    );
 }
 
 #[test]
@@ -201,9 +287,19 @@ fn modify_to_crossing_price_trades() {
     let mut book = book();
     submit(&mut book, limit(1, ALICE, Side::Sell, 5000, 5));
     submit(&mut book, limit(2, BOB, Side::Buy, 4900, 5));
-    let events =
-        run(&mut book, BookCommand::Modify { id: OrderId(2), account: BOB, price: Price(5000), qty: Qty(2) });
-    assert_eq!(trades(&events), vec![(OrderId(2), OrderId(1), Price(5000), Qty(2))]);
+    let events = run(
+        &mut book,
+        BookCommand::Modify {
+            id: OrderId(2),
+            account: BOB,
+            price: Price(5000),
+            qty: Qty(2),
+        },
+    );
+    assert_eq!(
+        trades(&events),
+        vec![(OrderId(2), OrderId(1), Price(5000), Qty(2))]
+    );
     assert_eq!(book.n_resting(), 1);
 }
 
@@ -224,7 +320,10 @@ fn stp_cancel_resting_keeps_matching_others() {
         qty: Qty(2),
         reason: CancelReason::SelfTrade
     }));
-    assert_eq!(trades(&events), vec![(OrderId(3), OrderId(2), Price(5000), Qty(2))]);
+    assert_eq!(
+        trades(&events),
+        vec![(OrderId(3), OrderId(2), Price(5000), Qty(2))]
+    );
     assert_eq!(book.bbo().bid, Some((Price(5000), Qty(1))));
 }
 
@@ -235,7 +334,11 @@ fn stp_cancel_incoming_leaves_resting() {
     let events = submit(&mut book, stp_order(2, StpMode::CancelIncoming, 3));
     assert_eq!(
         events.last(),
-        Some(&BookEvent::Cancelled { id: OrderId(2), qty: Qty(3), reason: CancelReason::SelfTrade })
+        Some(&BookEvent::Cancelled {
+            id: OrderId(2),
+            qty: Qty(3),
+            reason: CancelReason::SelfTrade
+        })
     );
     assert_eq!(book.n_resting(), 1);
     assert!(book.order(OrderId(1)).is_some());
@@ -249,7 +352,11 @@ fn stp_cancel_both() {
     let cancelled: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
-            BookEvent::Cancelled { id, reason: CancelReason::SelfTrade, .. } => Some(*id),
+            BookEvent::Cancelled {
+                id,
+                reason: CancelReason::SelfTrade,
+                ..
+            } => Some(*id),
             _ => None,
         })
         .collect();
@@ -278,15 +385,35 @@ fn halt_blocks_new_orders_but_not_cancels_and_resume_reopens() {
     submit(&mut book, limit(1, ALICE, Side::Buy, 5000, 1));
     run(&mut book, BookCommand::Halt);
     assert_eq!(book.phase(), Phase::Halted);
-    assert_eq!(rejection(&submit(&mut book, limit(2, BOB, Side::Sell, 5000, 1))), Some(RejectReason::Halted));
-    let modify = BookCommand::Modify { id: OrderId(1), account: ALICE, price: Price(5001), qty: Qty(1) };
-    assert_eq!(rejection(&run(&mut book, modify)), Some(RejectReason::Halted));
+    assert_eq!(
+        rejection(&submit(&mut book, limit(2, BOB, Side::Sell, 5000, 1))),
+        Some(RejectReason::Halted)
+    );
+    let modify = BookCommand::Modify {
+        id: OrderId(1),
+        account: ALICE,
+        price: Price(5001),
+        qty: Qty(1),
+    };
+    assert_eq!(
+        rejection(&run(&mut book, modify)),
+        Some(RejectReason::Halted)
+    );
     assert!(matches!(
-        run(&mut book, BookCommand::Cancel { id: OrderId(1), account: ALICE })[0],
+        run(
+            &mut book,
+            BookCommand::Cancel {
+                id: OrderId(1),
+                account: ALICE
+            }
+        )[0],
         BookEvent::Cancelled { .. }
     ));
     run(&mut book, BookCommand::Resume);
-    assert!(matches!(submit(&mut book, limit(3, BOB, Side::Sell, 5000, 1))[0], BookEvent::Accepted { .. }));
+    assert!(matches!(
+        submit(&mut book, limit(3, BOB, Side::Sell, 5000, 1))[0],
+        BookEvent::Accepted { .. }
+    ));
 }
 
 #[test]
@@ -305,11 +432,25 @@ fn gate_closure_expires_every_resting_order() {
         })
         .collect();
     assert_eq!(expired, vec![(OrderId(1), Qty(10)), (OrderId(2), Qty(2))]);
-    assert_eq!(events.last(), Some(&BookEvent::PhaseChanged { phase: Phase::Closed }));
-    assert_eq!(book.ledger().expired, 12);
-    assert_eq!(rejection(&submit(&mut book, limit(3, BOB, Side::Sell, 6000, 2))), Some(RejectReason::Closed));
     assert_eq!(
-        rejection(&run(&mut book, BookCommand::Cancel { id: OrderId(2), account: BOB })),
+        events.last(),
+        Some(&BookEvent::PhaseChanged {
+            phase: Phase::Closed
+        })
+    );
+    assert_eq!(book.ledger().expired, 12);
+    assert_eq!(
+        rejection(&submit(&mut book, limit(3, BOB, Side::Sell, 6000, 2))),
+        Some(RejectReason::Closed)
+    );
+    assert_eq!(
+        rejection(&run(
+            &mut book,
+            BookCommand::Cancel {
+                id: OrderId(2),
+                account: BOB
+            }
+        )),
         Some(RejectReason::Closed)
     );
 }
@@ -322,61 +463,165 @@ fn every_reject_reason_is_reachable() {
         price_max: Price(999_995),
         ..MarketRules::intraday_default()
     };
-    let config = BookConfig { orders_max: 2, emit_depth: true };
+    let config = BookConfig {
+        orders_max: 2,
+        emit_depth: true,
+    };
     let mut book = OrderBook::new(rules, config).unwrap();
     let cases: Vec<(NewOrder, RejectReason)> = vec![
-        (limit(1, ALICE, Side::Buy, 5000, 0), RejectReason::QtyNotPositive),
-        (limit(1, ALICE, Side::Buy, 5000, -1), RejectReason::QtyNotPositive),
-        (limit(1, ALICE, Side::Buy, 5000, 9_991), RejectReason::QtyAboveMax),
-        (limit(1, ALICE, Side::Buy, 5001, 1), RejectReason::PriceOffTick),
-        (limit(1, ALICE, Side::Buy, 1_000_000, 1), RejectReason::PriceOutOfLimits),
-        (limit(1, ALICE, Side::Buy, -1_000_000, 1), RejectReason::PriceOutOfLimits),
-        (NewOrder { peak: Some(Qty(0)), ..limit(1, ALICE, Side::Buy, 5000, 5) }, RejectReason::InvalidPeak),
-        (NewOrder { peak: Some(Qty(6)), ..limit(1, ALICE, Side::Buy, 5000, 5) }, RejectReason::InvalidPeak),
         (
-            NewOrder { peak: Some(Qty(1)), time_in_force: TimeInForce::Ioc, ..limit(1, ALICE, Side::Buy, 5000, 5) },
+            limit(1, ALICE, Side::Buy, 5000, 0),
+            RejectReason::QtyNotPositive,
+        ),
+        (
+            limit(1, ALICE, Side::Buy, 5000, -1),
+            RejectReason::QtyNotPositive,
+        ),
+        (
+            limit(1, ALICE, Side::Buy, 5000, 9_991),
+            RejectReason::QtyAboveMax,
+        ),
+        (
+            limit(1, ALICE, Side::Buy, 5001, 1),
+            RejectReason::PriceOffTick,
+        ),
+        (
+            limit(1, ALICE, Side::Buy, 1_000_000, 1),
+            RejectReason::PriceOutOfLimits,
+        ),
+        (
+            limit(1, ALICE, Side::Buy, -1_000_000, 1),
+            RejectReason::PriceOutOfLimits,
+        ),
+        (
+            NewOrder {
+                peak: Some(Qty(0)),
+                ..limit(1, ALICE, Side::Buy, 5000, 5)
+            },
+            RejectReason::InvalidPeak,
+        ),
+        (
+            NewOrder {
+                peak: Some(Qty(6)),
+                ..limit(1, ALICE, Side::Buy, 5000, 5)
+            },
+            RejectReason::InvalidPeak,
+        ),
+        (
+            NewOrder {
+                peak: Some(Qty(1)),
+                time_in_force: TimeInForce::Ioc,
+                ..limit(1, ALICE, Side::Buy, 5000, 5)
+            },
             RejectReason::InvalidOrderType,
         ),
         (
-            NewOrder { post_only: true, time_in_force: TimeInForce::Fok, ..limit(1, ALICE, Side::Buy, 5000, 5) },
+            NewOrder {
+                post_only: true,
+                time_in_force: TimeInForce::Fok,
+                ..limit(1, ALICE, Side::Buy, 5000, 5)
+            },
             RejectReason::InvalidOrderType,
         ),
         (
-            NewOrder { post_only: true, peak: Some(Qty(1)), ..limit(1, ALICE, Side::Buy, 5000, 5) },
+            NewOrder {
+                post_only: true,
+                peak: Some(Qty(1)),
+                ..limit(1, ALICE, Side::Buy, 5000, 5)
+            },
             RejectReason::InvalidOrderType,
         ),
     ];
     for (order, reason) in cases {
-        assert_eq!(rejection(&submit(&mut book, order)), Some(reason), "{order:?}");
+        assert_eq!(
+            rejection(&submit(&mut book, order)),
+            Some(reason),
+            "{order:?}"
+        );
     }
     submit(&mut book, limit(1, ALICE, Side::Buy, 5000, 1));
-    assert_eq!(rejection(&submit(&mut book, limit(1, ALICE, Side::Buy, 4000, 1))), Some(RejectReason::DuplicateOrderId));
+    assert_eq!(
+        rejection(&submit(&mut book, limit(1, ALICE, Side::Buy, 4000, 1))),
+        Some(RejectReason::DuplicateOrderId)
+    );
     let mut post = limit(4, BOB, Side::Sell, 5000, 1);
     post.post_only = true;
-    assert_eq!(rejection(&submit(&mut book, post)), Some(RejectReason::PostOnlyWouldCross));
+    assert_eq!(
+        rejection(&submit(&mut book, post)),
+        Some(RejectReason::PostOnlyWouldCross)
+    );
     submit(&mut book, limit(2, ALICE, Side::Buy, 4000, 1));
-    assert_eq!(rejection(&submit(&mut book, limit(3, ALICE, Side::Buy, 3000, 1))), Some(RejectReason::BookFull));
-    let cancel_unknown = BookCommand::Cancel { id: OrderId(99), account: ALICE };
-    assert_eq!(rejection(&run(&mut book, cancel_unknown)), Some(RejectReason::UnknownOrder));
-    let cancel_foreign = BookCommand::Cancel { id: OrderId(1), account: BOB };
-    assert_eq!(rejection(&run(&mut book, cancel_foreign)), Some(RejectReason::NotOwner));
-    let same = BookCommand::Modify { id: OrderId(1), account: ALICE, price: Price(5000), qty: Qty(1) };
-    assert_eq!(rejection(&run(&mut book, same)), Some(RejectReason::NoChange));
-    let off_tick = BookCommand::Modify { id: OrderId(1), account: ALICE, price: Price(5003), qty: Qty(1) };
-    assert_eq!(rejection(&run(&mut book, off_tick)), Some(RejectReason::PriceOffTick));
-    let zero = BookCommand::Modify { id: OrderId(1), account: ALICE, price: Price(5000), qty: Qty(0) };
-    assert_eq!(rejection(&run(&mut book, zero)), Some(RejectReason::QtyNotPositive));
+    assert_eq!(
+        rejection(&submit(&mut book, limit(3, ALICE, Side::Buy, 3000, 1))),
+        Some(RejectReason::BookFull)
+    );
+    let cancel_unknown = BookCommand::Cancel {
+        id: OrderId(99),
+        account: ALICE,
+    };
+    assert_eq!(
+        rejection(&run(&mut book, cancel_unknown)),
+        Some(RejectReason::UnknownOrder)
+    );
+    let cancel_foreign = BookCommand::Cancel {
+        id: OrderId(1),
+        account: BOB,
+    };
+    assert_eq!(
+        rejection(&run(&mut book, cancel_foreign)),
+        Some(RejectReason::NotOwner)
+    );
+    let same = BookCommand::Modify {
+        id: OrderId(1),
+        account: ALICE,
+        price: Price(5000),
+        qty: Qty(1),
+    };
+    assert_eq!(
+        rejection(&run(&mut book, same)),
+        Some(RejectReason::NoChange)
+    );
+    let off_tick = BookCommand::Modify {
+        id: OrderId(1),
+        account: ALICE,
+        price: Price(5003),
+        qty: Qty(1),
+    };
+    assert_eq!(
+        rejection(&run(&mut book, off_tick)),
+        Some(RejectReason::PriceOffTick)
+    );
+    let zero = BookCommand::Modify {
+        id: OrderId(1),
+        account: ALICE,
+        price: Price(5000),
+        qty: Qty(0),
+    };
+    assert_eq!(
+        rejection(&run(&mut book, zero)),
+        Some(RejectReason::QtyNotPositive)
+    );
     run(&mut book, BookCommand::Halt);
-    assert_eq!(rejection(&submit(&mut book, limit(5, BOB, Side::Sell, 6000, 1))), Some(RejectReason::Halted));
+    assert_eq!(
+        rejection(&submit(&mut book, limit(5, BOB, Side::Sell, 6000, 1))),
+        Some(RejectReason::Halted)
+    );
     run(&mut book, BookCommand::Close);
-    assert_eq!(rejection(&submit(&mut book, limit(5, BOB, Side::Sell, 6000, 1))), Some(RejectReason::Closed));
+    assert_eq!(
+        rejection(&submit(&mut book, limit(5, BOB, Side::Sell, 6000, 1))),
+        Some(RejectReason::Closed)
+    );
 }
 
 /// Regression: `check_invariants` walked whole pages of levels and indexed the bitmap
 /// past the price band when the band was not a multiple of the page size.
 #[test]
 fn invariants_check_at_the_top_of_a_band_that_is_not_a_whole_page() {
-    let rules = MarketRules { price_min: Price(0), price_max: Price(1_500), ..MarketRules::intraday_default() };
+    let rules = MarketRules {
+        price_min: Price(0),
+        price_max: Price(1_500),
+        ..MarketRules::intraday_default()
+    };
     let mut book = OrderBook::new(rules, BookConfig::default()).unwrap();
     submit(&mut book, limit(1, ALICE, Side::Sell, 1_500, 1));
     submit(&mut book, limit(2, BOB, Side::Buy, 1_499, 1));
@@ -386,12 +631,22 @@ fn invariants_check_at_the_top_of_a_band_that_is_not_a_whole_page() {
 
 #[test]
 fn invalid_rules_and_config_are_refused() {
-    let rules = MarketRules { tick: Price(0), ..MarketRules::intraday_default() };
+    let rules = MarketRules {
+        tick: Price(0),
+        ..MarketRules::intraday_default()
+    };
     assert!(OrderBook::new(rules, BookConfig::default()).is_err());
-    let config = BookConfig { orders_max: 0, emit_depth: false };
+    let config = BookConfig {
+        orders_max: 0,
+        emit_depth: false,
+    };
     assert!(OrderBook::new(MarketRules::intraday_default(), config).is_err());
     // A band of more than LEVELS_MAX ticks (here the whole i64 range) is refused, not allocated.
-    let huge = MarketRules { price_min: Price(i64::MIN + 1), price_max: Price(i64::MAX), ..MarketRules::intraday_default() };
+    let huge = MarketRules {
+        price_min: Price(i64::MIN + 1),
+        price_max: Price(i64::MAX),
+        ..MarketRules::intraday_default()
+    };
     assert!(OrderBook::new(huge, BookConfig::default()).is_err());
 }
 
@@ -406,8 +661,16 @@ fn depth_and_l3_views_are_in_priority_order() {
     assert_eq!(
         levels,
         vec![
-            DepthLevel { price: Price(5000), visible: Qty(5), n_orders: 2 },
-            DepthLevel { price: Price(4900), visible: Qty(1), n_orders: 1 },
+            DepthLevel {
+                price: Price(5000),
+                visible: Qty(5),
+                n_orders: 2
+            },
+            DepthLevel {
+                price: Price(4900),
+                visible: Qty(1),
+                n_orders: 1
+            },
         ]
     );
     let mut orders = Vec::new();
@@ -425,8 +688,12 @@ fn snapshot_restores_identical_behaviour() {
     submit(&mut book, iceberg);
     submit(&mut book, limit(3, BOB, Side::Sell, 5100, 1));
     let snapshot = book.snapshot();
-    let mut restored =
-        OrderBook::from_snapshot(MarketRules::intraday_default(), BookConfig::default(), &snapshot).unwrap();
+    let mut restored = OrderBook::from_snapshot(
+        MarketRules::intraday_default(),
+        BookConfig::default(),
+        &snapshot,
+    )
+    .unwrap();
     restored.check_invariants();
     assert_eq!(restored.snapshot(), snapshot);
     let next = BookCommand::Submit(limit(4, ALICE, Side::Buy, 5100, 5));
@@ -452,7 +719,10 @@ fn corrupt_snapshots_are_refused() {
     let mut duplicate = good.clone();
     duplicate.asks[0].id = OrderId(1);
     assert!(OrderBook::from_snapshot(rules(), BookConfig::default(), &duplicate).is_err());
-    let small = BookConfig { orders_max: 1, emit_depth: true };
+    let small = BookConfig {
+        orders_max: 1,
+        emit_depth: true,
+    };
     assert!(OrderBook::from_snapshot(rules(), small, &good).is_err());
 }
 
@@ -469,25 +739,45 @@ fn arb_command(max_id: u64) -> impl Strategy<Value = BookCommand> {
         Just(StpMode::CancelBoth),
         Just(StpMode::DecrementBoth)
     ];
-    let new_order = (1..=max_id, 1u32..4, side, 4990i64..5010, 1i64..20, tif, any::<bool>(), 0i64..6, stp)
-        .prop_map(|(id, account, side, price, qty, tif, post_only, peak, stp)| {
-            BookCommand::Submit(NewOrder {
+    let new_order = (
+        1..=max_id,
+        1u32..4,
+        side,
+        4990i64..5010,
+        1i64..20,
+        tif,
+        any::<bool>(),
+        0i64..6,
+        stp,
+    )
+        .prop_map(
+            |(id, account, side, price, qty, tif, post_only, peak, stp)| {
+                BookCommand::Submit(NewOrder {
+                    id: OrderId(id),
+                    account: AccountId(account),
+                    side,
+                    price: Price(price),
+                    qty: Qty(qty),
+                    time_in_force: tif,
+                    post_only: post_only && peak == 0 && tif == TimeInForce::Gtc,
+                    peak: (peak > 0 && tif == TimeInForce::Gtc).then_some(Qty(peak)),
+                    stp,
+                })
+            },
+        );
+    let cancel = (1..=max_id, 1u32..4).prop_map(|(id, account)| BookCommand::Cancel {
+        id: OrderId(id),
+        account: AccountId(account),
+    });
+    let modify =
+        (1..=max_id, 1u32..4, 4990i64..5010, 1i64..20).prop_map(|(id, account, price, qty)| {
+            BookCommand::Modify {
                 id: OrderId(id),
                 account: AccountId(account),
-                side,
                 price: Price(price),
                 qty: Qty(qty),
-                time_in_force: tif,
-                post_only: post_only && peak == 0 && tif == TimeInForce::Gtc,
-                peak: (peak > 0 && tif == TimeInForce::Gtc).then_some(Qty(peak)),
-                stp,
-            })
+            }
         });
-    let cancel = (1..=max_id, 1u32..4)
-        .prop_map(|(id, account)| BookCommand::Cancel { id: OrderId(id), account: AccountId(account) });
-    let modify = (1..=max_id, 1u32..4, 4990i64..5010, 1i64..20).prop_map(|(id, account, price, qty)| {
-        BookCommand::Modify { id: OrderId(id), account: AccountId(account), price: Price(price), qty: Qty(qty) }
-    });
     prop_oneof![
         12 => new_order,
         3 => cancel,
@@ -498,17 +788,26 @@ fn arb_command(max_id: u64) -> impl Strategy<Value = BookCommand> {
 }
 
 fn arb_commands() -> impl Strategy<Value = Vec<BookCommand>> {
-    (proptest::collection::vec(arb_command(60), 1..200), any::<bool>()).prop_map(|(mut commands, close)| {
-        if close {
-            commands.push(BookCommand::Close);
-        }
-        commands
-    })
+    (
+        proptest::collection::vec(arb_command(60), 1..200),
+        any::<bool>(),
+    )
+        .prop_map(|(mut commands, close)| {
+            if close {
+                commands.push(BookCommand::Close);
+            }
+            commands
+        })
 }
 
 fn resting_total(book: &OrderBook) -> i64 {
     let snapshot = book.snapshot();
-    snapshot.bids.iter().chain(&snapshot.asks).map(|o| o.visible.0 + o.hidden.0).sum()
+    snapshot
+        .bids
+        .iter()
+        .chain(&snapshot.asks)
+        .map(|o| o.visible.0 + o.hidden.0)
+        .sum()
 }
 
 proptest! {
