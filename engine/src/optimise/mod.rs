@@ -1,0 +1,575 @@
+//! The battery arbitrage LP: plans charge and discharge per delivery period.
+//!
+//! For prices `p_t` (EUR/MWh, a forecast or the true prices), period length `Δt` and
+//! wear cost `κ` the optimiser solves, with good_lp,
+//!
+//! ```text
+//! maximise   Σ_t p_t (d_t − c_t) Δt − κ (c_t + d_t) Δt  [+ V · s_T]
+//! subject to s_t = η_stand · s_{t−1} + η_c c_t Δt − d_t Δt / η_d
+//!            0 ≤ c_t ≤ P_c,  0 ≤ d_t ≤ P_d,  S_min ≤ s_t ≤ S_max
+//!            [s_T ≥ S_target]
+//! ```
+//!
+//! in MW and MWh (well scaled for the solvers); the plan is rounded to whole W at the
+//! boundary ([`Plan::charge_w`], [`Plan::discharge_w`], [`Plan::net_w`]).
+//!
+//! - [`plan_battery`]: one battery (or one aggregated group of identical batteries).
+//! - [`plan_rolling`]: rolling horizon, re-planning every `step` periods over a `window`.
+//! - [`fleet`]: batteries grouped by identical parameters and planned as aggregated units.
+//! - [`rule`]: the rule-based baseline (fixed charge and discharge hours).
+//!
+//! Perfect foresight is simply [`plan_battery`] (or [`plan_rolling`]) on the true prices.
+//!
+//! # Backends
+//! [`LpBackend::Microlp`] (simplex) and [`LpBackend::Clarabel`] (interior point) are pure
+//! Rust, so the default build needs nothing but cargo. Clarabel also yields the duals of
+//! the SoC balance rows, the marginal value of stored energy that [`crate::bidding`]
+//! turns into bid prices, and scales to year-long horizons; it is the default
+//! ([`LpBackend::default`]). `benches/optimise.rs` measures both side by side.
+//!
+//! # Invariants
+//! - The measured start SoC is clamped into `[soc_min_wh, soc_max_wh]` (with a
+//!   [`PlanWarning`] and a `tracing` warning when it was off by more than 1 mWh), never
+//!   turned into an infeasible model.
+//! - An infeasible or unbounded model is an [`OptimiseError`] naming the offending
+//!   constraint; nothing here panics on solver outcomes.
+//! - Rounded powers are rounded towards zero, so they never exceed the power limits.
+//! - No I/O, no clock: the same inputs give the same plan.
+
+pub mod fleet;
+pub mod rule;
+
+use good_lp::solvers::{DualValues, SolutionWithDual};
+use good_lp::{
+    Expression, ProblemVariables, ResolutionError, Solution, SolverModel, Variable, constraint,
+    variable,
+};
+use rust_decimal::prelude::ToPrimitive;
+use voltex_market::battery::{BatteryError, BatterySpec};
+
+/// W per MW.
+const W_PER_MW: f64 = 1e6;
+/// Seconds per hour.
+const SECONDS_PER_HOUR: f64 = 3600.0;
+
+/// Which pure-Rust LP solver good_lp drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LpBackend {
+    /// microlp: dense-ish simplex; fast on one-day horizons, no duals.
+    Microlp,
+    /// Clarabel: interior point; duals (marginal values), scales to long horizons.
+    #[default]
+    Clarabel,
+}
+
+impl LpBackend {
+    /// Lower-case name, as printed in reports and benches.
+    pub fn name(self) -> &'static str {
+        match self {
+            LpBackend::Microlp => "microlp",
+            LpBackend::Clarabel => "clarabel",
+        }
+    }
+}
+
+/// What the plan must do with the state of charge at the end of the horizon.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TerminalSoc {
+    /// No condition: the LP will empty the battery when that pays.
+    Free,
+    /// End with at least this much energy stored, in Wh (a hard constraint).
+    AtLeastWh(f64),
+    /// Value energy left in the battery at this price, EUR per MWh stored.
+    ValueEurPerMwh(f64),
+}
+
+/// Settings of one optimisation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PlanConfig {
+    /// Length of one delivery period in seconds (900, 1800 or 3600).
+    pub period_s: i64,
+    /// Terminal SoC condition.
+    pub terminal: TerminalSoc,
+    /// LP solver.
+    pub backend: LpBackend,
+}
+
+impl PlanConfig {
+    /// Hourly periods, free terminal SoC, the default backend.
+    pub fn hourly() -> PlanConfig {
+        PlanConfig {
+            period_s: 3600,
+            terminal: TerminalSoc::Free,
+            backend: LpBackend::default(),
+        }
+    }
+}
+
+/// Something the optimiser adjusted rather than fail on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PlanWarning {
+    /// The measured start SoC was outside `[soc_min_wh, soc_max_wh]` and was clamped.
+    StartSocClamped {
+        /// The SoC passed in, Wh.
+        measured_wh: f64,
+        /// The SoC the plan starts from, Wh.
+        used_wh: f64,
+    },
+}
+
+/// A charge/discharge plan over a horizon.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Charging power per period, W, rounded towards zero (`>= 0`).
+    pub charge_w: Vec<i64>,
+    /// Discharging power per period, W, rounded towards zero (`>= 0`).
+    pub discharge_w: Vec<i64>,
+    /// Net grid power per period, W: `discharge_w − charge_w` (positive = sell).
+    pub net_w: Vec<i64>,
+    /// LP state of charge at the end of each period, Wh (unrounded).
+    pub soc_wh: Vec<f64>,
+    /// The start SoC the plan used (after clamping), Wh.
+    pub start_soc_wh: f64,
+    /// Objective value at the prices planned with, EUR (an f64 estimate; settlement is
+    /// done elsewhere in exact arithmetic).
+    pub expected_profit_eur: f64,
+    /// Marginal value of one more MWh stored at the end of each period (dual of the SoC
+    /// balance), EUR/MWh. `Some` with the Clarabel backend, `None` with microlp.
+    pub marginal_value_eur_per_mwh: Option<Vec<f64>>,
+    /// Adjustments made instead of failing.
+    pub warnings: Vec<PlanWarning>,
+}
+
+impl Plan {
+    /// Number of periods planned.
+    pub fn len(&self) -> usize {
+        self.net_w.len()
+    }
+
+    /// True if the plan covers no period.
+    pub fn is_empty(&self) -> bool {
+        self.net_w.is_empty()
+    }
+}
+
+/// Why no plan could be made.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OptimiseError {
+    /// The battery spec breaks an invariant.
+    #[error(transparent)]
+    InvalidSpec(#[from] BatteryError),
+    /// No periods to plan.
+    #[error("empty horizon: no prices to plan against")]
+    EmptyHorizon,
+    /// A price is NaN or infinite.
+    #[error("price of period {period} is not finite")]
+    NonFinitePrice {
+        /// Index of the offending period.
+        period: usize,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid plan config: {0}")]
+    InvalidConfig(&'static str),
+    /// The model has no feasible point; `constraint` names the constraint that cannot be
+    /// met.
+    #[error("infeasible model: {constraint}")]
+    Infeasible {
+        /// The offending constraint, e.g. `terminal_soc >= 1900000 Wh`.
+        constraint: String,
+    },
+    /// The objective can grow without bound; `detail` says what is unbounded.
+    #[error("unbounded model ({backend}): {detail}")]
+    Unbounded {
+        /// The solver that reported it.
+        backend: &'static str,
+        /// What is unbounded.
+        detail: String,
+    },
+    /// The solver failed for another reason (numerical trouble, iteration limit).
+    #[error("solver {backend} failed: {message}")]
+    Solver {
+        /// The solver.
+        backend: &'static str,
+        /// Its message.
+        message: String,
+    },
+}
+
+/// A solved LP: variable values and, when the backend has them, row duals.
+pub(crate) struct LpSolution {
+    pub(crate) values: Vec<f64>,
+    pub(crate) duals: Option<Vec<f64>>,
+}
+
+/// Why an LP could not be solved, before the caller names the offending constraint.
+#[derive(Debug)]
+pub(crate) enum LpFailure {
+    Infeasible,
+    Unbounded,
+    Other(String),
+}
+
+/// Solves `maximise objective` subject to `rows`, returning the values of `read` and
+/// the duals of `rows` (Clarabel only). Maps every solver outcome to a typed result.
+pub(crate) fn solve_lp(
+    backend: LpBackend,
+    vars: ProblemVariables,
+    objective: Expression,
+    rows: Vec<good_lp::Constraint>,
+    read: &[Variable],
+) -> Result<LpSolution, LpFailure> {
+    let problem = vars.maximise(objective);
+    match backend {
+        LpBackend::Microlp => {
+            let mut model = problem.using(good_lp::microlp);
+            for row in rows {
+                model.add_constraint(row);
+            }
+            let solution = model.solve().map_err(map_resolution)?;
+            let values = read.iter().map(|v| solution.value(*v)).collect();
+            Ok(LpSolution {
+                values,
+                duals: None,
+            })
+        }
+        LpBackend::Clarabel => {
+            let mut model = problem.using(good_lp::clarabel);
+            let refs: Vec<_> = rows
+                .into_iter()
+                .map(|row| model.add_constraint(row))
+                .collect();
+            let mut solution = model.solve().map_err(map_resolution)?;
+            // good_lp reports Clarabel's (almost) dual infeasibility as success: a dual
+            // infeasible LP is primal unbounded.
+            let status = solution.inner().status;
+            if matches!(
+                status,
+                clarabel::solver::SolverStatus::DualInfeasible
+                    | clarabel::solver::SolverStatus::AlmostDualInfeasible
+            ) {
+                return Err(LpFailure::Unbounded);
+            }
+            let values: Vec<f64> = read.iter().map(|v| solution.value(*v)).collect();
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(LpFailure::Other("non-finite solution".to_string()));
+            }
+            let dual = solution.compute_dual();
+            let duals = refs.iter().map(|r| dual.dual(r.clone())).collect();
+            Ok(LpSolution {
+                values,
+                duals: Some(duals),
+            })
+        }
+    }
+}
+
+fn map_resolution(error: ResolutionError) -> LpFailure {
+    match error {
+        ResolutionError::Infeasible => LpFailure::Infeasible,
+        ResolutionError::Unbounded => LpFailure::Unbounded,
+        ResolutionError::Other(message) => LpFailure::Other(message.to_string()),
+        ResolutionError::Str(message) => LpFailure::Other(message),
+    }
+}
+
+fn check_inputs(
+    spec: &BatterySpec,
+    prices: &[f64],
+    config: &PlanConfig,
+) -> Result<(), OptimiseError> {
+    spec.validate()?;
+    if prices.is_empty() {
+        return Err(OptimiseError::EmptyHorizon);
+    }
+    if let Some(period) = prices.iter().position(|p| !p.is_finite()) {
+        return Err(OptimiseError::NonFinitePrice { period });
+    }
+    if config.period_s <= 0 {
+        return Err(OptimiseError::InvalidConfig("period_s must be positive"));
+    }
+    match config.terminal {
+        TerminalSoc::AtLeastWh(wh) if !wh.is_finite() => Err(OptimiseError::InvalidConfig(
+            "terminal SoC target must be finite",
+        )),
+        TerminalSoc::ValueEurPerMwh(v) if !v.is_finite() => Err(OptimiseError::InvalidConfig(
+            "terminal SoC value must be finite",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Plans one battery (or one aggregated group) over `prices` (EUR/MWh per period),
+/// starting from the measured `start_soc_wh`.
+///
+/// # Errors
+/// [`OptimiseError`] for an invalid spec or config, an empty horizon, non-finite prices,
+/// an infeasible model (naming the constraint) or a solver failure.
+pub fn plan_battery(
+    spec: &BatterySpec,
+    start_soc_wh: f64,
+    prices: &[f64],
+    config: &PlanConfig,
+) -> Result<Plan, OptimiseError> {
+    check_inputs(spec, prices, config)?;
+    let mut warnings = Vec::new();
+    let measured = if start_soc_wh.is_finite() {
+        start_soc_wh
+    } else {
+        spec.soc_min_wh as f64
+    };
+    let start = spec.clamp_soc_wh(measured);
+    // Below 1 mWh the difference is floating-point dust from stepping the SoC, not a
+    // measurement outside the limits: clamp it silently.
+    if (start - start_soc_wh).abs() > 1e-3 || !start_soc_wh.is_finite() {
+        tracing::warn!(
+            measured_wh = start_soc_wh,
+            used_wh = start,
+            "start SoC clamped"
+        );
+        warnings.push(PlanWarning::StartSocClamped {
+            measured_wh: start_soc_wh,
+            used_wh: start,
+        });
+    }
+    let n = prices.len();
+    let dt_h = config.period_s as f64 / SECONDS_PER_HOUR;
+    let keep = spec.standing_retention(config.period_s);
+    let eta_c = spec.charge_efficiency;
+    let eta_d = spec.discharge_efficiency;
+    let wear = spec.wear_cost_eur_per_mwh.to_f64().unwrap_or(0.0);
+    let p_c = spec.max_charge_w as f64 / W_PER_MW;
+    let p_d = spec.max_discharge_w as f64 / W_PER_MW;
+    let s_min = spec.soc_min_wh as f64 / W_PER_MW;
+    let s_max = spec.soc_max_wh as f64 / W_PER_MW;
+    let s0 = start / W_PER_MW;
+
+    let mut vars = ProblemVariables::new();
+    let c: Vec<Variable> = vars.add_vector(variable().min(0.0).max(p_c), n);
+    let d: Vec<Variable> = vars.add_vector(variable().min(0.0).max(p_d), n);
+    let s: Vec<Variable> = vars.add_vector(variable().min(s_min).max(s_max), n);
+    let mut objective = Expression::with_capacity(3 * n + 1);
+    for t in 0..n {
+        objective.add_mul((prices[t] - wear) * dt_h, d[t]);
+        objective.add_mul((-prices[t] - wear) * dt_h, c[t]);
+    }
+    if let TerminalSoc::ValueEurPerMwh(value) = config.terminal {
+        objective.add_mul(value, s[n - 1]);
+    }
+    let mut rows = Vec::with_capacity(n + 1);
+    for t in 0..n {
+        let mut balance = Expression::with_capacity(4);
+        balance.add_mul(1.0, s[t]);
+        balance.add_mul(-eta_c * dt_h, c[t]);
+        balance.add_mul(dt_h / eta_d, d[t]);
+        let inflow = if t == 0 {
+            keep * s0
+        } else {
+            balance.add_mul(-keep, s[t - 1]);
+            0.0
+        };
+        rows.push(constraint!(balance == inflow));
+    }
+    if let TerminalSoc::AtLeastWh(target_wh) = config.terminal {
+        rows.push(constraint!(s[n - 1] >= target_wh / W_PER_MW));
+    }
+    let read: Vec<Variable> = c.iter().chain(&d).chain(&s).copied().collect();
+    let solution = match solve_lp(config.backend, vars, objective, rows, &read) {
+        Ok(solution) => solution,
+        Err(LpFailure::Infeasible) => {
+            let constraint = diagnose_infeasible(spec, start, n, config);
+            return Err(OptimiseError::Infeasible { constraint });
+        }
+        Err(LpFailure::Unbounded) => {
+            return Err(OptimiseError::Unbounded {
+                backend: config.backend.name(),
+                detail: "battery objective (all variables are bounded: solver trouble)".into(),
+            });
+        }
+        Err(LpFailure::Other(message)) => {
+            return Err(OptimiseError::Solver {
+                backend: config.backend.name(),
+                message,
+            });
+        }
+    };
+    let values = &solution.values;
+    let to_w = |mw: f64, max_w: i64| ((mw * W_PER_MW).max(0.0).floor() as i64).min(max_w);
+    let charge_w: Vec<i64> = values[..n]
+        .iter()
+        .map(|v| to_w(*v, spec.max_charge_w))
+        .collect();
+    let discharge_w: Vec<i64> = values[n..2 * n]
+        .iter()
+        .map(|v| to_w(*v, spec.max_discharge_w))
+        .collect();
+    let net_w = discharge_w
+        .iter()
+        .zip(&charge_w)
+        .map(|(d, c)| d - c)
+        .collect();
+    let soc_wh = values[2 * n..].iter().map(|v| v * W_PER_MW).collect();
+    let mut expected_profit_eur = 0.0;
+    for t in 0..n {
+        let (ct, dt) = (values[t], values[n + t]);
+        expected_profit_eur += (prices[t] * (dt - ct) - wear * (ct + dt)) * dt_h;
+    }
+    if let TerminalSoc::ValueEurPerMwh(value) = config.terminal {
+        expected_profit_eur += value * values[3 * n - 1];
+    }
+    let marginal_value_eur_per_mwh = solution.duals.map(|duals| duals[..n].to_vec());
+    Ok(Plan {
+        charge_w,
+        discharge_w,
+        net_w,
+        soc_wh,
+        start_soc_wh: start,
+        expected_profit_eur,
+        marginal_value_eur_per_mwh,
+        warnings,
+    })
+}
+
+/// Names the constraint that makes the battery LP infeasible. Called only after a solver
+/// reported infeasibility, so it may take its time.
+fn diagnose_infeasible(spec: &BatterySpec, start_wh: f64, n: usize, config: &PlanConfig) -> String {
+    // Highest reachable SoC path: charge at full power every period.
+    let mut high = start_wh;
+    for t in 0..n {
+        high = spec.soc_after_wh(high, -spec.max_charge_w, config.period_s);
+        high = high.min(spec.soc_max_wh as f64);
+        if high < spec.soc_min_wh as f64 - 1e-6 {
+            return format!(
+                "soc_min_wh = {} in period {t}: standing losses exceed the charging power",
+                spec.soc_min_wh
+            );
+        }
+    }
+    if let TerminalSoc::AtLeastWh(target) = config.terminal {
+        if target > high + 1e-6 {
+            return format!(
+                "terminal_soc >= {target:.0} Wh: at most {high:.0} Wh is reachable in {n} periods"
+            );
+        }
+        if target > spec.soc_max_wh as f64 {
+            return format!(
+                "terminal_soc >= {target:.0} Wh: above soc_max_wh {}",
+                spec.soc_max_wh
+            );
+        }
+    }
+    "unidentified: the solver reported infeasibility but every constraint is reachable \
+     alone (numerical trouble?)"
+        .to_string()
+}
+
+/// A rolling horizon: plan `window` periods, keep the first `step`, move on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RollingHorizon {
+    /// Periods planned at each step (look-ahead).
+    pub window: usize,
+    /// Periods committed at each step (`1 <= step <= window`).
+    pub step: usize,
+}
+
+/// Plans the whole of `prices` with a rolling horizon: at each step the LP sees `window`
+/// periods (fewer at the end), the first `step` periods are kept and the SoC carried on.
+/// The terminal condition of `config` applies to every window.
+///
+/// # Errors
+/// As [`plan_battery`], plus [`OptimiseError::InvalidConfig`] for a bad horizon.
+pub fn plan_rolling(
+    spec: &BatterySpec,
+    start_soc_wh: f64,
+    prices: &[f64],
+    horizon: RollingHorizon,
+    config: &PlanConfig,
+) -> Result<Plan, OptimiseError> {
+    if horizon.step == 0 || horizon.step > horizon.window {
+        return Err(OptimiseError::InvalidConfig(
+            "rolling horizon needs 1 <= step <= window",
+        ));
+    }
+    check_inputs(spec, prices, config)?;
+    let n = prices.len();
+    let mut out = Plan {
+        charge_w: Vec::with_capacity(n),
+        discharge_w: Vec::with_capacity(n),
+        net_w: Vec::with_capacity(n),
+        soc_wh: Vec::with_capacity(n),
+        start_soc_wh: 0.0,
+        expected_profit_eur: 0.0,
+        marginal_value_eur_per_mwh: (config.backend == LpBackend::Clarabel).then(Vec::new),
+        warnings: Vec::new(),
+    };
+    let mut soc = start_soc_wh;
+    let mut first = true;
+    let mut at = 0;
+    while at < n {
+        let end = (at + horizon.window).min(n);
+        let plan = plan_battery(spec, soc, &prices[at..end], config)?;
+        if first {
+            out.start_soc_wh = plan.start_soc_wh;
+            out.warnings = plan.warnings.clone();
+            first = false;
+        }
+        let keep = horizon.step.min(end - at);
+        let dt_h = config.period_s as f64 / SECONDS_PER_HOUR;
+        let wear = spec.wear_cost_eur_per_mwh.to_f64().unwrap_or(0.0);
+        for t in 0..keep {
+            out.charge_w.push(plan.charge_w[t]);
+            out.discharge_w.push(plan.discharge_w[t]);
+            out.net_w.push(plan.net_w[t]);
+            out.soc_wh.push(plan.soc_wh[t]);
+            let (c, d) = (plan.charge_w[t] as f64, plan.discharge_w[t] as f64);
+            out.expected_profit_eur +=
+                (prices[at + t] * (d - c) - wear * (c + d)) * dt_h / W_PER_MW;
+        }
+        if let (Some(all), Some(mv)) = (
+            out.marginal_value_eur_per_mwh.as_mut(),
+            plan.marginal_value_eur_per_mwh.as_ref(),
+        ) {
+            all.extend_from_slice(&mv[..keep]);
+        }
+        soc = plan.soc_wh[keep - 1];
+        at += keep;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unbounded_lp() -> (
+        ProblemVariables,
+        Expression,
+        Vec<good_lp::Constraint>,
+        Vec<Variable>,
+    ) {
+        let mut vars = ProblemVariables::new();
+        let x = vars.add(variable().min(0.0));
+        let y = vars.add(variable().min(0.0));
+        let rows = vec![constraint!(x - y <= 1.0)];
+        (vars, x + y, rows, vec![x, y])
+    }
+
+    #[test]
+    fn unbounded_lp_is_a_typed_failure_with_both_backends() {
+        for backend in [LpBackend::Microlp, LpBackend::Clarabel] {
+            let (vars, objective, rows, read) = unbounded_lp();
+            let result = solve_lp(backend, vars, objective, rows, &read);
+            assert!(matches!(result, Err(LpFailure::Unbounded)), "{backend:?}");
+        }
+    }
+
+    #[test]
+    fn infeasible_lp_is_a_typed_failure_with_both_backends() {
+        for backend in [LpBackend::Microlp, LpBackend::Clarabel] {
+            let mut vars = ProblemVariables::new();
+            let x = vars.add(variable().min(0.0).max(1.0));
+            let rows = vec![constraint!(x >= 2.0)];
+            let result = solve_lp(backend, vars, Expression::from(x), rows, &[x]);
+            assert!(matches!(result, Err(LpFailure::Infeasible)), "{backend:?}");
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! The battery LP against hand-solved small cases, the perfect-foresight bound, start SoC
+//! clamping, typed infeasibility, fleet grouping and the rolling horizon, with both
+//! pure-Rust backends.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rust_decimal::Decimal;
+use voltex_engine::commit::settle::{SettleConfig, execute_and_settle};
+use voltex_engine::optimise::fleet::{FleetDevice, group_devices, plan_fleet};
+use voltex_engine::optimise::rule::DailyRule;
+use voltex_engine::optimise::{
+    LpBackend, OptimiseError, PlanConfig, PlanWarning, RollingHorizon, TerminalSoc, plan_battery,
+    plan_rolling,
+};
+use voltex_market::battery::BatterySpec;
+
+const BACKENDS: [LpBackend; 2] = [LpBackend::Microlp, LpBackend::Clarabel];
+
+/// 1 MW / `capacity_mwh`, one-way efficiency `eta`, wear `wear` EUR/MWh.
+fn battery(capacity_mwh: i64, eta: f64, wear: i64) -> BatterySpec {
+    BatterySpec {
+        charge_efficiency: eta,
+        discharge_efficiency: eta,
+        ..BatterySpec::symmetric(
+            1_000_000,
+            capacity_mwh * 1_000_000,
+            1.0,
+            Decimal::from(wear),
+        )
+    }
+}
+
+fn config(terminal: TerminalSoc, backend: LpBackend) -> PlanConfig {
+    PlanConfig {
+        period_s: 3600,
+        terminal,
+        backend,
+    }
+}
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol
+}
+
+/// Net W within a few W of the expected (rounding towards zero and solver tolerance).
+fn assert_net(actual: &[i64], expected: &[i64]) {
+    assert_eq!(actual.len(), expected.len());
+    for (a, e) in actual.iter().zip(expected) {
+        assert!((a - e).abs() <= 5, "net {actual:?} expected {expected:?}");
+    }
+}
+
+#[test]
+fn buys_cheap_sells_dear_in_two_periods() {
+    for backend in BACKENDS {
+        let plan = plan_battery(
+            &battery(1, 1.0, 0),
+            0.0,
+            &[10.0, 100.0],
+            &config(TerminalSoc::Free, backend),
+        )
+        .unwrap();
+        assert_net(&plan.net_w, &[-1_000_000, 1_000_000]);
+        assert!(
+            close(plan.expected_profit_eur, 90.0, 1e-3),
+            "{backend:?} {plan:?}"
+        );
+    }
+}
+
+#[test]
+fn efficiency_losses_shrink_what_can_be_sold() {
+    // Charge 1 MW for 1 h stores 0.9 MWh; selling it yields 0.81 MWh.
+    for backend in BACKENDS {
+        let plan = plan_battery(
+            &battery(1, 0.9, 0),
+            0.0,
+            &[10.0, 100.0],
+            &config(TerminalSoc::Free, backend),
+        )
+        .unwrap();
+        assert_net(&plan.net_w, &[-1_000_000, 810_000]);
+        assert!(close(plan.expected_profit_eur, 71.0, 1e-3), "{backend:?}");
+    }
+}
+
+#[test]
+fn wear_cost_above_the_spread_means_no_trade_and_below_it_trade() {
+    for backend in BACKENDS {
+        let prices = [10.0, 100.0];
+        let idle = plan_battery(
+            &battery(1, 1.0, 50),
+            0.0,
+            &prices,
+            &config(TerminalSoc::Free, backend),
+        )
+        .unwrap();
+        assert_net(&idle.net_w, &[0, 0]);
+        assert!(close(idle.expected_profit_eur, 0.0, 1e-3));
+        let trade = plan_battery(
+            &battery(1, 1.0, 40),
+            0.0,
+            &prices,
+            &config(TerminalSoc::Free, backend),
+        )
+        .unwrap();
+        assert_net(&trade.net_w, &[-1_000_000, 1_000_000]);
+        assert!(close(trade.expected_profit_eur, 10.0, 1e-3), "{backend:?}");
+    }
+}
+
+#[test]
+fn full_battery_sells_first_and_does_not_refill_without_terminal_value() {
+    for backend in BACKENDS {
+        let plan = plan_battery(
+            &battery(1, 1.0, 0),
+            1_000_000.0,
+            &[100.0, 10.0],
+            &config(TerminalSoc::Free, backend),
+        )
+        .unwrap();
+        assert_net(&plan.net_w, &[1_000_000, 0]);
+        assert!(close(plan.expected_profit_eur, 100.0, 1e-3));
+    }
+}
+
+#[test]
+fn terminal_target_forces_charging_at_flat_prices() {
+    for backend in BACKENDS {
+        let plan = plan_battery(
+            &battery(2, 1.0, 0),
+            0.0,
+            &[50.0, 50.0, 50.0],
+            &config(TerminalSoc::AtLeastWh(1_000_000.0), backend),
+        )
+        .unwrap();
+        // With lossless cells and no wear, simultaneous charge and discharge is free, so
+        // only the net is determined: 1 MWh bought in total.
+        let net: i64 = plan.net_w.iter().sum();
+        assert!((net + 1_000_000).abs() <= 5, "{backend:?} {plan:?}");
+        assert!(close(plan.expected_profit_eur, -50.0, 1e-3));
+        assert!(plan.soc_wh[2] >= 1_000_000.0 - 1.0);
+    }
+}
+
+#[test]
+fn terminal_value_keeps_energy_worth_more_than_the_market() {
+    for backend in BACKENDS {
+        let plan = plan_battery(
+            &battery(1, 1.0, 0),
+            0.0,
+            &[10.0, 100.0],
+            &config(TerminalSoc::ValueEurPerMwh(200.0), backend),
+        )
+        .unwrap();
+        assert_net(&plan.net_w, &[-1_000_000, 0]);
+        assert!(close(plan.expected_profit_eur, 190.0, 1e-3));
+    }
+}
+
+#[test]
+fn clarabel_reports_marginal_value_of_storage_and_microlp_none() {
+    // Both prices are below the terminal value: charge twice, 4 MWh never fills, SoC stays
+    // strictly inside its limits, so an extra stored MWh is worth exactly 50.
+    let prices = [10.0, 40.0];
+    let cfg = config(TerminalSoc::ValueEurPerMwh(50.0), LpBackend::Clarabel);
+    let plan = plan_battery(&battery(4, 1.0, 0), 0.0, &prices, &cfg).unwrap();
+    let values = plan.marginal_value_eur_per_mwh.expect("clarabel has duals");
+    assert!(values.iter().all(|v| close(*v, 50.0, 1e-3)), "{values:?}");
+    let cfg = config(TerminalSoc::ValueEurPerMwh(50.0), LpBackend::Microlp);
+    let plan = plan_battery(&battery(4, 1.0, 0), 0.0, &prices, &cfg).unwrap();
+    assert_eq!(plan.marginal_value_eur_per_mwh, None);
+}
+
+#[test]
+fn measured_start_soc_outside_limits_is_clamped_with_a_warning() {
+    let mut spec = battery(2, 1.0, 0);
+    spec.soc_min_wh = 200_000;
+    spec.soc_max_wh = 1_800_000;
+    for (measured, used) in [(5_000_000.0, 1_800_000.0), (-3.0, 200_000.0)] {
+        let plan = plan_battery(
+            &spec,
+            measured,
+            &[50.0; 4],
+            &config(TerminalSoc::Free, LpBackend::Clarabel),
+        )
+        .unwrap();
+        assert_eq!(plan.start_soc_wh, used);
+        assert_eq!(
+            plan.warnings,
+            vec![PlanWarning::StartSocClamped {
+                measured_wh: measured,
+                used_wh: used
+            }]
+        );
+        assert!(
+            plan.soc_wh
+                .iter()
+                .all(|s| *s >= 200_000.0 - 1.0 && *s <= 1_800_000.0 + 1.0)
+        );
+    }
+}
+
+#[test]
+fn unreachable_terminal_target_is_a_typed_error_naming_it() {
+    for backend in BACKENDS {
+        let err = plan_battery(
+            &battery(2, 1.0, 0),
+            0.0,
+            &[50.0],
+            &config(TerminalSoc::AtLeastWh(1_500_000.0), backend),
+        )
+        .unwrap_err();
+        match err {
+            OptimiseError::Infeasible { constraint } => {
+                assert!(
+                    constraint.starts_with("terminal_soc >= 1500000 Wh"),
+                    "{constraint}"
+                )
+            }
+            other => panic!("{backend:?}: expected Infeasible, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn standing_losses_below_soc_min_without_charge_power_is_infeasible_naming_soc_min() {
+    let mut spec = battery(2, 1.0, 0);
+    spec.max_charge_w = 0;
+    spec.soc_min_wh = 1_000_000;
+    spec.standing_loss_per_hour = 0.1;
+    for backend in BACKENDS {
+        let err = plan_battery(
+            &spec,
+            1_000_000.0,
+            &[50.0, 50.0],
+            &config(TerminalSoc::Free, backend),
+        )
+        .unwrap_err();
+        match err {
+            OptimiseError::Infeasible { constraint } => {
+                assert!(
+                    constraint.starts_with("soc_min_wh = 1000000 in period 0"),
+                    "{constraint}"
+                )
+            }
+            other => panic!("{backend:?}: expected Infeasible, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_are_typed_errors_not_panics() {
+    let cfg = config(TerminalSoc::Free, LpBackend::Clarabel);
+    let spec = battery(1, 1.0, 0);
+    assert_eq!(
+        plan_battery(&spec, 0.0, &[], &cfg),
+        Err(OptimiseError::EmptyHorizon)
+    );
+    assert_eq!(
+        plan_battery(&spec, 0.0, &[1.0, f64::NAN], &cfg),
+        Err(OptimiseError::NonFinitePrice { period: 1 })
+    );
+    let mut broken = spec.clone();
+    broken.discharge_efficiency = 0.0;
+    assert!(matches!(
+        plan_battery(&broken, 0.0, &[1.0], &cfg),
+        Err(OptimiseError::InvalidSpec(_))
+    ));
+}
+
+fn random_prices(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|t| {
+            50.0 + 30.0 * ((t % 24) as f64 / 24.0 * std::f64::consts::TAU).sin()
+                + rng.random_range(-20.0..20.0)
+        })
+        .collect()
+}
+
+fn to_decimal_cents(prices: &[f64]) -> Vec<Decimal> {
+    prices
+        .iter()
+        .map(|p| Decimal::new((p * 100.0).round() as i64, 2))
+        .collect()
+}
+
+#[test]
+fn perfect_foresight_bounds_every_forecast_plan_and_the_rule() {
+    let spec = BatterySpec::symmetric(1_000_000, 2_000_000, 0.9, Decimal::from(2));
+    let settle = SettleConfig {
+        period_s: 3600,
+        ..Default::default()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for _ in 0..5 {
+        let truth = to_decimal_cents(&random_prices(&mut rng, 48));
+        let truth_f64: Vec<f64> = truth
+            .iter()
+            .map(|p| p.to_string().parse().unwrap())
+            .collect();
+        let cfg = config(TerminalSoc::Free, LpBackend::Clarabel);
+        let perfect = plan_battery(&spec, 1_000_000.0, &truth_f64, &cfg).unwrap();
+        let bound =
+            execute_and_settle(&spec, 1_000_000.0, &perfect.net_w, &truth, &settle).unwrap();
+        let forecast: Vec<f64> = truth_f64
+            .iter()
+            .map(|p| p + rng.random_range(-25.0..25.0))
+            .collect();
+        let guess = plan_battery(&spec, 1_000_000.0, &forecast, &cfg).unwrap();
+        let realised =
+            execute_and_settle(&spec, 1_000_000.0, &guess.net_w, &truth, &settle).unwrap();
+        let rule = DailyRule::from_profile(&spec, &truth_f64[..24], 3600);
+        let mut rule_w = rule.day_schedule_w(&spec, 24);
+        rule_w.extend(rule.day_schedule_w(&spec, 24));
+        let rule_pnl = execute_and_settle(&spec, 1_000_000.0, &rule_w, &truth, &settle).unwrap();
+        // W rounding of the plan costs at most a few cents.
+        let slack = Decimal::new(5, 2);
+        assert!(
+            bound.profit_eur + slack >= realised.profit_eur,
+            "{bound:?} {realised:?}"
+        );
+        assert!(bound.profit_eur + slack >= rule_pnl.profit_eur);
+        assert!(
+            (bound.profit_eur.to_string().parse::<f64>().unwrap() - perfect.expected_profit_eur)
+                .abs()
+                < 0.5
+        );
+    }
+}
+
+#[test]
+fn microlp_and_clarabel_agree_on_the_optimum() {
+    let spec = BatterySpec::symmetric(1_000_000, 2_000_000, 0.9, Decimal::from(2));
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for _ in 0..5 {
+        let prices = random_prices(&mut rng, 96);
+        let terminal = TerminalSoc::AtLeastWh(1_000_000.0);
+        let a = plan_battery(
+            &spec,
+            1_000_000.0,
+            &prices,
+            &config(terminal, LpBackend::Microlp),
+        )
+        .unwrap();
+        let b = plan_battery(
+            &spec,
+            1_000_000.0,
+            &prices,
+            &config(terminal, LpBackend::Clarabel),
+        )
+        .unwrap();
+        assert!(close(
+            a.expected_profit_eur,
+            b.expected_profit_eur,
+            1e-3 * (1.0 + a.expected_profit_eur.abs())
+        ));
+    }
+}
+
+#[test]
+fn rolling_horizon_with_full_window_equals_one_shot_and_short_windows_do_not_beat_it() {
+    let spec = BatterySpec::symmetric(1_000_000, 2_000_000, 0.9, Decimal::from(2));
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let prices = random_prices(&mut rng, 72);
+    let cfg = config(TerminalSoc::Free, LpBackend::Clarabel);
+    let one = plan_battery(&spec, 0.0, &prices, &cfg).unwrap();
+    let full = plan_rolling(
+        &spec,
+        0.0,
+        &prices,
+        RollingHorizon {
+            window: 72,
+            step: 72,
+        },
+        &cfg,
+    )
+    .unwrap();
+    assert!(close(
+        one.expected_profit_eur,
+        full.expected_profit_eur,
+        0.5
+    ));
+    let daily = plan_rolling(
+        &spec,
+        0.0,
+        &prices,
+        RollingHorizon {
+            window: 36,
+            step: 24,
+        },
+        &cfg,
+    )
+    .unwrap();
+    assert_eq!(daily.len(), 72);
+    assert!(daily.expected_profit_eur <= one.expected_profit_eur + 0.5);
+    assert_eq!(daily.marginal_value_eur_per_mwh.map(|v| v.len()), Some(72));
+    assert!(matches!(
+        plan_rolling(
+            &spec,
+            0.0,
+            &prices,
+            RollingHorizon { window: 4, step: 5 },
+            &cfg
+        ),
+        Err(OptimiseError::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn fleet_groups_identical_devices_and_scales_the_plan() {
+    let a = BatterySpec::symmetric(5_000, 10_000, 0.9, Decimal::from(2));
+    let b = BatterySpec::symmetric(3_000, 13_500, 0.9, Decimal::from(2));
+    let devices: Vec<FleetDevice> = (0..10)
+        .map(|i| FleetDevice {
+            spec: if i % 3 == 0 { b.clone() } else { a.clone() },
+            soc_wh: 5_000,
+        })
+        .collect();
+    let groups = group_devices(&devices);
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[0].members, vec![0, 3, 6, 9]);
+    assert_eq!(groups[1].members, vec![1, 2, 4, 5, 7, 8]);
+    assert_eq!(groups[0].aggregate.max_charge_w, 12_000);
+    assert_eq!(groups[1].start_soc_wh, 30_000.0);
+    let prices = [10.0, 90.0, 20.0, 80.0];
+    let cfg = config(TerminalSoc::Free, LpBackend::Clarabel);
+    let fleet = plan_fleet(&devices, &prices, &cfg).unwrap();
+    // The aggregate of 6 identical devices plans 6× what one device plans.
+    let single = plan_battery(&a, 5_000.0, &prices, &cfg).unwrap();
+    for t in 0..4 {
+        assert!(
+            (fleet.plans[1].net_w[t] - 6 * single.net_w[t]).abs() <= 6,
+            "{t}"
+        );
+        assert_eq!(
+            fleet.net_w[t],
+            fleet.plans[0].net_w[t] + fleet.plans[1].net_w[t]
+        );
+    }
+}
