@@ -1,0 +1,122 @@
+//! `report.html`: one self-contained page (inline SVG, no scripts, no external files)
+//! with the P&L table and line charts of price, committed vs delivered power and fleet
+//! SoC per interval. Long runs are thinned to at most [`POINTS_MAX`] points per chart
+//! (every k-th interval); the CSV keeps every interval.
+
+use std::fmt::Write;
+
+use rust_decimal::prelude::ToPrimitive;
+
+use crate::run::Summary;
+use crate::world::IntervalRow;
+
+/// Most points drawn per chart line.
+pub const POINTS_MAX: usize = 2_000;
+
+const WIDTH: f64 = 900.0;
+const HEIGHT: f64 = 220.0;
+
+fn polyline(values: &[f64], lo: f64, hi: f64, colour: &str) -> String {
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let n = values.len().max(2) - 1;
+    let mut points = String::new();
+    for (i, v) in values.iter().enumerate() {
+        let x = i as f64 / n as f64 * WIDTH;
+        let y = HEIGHT - (v - lo) / span * HEIGHT;
+        let _ = write!(points, "{x:.1},{y:.1} ");
+    }
+    format!("<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1\" points=\"{points}\"/>")
+}
+
+fn chart(title: &str, lines: &[(&str, &str, Vec<f64>)]) -> String {
+    let all = lines.iter().flat_map(|(_, _, v)| v.iter().copied());
+    let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let mut svg = format!(
+        "<h2>{title}</h2><p class=\"axis\">min {lo:.2} · max {hi:.2}</p>\
+         <svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" width=\"{WIDTH}\" height=\"{HEIGHT}\">\
+         <rect width=\"{WIDTH}\" height=\"{HEIGHT}\" fill=\"#fafafa\" stroke=\"#ccc\"/>"
+    );
+    if lo < 0.0 && hi > 0.0 {
+        let y = HEIGHT - (0.0 - lo) / (hi - lo) * HEIGHT;
+        let _ = write!(
+            svg,
+            "<line x1=\"0\" x2=\"{WIDTH}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#999\"/>"
+        );
+    }
+    for (_, colour, values) in lines {
+        svg.push_str(&polyline(values, lo, hi, colour));
+    }
+    svg.push_str("</svg><p>");
+    for (name, colour, _) in lines {
+        let _ = write!(svg, "<span style=\"color:{colour}\">■ {name}</span> ");
+    }
+    svg.push_str("</p>");
+    svg
+}
+
+/// The report for a finished run.
+pub fn report_html(summary: &Summary, rows: &[IntervalRow], interval_s: i64) -> String {
+    let stride = rows.len().div_ceil(POINTS_MAX).max(1);
+    let thin: Vec<&IntervalRow> = rows.iter().step_by(stride).collect();
+    let price: Vec<f64> = thin
+        .iter()
+        .map(|r| r.price.to_f64().unwrap_or(0.0))
+        .collect();
+    let committed: Vec<f64> = thin.iter().map(|r| r.committed_w as f64 / 1e6).collect();
+    let delivered: Vec<f64> = thin
+        .iter()
+        .map(|r| r.delivered_j as f64 / interval_s.max(1) as f64 / 1e6)
+        .collect();
+    let soc: Vec<f64> = thin.iter().map(|r| r.fleet_soc_wh / 1e6).collect();
+    let p = &summary.pnl;
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name}</title><style>\
+         body{{font-family:sans-serif;margin:2em}}td{{padding:2px 12px}}\
+         .axis{{color:#666;font-size:small}}</style></head><body>\
+         <h1>Scenario {name}</h1><p>seed {seed} · strategy {strategy} · {n} batteries · \
+         {k} intervals · device logic: {logic} · result hash <code>{hash}</code></p>\
+         <table><tr><td>market</td><td>{m} EUR</td></tr><tr><td>imbalance</td><td>{i} EUR</td>\
+         </tr><tr><td>wear</td><td>−{w} EUR</td></tr><tr><td><b>profit</b></td>\
+         <td><b>{pr} EUR</b></td></tr></table>",
+        name = summary.scenario,
+        seed = summary.seed,
+        strategy = summary.strategy,
+        n = summary.n_devices,
+        k = summary.n_intervals,
+        logic = summary.device_logic,
+        hash = summary.result_hash,
+        m = p.market_eur,
+        i = p.imbalance_eur,
+        w = p.wear_eur,
+        pr = p.profit_eur,
+    );
+    if stride > 1 {
+        let _ = write!(
+            html,
+            "<p class=\"axis\">charts show every {stride}th interval</p>"
+        );
+    }
+    html.push_str(&chart("Price (EUR/MWh)", &[("price", "#1f77b4", price)]));
+    html.push_str(&chart(
+        "Fleet power (MW, + = sell)",
+        &[
+            ("committed", "#2ca02c", committed),
+            ("delivered", "#d62728", delivered),
+        ],
+    ));
+    html.push_str(&chart(
+        "Fleet state of charge (MWh)",
+        &[("SoC", "#9467bd", soc)],
+    ));
+    let _ = writeln!(
+        html,
+        "<h2>Counters</h2><pre>{}</pre></body></html>",
+        serde_json::to_string_pretty(&summary.counters).unwrap_or_default()
+    );
+    html
+}

@@ -1,0 +1,255 @@
+//! Running a scenario end to end, and its outputs: `summary.json`, the per-interval
+//! CSV and `report.html`, as strings (the caller writes the files).
+//!
+//! [`run`] builds the [`World`], steps the DES one simulated day at a time (calling the
+//! progress callback after each day) and settles the run. The summary carries a blake3
+//! hash of the per-interval CSV and of the summary's own fields, so two runs can be
+//! compared for bit-identical results by one string.
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+use voltex_market::series::PriceSeries;
+
+use crate::agent::{DeviceLogic, ReferenceAgent};
+use crate::des::{Scheduler, run_until};
+use crate::scenario::Scenario;
+use crate::world::{Counters, Event, IntervalRow, SimError, World};
+
+/// Joules per MWh.
+const J_PER_MWH: i64 = 3_600_000_000;
+
+/// P&L of a run, EUR, exact (rounded to 1e-6 EUR only here, at the boundary).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Pnl {
+    /// Cash for the committed position at the replayed prices.
+    pub market_eur: Decimal,
+    /// Cash for delivered minus committed energy at the price, minus the penalty.
+    pub imbalance_eur: Decimal,
+    /// Wear cost of the throughput.
+    pub wear_eur: Decimal,
+    /// `market + imbalance − wear`.
+    pub profit_eur: Decimal,
+}
+
+/// Energy totals of a run, MWh (reporting only; the money is exact).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Energy {
+    /// Energy committed to be sold minus bought.
+    pub committed_net_mwh: f64,
+    /// Energy delivered minus drawn.
+    pub delivered_net_mwh: f64,
+    /// Charge plus discharge throughput.
+    pub throughput_mwh: f64,
+    /// Sum over intervals of |delivered − committed|.
+    pub imbalance_abs_mwh: f64,
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed.
+    pub seed: u64,
+    /// Strategy, as in the scenario.
+    pub strategy: String,
+    /// Which code made the devices' decisions.
+    pub device_logic: String,
+    /// Number of batteries.
+    pub n_devices: usize,
+    /// Number of intervals.
+    pub n_intervals: usize,
+    /// P&L breakdown.
+    pub pnl: Pnl,
+    /// Energy totals.
+    pub energy: Energy,
+    /// Dispatch and fault counters.
+    pub counters: Counters,
+    /// Bytes of device state per battery.
+    pub device_state_bytes: usize,
+    /// blake3 of the CSV and of this summary without the hash, hex.
+    pub result_hash: String,
+}
+
+/// What a run produced.
+#[derive(Clone, Debug)]
+pub struct SimOutput {
+    /// The summary.
+    pub summary: Summary,
+    /// The per-interval CSV.
+    pub intervals_csv: String,
+    /// The self-contained HTML report.
+    pub report_html: String,
+}
+
+impl SimOutput {
+    /// `summary.json`, pretty-printed.
+    pub fn summary_json(&self) -> String {
+        serde_json::to_string_pretty(&self.summary).unwrap_or_default()
+    }
+}
+
+/// Progress after each simulated day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Days done.
+    pub days_done: u32,
+    /// Days in the run.
+    pub days_total: u32,
+    /// Events handled so far.
+    pub n_events: u64,
+}
+
+fn to_eur(money: i128, scale: u32) -> Decimal {
+    // money is in J × 10^-scale EUR/MWh; EUR = money / (3.6e9 × 10^scale).
+    let Ok(value) = Decimal::try_from_i128_with_scale(money, scale) else {
+        return Decimal::MAX;
+    };
+    (value / Decimal::from(J_PER_MWH)).round_dp(6)
+}
+
+fn csv(rows: &[IntervalRow]) -> String {
+    let mut out = String::with_capacity(rows.len() * 96);
+    out.push_str(
+        "interval_start_utc,price_eur_per_mwh,committed_w,delivered_j,imbalance_j,\
+         throughput_j,fleet_soc_wh,n_fallback,n_down\n",
+    );
+    let interval_s = rows
+        .get(1)
+        .map_or(0, |r| (r.start_ns - rows[0].start_ns) / 1_000_000_000);
+    for row in rows {
+        let start = voltex_market::UtcNanos(row.start_ns)
+            .to_datetime()
+            .format("%Y-%m-%dT%H:%M:%SZ");
+        let imbalance = row.delivered_j - row.committed_w * interval_s;
+        out.push_str(&format!(
+            "{start},{},{},{},{imbalance},{},{:.3},{},{}\n",
+            row.price,
+            row.committed_w,
+            row.delivered_j,
+            row.throughput_j,
+            row.fleet_soc_wh,
+            row.n_fallback,
+            row.n_down
+        ));
+    }
+    out
+}
+
+/// Runs `scenario` over `series` with the reference agent logic.
+///
+/// # Errors
+/// [`SimError`] if the data does not cover the run or the platform fails to plan.
+pub fn run(
+    scenario: &Scenario,
+    series: &PriceSeries,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<SimOutput, SimError> {
+    run_with(
+        scenario,
+        series,
+        ReferenceAgent,
+        "reference-agent (sim::agent)",
+        progress,
+    )
+}
+
+/// Runs `scenario` with the given device logic.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with<L: DeviceLogic>(
+    scenario: &Scenario,
+    series: &PriceSeries,
+    logic: L,
+    logic_name: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<SimOutput, SimError> {
+    let (world, _) = simulate(scenario, series, logic, progress)?;
+    Ok(output(scenario, &world, logic_name))
+}
+
+/// Runs the DES to the end and returns the final world (for tests and custom reports).
+///
+/// # Errors
+/// As [`run`].
+pub fn simulate<'a, L: DeviceLogic>(
+    scenario: &Scenario,
+    series: &'a PriceSeries,
+    logic: L,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(World<'a, L>, u64), SimError> {
+    let mut world = World::new(scenario, series, logic)?;
+    let mut sched: Scheduler<Event> = Scheduler::new(world.start_ns());
+    world.seed_events(&mut sched);
+    let days = *scenario.market.days.get_ref();
+    let mut n_events = 0;
+    for day in 0..days {
+        let end = world.t0_ns() + i64::from(day + 1) * 86_400_000_000_000 - 1;
+        n_events += run_until(&mut world, &mut sched, end).n_events;
+        if let Some(err) = world.take_error() {
+            return Err(err);
+        }
+        progress(Progress {
+            days_done: day + 1,
+            days_total: days,
+            n_events,
+        });
+    }
+    Ok((world, n_events))
+}
+
+fn output<L: DeviceLogic>(
+    scenario: &Scenario,
+    world: &World<'_, L>,
+    logic_name: &str,
+) -> SimOutput {
+    let scale = world.money_scale();
+    let (market, imbalance, wear) = world.money();
+    let pnl = Pnl {
+        market_eur: to_eur(market, scale),
+        imbalance_eur: to_eur(imbalance, scale),
+        wear_eur: to_eur(wear, scale),
+        profit_eur: to_eur(market + imbalance - wear, scale),
+    };
+    let rows = world.rows();
+    let interval_s = scenario.interval_s();
+    let mwh = |j: i64| j as f64 / J_PER_MWH as f64;
+    let energy = Energy {
+        committed_net_mwh: mwh(rows.iter().map(|r| r.committed_w * interval_s).sum()),
+        delivered_net_mwh: mwh(rows.iter().map(|r| r.delivered_j).sum()),
+        throughput_mwh: mwh(rows.iter().map(|r| r.throughput_j).sum()),
+        imbalance_abs_mwh: mwh(rows
+            .iter()
+            .map(|r| (r.delivered_j - r.committed_w * interval_s).abs())
+            .sum()),
+    };
+    let intervals_csv = csv(rows);
+    let mut summary = Summary {
+        scenario: scenario.name.clone(),
+        seed: scenario.seed,
+        strategy: format!("{:?}", scenario.strategy.kind),
+        device_logic: logic_name.to_string(),
+        n_devices: world.n_devices(),
+        n_intervals: rows.len(),
+        pnl,
+        energy,
+        counters: world.counters().clone(),
+        device_state_bytes: world.bytes_per_device(),
+        result_hash: String::new(),
+    };
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(intervals_csv.as_bytes());
+    hasher.update(
+        serde_json::to_string(&summary)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    summary.result_hash = hasher.finalize().to_hex().to_string();
+    let report_html = crate::report::report_html(&summary, rows, interval_s);
+    SimOutput {
+        summary,
+        intervals_csv,
+        report_html,
+    }
+}

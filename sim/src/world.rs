@@ -1,0 +1,1041 @@
+//! The simulated world: platform, network, virtual fleet and market, as one DES
+//! [`Model`].
+//!
+//! # Timeline
+//! Day `d` of the run is planned at its start minus 12 h (day-ahead gate closure): the
+//! platform forecasts the day's prices (per the strategy), runs the engine's LP (or the
+//! rule) per battery group from the SoC it expects at the start of the day, commits
+//! the fleet's position (price-taker: the whole plan clears at the replayed price),
+//! allocates it to devices (every device of a group gets the group's per-device plan:
+//! the LP is linear, so the plan of `n` identical batteries is `n` times the plan of
+//! one) and sends each device its schedule through the virtual network, resending to
+//! devices that have not acknowledged every `retry_s`, up to `max_retries` times.
+//!
+//! Each battery group steps as **one cohort event per interval boundary**: the event
+//! walks the group's contiguous struct-of-arrays state (SoC, held schedules, fault
+//! mask, energy counters), so a 10,000-battery interval is one heap operation. Per
+//! device it asks the agent logic ([`DeviceLogic`]) for the setpoint, lets the
+//! executor clip it to what the battery can do according to the (possibly drifting)
+//! SoC sensor, lets the physics clip it to what the battery really can do, and steps
+//! the SoC with the shared [`BatterySpec`] physics.
+//!
+//! # Money
+//! Prices, the imbalance penalty and wear costs are converted once to integer
+//! mantissas at a common decimal scale; energy is integer joules (W × s). Every money
+//! sum is an `i128` in units of `J × 10^-scale EUR/MWh`, exact; it becomes EUR
+//! (`/ (3.6e9 × 10^scale)`) only in the summary. Series timestamps are local times
+//! treated as UTC (the epftoolbox files have DST pre-processed to 24 h days).
+//!
+//! # Invariants
+//! - Per device: `soc_0 + grid_in − grid_out − losses = soc` (energy conservation,
+//!   checked by tests to float precision); SoC stays within its limits.
+//! - Per interval: `imbalance = delivered − committed`, exactly, in joules.
+//! - No wall clock, no unseeded randomness, no hash-map iteration: a run is a function
+//!   of the scenario, the price series and the seed.
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rust_decimal::Decimal;
+use voltex_engine::forecast::{ForecastError, Forecaster, Lear, LearConfig, NaiveForecaster};
+use voltex_engine::optimise::rule::DailyRule;
+use voltex_engine::optimise::{LpBackend, OptimiseError, PlanConfig, TerminalSoc, plan_battery};
+use voltex_market::battery::BatterySpec;
+use voltex_market::series::PriceSeries;
+
+use crate::agent::{Decision, DeviceLogic, ScheduleRef, Slots, Source};
+use crate::des::{Model, Scheduler};
+use crate::network::{Delivery, Network};
+use crate::scenario::{FaultKind, Scenario, StrategyKind};
+
+/// ns per second.
+const NS_PER_S: i64 = 1_000_000_000;
+/// ns per day.
+const DAY_NS: i64 = 86_400 * NS_PER_S;
+/// Most fault and partition windows per scenario (one bit each in a device's mask).
+pub const WINDOWS_MAX: usize = 32;
+
+/// Why a simulation could not run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimError {
+    /// The date range is not covered by the price file (with the history the strategy
+    /// needs).
+    #[error("market data: {0}")]
+    DataRange(String),
+    /// The price file's step does not fit the scenario's interval.
+    #[error("market data: {0}")]
+    Step(String),
+    /// Too many fault and partition windows.
+    #[error("{n} fault and partition windows; at most {WINDOWS_MAX} are supported")]
+    TooManyWindows {
+        /// Number given.
+        n: usize,
+    },
+    /// The forecaster failed.
+    #[error("forecast for day {day}: {source}")]
+    Forecast {
+        /// Day of the run.
+        day: u32,
+        /// The forecaster's error.
+        source: ForecastError,
+    },
+    /// The optimiser failed.
+    #[error("plan for day {day}, group {group}: {source}")]
+    Plan {
+        /// Day of the run.
+        day: u32,
+        /// Group name.
+        group: String,
+        /// The optimiser's error.
+        source: OptimiseError,
+    },
+}
+
+/// The events of the world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Platform: forecast, optimise, commit and send day `day`'s schedules.
+    Plan {
+        /// Day of the run.
+        day: u32,
+    },
+    /// Platform: (re)send day `day`'s schedule to every device of `group` without an ack.
+    Send {
+        /// Group index.
+        group: u16,
+        /// Day of the run.
+        day: u32,
+        /// 0 for the first send.
+        attempt: u16,
+    },
+    /// A schedule reaches a device.
+    Deliver {
+        /// Device index.
+        device: u32,
+        /// Schedule version (day + 1).
+        version: u32,
+    },
+    /// An ack reaches the platform.
+    AckArrive {
+        /// Device index.
+        device: u32,
+        /// Acknowledged version.
+        version: u32,
+    },
+    /// Cohort step: every device of `group` executes interval `interval`.
+    Step {
+        /// Group index.
+        group: u16,
+        /// Interval index of the run.
+        interval: u32,
+    },
+    /// A reboot window starts (RAM lost) or ends (state reloaded from the store).
+    Reboot {
+        /// Window index.
+        window: u16,
+        /// True at the start.
+        start: bool,
+    },
+}
+
+/// What a window does to the devices in it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Effect {
+    Partition,
+    Offline,
+    Stuck(i64),
+    Drift(f64),
+    Skew(i64),
+    Reboot,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Window {
+    start_ns: i64,
+    end_ns: i64,
+    effect: Effect,
+}
+
+#[derive(Clone, Debug)]
+struct Group {
+    name: String,
+    spec: BatterySpec,
+    first: usize,
+    end: usize,
+    initial_soc_wh: f64,
+    wear_m: i128,
+}
+
+/// Dispatch and fault counters of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Events handled by the DES.
+    pub n_events: u64,
+    /// Schedule messages sent (first sends and resends).
+    pub schedules_sent: u64,
+    /// Resends.
+    pub schedules_resent: u64,
+    /// Messages lost by the network (loss probability).
+    pub messages_lost: u64,
+    /// Messages dropped by a partition.
+    pub messages_partitioned: u64,
+    /// Messages delivered twice.
+    pub messages_duplicated: u64,
+    /// Schedules that reached a device that was down.
+    pub schedules_to_down_device: u64,
+    /// Schedules accepted.
+    pub schedules_accepted: u64,
+    /// Duplicates recognised by the agent.
+    pub schedules_duplicate: u64,
+    /// Schedules rejected as expired.
+    pub schedules_expired: u64,
+    /// Acks received by the platform.
+    pub acks_received: u64,
+    /// Device-intervals run on the fallback policy.
+    pub device_intervals_fallback: u64,
+    /// Device-intervals a device was down (offline or rebooting).
+    pub device_intervals_down: u64,
+    /// Device-intervals stuck at a setpoint.
+    pub device_intervals_stuck: u64,
+    /// Device-intervals stepped.
+    pub device_intervals: u64,
+}
+
+/// One interval of the run, fleet-wide.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IntervalRow {
+    /// Interval start, ns since the epoch.
+    pub start_ns: i64,
+    /// Replayed price.
+    pub price: Decimal,
+    /// Fleet commitment, W (positive = sell).
+    pub committed_w: i64,
+    /// Energy delivered to the grid (negative = drawn), J.
+    pub delivered_j: i64,
+    /// Charge plus discharge throughput, J.
+    pub throughput_j: i64,
+    /// Sum of the true SoC at the end of the interval, Wh.
+    pub fleet_soc_wh: f64,
+    /// Devices on fallback.
+    pub n_fallback: u32,
+    /// Devices down.
+    pub n_down: u32,
+    /// Wear cost, money units (see the module docs).
+    wear_m: i128,
+}
+
+/// The simulated world; see the [module docs](self).
+pub struct World<'a, L: DeviceLogic> {
+    logic: L,
+    series: &'a PriceSeries,
+    strategy: StrategyKind,
+    history_days: usize,
+    lear: Option<Lear>,
+    first_series_day: usize,
+    t0_ns: i64,
+    interval_s: i64,
+    interval_ns: i64,
+    per_day: usize,
+    n_days: u32,
+    per_hour_series: usize,
+    groups: Vec<Group>,
+    windows: Vec<Window>,
+    network: Network,
+    rng: ChaCha8Rng,
+    retry_ns: i64,
+    max_retries: u16,
+    scale: u32,
+    penalty_m: i128,
+    prices_m: Vec<i128>,
+    // Devices, struct of arrays.
+    soc_wh: Vec<f64>,
+    ram: Vec<Slots>,
+    store: Vec<Slots>,
+    acked: Vec<u32>,
+    mask: Vec<u32>,
+    grid_in_wh: Vec<f64>,
+    grid_out_wh: Vec<f64>,
+    loss_wh: Vec<f64>,
+    // Platform.
+    schedules: Vec<Vec<Vec<i64>>>,
+    planned_soc: Vec<Vec<f64>>,
+    rows: Vec<IntervalRow>,
+    counters: Counters,
+    error: Option<SimError>,
+}
+
+fn mantissa_at(value: Decimal, scale: u32) -> i128 {
+    let mut v = value;
+    v.rescale(scale);
+    v.mantissa()
+}
+
+impl<'a, L: DeviceLogic> World<'a, L> {
+    /// Builds the world at the start of the run (before the first plan).
+    ///
+    /// # Errors
+    /// [`SimError`] if the price file does not cover the run (and the strategy's
+    /// history), its step does not fit the interval, or there are too many windows.
+    pub fn new(scenario: &Scenario, series: &'a PriceSeries, logic: L) -> Result<Self, SimError> {
+        let interval_s = scenario.interval_s();
+        let step_s = 86_400 / series.periods_per_day() as i64;
+        if step_s % interval_s != 0 {
+            return Err(SimError::Step(format!(
+                "series step {step_s} s is not a multiple of the {interval_s} s interval"
+            )));
+        }
+        let start = scenario.start_date();
+        let first_series_day = series
+            .day_index_of(start)
+            .ok_or_else(|| SimError::DataRange(format!("{start} is not in {}", series.name())))?;
+        let n_days = *scenario.market.days.get_ref();
+        if first_series_day + n_days as usize > series.n_days() {
+            return Err(SimError::DataRange(format!(
+                "{n_days} days from {start} run past the end of {}",
+                series.name()
+            )));
+        }
+        let strategy = scenario.strategy.kind;
+        let default_history = if strategy == StrategyKind::LearLp {
+            56
+        } else {
+            28
+        };
+        let history_days = scenario
+            .strategy
+            .history_days
+            .as_ref()
+            .map_or(default_history, |d| *d.get_ref() as usize);
+        let lear = match strategy {
+            StrategyKind::LearLp => {
+                let lear = Lear::new(LearConfig::with_window(history_days))
+                    .map_err(|source| SimError::Forecast { day: 0, source })?;
+                if first_series_day < lear.first_forecast_day() {
+                    return Err(SimError::DataRange(format!(
+                        "LEAR needs {} days of history before {start}",
+                        lear.first_forecast_day()
+                    )));
+                }
+                Some(lear)
+            }
+            _ => None,
+        };
+        let needed = match strategy {
+            StrategyKind::PerfectForesight | StrategyKind::LearLp => 0,
+            StrategyKind::NaiveLp => 7,
+            StrategyKind::RuleBased => history_days,
+        };
+        if first_series_day < needed {
+            return Err(SimError::DataRange(format!(
+                "the strategy needs {needed} days of history before {start}"
+            )));
+        }
+        let n_windows = scenario.network.partitions.len() + scenario.faults.len();
+        if n_windows > WINDOWS_MAX {
+            return Err(SimError::TooManyWindows { n: n_windows });
+        }
+
+        let t0_ns = start
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp())
+            .unwrap_or_default()
+            * NS_PER_S;
+        let per_day = (86_400 / interval_s) as usize;
+        let per_hour_series = (step_s / interval_s) as usize;
+        let n_intervals = per_day * n_days as usize;
+
+        // Exact money scale: the largest decimal scale among prices, penalty, wear.
+        let day_range = first_series_day..first_series_day + n_days as usize;
+        let series_prices: Vec<Decimal> = day_range
+            .clone()
+            .flat_map(|d| series.day_prices(d).iter().copied())
+            .collect();
+        let penalty = scenario
+            .market
+            .imbalance_penalty_eur_per_mwh
+            .as_ref()
+            .map_or(Decimal::ZERO, |p| *p.get_ref());
+        let scale = series_prices
+            .iter()
+            .map(Decimal::scale)
+            .chain(
+                scenario
+                    .fleet
+                    .iter()
+                    .map(|g| g.get_ref().wear_cost_eur_per_mwh.scale()),
+            )
+            .chain([penalty.scale()])
+            .max()
+            .unwrap_or(0);
+        let prices_m: Vec<i128> = series_prices
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(mantissa_at(*p, scale), per_hour_series))
+            .collect();
+
+        let mut groups = Vec::new();
+        let mut first = 0;
+        for g in &scenario.fleet {
+            let g = g.get_ref();
+            let end = first + g.count as usize;
+            groups.push(Group {
+                name: g.name.clone(),
+                spec: g.battery(),
+                first,
+                end,
+                initial_soc_wh: g.initial_soc_wh as f64,
+                wear_m: mantissa_at(g.wear_cost_eur_per_mwh, scale),
+            });
+            first = end;
+        }
+        let n_devices = first;
+        let group_index = |name: &str| {
+            groups
+                .iter()
+                .position(|g| g.name == name)
+                .unwrap_or_default()
+        };
+
+        // Windows, and which devices each one hits (a seeded choice per window).
+        let mut select_rng = ChaCha8Rng::seed_from_u64(scenario.seed ^ 0x5eed_fa17);
+        let mut mask = vec![0_u32; n_devices];
+        let mut windows = Vec::new();
+        let hour_ns = |h: f64| t0_ns + (h * 3_600.0 * 1e9) as i64;
+        let mut add = |group: &str, fraction: f64, start_h: f64, hours: f64, effect| {
+            let g = &groups[group_index(group)];
+            let mut members: Vec<usize> = (g.first..g.end).collect();
+            members.shuffle(&mut select_rng);
+            let n_hit = ((g.end - g.first) as f64 * fraction).round() as usize;
+            let bit = 1_u32 << windows.len();
+            for &device in &members[..n_hit.min(members.len())] {
+                mask[device] |= bit;
+            }
+            windows.push(Window {
+                start_ns: hour_ns(start_h),
+                end_ns: hour_ns(start_h + hours),
+                effect,
+            });
+        };
+        for p in &scenario.network.partitions {
+            let p = p.get_ref();
+            add(
+                &p.group,
+                p.fraction,
+                p.start_hour,
+                p.hours,
+                Effect::Partition,
+            );
+        }
+        for f in &scenario.faults {
+            let f = f.get_ref();
+            let effect = match f.kind {
+                FaultKind::Offline => Effect::Offline,
+                FaultKind::Stuck => Effect::Stuck(f.setpoint_w.unwrap_or_default()),
+                FaultKind::SocDrift => Effect::Drift(f.drift_wh_per_hour.unwrap_or_default()),
+                FaultKind::ClockSkew => Effect::Skew(f.skew_s.unwrap_or_default()),
+                FaultKind::Reboot => Effect::Reboot,
+            };
+            add(&f.group, f.fraction, f.start_hour, f.hours, effect);
+        }
+
+        let soc_wh: Vec<f64> = groups
+            .iter()
+            .flat_map(|g| std::iter::repeat_n(g.initial_soc_wh, g.end - g.first))
+            .collect();
+        let n_groups = groups.len();
+        Ok(World {
+            logic,
+            series,
+            strategy,
+            history_days,
+            lear,
+            first_series_day,
+            t0_ns,
+            interval_s,
+            interval_ns: interval_s * NS_PER_S,
+            per_day,
+            n_days,
+            per_hour_series,
+            groups,
+            windows,
+            network: Network::new(&scenario.network),
+            rng: ChaCha8Rng::seed_from_u64(scenario.seed),
+            retry_ns: i64::from(*scenario.network.retry_s.get_ref()) * NS_PER_S,
+            max_retries: scenario.network.max_retries.min(u32::from(u16::MAX)) as u16,
+            scale,
+            penalty_m: mantissa_at(penalty, scale),
+            prices_m,
+            soc_wh,
+            ram: vec![[0; 2]; n_devices],
+            store: vec![[0; 2]; n_devices],
+            acked: vec![0; n_devices],
+            mask,
+            grid_in_wh: vec![0.0; n_devices],
+            grid_out_wh: vec![0.0; n_devices],
+            loss_wh: vec![0.0; n_devices],
+            schedules: vec![vec![Vec::new(); n_days as usize]; n_groups],
+            planned_soc: vec![vec![0.0; n_intervals]; n_groups],
+            rows: (0..n_intervals)
+                .map(|k| IntervalRow {
+                    start_ns: t0_ns + k as i64 * interval_s * NS_PER_S,
+                    price: series_prices[k / per_hour_series],
+                    ..IntervalRow::default()
+                })
+                .collect(),
+            counters: Counters::default(),
+            error: None,
+        })
+    }
+
+    /// Time the run starts (the first plan, 12 h before the first delivery day).
+    pub fn start_ns(&self) -> i64 {
+        self.t0_ns - DAY_NS / 2
+    }
+
+    /// End of the last delivery interval.
+    pub fn end_ns(&self) -> i64 {
+        self.t0_ns + i64::from(self.n_days) * DAY_NS
+    }
+
+    /// Start of the first delivery day.
+    pub fn t0_ns(&self) -> i64 {
+        self.t0_ns
+    }
+
+    /// Schedules the initial events: the first plan, every group's first step, reboots.
+    pub fn seed_events(&self, sched: &mut Scheduler<Event>) {
+        sched.schedule_at(self.start_ns(), Event::Plan { day: 0 });
+        for g in 0..self.groups.len() {
+            sched.schedule_at(
+                self.t0_ns,
+                Event::Step {
+                    group: g as u16,
+                    interval: 0,
+                },
+            );
+        }
+        for (w, window) in self.windows.iter().enumerate() {
+            if window.effect == Effect::Reboot {
+                let start = window.start_ns.max(self.start_ns());
+                sched.schedule_at(
+                    start,
+                    Event::Reboot {
+                        window: w as u16,
+                        start: true,
+                    },
+                );
+                let end = window.end_ns.max(start);
+                sched.schedule_at(
+                    end,
+                    Event::Reboot {
+                        window: w as u16,
+                        start: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The first error the platform hit, if any (the run stops planning after it).
+    pub fn take_error(&mut self) -> Option<SimError> {
+        self.error.take()
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Per-interval rows.
+    pub fn rows(&self) -> &[IntervalRow] {
+        &self.rows
+    }
+
+    /// Decimal scale of the money mantissas.
+    pub fn money_scale(&self) -> u32 {
+        self.scale
+    }
+
+    /// Number of devices.
+    pub fn n_devices(&self) -> usize {
+        self.soc_wh.len()
+    }
+
+    /// True SoC of a device, Wh.
+    pub fn soc_wh(&self, device: usize) -> f64 {
+        self.soc_wh[device]
+    }
+
+    /// Energy a device drew from the grid, lost, and delivered to it, Wh.
+    pub fn energy_wh(&self, device: usize) -> (f64, f64, f64) {
+        (
+            self.grid_in_wh[device],
+            self.loss_wh[device],
+            self.grid_out_wh[device],
+        )
+    }
+
+    /// The battery spec and initial SoC of `device`'s group.
+    pub fn device_spec(&self, device: usize) -> (&BatterySpec, f64) {
+        let g = self.group_of(device);
+        (&self.groups[g].spec, self.groups[g].initial_soc_wh)
+    }
+
+    /// Bytes of device state per battery (struct-of-arrays columns).
+    pub fn bytes_per_device(&self) -> usize {
+        std::mem::size_of::<f64>() * 4
+            + std::mem::size_of::<Slots>() * 2
+            + std::mem::size_of::<u32>() * 2
+    }
+
+    fn group_of(&self, device: usize) -> usize {
+        self.groups
+            .iter()
+            .position(|g| (g.first..g.end).contains(&device))
+            .unwrap_or(0)
+    }
+
+    fn window_of(&self, version: u32) -> ScheduleRef {
+        let day = i64::from(version) - 1;
+        ScheduleRef {
+            version,
+            valid_from_ns: self.t0_ns + day * DAY_NS,
+            valid_until_ns: self.t0_ns + (day + 1) * DAY_NS,
+        }
+    }
+
+    /// Bits of the windows active at `t`.
+    fn active_at(&self, t: i64) -> u32 {
+        let mut bits = 0;
+        for (w, window) in self.windows.iter().enumerate() {
+            if (window.start_ns..window.end_ns).contains(&t) {
+                bits |= 1 << w;
+            }
+        }
+        bits
+    }
+
+    fn bits_where(&self, pred: impl Fn(&Effect) -> bool) -> u32 {
+        let mut bits = 0;
+        for (w, window) in self.windows.iter().enumerate() {
+            if pred(&window.effect) {
+                bits |= 1 << w;
+            }
+        }
+        bits
+    }
+
+    fn effect(&self, bits: u32, pred: impl Fn(&Effect) -> bool) -> Option<(usize, Effect)> {
+        (0..self.windows.len())
+            .filter(|w| bits & (1 << w) != 0)
+            .map(|w| (w, self.windows[w].effect))
+            .find(|(_, e)| pred(e))
+    }
+
+    fn is_down(&self, device: usize, t: i64) -> bool {
+        let down = self.bits_where(|e| matches!(e, Effect::Offline | Effect::Reboot));
+        self.mask[device] & self.active_at(t) & down != 0
+    }
+
+    fn is_partitioned(&self, device: usize, t: i64) -> bool {
+        let part = self.bits_where(|e| matches!(e, Effect::Partition));
+        self.mask[device] & self.active_at(t) & part != 0
+    }
+
+    fn device_clock(&self, device: usize, t: i64) -> i64 {
+        match self.effect(self.mask[device] & self.active_at(t), |e| {
+            matches!(e, Effect::Skew(_))
+        }) {
+            Some((_, Effect::Skew(s))) => t + s * NS_PER_S,
+            _ => t,
+        }
+    }
+
+    /// Day `day`'s forecast, one price per interval (EUR/MWh).
+    fn forecast(&mut self, day: u32) -> Result<Vec<f64>, SimError> {
+        let series_day = self.first_series_day + day as usize;
+        let hourly: Vec<f64> = match self.strategy {
+            StrategyKind::PerfectForesight | StrategyKind::RuleBased => {
+                self.series.day_prices_f64(series_day).to_vec()
+            }
+            StrategyKind::NaiveLp => NaiveForecaster
+                .forecast_day(self.series, series_day)
+                .map_err(|source| SimError::Forecast { day, source })?,
+            StrategyKind::LearLp => match self.lear.as_mut() {
+                Some(lear) => lear
+                    .forecast_day(self.series, series_day)
+                    .map_err(|source| SimError::Forecast { day, source })?,
+                None => self.series.day_prices_f64(series_day).to_vec(),
+            },
+        };
+        Ok(hourly
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(*p, self.per_hour_series))
+            .collect())
+    }
+
+    /// Mean price profile of the `history_days` before `day` (rule-based strategy).
+    fn history_profile(&self, day: u32) -> Vec<f64> {
+        let series_day = self.first_series_day + day as usize;
+        let mut profile = vec![0.0; self.per_day];
+        for d in series_day - self.history_days..series_day {
+            for (h, p) in self.series.day_prices_f64(d).iter().enumerate() {
+                for k in 0..self.per_hour_series {
+                    profile[h * self.per_hour_series + k] += p / self.history_days as f64;
+                }
+            }
+        }
+        profile
+    }
+
+    fn plan(&mut self, sched: &mut Scheduler<Event>, day: u32) -> Result<(), SimError> {
+        let prices = self.forecast(day)?;
+        let first_k = day as usize * self.per_day;
+        let now = sched.now_ns();
+        for g in 0..self.groups.len() {
+            let group = &self.groups[g];
+            let spec = group.spec.clone();
+            let start_soc = if day == 0 {
+                group.initial_soc_wh
+            } else {
+                // Expected SoC at the start of the day: the previous plan's end, corrected
+                // by what telemetry (the SoC sensors) says against the plan now.
+                let k_now = ((now - self.t0_ns) / self.interval_ns).max(0) as usize;
+                let planned_now = self.planned_soc[g][k_now.saturating_sub(1)];
+                let n = (group.end - group.first) as f64;
+                let measured: f64 = (group.first..group.end)
+                    .map(|i| self.sensed_soc(i, now))
+                    .sum::<f64>()
+                    / n;
+                spec.clamp_soc_wh(self.planned_soc[g][first_k - 1] + measured - planned_now)
+            };
+            let net_w: Vec<i64> = match self.strategy {
+                StrategyKind::RuleBased => {
+                    let profile = self.history_profile(day);
+                    DailyRule::from_profile(&spec, &profile, self.interval_s)
+                        .day_schedule_w(&spec, self.per_day)
+                }
+                _ => {
+                    let config = PlanConfig {
+                        period_s: self.interval_s,
+                        terminal: TerminalSoc::Free,
+                        backend: LpBackend::Microlp,
+                    };
+                    plan_battery(&spec, start_soc, &prices, &config)
+                        .map_err(|source| SimError::Plan {
+                            day,
+                            group: self.groups[g].name.clone(),
+                            source,
+                        })?
+                        .net_w
+                }
+            };
+            // Planned SoC path by the shared physics (for the next day's correction).
+            let mut soc = start_soc;
+            let count = (self.groups[g].end - self.groups[g].first) as i64;
+            for (t, &w) in net_w.iter().enumerate() {
+                let p = spec.feasible_power_w(soc, w, self.interval_s);
+                soc = spec.soc_after_wh(soc, p, self.interval_s);
+                self.planned_soc[g][first_k + t] = soc;
+                self.rows[first_k + t].committed_w += count * w;
+            }
+            self.schedules[g][day as usize] = net_w;
+            sched.schedule_at(
+                now,
+                Event::Send {
+                    group: g as u16,
+                    day,
+                    attempt: 0,
+                },
+            );
+        }
+        if day + 1 < self.n_days {
+            sched.schedule_in(DAY_NS, Event::Plan { day: day + 1 });
+        }
+        Ok(())
+    }
+
+    fn sensed_soc(&self, device: usize, t: i64) -> f64 {
+        let soc = self.soc_wh[device];
+        match self.effect(self.mask[device] & self.active_at(t), |e| {
+            matches!(e, Effect::Drift(_))
+        }) {
+            Some((w, Effect::Drift(rate))) => {
+                soc + rate * (t - self.windows[w].start_ns) as f64 / (3_600.0 * 1e9)
+            }
+            _ => soc,
+        }
+    }
+
+    fn send(&mut self, sched: &mut Scheduler<Event>, group: u16, day: u32, attempt: u16) {
+        let version = day + 1;
+        let now = sched.now_ns();
+        let (first, end) = (
+            self.groups[group as usize].first,
+            self.groups[group as usize].end,
+        );
+        let mut any_pending = false;
+        for device in first..end {
+            if self.acked[device] >= version {
+                continue;
+            }
+            any_pending = true;
+            self.counters.schedules_sent += 1;
+            if attempt > 0 {
+                self.counters.schedules_resent += 1;
+            }
+            if self.is_partitioned(device, now) {
+                self.counters.messages_partitioned += 1;
+                continue;
+            }
+            let ev = Event::Deliver {
+                device: device as u32,
+                version,
+            };
+            match self.network.send(&mut self.rng) {
+                Delivery::Lost => self.counters.messages_lost += 1,
+                Delivery::Once(l) => {
+                    sched.schedule_in(l, ev);
+                }
+                Delivery::Twice(a, b) => {
+                    self.counters.messages_duplicated += 1;
+                    sched.schedule_in(a, ev);
+                    sched.schedule_in(b, ev);
+                }
+            }
+        }
+        if any_pending && attempt < self.max_retries {
+            sched.schedule_in(
+                self.retry_ns,
+                Event::Send {
+                    group,
+                    day,
+                    attempt: attempt + 1,
+                },
+            );
+        }
+    }
+
+    fn deliver(&mut self, sched: &mut Scheduler<Event>, device: usize, version: u32) {
+        let now = sched.now_ns();
+        if self.is_down(device, now) {
+            self.counters.schedules_to_down_device += 1;
+            return;
+        }
+        let device_now = self.device_clock(device, now);
+        let incoming = self.window_of(version);
+        let decision = self
+            .logic
+            .decide(&self.ram[device], incoming, device_now, &|v| {
+                self.window_of(v)
+            });
+        match decision {
+            Decision::Accept(slots) => {
+                self.counters.schedules_accepted += 1;
+                self.ram[device] = slots;
+                self.store[device] = slots;
+            }
+            Decision::Duplicate => self.counters.schedules_duplicate += 1,
+            Decision::Expired => self.counters.schedules_expired += 1,
+        }
+        // Ack (also for duplicates and rejections, so the platform stops resending).
+        if self.is_partitioned(device, now) {
+            self.counters.messages_partitioned += 1;
+            return;
+        }
+        let ev = Event::AckArrive {
+            device: device as u32,
+            version,
+        };
+        match self.network.send(&mut self.rng) {
+            Delivery::Lost => self.counters.messages_lost += 1,
+            Delivery::Once(l) | Delivery::Twice(l, _) => {
+                sched.schedule_in(l, ev);
+            }
+        }
+    }
+
+    /// The setpoint the device's own logic asks for at device time `t_dev`.
+    fn requested_w(&self, g: usize, device: usize, t_dev: i64) -> Option<i64> {
+        match self
+            .logic
+            .source(&self.ram[device], t_dev, self.interval_ns, &|v| {
+                self.window_of(v)
+            }) {
+            Source::Schedule { version, index } => {
+                let day = version as usize - 1;
+                self.schedules[g]
+                    .get(day)
+                    .and_then(|s| s.get(index))
+                    .copied()
+            }
+            Source::Fallback => None,
+        }
+    }
+
+    fn step(&mut self, sched: &mut Scheduler<Event>, g: usize, k: usize) {
+        let now = sched.now_ns();
+        let active = self.active_at(now);
+        let down_bits = self.bits_where(|e| matches!(e, Effect::Offline | Effect::Reboot));
+        let spec = self.groups[g].spec.clone();
+        let (first, end) = (self.groups[g].first, self.groups[g].end);
+        let dt = self.interval_s;
+        let mut delivered_j: i64 = 0;
+        let mut throughput_j: i64 = 0;
+        let mut soc_sum = 0.0;
+        let (mut n_fallback, mut n_down) = (0_u32, 0_u32);
+        for i in first..end {
+            let bits = self.mask[i] & active;
+            if bits & down_bits != 0 {
+                // Down: no power; standing loss still applies.
+                n_down += 1;
+                self.apply(&spec, i, 0, dt);
+                soc_sum += self.soc_wh[i];
+                continue;
+            }
+            let stuck = match self.effect(bits, |e| matches!(e, Effect::Stuck(_))) {
+                Some((_, Effect::Stuck(w))) => Some(w),
+                _ => None,
+            };
+            let skew_s = match self.effect(bits, |e| matches!(e, Effect::Skew(_))) {
+                Some((_, Effect::Skew(s))) => s,
+                _ => 0,
+            };
+            // Segments of the interval by the device's clock: it switches setpoints
+            // when its own clock crosses a boundary.
+            let first_len = if skew_s > 0 { dt - skew_s } else { -skew_s };
+            let segments: [(i64, i64); 2] = if skew_s == 0 {
+                [(now, dt), (now, 0)]
+            } else {
+                let t_dev = now + skew_s * NS_PER_S;
+                [
+                    (t_dev, first_len),
+                    (t_dev + first_len * NS_PER_S, dt - first_len),
+                ]
+            };
+            for (t_dev, seconds) in segments {
+                if seconds == 0 {
+                    continue;
+                }
+                let power = if let Some(w) = stuck {
+                    // Stuck hardware ignores the executor; only physics limits it.
+                    spec.feasible_power_w(self.soc_wh[i], w, seconds)
+                } else {
+                    let requested = match self.requested_w(g, i, t_dev) {
+                        Some(w) => w,
+                        None => {
+                            n_fallback += 1;
+                            0
+                        }
+                    };
+                    let sensed = self.sensed_soc(i, now);
+                    let by_executor = spec.feasible_power_w(sensed, requested, seconds);
+                    if sensed == self.soc_wh[i] {
+                        by_executor
+                    } else {
+                        spec.feasible_power_w(self.soc_wh[i], by_executor, seconds)
+                    }
+                };
+                self.apply(&spec, i, power, seconds);
+                delivered_j += power * seconds;
+                throughput_j += power.abs() * seconds;
+            }
+            if stuck.is_some() {
+                self.counters.device_intervals_stuck += 1;
+            }
+            soc_sum += self.soc_wh[i];
+        }
+        let row = &mut self.rows[k];
+        row.delivered_j += delivered_j;
+        row.throughput_j += throughput_j;
+        row.fleet_soc_wh += soc_sum;
+        row.n_fallback += n_fallback;
+        row.n_down += n_down;
+        row.wear_m += i128::from(throughput_j) * self.groups[g].wear_m;
+        self.counters.device_intervals += (end - first) as u64;
+        self.counters.device_intervals_fallback += u64::from(n_fallback);
+        self.counters.device_intervals_down += u64::from(n_down);
+        if k + 1 < self.rows.len() {
+            sched.schedule_in(
+                self.interval_ns,
+                Event::Step {
+                    group: g as u16,
+                    interval: k as u32 + 1,
+                },
+            );
+        }
+    }
+
+    /// Holds `power_w` on device `i` for `seconds`: SoC by the shared physics, and the
+    /// energy split into grid in/out and losses (computed independently, so the
+    /// conservation test checks the physics).
+    fn apply(&mut self, spec: &BatterySpec, i: usize, power_w: i64, seconds: i64) {
+        let soc = self.soc_wh[i];
+        let hours = seconds as f64 / 3_600.0;
+        let standing = soc * (1.0 - spec.standing_retention(seconds));
+        let grid_wh = power_w.unsigned_abs() as f64 * hours;
+        let conversion = if power_w >= 0 {
+            self.grid_out_wh[i] += grid_wh;
+            grid_wh / spec.discharge_efficiency - grid_wh
+        } else {
+            self.grid_in_wh[i] += grid_wh;
+            grid_wh * (1.0 - spec.charge_efficiency)
+        };
+        self.loss_wh[i] += standing + conversion;
+        self.soc_wh[i] = spec.soc_after_wh(soc, power_w, seconds);
+    }
+
+    fn reboot(&mut self, window: usize, start: bool) {
+        let bit = 1_u32 << window;
+        for i in 0..self.mask.len() {
+            if self.mask[i] & bit != 0 {
+                // RAM is lost at the start; at the end the agent boots and reloads the
+                // accepted schedules from its persistent store.
+                self.ram[i] = if start { [0; 2] } else { self.store[i] };
+            }
+        }
+    }
+
+    /// Settlement of the whole run: (market, imbalance, wear) in money units.
+    pub fn money(&self) -> (i128, i128, i128) {
+        let (mut market, mut imbalance, mut wear) = (0_i128, 0_i128, 0_i128);
+        for (k, row) in self.rows.iter().enumerate() {
+            let price = self.prices_m[k];
+            let committed_j = i128::from(row.committed_w) * i128::from(self.interval_s);
+            let diff_j = i128::from(row.delivered_j) - committed_j;
+            market += committed_j * price;
+            imbalance += diff_j * price - diff_j.abs() * self.penalty_m;
+            wear += row.wear_m;
+        }
+        (market, imbalance, wear)
+    }
+}
+
+impl<L: DeviceLogic> Model for World<'_, L> {
+    type Event = Event;
+
+    fn handle(&mut self, sched: &mut Scheduler<Event>, event: Event) {
+        self.counters.n_events += 1;
+        match event {
+            Event::Plan { day } => {
+                if self.error.is_none()
+                    && let Err(err) = self.plan(sched, day)
+                {
+                    self.error = Some(err);
+                }
+            }
+            Event::Send {
+                group,
+                day,
+                attempt,
+            } => self.send(sched, group, day, attempt),
+            Event::Deliver { device, version } => self.deliver(sched, device as usize, version),
+            Event::AckArrive { device, version } => {
+                self.counters.acks_received += 1;
+                let acked = &mut self.acked[device as usize];
+                *acked = (*acked).max(version);
+            }
+            Event::Step { group, interval } => self.step(sched, group as usize, interval as usize),
+            Event::Reboot { window, start } => self.reboot(window as usize, start),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Scenario parse errors name the file, the line and the field, for each kind of
+//! mistake: unknown field, missing field, wrong type, bad value.
+
+use voltex_sim::scenario::{Scenario, ScenarioError};
+
+const GOOD: &str = r#"name = "t"
+seed = 1
+interval_minutes = 15
+
+[market]
+data = "x.csv"
+start_date = "2017-01-02"
+days = 2
+
+[strategy]
+kind = "perfect_foresight"
+
+[[fleet]]
+name = "a"
+count = 3
+capacity_wh = 10000
+max_charge_w = 5000
+max_discharge_w = 5000
+soc_min_wh = 0
+soc_max_wh = 10000
+charge_efficiency = 0.95
+discharge_efficiency = 0.95
+standing_loss_per_hour = 0.0
+wear_cost_eur_per_mwh = "1.5"
+initial_soc_wh = 5000
+"#;
+
+fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+    Scenario::parse("scenarios/t.toml", text)
+}
+
+#[test]
+fn the_template_parses() {
+    let scenario = parse(GOOD).expect("valid scenario");
+    assert_eq!(scenario.n_devices(), 3);
+    assert_eq!(scenario.interval_s(), 900);
+}
+
+#[test]
+fn unknown_field_is_named_with_its_line() {
+    let text = GOOD.replace("count = 3", "count = 3\ncapacity_kwh = 10");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.field(), Some("capacity_kwh"), "{err}");
+    assert_eq!(err.line(), 16, "{err}");
+    assert!(err.to_string().starts_with("scenarios/t.toml:16:"), "{err}");
+}
+
+#[test]
+fn missing_field_is_named() {
+    let text = GOOD.replace("seed = 1\n", "");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.field(), Some("seed"), "{err}");
+    assert!(err.to_string().contains("scenarios/t.toml:1:"), "{err}");
+}
+
+#[test]
+fn wrong_type_points_at_the_value() {
+    let text = GOOD.replace("count = 3", "count = \"three\"");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.line(), 15, "{err}");
+    assert!(err.to_string().contains("string"), "{err}");
+}
+
+#[test]
+fn bad_values_are_reported_at_their_line_with_the_field() {
+    let cases = [
+        (
+            "charge_efficiency = 0.95",
+            "charge_efficiency = 1.5",
+            "charge_efficiency",
+            21,
+        ),
+        (
+            "initial_soc_wh = 5000",
+            "initial_soc_wh = 50000",
+            "initial_soc_wh",
+            25,
+        ),
+        (
+            "interval_minutes = 15",
+            "interval_minutes = 7",
+            "interval_minutes",
+            3,
+        ),
+        (
+            "start_date = \"2017-01-02\"",
+            "start_date = \"2017-13-02\"",
+            "start_date",
+            7,
+        ),
+        ("count = 3", "count = 0", "count", 15),
+    ];
+    for (from, to, field, line) in cases {
+        let err = parse(&GOOD.replace(from, to)).unwrap_err();
+        assert_eq!(err.field(), Some(field), "{err}");
+        assert_eq!(err.line(), line, "{err}");
+    }
+}
+
+#[test]
+fn fault_kind_specific_fields_are_required() {
+    let text = format!(
+        "{GOOD}\n[[faults]]\nkind = \"stuck\"\ngroup = \"a\"\nfraction = 0.5\n\
+         start_hour = 0\nhours = 1\n"
+    );
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.field(), Some("setpoint_w"), "{err}");
+    let text = text.replace("group = \"a\"", "group = \"b\"");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.field(), Some("group"), "{err}");
+    assert_eq!(err.line(), 29, "{err}");
+}
+
+#[test]
+fn shipped_scenarios_parse() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).expect("scenarios/ exists") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).expect("readable");
+            if let Err(err) = Scenario::parse(&path.display().to_string(), &text) {
+                panic!("{err}");
+            }
+            n += 1;
+        }
+    }
+    assert!(
+        n >= 4,
+        "expected at least the four shipped scenarios, found {n}"
+    );
+}

@@ -1,0 +1,286 @@
+//! End-to-end runs on a synthetic price file: P&L against a hand computation, each fault
+//! and network effect doing what its name says, energy conservation, determinism.
+//!
+//! The synthetic market: hourly prices of 50.00 EUR/MWh except -10.00 at 03:00 and
+//! 100.00 at 18:00, every day. One battery: 1 MWh, 1 MW both ways, efficiencies 1, no
+//! standing loss, empty at the start, wear 2 EUR/MWh. With perfect foresight the only
+//! profitable cycle is: charge 1 MWh at 03:00 (paid 10 EUR), discharge it at 18:00
+//! (100 EUR), wear 2 MWh × 2 EUR = 4 EUR: profit 106 EUR per battery per day.
+
+use rust_decimal::Decimal;
+use voltex_market::series::{PriceSeries, SeriesLayout};
+use voltex_sim::agent::ReferenceAgent;
+use voltex_sim::run::{SimOutput, run, simulate};
+use voltex_sim::scenario::Scenario;
+
+const HOUR_J: i64 = 3_600_000_000; // 1 MW for one hour, in J
+
+fn series(n_days: usize) -> PriceSeries {
+    let mut text = String::from(",Price\n");
+    for day in 0..n_days {
+        for hour in 0..24 {
+            let price = match hour {
+                3 => "-10.00",
+                18 => "100.00",
+                _ => "50.00",
+            };
+            text.push_str(&format!("2020-01-{:02} {hour:02}:00:00,{price}\n", day + 1));
+        }
+    }
+    PriceSeries::parse_csv("synthetic.csv", &text, &SeriesLayout::default()).expect("valid")
+}
+
+fn scenario(count: u32, days: u32, extra: &str) -> Scenario {
+    let text = format!(
+        r#"name = "t"
+seed = 9
+interval_minutes = 60
+
+[market]
+data = "synthetic.csv"
+start_date = "2020-01-01"
+days = {days}
+imbalance_penalty_eur_per_mwh = "5"
+
+[strategy]
+kind = "perfect_foresight"
+
+[[fleet]]
+name = "a"
+count = {count}
+capacity_wh = 1000000
+max_charge_w = 1000000
+max_discharge_w = 1000000
+soc_min_wh = 0
+soc_max_wh = 1000000
+charge_efficiency = 1.0
+discharge_efficiency = 1.0
+standing_loss_per_hour = 0.0
+wear_cost_eur_per_mwh = "2"
+initial_soc_wh = 0
+{extra}"#
+    );
+    Scenario::parse("t.toml", &text).expect("valid scenario")
+}
+
+fn fault(kind: &str, start_hour: f64, hours: f64, extra: &str) -> String {
+    format!(
+        "\n[[faults]]\nkind = \"{kind}\"\ngroup = \"a\"\nfraction = 1.0\n\
+         start_hour = {start_hour}\nhours = {hours}\n{extra}\n"
+    )
+}
+
+fn go(scenario: &Scenario, days: usize) -> SimOutput {
+    run(scenario, &series(days), &mut |_| {}).expect("run")
+}
+
+fn delivered(out: &SimOutput) -> Vec<i64> {
+    out.intervals_csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .nth(3)
+                .expect("column")
+                .parse()
+                .expect("integer")
+        })
+        .collect()
+}
+
+fn eur(s: &str) -> Decimal {
+    s.parse().expect("decimal")
+}
+
+#[test]
+fn perfect_foresight_pnl_matches_the_hand_computation() {
+    let out = go(&scenario(2, 1, ""), 1);
+    let pnl = &out.summary.pnl;
+    assert_eq!(pnl.market_eur, eur("220"), "2 × (10 + 100)");
+    assert_eq!(pnl.imbalance_eur, eur("0"));
+    assert_eq!(pnl.wear_eur, eur("8"), "2 batteries × 2 MWh × 2 EUR/MWh");
+    assert_eq!(pnl.profit_eur, eur("212"));
+    let d = delivered(&out);
+    assert_eq!(d[3], -2 * HOUR_J);
+    assert_eq!(d[18], 2 * HOUR_J);
+    assert_eq!(d.iter().filter(|j| **j != 0).count(), 2);
+}
+
+#[test]
+fn offline_devices_deliver_nothing_and_pay_the_imbalance() {
+    let out = go(&scenario(1, 1, &fault("offline", 0.0, 24.0, "")), 1);
+    let pnl = &out.summary.pnl;
+    // Committed as planned: +10 +100. Imbalance: 03:00 +1 MWh at -10 minus 5 penalty,
+    // 18:00 -1 MWh at 100 minus 5: -15 - 105. No throughput, no wear.
+    assert_eq!(pnl.market_eur, eur("110"));
+    assert_eq!(pnl.imbalance_eur, eur("-120"));
+    assert_eq!(pnl.wear_eur, eur("0"));
+    assert_eq!(pnl.profit_eur, eur("-10"));
+    assert!(delivered(&out).iter().all(|j| *j == 0));
+    assert_eq!(out.summary.counters.device_intervals_down, 24);
+}
+
+#[test]
+fn stuck_device_holds_its_setpoint_until_physics_stops_it() {
+    let out = go(
+        &scenario(1, 1, &fault("stuck", 0.0, 24.0, "setpoint_w = -400000")),
+        1,
+    );
+    let d = delivered(&out);
+    // 0.4 MW charging fills 1 MWh in 2.5 h: 0.4, 0.4, then 0.2 MWh, then full.
+    assert_eq!(
+        &d[..4],
+        &[-HOUR_J * 4 / 10, -HOUR_J * 4 / 10, -HOUR_J * 2 / 10, 0]
+    );
+    assert!(
+        d[4..].iter().all(|j| *j == 0),
+        "stuck: never discharges at 18:00"
+    );
+    assert_eq!(out.summary.counters.device_intervals_stuck, 24);
+}
+
+#[test]
+fn soc_drift_makes_the_executor_stop_charging_early() {
+    // The sensor reads 100 kWh/h too high: at 03:00 it reads 300 kWh on an empty
+    // battery, so the executor only charges the 700 kWh it believes fit.
+    let out = go(
+        &scenario(
+            1,
+            1,
+            &fault("soc_drift", 0.0, 24.0, "drift_wh_per_hour = 100000"),
+        ),
+        1,
+    );
+    let d = delivered(&out);
+    assert_eq!(d[3], -HOUR_J * 7 / 10);
+    assert_eq!(d[18], HOUR_J * 7 / 10);
+}
+
+#[test]
+fn clock_skew_shifts_the_setpoint_by_the_skew() {
+    // The device clock is 30 min behind: it switches setpoints 30 min late.
+    let out = go(
+        &scenario(1, 1, &fault("clock_skew", 0.0, 24.0, "skew_s = -1800")),
+        1,
+    );
+    let d = delivered(&out);
+    assert_eq!(&d[3..5], &[-HOUR_J / 2, -HOUR_J / 2]);
+    assert_eq!(&d[18..20], &[HOUR_J / 2, HOUR_J / 2]);
+}
+
+#[test]
+fn reboot_loses_ram_but_the_store_keeps_the_schedule() {
+    let out = go(&scenario(1, 1, &fault("reboot", 1.0, 1.0, "")), 1);
+    let d = delivered(&out);
+    assert_eq!(out.summary.counters.device_intervals_down, 1);
+    assert_eq!(out.summary.counters.device_intervals_fallback, 0);
+    assert_eq!(
+        d[3], -HOUR_J,
+        "after the reboot the stored schedule still runs"
+    );
+    assert_eq!(d[18], HOUR_J);
+}
+
+#[test]
+fn partition_drops_the_next_schedule_and_the_device_falls_back_to_idle() {
+    // Day 1's schedule is sent at day 0 12:00, inside the partition; no retries.
+    let network = "\n[network]\nlatency_ms_median = 50\nlatency_ms_p99 = 200\nloss = 0.0\n\
+                   duplicate = 0.0\nretry_s = 60\nmax_retries = 0\n\n[[network.partitions]]\n\
+                   group = \"a\"\nfraction = 1.0\nstart_hour = 6\nhours = 12\n";
+    let out = go(&scenario(1, 2, network), 2);
+    let c = &out.summary.counters;
+    assert_eq!(c.messages_partitioned, 1);
+    assert_eq!(c.schedules_accepted, 1);
+    assert_eq!(c.device_intervals_fallback, 24);
+    let d = delivered(&out);
+    assert_eq!(d[3], -HOUR_J, "day 0 runs");
+    assert!(d[24..].iter().all(|j| *j == 0), "day 1 idles");
+}
+
+#[test]
+fn duplicates_are_recognised_and_change_nothing() {
+    let network = "\n[network]\nlatency_ms_median = 50\nlatency_ms_p99 = 200\nloss = 0.0\n\
+                   duplicate = 1.0\nretry_s = 60\nmax_retries = 0\n";
+    let clean = go(&scenario(3, 2, ""), 2);
+    let out = go(&scenario(3, 2, network), 2);
+    assert_eq!(out.summary.counters.schedules_duplicate, 6);
+    assert_eq!(out.summary.counters.schedules_accepted, 6);
+    assert_eq!(out.summary.pnl, clean.summary.pnl);
+}
+
+#[test]
+fn lost_schedules_are_resent_until_acknowledged() {
+    let network = "\n[network]\nlatency_ms_median = 50\nlatency_ms_p99 = 200\nloss = 0.5\n\
+                   duplicate = 0.0\nretry_s = 60\nmax_retries = 50\n";
+    let out = go(&scenario(20, 2, network), 2);
+    let c = &out.summary.counters;
+    assert!(c.messages_lost > 0 && c.schedules_resent > 0, "{c:?}");
+    assert_eq!(
+        c.schedules_accepted, 40,
+        "every device got both days in the end"
+    );
+    assert_eq!(c.device_intervals_fallback, 0);
+}
+
+fn storm() -> String {
+    let mut extra = String::from(
+        "\n[network]\nlatency_ms_median = 80\nlatency_ms_p99 = 4000\nloss = 0.1\n\
+         duplicate = 0.05\nretry_s = 600\nmax_retries = 5\n\n[[network.partitions]]\n\
+         group = \"a\"\nfraction = 0.3\nstart_hour = 8\nhours = 10\n",
+    );
+    extra.push_str(&fault("offline", 2.0, 5.0, "").replace("1.0", "0.1"));
+    extra.push_str(&fault("stuck", 20.0, 10.0, "setpoint_w = 300000").replace("1.0\n", "0.1\n"));
+    extra.push_str(
+        &fault("soc_drift", 0.0, 48.0, "drift_wh_per_hour = 5000").replace("= 1.0\n", "= 0.2\n"),
+    );
+    extra.push_str(&fault("clock_skew", 0.0, 48.0, "skew_s = 900").replace("= 1.0\n", "= 0.2\n"));
+    extra.push_str(&fault("reboot", 30.0, 1.5, "").replace("= 1.0\n", "= 0.2\n"));
+    extra
+}
+
+#[test]
+fn every_battery_conserves_energy_through_a_fault_storm() {
+    let scenario = scenario(200, 2, &storm());
+    let prices = series(2);
+    let (world, _) = simulate(&scenario, &prices, ReferenceAgent, &mut |_| {}).expect("run");
+    for device in 0..world.n_devices() {
+        let (spec, soc0) = world.device_spec(device);
+        let (grid_in, losses, grid_out) = world.energy_wh(device);
+        let soc = world.soc_wh(device);
+        let balance = soc0 + grid_in - losses - grid_out;
+        assert!(
+            (balance - soc).abs() < 1e-6,
+            "device {device}: {balance} vs {soc}"
+        );
+        assert!(soc >= spec.soc_min_wh as f64 - 1e-6 && soc <= spec.soc_max_wh as f64 + 1e-6);
+    }
+}
+
+#[test]
+fn same_seed_gives_identical_results_and_another_seed_does_not() {
+    let a = go(&scenario(200, 2, &storm()), 2);
+    let b = go(&scenario(200, 2, &storm()), 2);
+    assert_eq!(a.summary.result_hash, b.summary.result_hash);
+    assert_eq!(a.intervals_csv, b.intervals_csv);
+    let other = scenario(200, 2, &storm()).clone();
+    let mut other = other;
+    other.seed = 10;
+    let c = go(&other, 2);
+    assert_ne!(a.summary.result_hash, c.summary.result_hash);
+}
+
+#[test]
+fn report_is_self_contained_and_shows_the_pnl() {
+    let out = go(&scenario(2, 1, ""), 1);
+    let html = &out.report_html;
+    assert!(html.contains("<b>212.00 EUR</b>"), "{html}");
+    assert_eq!(
+        html.matches("<polyline").count(),
+        4,
+        "price, committed, delivered, SoC"
+    );
+    assert!(
+        !html.contains("<script") && !html.contains("src="),
+        "no external resources"
+    );
+}
