@@ -1,0 +1,329 @@
+//! MQTT transport over real brokers: Mosquitto (at `VOLTEX_MQTT_URL`, default
+//! `mqtt://127.0.0.1:1883`) and the embedded rumqttd.
+//!
+//! If Mosquitto is unreachable the Mosquitto cases print why and pass, unless
+//! `VOLTEX_REQUIRE_SERVICES=1`, in which case they fail. Every case uses fresh device and
+//! platform client ids, so parallel cases and earlier runs (Mosquitto persists sessions)
+//! do not interfere. Sends are repeated until received, as the platform and the agent do,
+//! because a subscription becomes active asynchronously after connecting.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use tokio::time::timeout;
+use voltex_dispatch::codec::encode_binary;
+use voltex_dispatch::message::*;
+use voltex_dispatch::signing::ScheduleSigner;
+use voltex_dispatch::topics::{TopicKind, topic};
+use voltex_dispatch::transport::embedded_broker::free_port;
+use voltex_dispatch::transport::{
+    DeviceLink, EmbeddedBroker, Inbound, MqttConfig, MqttDeviceLink, MqttPlatformLink,
+    PlatformLink, mqtt_device, mqtt_platform, start_embedded_broker,
+};
+use voltex_market::UtcNanos;
+
+const STEP: Duration = Duration::from_millis(300);
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .map_or(0, |d| d.as_nanos() % 1_000_000_000_000);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{nanos}-{n}", std::process::id())
+}
+
+fn mosquitto() -> Option<MqttConfig> {
+    let url = std::env::var("VOLTEX_MQTT_URL").unwrap_or("mqtt://127.0.0.1:1883".into());
+    let config = MqttConfig::from_url(&url).expect("VOLTEX_MQTT_URL must be mqtt://host:port");
+    let reachable = std::net::TcpStream::connect((config.host.as_str(), config.port)).is_ok();
+    if reachable {
+        return Some(config);
+    }
+    let required = std::env::var("VOLTEX_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "Mosquitto at {url} unreachable and VOLTEX_REQUIRE_SERVICES=1"
+    );
+    eprintln!("SKIPPED: Mosquitto at {url} unreachable (set VOLTEX_REQUIRE_SERVICES=1 to fail)");
+    None
+}
+
+fn embedded() -> MqttConfig {
+    static BROKER: OnceLock<EmbeddedBroker> = OnceLock::new();
+    let broker = BROKER.get_or_init(|| {
+        start_embedded_broker(free_port().expect("free port")).expect("embedded broker starts")
+    });
+    MqttConfig::new("127.0.0.1", broker.addr().port())
+}
+
+fn with_fresh_ids(mut config: MqttConfig) -> (MqttConfig, DeviceId) {
+    config.client_id = unique("platform");
+    config.reconnect.delay_max = Duration::from_secs(1);
+    (config, DeviceId::new(unique("bat")).unwrap())
+}
+
+/// Connects with `clean_session = true` under the test's client ids, so Mosquitto (which
+/// persists sessions) does not keep them after the test.
+async fn forget_sessions(config: &MqttConfig, device: &DeviceId) {
+    for client_id in [config.client_id.as_str(), device.as_str()] {
+        let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
+        options.set_clean_session(true);
+        let (client, mut eventloop) = AsyncClient::new(options, 4);
+        let _ = timeout(Duration::from_secs(2), async {
+            while let Ok(event) = eventloop.poll().await {
+                if matches!(event, rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) {
+                    let _ = client.try_disconnect();
+                }
+                if matches!(
+                    event,
+                    rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)
+                ) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn schedule(device: &DeviceId, version: u64) -> Message {
+    let signer = ScheduleSigner::from_seed(&[7; 32]);
+    let schedule = Schedule {
+        device: device.clone(),
+        schedule_id: ScheduleId(42),
+        version,
+        issued_at: UtcNanos(0),
+        valid_from: UtcNanos(0),
+        valid_until: UtcNanos(3_600_000_000_000),
+        randomize_start_s: 0,
+        periods: vec![SchedulePeriod {
+            offset_s: 0,
+            target_w: -2_000,
+            ramp_s: 0,
+        }],
+        fallback: Fallback::Idle,
+    };
+    Message::Schedule(signer.sign(schedule).unwrap())
+}
+
+fn receipt(device: &DeviceId, through_seq: u64) -> Message {
+    Message::Receipt(Receipt {
+        device: device.clone(),
+        through_seq,
+    })
+}
+
+fn ack(device: &DeviceId) -> Message {
+    Message::Ack(Ack {
+        device: device.clone(),
+        outbox_seq: 1,
+        schedule_id: ScheduleId(42),
+        version: 1,
+        status: AckStatus::Received,
+        at: UtcNanos(5),
+    })
+}
+
+/// The platform sends `message` every STEP until the device receives a message.
+async fn deliver(
+    platform: &mut MqttPlatformLink,
+    device_link: &mut MqttDeviceLink,
+    message: &Message,
+) -> Inbound {
+    let started = tokio::time::Instant::now();
+    loop {
+        platform
+            .send_to(device_link.device(), message)
+            .await
+            .unwrap();
+        if let Ok(inbound) = timeout(STEP, device_link.recv()).await {
+            return inbound.unwrap();
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "device never received {message:?}"
+        );
+    }
+}
+
+/// The device sends `message` every STEP until the platform receives a message.
+async fn report(
+    platform: &mut MqttPlatformLink,
+    device_link: &mut MqttDeviceLink,
+    message: &Message,
+) -> (DeviceId, Message) {
+    let started = tokio::time::Instant::now();
+    loop {
+        device_link.send(message).await.unwrap();
+        if let Ok(received) = timeout(STEP, platform.recv()).await {
+            return received.unwrap();
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "platform never received {message:?}"
+        );
+    }
+}
+
+/// Next message that is not `duplicate` (earlier re-sends of it may still be queued);
+/// duplicates are confirmed.
+async fn recv_other_than(device_link: &mut MqttDeviceLink, duplicate: &Message) -> Inbound {
+    loop {
+        let inbound = timeout(PATIENCE, device_link.recv())
+            .await
+            .expect("a message")
+            .unwrap();
+        if &inbound.message != duplicate {
+            return inbound;
+        }
+        device_link.confirm(inbound.delivery).await.unwrap();
+    }
+}
+
+async fn schedule_confirm_ack_round_trip(config: MqttConfig, device: DeviceId) {
+    let mut platform = mqtt_platform(config.clone()).await.unwrap();
+    let mut device_link = mqtt_device(config, device.clone()).await.unwrap();
+    let sent = schedule(&device, 1);
+    let inbound = deliver(&mut platform, &mut device_link, &sent).await;
+    assert_eq!(inbound.message, sent);
+    device_link.confirm(inbound.delivery).await.unwrap();
+    let (from, received) = report(&mut platform, &mut device_link, &ack(&device)).await;
+    assert_eq!((from, received), (device.clone(), ack(&device)));
+    assert!(device_link.is_connected() && platform.is_connected());
+}
+
+/// The device drops its link without confirming: the broker must redeliver the schedule to
+/// the next connection with the same client id (manual acks + persistent session).
+async fn unconfirmed_schedule_is_redelivered(config: MqttConfig, device: DeviceId) {
+    let mut platform = mqtt_platform(config.clone()).await.unwrap();
+    let mut first = mqtt_device(config.clone(), device.clone()).await.unwrap();
+    let sent = schedule(&device, 1);
+    let inbound = deliver(&mut platform, &mut first, &sent).await;
+    assert_eq!(inbound.message, sent);
+    drop(inbound); // not confirmed: not stored
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = mqtt_device(config, device.clone()).await.unwrap();
+    let redelivered = timeout(PATIENCE, second.recv())
+        .await
+        .expect("redelivery")
+        .unwrap();
+    assert_eq!(redelivered.message, sent);
+    second.confirm(redelivered.delivery).await.unwrap();
+}
+
+/// A schedule published while the device is offline reaches it when it reconnects.
+async fn schedule_sent_while_offline_arrives_after_reconnect(config: MqttConfig, device: DeviceId) {
+    let mut platform = mqtt_platform(config.clone()).await.unwrap();
+    let mut first = mqtt_device(config.clone(), device.clone()).await.unwrap();
+    // Establish the session and its subscription.
+    let inbound = deliver(&mut platform, &mut first, &receipt(&device, 0)).await;
+    first.confirm(inbound.delivery).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = schedule(&device, 2);
+    platform.send_to(&device, &sent).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut second = mqtt_device(config, device.clone()).await.unwrap();
+    // Re-sent receipts (or one whose PUBACK raced the disconnect) may come first.
+    let inbound = recv_other_than(&mut second, &receipt(&device, 0)).await;
+    assert_eq!(inbound.message, sent);
+    second.confirm(inbound.delivery).await.unwrap();
+}
+
+/// Garbage and a schedule for another device on this device's schedule topic are dropped
+/// and counted; the valid schedule after them is returned.
+async fn corrupt_frames_are_dropped_not_returned(config: MqttConfig, device: DeviceId) {
+    let mut platform = mqtt_platform(config.clone()).await.unwrap();
+    let mut device_link = mqtt_device(config.clone(), device.clone()).await.unwrap();
+    let inbound = deliver(&mut platform, &mut device_link, &receipt(&device, 0)).await;
+    device_link.confirm(inbound.delivery).await.unwrap();
+
+    let (raw, mut eventloop) = AsyncClient::new(
+        MqttOptions::new(unique("raw"), config.host.clone(), config.port),
+        16,
+    );
+    let driver = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let schedule_topic = topic(&device, TopicKind::Schedule);
+    let other = DeviceId::new(unique("other")).unwrap();
+    let foreign = encode_binary(&schedule(&other, 1)).unwrap();
+    for payload in [
+        b"garbage".to_vec(),
+        vec![b'V', 1, 0xff, 0xff],
+        vec![],
+        foreign,
+    ] {
+        raw.publish(schedule_topic.clone(), QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    let valid = schedule(&device, 3);
+    let encoded = encode_binary(&valid).unwrap();
+    raw.publish(schedule_topic, QoS::AtLeastOnce, false, encoded)
+        .await
+        .unwrap();
+
+    let inbound = recv_other_than(&mut device_link, &receipt(&device, 0)).await;
+    assert_eq!(inbound.message, valid);
+    device_link.confirm(inbound.delivery).await.unwrap();
+    let stats = device_link.stats();
+    assert_eq!(stats.dropped_undecodable, 3, "{stats:?}");
+    assert_eq!(stats.dropped_mismatched, 1, "{stats:?}");
+    driver.abort();
+}
+
+macro_rules! on_both_brokers {
+    ($($case:ident),* $(,)?) => {
+        mod mosquitto {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(config) = super::mosquitto() {
+                        let (config, device) = super::with_fresh_ids(config);
+                        super::$case(config.clone(), device.clone()).await;
+                        super::forget_sessions(&config, &device).await;
+                    }
+                }
+            )*
+        }
+        mod embedded_rumqttd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (config, device) = super::with_fresh_ids(super::embedded());
+                    super::$case(config, device).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_brokers!(
+    schedule_confirm_ack_round_trip,
+    unconfirmed_schedule_is_redelivered,
+    schedule_sent_while_offline_arrives_after_reconnect,
+    corrupt_frames_are_dropped_not_returned,
+);
+
+#[tokio::test]
+async fn device_link_refuses_downlink_kinds_and_foreign_devices() {
+    let config = MqttConfig::new("127.0.0.1", 9); // never reached: checks come first
+    let device = DeviceId::new("bat-1").unwrap();
+    let mut link = mqtt_device(config.clone(), device.clone()).await.unwrap();
+    assert!(link.send(&schedule(&device, 1)).await.is_err());
+    let other = DeviceId::new("bat-2").unwrap();
+    assert!(link.send(&ack(&other)).await.is_err());
+    let mut platform = mqtt_platform(config).await.unwrap();
+    assert!(platform.send_to(&device, &ack(&device)).await.is_err());
+    assert!(
+        platform
+            .send_to(&other, &schedule(&device, 1))
+            .await
+            .is_err()
+    );
+}
