@@ -4,7 +4,13 @@
 //! print, and leave every decision to the library crates (`voltex-market`,
 //! `voltex-engine`). This is the only crate allowed to read the wall clock.
 
+mod backtest_cmd;
 mod bench_book;
+mod bench_dispatch;
+mod bench_journal;
+mod certs_cmd;
+mod forecast_cmd;
+mod sim_cmd;
 // [helper-modules] (one `mod` line per command module; keep this marker)
 
 use anyhow::Result;
@@ -23,6 +29,16 @@ enum Command {
     /// Latency and throughput benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Day-by-day battery backtest: forecast, LP plan, bid curves, auction, settlement.
+    Backtest(backtest_cmd::BacktestArgs),
+    /// Day-ahead price forecasting: evaluate forecasters on a price file.
+    #[command(subcommand)]
+    Forecast(forecast_cmd::ForecastCommand),
+    /// Platform CA and device certificates for QUIC mutual TLS.
+    #[command(subcommand)]
+    Certs(certs_cmd::CertsCommand),
+    /// Discrete-event simulation of a fleet scenario; `sim bench-des` benchmarks the queue.
+    Sim(sim_cmd::SimArgs),
     // [helper-commands] (one variant per top-level command; keep this marker)
 }
 
@@ -31,6 +47,8 @@ enum BenchCommand {
     /// Order book: seeded workloads through the fast book and the BTreeMap reference,
     /// plus the sequencer with its journal.
     Book(bench_book::BookBenchArgs),
+    /// Dispatch transports: N simulated agents over MQTT or QUIC on loopback.
+    Dispatch(bench_dispatch::DispatchBenchArgs),
     // [helper-bench-commands] (keep this marker)
 }
 
@@ -38,13 +56,18 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(BenchCommand::Book(args)) => bench_book::run(&args),
+        Command::Backtest(args) => backtest_cmd::run(&args),
+        Command::Forecast(command) => forecast_cmd::run(&command),
+        Command::Certs(command) => certs_cmd::run(&command),
+        Command::Bench(BenchCommand::Dispatch(args)) => bench_dispatch::run(&args),
+        Command::Sim(args) => sim_cmd::run_cmd(&args),
         // [helper-dispatch] (keep this marker)
     }
 }

@@ -1,0 +1,547 @@
+//! `voltex backtest`: day-by-day battery backtest over the test period of a price file.
+//!
+//! For every day of the test period (the last `--test-days` days, 728 by default), each
+//! strategy sees only what it may see before the auction, plans the day with the LP
+//! (`voltex_engine::optimise`), turns the plan into bid curves (`voltex_engine::bidding`:
+//! planned quantities limited at the plan's round-trip value of stored energy by default,
+//! `--marginal-limits` for the LP's per-period marginal value, `--price-taking` for the
+//! plain quantities), and bids them into the day-ahead call auction
+//! (`voltex_market::auction`) against the real price. The battery is a price-taker: a
+//! counterparty bids "buy anything" and "sell anything" at the real price (rounded to the
+//! tick for the auction), so the auction accepts exactly the steps in the money at the
+//! real price. Accepted quantities from independent per-period curves may be infeasible
+//! for the SoC path when real prices differ from the forecast: the battery delivers what
+//! its physics allows and the rest is settled as imbalance at the real price
+//! (`voltex_engine::commit::settle`, optional penalty `--imbalance-penalty`). Money is
+//! exact (`Decimal`): the exact real price from the file times whole-W energy.
+//!
+//! Strategies (one table row each):
+//! - perfect foresight: the same daily pipeline planned on the true prices (the bound
+//!   every forecast-driven strategy here is measured against);
+//! - perfect foresight, rolling 48 h: the LP on true prices looking one day further
+//!   ahead (a looser bound, executed directly, no bidding);
+//! - LEAR-forecast LP and naive-forecast LP;
+//! - rule-based: fixed charge and discharge hours from the mean daily profile of the
+//!   data *before* the test period, executed directly;
+//! - no battery.
+//!
+//! Each daily plan ends the day with at least `--terminal-soc` of capacity stored (50 %
+//! by default), clamped to what is reachable, so every day is a closed optimisation.
+
+// The binary may read the wall clock: it times the stages it reports.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use voltex_engine::bidding::{
+    BidConfig, HeadroomSteps, PlannedLimits, day_ahead_curves, price_taking_curves,
+};
+use voltex_engine::commit::settle::{SettleConfig, Settlement, execute_and_settle};
+use voltex_engine::forecast::{Forecaster, LearEnsemble, NaiveForecaster};
+use voltex_engine::optimise::rule::DailyRule;
+use voltex_engine::optimise::{
+    LpBackend, PlanConfig, RollingHorizon, TerminalSoc, plan_battery, plan_rolling,
+};
+use voltex_market::auction::{Auction, AuctionConfig, BidCurve, CurveKind, CurvePoint};
+use voltex_market::battery::BatterySpec;
+use voltex_market::series::{PriceSeries, STANDARD_TEST_DAYS, SeriesLayout};
+use voltex_market::{AccountId, MarketRules, Price, Side};
+
+/// Arguments of `voltex backtest`.
+#[derive(Args, Debug)]
+pub struct BacktestArgs {
+    /// Price file (CSV: timestamp, price, exogenous columns), e.g. ../shared/data/DE.csv.
+    #[arg(long)]
+    data: PathBuf,
+    /// Battery power/energy, e.g. 1MW/2MWh (units W, kW, MW and Wh, kWh, MWh).
+    #[arg(long, default_value = "1MW/2MWh")]
+    battery: String,
+    /// Round-trip efficiency in (0, 1]; split evenly between charge and discharge.
+    #[arg(long, default_value = "0.9")]
+    rte: f64,
+    /// Wear cost, EUR per MWh of throughput (charge plus discharge).
+    #[arg(long, default_value = "2")]
+    wear: Decimal,
+    /// Number of test days at the end of the file.
+    #[arg(long, default_value_t = STANDARD_TEST_DAYS)]
+    test_days: usize,
+    /// End-of-day SoC floor as a fraction of capacity.
+    #[arg(long, default_value = "0.5")]
+    terminal_soc: f64,
+    /// Extra cost per MWh of imbalance (undeliverable accepted energy), EUR/MWh.
+    #[arg(long, default_value = "0")]
+    imbalance_penalty: Decimal,
+    /// Also bid unplanned headroom at this spread beyond the marginal value (EUR/MWh).
+    #[arg(long)]
+    headroom_spread: Option<f64>,
+    /// Bid the plan's quantities price-taking (at the price limits) instead of at the
+    /// marginal-value limits (for comparison).
+    #[arg(long)]
+    price_taking: bool,
+    /// Put the planned steps' limits at the LP's marginal value of each period instead of
+    /// the plan's round-trip value of stored energy (see `PlannedLimits`).
+    #[arg(long)]
+    marginal_limits: bool,
+    /// Read the LEAR forecasts of the test period from this file if it exists, else
+    /// compute them and write them there (one line per day, comma-separated EUR/MWh).
+    #[arg(long)]
+    forecast_cache: Option<PathBuf>,
+    /// Skip the LEAR strategy (fast runs without its daily recalibration).
+    #[arg(long)]
+    no_lear: bool,
+}
+
+/// Parses "1MW/2MWh" into (power W, energy Wh), exactly.
+fn parse_battery(text: &str) -> Result<(i64, i64)> {
+    let (power, energy) = text
+        .split_once('/')
+        .ok_or_else(|| anyhow!("--battery {text:?}: expected POWER/ENERGY"))?;
+    let parse = |part: &str, units: &[(&str, i64)]| -> Result<i64> {
+        let part = part.trim();
+        for (suffix, scale) in units {
+            if let Some(number) = part.strip_suffix(suffix) {
+                let value: Decimal = number
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("--battery {text:?}: {number:?} is not a number"))?;
+                let scaled = value * Decimal::from(*scale);
+                if !scaled.fract().is_zero() || scaled <= Decimal::ZERO {
+                    bail!("--battery {text:?}: {part} is not a positive whole number of W/Wh");
+                }
+                return scaled
+                    .to_i64()
+                    .ok_or_else(|| anyhow!("--battery {text:?}: too large"));
+            }
+        }
+        bail!("--battery {text:?}: {part:?} has no known unit")
+    };
+    let power_w = parse(power, &[("kW", 1_000), ("MW", 1_000_000), ("W", 1)])?;
+    let energy_wh = parse(energy, &[("kWh", 1_000), ("MWh", 1_000_000), ("Wh", 1)])?;
+    Ok((power_w, energy_wh))
+}
+
+/// Accumulated results of one strategy.
+#[derive(Default)]
+struct Tally {
+    profit_eur: Decimal,
+    discharged_mwh: Decimal,
+    imbalance_mwh: Decimal,
+    soc_wh: f64,
+    plan_errors: usize,
+}
+
+impl Tally {
+    fn add(&mut self, settlement: &Settlement) {
+        self.profit_eur += settlement.profit_eur;
+        self.discharged_mwh += settlement.discharged_mwh;
+        self.imbalance_mwh += settlement.imbalance_mwh;
+        self.soc_wh = settlement.end_soc_wh;
+    }
+}
+
+/// Everything a daily bidding strategy needs besides its forecast.
+struct DayContext<'a> {
+    spec: &'a BatterySpec,
+    rules: &'a MarketRules,
+    auction: Auction,
+    auction_config: AuctionConfig,
+    bid_config: BidConfig,
+    settle: SettleConfig,
+    terminal_wh: f64,
+    price_taking: bool,
+}
+
+const BATTERY: AccountId = AccountId(1);
+const COUNTERPARTY: AccountId = AccountId(2);
+
+impl DayContext<'_> {
+    /// Plans on `forecast`, bids, clears against `real` and settles; returns the
+    /// settlement, or `None` (idle day) if the plan or the bids failed.
+    fn run_day(
+        &mut self,
+        soc_wh: f64,
+        forecast: &[f64],
+        real: &[Decimal],
+    ) -> Result<Option<Settlement>> {
+        let ppd = real.len();
+        // The end-of-day floor, clamped to what full-power charging can reach.
+        let mut reachable = soc_wh;
+        for _ in 0..ppd {
+            reachable =
+                self.spec
+                    .soc_after_wh(reachable, -self.spec.max_charge_w, self.settle.period_s);
+        }
+        let target = self
+            .terminal_wh
+            .min(reachable - 1.0)
+            .min(self.spec.soc_max_wh as f64);
+        let config = PlanConfig {
+            period_s: self.settle.period_s,
+            terminal: TerminalSoc::AtLeastWh(target),
+            backend: LpBackend::Clarabel,
+        };
+        let plan = match plan_battery(self.spec, soc_wh, forecast, &config) {
+            Ok(plan) => plan,
+            Err(error) => {
+                tracing::warn!(%error, "plan failed: battery idle for the day");
+                return Ok(None);
+            }
+        };
+        let curves = if self.price_taking {
+            price_taking_curves(&plan, &self.bid_config)
+        } else {
+            day_ahead_curves(self.spec, &plan, forecast, &self.bid_config)?
+        };
+        let lot_w = self.rules.lot_kw * 1000;
+        let mut accepted_w = Vec::with_capacity(ppd);
+        for (curve, real_price) in curves.iter().zip(real) {
+            let mut bids = curve.to_auction_curves(BATTERY, &self.auction_config)?;
+            if bids.is_empty() {
+                accepted_w.push(0);
+                continue;
+            }
+            bids.extend(self.counterparty(*real_price)?);
+            let result = self.auction.clear_period(&bids)?;
+            let sold = result.accepted_qty(BATTERY, Side::Sell).0;
+            let bought = result.accepted_qty(BATTERY, Side::Buy).0;
+            accepted_w.push((sold - bought) * lot_w);
+        }
+        Ok(Some(execute_and_settle(
+            self.spec,
+            soc_wh,
+            &accepted_w,
+            real,
+            &self.settle,
+        )?))
+    }
+
+    /// A counterparty that buys and sells the market's maximum at the real price.
+    fn counterparty(&self, real_price: Decimal) -> Result<[BidCurve; 2]> {
+        let cents = (real_price * Decimal::from(100))
+            .round()
+            .to_i64()
+            .unwrap_or(0);
+        let price = Price(cents.clamp(self.rules.price_min.0, self.rules.price_max.0));
+        let point = vec![CurvePoint {
+            price,
+            qty: self.rules.qty_max,
+        }];
+        let config = &self.auction_config;
+        Ok([
+            BidCurve::new(
+                COUNTERPARTY,
+                Side::Buy,
+                CurveKind::Stepwise,
+                point.clone(),
+                config,
+            )?,
+            BidCurve::new(COUNTERPARTY, Side::Sell, CurveKind::Stepwise, point, config)?,
+        ])
+    }
+}
+
+/// Runs the backtest and prints the table.
+pub fn run(args: &BacktestArgs) -> Result<()> {
+    let started = Instant::now();
+    let text = std::fs::read_to_string(&args.data)
+        .with_context(|| format!("reading {}", args.data.display()))?;
+    let name = args
+        .data
+        .file_name()
+        .map_or("data".into(), |n| n.to_string_lossy().to_string());
+    let series = PriceSeries::parse_csv(&name, &text, &SeriesLayout::default())?;
+    let (power_w, capacity_wh) = parse_battery(&args.battery)?;
+    if !(args.rte > 0.0 && args.rte <= 1.0) {
+        bail!("--rte must be in (0, 1], got {}", args.rte);
+    }
+    if !(0.0..=1.0).contains(&args.terminal_soc) {
+        bail!(
+            "--terminal-soc must be in [0, 1], got {}",
+            args.terminal_soc
+        );
+    }
+    let spec = BatterySpec::symmetric(power_w, capacity_wh, args.rte, args.wear);
+    spec.validate()?;
+    let ppd = series.periods_per_day();
+    if ppd == 0 || 86_400 % ppd != 0 {
+        bail!("{name}: {ppd} periods per day do not divide a day into whole seconds");
+    }
+    let period_s = (86_400 / ppd) as i64;
+    let first = series
+        .test_period_start_day(args.test_days)
+        .ok_or_else(|| anyhow!("{name}: not longer than {} test days", args.test_days))?;
+    let days = first..series.n_days();
+    let n_days = days.len();
+
+    let rules = MarketRules::day_ahead_default();
+    let auction_config = AuctionConfig::with_rules(rules.clone());
+    let mut ctx = DayContext {
+        spec: &spec,
+        rules: &rules,
+        auction: Auction::new(auction_config.clone())?,
+        auction_config,
+        bid_config: BidConfig {
+            rules: rules.clone(),
+            period_s,
+            headroom: args.headroom_spread.map(|s| HeadroomSteps {
+                spread_eur_per_mwh: s,
+            }),
+            planned_limits: if args.marginal_limits {
+                PlannedLimits::Marginal
+            } else {
+                PlannedLimits::RoundTrip
+            },
+        },
+        settle: SettleConfig {
+            period_s,
+            imbalance_penalty_eur_per_mwh: args.imbalance_penalty,
+        },
+        terminal_wh: capacity_wh as f64 * args.terminal_soc,
+        price_taking: args.price_taking,
+    };
+    let start_soc = ctx.terminal_wh;
+
+    // Forecasts first (the LEAR ensemble recalibrates daily), timed on their own.
+    let forecast_started = Instant::now();
+    let mut naive = NaiveForecaster;
+    let mut naive_days = Vec::with_capacity(n_days);
+    for day in days.clone() {
+        naive_days.push(naive.forecast_day(&series, day)?);
+    }
+    let mut lear_days = Vec::new();
+    if !args.no_lear {
+        lear_days = match &args.forecast_cache {
+            Some(path) if path.exists() => read_cache(path, n_days, ppd)?,
+            _ => {
+                let mut lear = LearEnsemble::standard()?;
+                for day in days.clone() {
+                    lear_days.push(lear.forecast_day(&series, day)?);
+                    if (day - first + 1) % 100 == 0 {
+                        tracing::info!(done = day - first + 1, of = n_days, "LEAR forecasts");
+                    }
+                }
+                if let Some(path) = &args.forecast_cache {
+                    write_cache(path, &lear_days)?;
+                }
+                lear_days
+            }
+        };
+    }
+    let forecast_s = forecast_started.elapsed().as_secs_f64();
+
+    // Rule-based hours from the mean daily profile before the test period.
+    let mut profile = vec![0.0; ppd];
+    for day in 0..first {
+        for (p, x) in profile.iter_mut().zip(series.day_prices_f64(day)) {
+            *p += x / first as f64;
+        }
+    }
+    let rule = DailyRule::from_profile(&spec, &profile, period_s);
+    let rule_day = rule.day_schedule_w(&spec, ppd);
+
+    let strategies = ["perfect foresight", "LEAR-forecast LP", "naive-forecast LP"];
+    let mut tallies: Vec<Tally> = strategies
+        .iter()
+        .map(|_| Tally {
+            soc_wh: start_soc,
+            ..Tally::default()
+        })
+        .collect();
+    let mut rule_tally = Tally {
+        soc_wh: start_soc,
+        ..Tally::default()
+    };
+    let plan_started = Instant::now();
+    for (i, day) in days.clone().enumerate() {
+        let real = series.day_prices(day);
+        let truth = series.day_prices_f64(day);
+        let forecasts: [Option<&[f64]>; 3] = [
+            Some(truth),
+            lear_days.get(i).map(Vec::as_slice),
+            Some(naive_days[i].as_slice()),
+        ];
+        for (tally, forecast) in tallies.iter_mut().zip(forecasts) {
+            let Some(forecast) = forecast else { continue };
+            match ctx.run_day(tally.soc_wh, forecast, real)? {
+                Some(settlement) => tally.add(&settlement),
+                None => tally.plan_errors += 1,
+            }
+        }
+        let settlement =
+            execute_and_settle(&spec, rule_tally.soc_wh, &rule_day, real, &ctx.settle)?;
+        rule_tally.add(&settlement);
+    }
+    let plan_s = plan_started.elapsed().as_secs_f64();
+
+    // The looser bound: rolling 48 h look-ahead on true prices, executed directly.
+    let rolling_started = Instant::now();
+    let all_truth = &series.prices_f64()[first * ppd..];
+    let all_real = &series.prices()[first * ppd..];
+    let rolling_config = PlanConfig {
+        period_s,
+        terminal: TerminalSoc::Free,
+        backend: LpBackend::Clarabel,
+    };
+    let horizon = RollingHorizon {
+        window: 2 * ppd,
+        step: ppd,
+    };
+    let rolling = plan_rolling(&spec, start_soc, all_truth, horizon, &rolling_config)?;
+    let mut rolling_tally = Tally::default();
+    rolling_tally.add(&execute_and_settle(
+        &spec,
+        start_soc,
+        &rolling.net_w,
+        all_real,
+        &ctx.settle,
+    )?);
+    let rolling_s = rolling_started.elapsed().as_secs_f64();
+
+    let usable_mwh = Decimal::from(spec.soc_max_wh - spec.soc_min_wh) / Decimal::from(1_000_000);
+    let pf = tallies[0].profit_eur;
+    let naive_profit = tallies[2].profit_eur;
+    println!(
+        "backtest {name}: {n_days} days ({} .. {}), {ppd} periods/day, battery {} rte {} \
+         wear {} EUR/MWh, end-of-day SoC >= {:.0}%, LP clarabel, bids {}",
+        series.date(first),
+        series.date(series.n_days() - 1),
+        args.battery,
+        args.rte,
+        args.wear,
+        args.terminal_soc * 100.0,
+        if args.price_taking {
+            "price-taking"
+        } else {
+            if args.marginal_limits {
+                "at marginal value"
+            } else {
+                "at round-trip value"
+            }
+        }
+    );
+    println!(
+        "| {:<32} | {:>14} | {:>12} | {:>9} | {:>11} | {:>11} | {:>13} |",
+        "strategy",
+        "total EUR",
+        "EUR/day",
+        "% of PF",
+        "full cycles",
+        "vs naive LP",
+        "imbalance MWh"
+    );
+    println!(
+        "|{:-<34}|{:->16}|{:->14}|{:->11}|{:->13}|{:->13}|{:->15}|",
+        "", "", "", "", "", "", ""
+    );
+    let mut rows: Vec<(&str, Option<&Tally>)> = vec![
+        (strategies[0], Some(&tallies[0])),
+        ("perfect foresight, rolling 48 h", Some(&rolling_tally)),
+        (strategies[1], (!args.no_lear).then_some(&tallies[1])),
+        (strategies[2], Some(&tallies[2])),
+        ("rule-based daily schedule", Some(&rule_tally)),
+    ];
+    let none = Tally::default();
+    rows.push(("no battery", Some(&none)));
+    for (label, tally) in rows {
+        let Some(t) = tally else {
+            println!("| {label:<32} | {:>14} | (skipped: --no-lear)", "");
+            continue;
+        };
+        let total = t.profit_eur.round_dp(2);
+        let per_day = (t.profit_eur / Decimal::from(n_days as u64)).round_dp(2);
+        let share = percent(t.profit_eur, pf);
+        let vs_naive = if naive_profit.is_zero() {
+            "n/a".to_string()
+        } else {
+            format!(
+                "{:+.1}%",
+                ratio(t.profit_eur - naive_profit, naive_profit.abs()) * 100.0
+            )
+        };
+        let cycles = if usable_mwh.is_zero() {
+            Decimal::ZERO
+        } else {
+            t.discharged_mwh / usable_mwh
+        };
+        println!(
+            "| {label:<32} | {total:>14} | {per_day:>12} | {share:>9} | {:>11} | {vs_naive:>11} | {:>13} |",
+            cycles.round_dp(1),
+            t.imbalance_mwh.round_dp(1)
+        );
+    }
+    let errors: usize = tallies.iter().map(|t| t.plan_errors).sum();
+    println!(
+        "timings: forecasts {forecast_s:.1} s (LEAR daily recalibration{}), plan+bid+clear+settle \
+         {plan_s:.1} s, rolling PF {rolling_s:.1} s, total {:.1} s; idle days after plan errors: {errors}",
+        if args.no_lear { " skipped" } else { "" },
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn read_cache(path: &std::path::Path, n_days: usize, ppd: usize) -> Result<Vec<Vec<f64>>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading forecast cache {}", path.display()))?;
+    let days: Vec<Vec<f64>> = text
+        .lines()
+        .map(|line| line.split(',').map(|x| x.trim().parse::<f64>()).collect())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing forecast cache {}", path.display()))?;
+    if days.len() != n_days || days.iter().any(|d| d.len() != ppd) {
+        bail!(
+            "forecast cache {} does not match {n_days} days x {ppd} periods",
+            path.display()
+        );
+    }
+    Ok(days)
+}
+
+fn write_cache(path: &std::path::Path, days: &[Vec<f64>]) -> Result<()> {
+    let text: Vec<String> = days
+        .iter()
+        .map(|d| {
+            d.iter()
+                .map(|x| format!("{x:?}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    std::fs::write(path, text.join("\n") + "\n")
+        .with_context(|| format!("writing forecast cache {}", path.display()))
+}
+
+fn ratio(a: Decimal, b: Decimal) -> f64 {
+    if b.is_zero() {
+        0.0
+    } else {
+        (a / b).to_f64().unwrap_or(0.0)
+    }
+}
+
+fn percent(a: Decimal, base: Decimal) -> String {
+    if base <= Decimal::ZERO {
+        "n/a".to_string()
+    } else {
+        format!("{:.1}%", ratio(a, base) * 100.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn battery_sizes_parse_exactly_and_reject_garbage() {
+        assert_eq!(parse_battery("1MW/2MWh").unwrap(), (1_000_000, 2_000_000));
+        assert_eq!(parse_battery("5kW/13.5kWh").unwrap(), (5_000, 13_500));
+        assert_eq!(parse_battery("0.5MW/1MWh").unwrap(), (500_000, 1_000_000));
+        assert!(parse_battery("1MW").is_err());
+        assert!(parse_battery("1XW/2MWh").is_err());
+        assert!(parse_battery("0.0000001MW/2MWh").is_err());
+    }
+}

@@ -1,0 +1,669 @@
+//! `voltex bench dispatch`: N simulated agents, each with its own connection on loopback,
+//! against the platform side of the MQTT or QUIC transport.
+//!
+//! Phases, per transport:
+//! 1. **connect**: start the broker (MQTT) or the platform endpoint (QUIC), start N agents,
+//!    and warm up: the platform sends each device a `Receipt` (re-sent every second) until
+//!    every agent has one, which proves its subscription or connection is live.
+//! 2. **round**: the platform issues a new schedule to every device; each agent confirms it
+//!    (the PUBACK goes out only now) and sends `Ack(Received)`; per-device latency = ack
+//!    received − schedule handed to the transport. Prints p50/p99/max and the round time.
+//! 3. **ingest**: every agent sends `--telemetry` telemetry batches as fast as it can; the
+//!    platform's receive rate is printed in messages per second.
+//! 4. **restart** (spawned Mosquitto or QUIC): the broker is killed and restarted (QUIC:
+//!    the platform endpoint is closed and re-bound); the time until every agent has
+//!    reconnected and acked a schedule issued after the restart is printed. The platform
+//!    re-sends unacked schedules every second, as the real platform does. The embedded
+//!    rumqttd cannot be stopped in-process, so it has no restart phase.
+//!
+//! Timings are printed, never asserted. The whole run lives in one process (agents,
+//! platform, and the embedded broker), so on a small machine they compete for cores.
+
+// Benchmarks measure wall time: the one place the clock seam is crossed on purpose.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hdrhistogram::Histogram;
+use voltex_dispatch::message::*;
+use voltex_dispatch::signing::ScheduleSigner;
+use voltex_dispatch::transport::embedded_broker::free_port;
+use voltex_dispatch::transport::{
+    DeviceLink, MqttConfig, PlatformLink, QuicDeviceConfig, QuicPlatformConfig, TransportError,
+    certs, mqtt_device, mqtt_platform, quic_device, quic_platform, start_embedded_broker,
+};
+use voltex_market::UtcNanos;
+
+/// Transport under test.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchTransport {
+    /// MQTT through a broker (see `--broker`).
+    Mqtt,
+    /// QUIC with mutual TLS, straight to the platform.
+    Quic,
+}
+
+/// Arguments of `voltex bench dispatch`.
+#[derive(clap::Args, Debug)]
+pub struct DispatchBenchArgs {
+    /// Simulated agents, each with its own connection (default 10,000; 500 with --quick).
+    #[arg(long)]
+    devices: Option<usize>,
+    /// Transport; both (MQTT first) when absent.
+    #[arg(long, value_enum)]
+    transport: Option<BenchTransport>,
+    /// MQTT broker: `embedded` (rumqttd in this process), `mosquitto` (a Mosquitto
+    /// process started by the bench, with restart phase), or `mqtt://host:port`.
+    #[arg(long, default_value = "embedded")]
+    broker: String,
+    /// CI mode: 500 devices, embedded broker and QUIC, fewer telemetry messages.
+    #[arg(long)]
+    quick: bool,
+    /// Telemetry batches each agent sends in the ingest phase (default 10; 4 with --quick).
+    #[arg(long)]
+    telemetry: Option<usize>,
+    /// Skip the restart phase.
+    #[arg(long)]
+    no_restart: bool,
+    /// Give up on a phase after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    phase_timeout_s: u64,
+}
+
+/// Runs `voltex bench dispatch`.
+pub fn run(args: &DispatchBenchArgs) -> Result<()> {
+    let n_devices = args
+        .devices
+        .unwrap_or(if args.quick { 500 } else { 10_000 });
+    if n_devices == 0 {
+        bail!("--devices must be > 0");
+    }
+    raise_fd_limit(n_devices);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the Tokio runtime")?;
+    let transports = match args.transport {
+        Some(transport) => vec![transport],
+        None => vec![BenchTransport::Mqtt, BenchTransport::Quic],
+    };
+    let mut rows = Vec::new();
+    for transport in transports {
+        let row = runtime.block_on(async {
+            match transport {
+                BenchTransport::Mqtt => bench_mqtt(args, n_devices).await,
+                BenchTransport::Quic => bench_quic(args, n_devices).await,
+            }
+        })?;
+        rows.push(row);
+    }
+    println!();
+    println!(
+        "{:<6} {:<10} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>12} {:>10}",
+        "trans",
+        "broker",
+        "devices",
+        "connect_s",
+        "round_s",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "ingest_msg/s",
+        "restart_s"
+    );
+    for row in &rows {
+        println!("{row}");
+    }
+    // The runtime holds the agents' tasks; shut it down without waiting for them.
+    runtime.shutdown_background();
+    Ok(())
+}
+
+fn raise_fd_limit(n_devices: usize) {
+    // Agents, platform and (embedded) broker share this process: 2 fds per MQTT device.
+    let wanted = (4 * n_devices + 1_024) as u64;
+    if let Err(error) = rlimit::setrlimit(rlimit::Resource::NOFILE, wanted, wanted) {
+        match rlimit::increase_nofile_limit(wanted) {
+            Ok(got) if got < wanted => {
+                eprintln!("warning: fd limit {got} < {wanted} wanted ({error}); may run out");
+            }
+            Ok(_) => {}
+            Err(error) => eprintln!("warning: cannot raise the fd limit: {error}"),
+        }
+    }
+}
+
+struct Row {
+    transport: &'static str,
+    broker: String,
+    n_devices: usize,
+    connect: Duration,
+    round: Duration,
+    latency_us: Histogram<u64>,
+    ingest_per_s: f64,
+    restart: Option<Duration>,
+}
+
+impl std::fmt::Display for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1_000.0;
+        let restart = self
+            .restart
+            .map_or("n/a".to_string(), |d| format!("{:.2}", d.as_secs_f64()));
+        write!(
+            f,
+            "{:<6} {:<10} {:>7} {:>9.2} {:>8.3} {:>8.1} {:>8.1} {:>8.1} {:>12.0} {:>10}",
+            self.transport,
+            self.broker,
+            self.n_devices,
+            self.connect.as_secs_f64(),
+            self.round.as_secs_f64(),
+            ms(0.5),
+            ms(0.99),
+            self.latency_us.max() as f64 / 1_000.0,
+            self.ingest_per_s,
+            restart
+        )
+    }
+}
+
+fn device_id(index: usize) -> DeviceId {
+    // Infallible: the format only yields allowed characters.
+    DeviceId::new(format!("bench-{index:06}")).unwrap_or_else(|_| unreachable!())
+}
+
+fn schedule(signer: &ScheduleSigner, device: &DeviceId, version: u64) -> Result<Message> {
+    let schedule = Schedule {
+        device: device.clone(),
+        schedule_id: ScheduleId(u128::from(version)),
+        version,
+        issued_at: UtcNanos(0),
+        valid_from: UtcNanos(0),
+        valid_until: UtcNanos(86_400_000_000_000),
+        randomize_start_s: 0,
+        periods: (0..96)
+            .map(|i| SchedulePeriod {
+                offset_s: i * 900,
+                target_w: -2_000,
+                ramp_s: 0,
+            })
+            .collect(),
+        fallback: Fallback::Idle,
+    };
+    Ok(Message::Schedule(signer.sign(schedule)?))
+}
+
+/// What the agents tell the bench.
+#[derive(Default)]
+struct Tally {
+    n_warm: AtomicUsize,
+}
+
+/// A simulated agent: confirms every downlink message; acks schedules; on each `go`
+/// signal sends `telemetry` batches.
+async fn agent<L: DeviceLink>(
+    mut link: L,
+    device: DeviceId,
+    tally: Arc<Tally>,
+    mut go: tokio::sync::watch::Receiver<u64>,
+    n_telemetry: usize,
+) {
+    let mut warm = false;
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            biased;
+            changed = go.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                for _ in 0..n_telemetry {
+                    seq += 1;
+                    let sample = Telemetry {
+                        outbox_seq: seq,
+                        at: UtcNanos(0),
+                        soc_wh: 5_000,
+                        power_w: 0,
+                        charged_wh: 0,
+                        discharged_wh: 0,
+                        temperature_mc: 25_000,
+                        health: HealthFlags::default(),
+                    };
+                    let batch = TelemetryBatch { device: device.clone(), samples: vec![sample] };
+                    if link.send(&Message::Telemetry(batch)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            inbound = link.recv() => {
+                let Ok(inbound) = inbound else { return };
+                let message = inbound.message;
+                // "Stored": a real agent writes SQLite here before confirming.
+                if link.confirm(inbound.delivery).await.is_err() {
+                    return;
+                }
+                match message {
+                    Message::Schedule(signed) => {
+                        seq += 1;
+                        let ack = Ack {
+                            device: device.clone(),
+                            outbox_seq: seq,
+                            schedule_id: signed.schedule.schedule_id,
+                            version: signed.schedule.version,
+                            status: AckStatus::Received,
+                            at: UtcNanos(0),
+                        };
+                        if link.send(&Message::Ack(ack)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Message::Receipt(_) if !warm => {
+                        warm = true;
+                        tally.n_warm.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Sends `make(device)` to every device not yet done, every second, until `done` covers all.
+async fn warm_up<P: PlatformLink>(
+    platform: &mut P,
+    devices: &[DeviceId],
+    tally: &Tally,
+    deadline: Instant,
+) -> Result<()> {
+    loop {
+        for device in devices {
+            let receipt = Message::Receipt(Receipt {
+                device: device.clone(),
+                through_seq: 0,
+            });
+            match platform.send_to(device, &receipt).await {
+                Ok(()) | Err(TransportError::NotConnected(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let next = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < next {
+            if tally.n_warm.load(Ordering::Relaxed) == devices.len() {
+                return Ok(());
+            }
+            // Uplink is idle while warming up; drain anything stray.
+            let _ = tokio::time::timeout(Duration::from_millis(20), platform.recv()).await;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {} agents ready before the phase timeout",
+                tally.n_warm.load(Ordering::Relaxed),
+                devices.len()
+            );
+        }
+    }
+}
+
+/// Issues schedule `version` to every device, re-sending to the unacked every second;
+/// returns the per-device latency (from the first send) and the time until all acked.
+async fn schedule_round<P: PlatformLink>(
+    platform: &mut P,
+    devices: &[DeviceId],
+    signer: &ScheduleSigner,
+    version: u64,
+    deadline: Instant,
+) -> Result<(Histogram<u64>, Duration)> {
+    let messages = devices
+        .iter()
+        .map(|device| schedule(signer, device, version))
+        .collect::<Result<Vec<_>>>()?;
+    let index_of: HashMap<&DeviceId, usize> = devices
+        .iter()
+        .enumerate()
+        .map(|(index, device)| (device, index))
+        .collect();
+    let mut first_sent: Vec<Option<Instant>> = vec![None; devices.len()];
+    let mut acked = vec![false; devices.len()];
+    let mut n_acked = 0;
+    let mut latency_us = Histogram::<u64>::new(3)?;
+    let started = Instant::now();
+    while n_acked < devices.len() {
+        for (index, device) in devices.iter().enumerate() {
+            if acked[index] {
+                continue;
+            }
+            match platform.send_to(device, &messages[index]).await {
+                Ok(()) => {
+                    first_sent[index].get_or_insert_with(Instant::now);
+                }
+                Err(TransportError::NotConnected(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let resend_at = Instant::now() + Duration::from_secs(1);
+        while n_acked < devices.len() {
+            let remaining = resend_at.saturating_duration_since(Instant::now());
+            let Ok(received) = tokio::time::timeout(remaining, platform.recv()).await else {
+                break;
+            };
+            let (device, message) = received?;
+            let Message::Ack(ack) = message else { continue };
+            let Some(&index) = index_of.get(&device) else {
+                continue;
+            };
+            if ack.version != version || acked[index] {
+                continue;
+            }
+            let Some(sent) = first_sent[index] else {
+                continue;
+            };
+            acked[index] = true;
+            n_acked += 1;
+            latency_us.record(sent.elapsed().as_micros() as u64)?;
+        }
+        if n_acked < devices.len() && Instant::now() > deadline {
+            bail!(
+                "{} devices never acked version {version}",
+                devices.len() - n_acked
+            );
+        }
+    }
+    Ok((latency_us, started.elapsed()))
+}
+
+/// Every agent sends its telemetry; returns messages per second received by the platform.
+async fn ingest<P: PlatformLink>(
+    platform: &mut P,
+    go: &tokio::sync::watch::Sender<u64>,
+    n_expected: usize,
+    deadline: Instant,
+) -> Result<f64> {
+    let started = Instant::now();
+    go.send_modify(|n| *n += 1);
+    let mut n_received = 0usize;
+    while n_received < n_expected {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, platform.recv()).await {
+            Ok(received) => {
+                if let (_, Message::Telemetry(_)) = received? {
+                    n_received += 1;
+                }
+            }
+            Err(_) => {
+                eprintln!("ingest: only {n_received} of {n_expected} telemetry messages");
+                break;
+            }
+        }
+    }
+    Ok(n_received as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A Mosquitto process owned by the bench (so it can be killed and restarted).
+struct OwnMosquitto {
+    config: PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnMosquitto {
+    fn start(port: u16) -> Result<OwnMosquitto> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 max_inflight_messages 1000\nmax_queued_messages 100000\n\
+                 set_tcp_nodelay true\nlog_dest none\n"
+            ),
+        )?;
+        let child = Self::spawn(&config)?;
+        wait_for_port(port)?;
+        Ok(OwnMosquitto {
+            config,
+            child,
+            _dir: dir,
+        })
+    }
+
+    fn spawn(config: &PathBuf) -> Result<Child> {
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mosquitto (is it installed?)")
+    }
+
+    fn restart(&mut self, port: u16) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        self.child = Self::spawn(&self.config)?;
+        wait_for_port(port)
+    }
+}
+
+impl Drop for OwnMosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_port(port: u16) -> Result<()> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    for _ in 0..250 {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(20)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("nothing listening on {addr}")
+}
+
+fn telemetry_per_agent(args: &DispatchBenchArgs) -> usize {
+    args.telemetry.unwrap_or(if args.quick { 4 } else { 10 })
+}
+
+async fn bench_mqtt(args: &DispatchBenchArgs, n_devices: usize) -> Result<Row> {
+    let phase = Duration::from_secs(args.phase_timeout_s);
+    let (port, broker_name, mut own) = match args.broker.as_str() {
+        "embedded" => {
+            let broker = start_embedded_broker(free_port()?)?;
+            (broker.addr().port(), "embedded".to_string(), None)
+        }
+        "mosquitto" => {
+            let port = free_port()?;
+            (
+                port,
+                "mosquitto".to_string(),
+                Some(OwnMosquitto::start(port)?),
+            )
+        }
+        url => {
+            let config = MqttConfig::from_url(url)?;
+            if config.host != "127.0.0.1" && config.host != "localhost" {
+                bail!("the bench runs on loopback: use mqtt://127.0.0.1:PORT");
+            }
+            (config.port, url.to_string(), None)
+        }
+    };
+    eprintln!("mqtt/{broker_name}: {n_devices} agents on port {port}");
+    let n_telemetry = telemetry_per_agent(args);
+    let mut config = MqttConfig::new("127.0.0.1", port);
+    config.client_id = format!("voltex-bench-platform-{}", std::process::id());
+    config.inflight_max = 1_000;
+    config.request_channel_len = 4 * n_devices + 1_024;
+    config.inbound_channel_len = (n_telemetry + 4) * n_devices + 1_024;
+    let mut platform = mqtt_platform(config.clone()).await?;
+    let (go, _) = tokio::sync::watch::channel(0u64);
+    let tally = Arc::new(Tally::default());
+    let devices: Vec<DeviceId> = (0..n_devices).map(device_id).collect();
+    let started = Instant::now();
+    for (index, device) in devices.iter().enumerate() {
+        let mut device_config = config.clone();
+        device_config.request_channel_len = n_telemetry + 16;
+        device_config.inbound_channel_len = 16;
+        device_config.reconnect.seed = Some(index as u64);
+        device_config.reconnect.delay_max = Duration::from_secs(5);
+        let link = mqtt_device(device_config, device.clone()).await?;
+        tokio::spawn(agent(
+            link,
+            device.clone(),
+            tally.clone(),
+            go.subscribe(),
+            n_telemetry,
+        ));
+        if index % 500 == 499 {
+            // Let the accept queue drain rather than overflow the listen backlog.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    warm_up(&mut platform, &devices, &tally, Instant::now() + phase).await?;
+    let connect = started.elapsed();
+    eprintln!("  connected and warm in {:.2} s", connect.as_secs_f64());
+    let signer = ScheduleSigner::from_seed(&[3; 32]);
+    let (latency_us, round) =
+        schedule_round(&mut platform, &devices, &signer, 1, Instant::now() + phase).await?;
+    eprintln!("  schedule round {:.3} s", round.as_secs_f64());
+    let ingest_per_s = ingest(
+        &mut platform,
+        &go,
+        n_devices * n_telemetry,
+        Instant::now() + phase,
+    )
+    .await?;
+    eprintln!("  ingest {ingest_per_s:.0} msg/s");
+    let mut restart = None;
+    if let Some(own) = own.as_mut().filter(|_| !args.no_restart) {
+        let restarted = Instant::now();
+        own.restart(port)?;
+        let (_, _) =
+            schedule_round(&mut platform, &devices, &signer, 2, Instant::now() + phase).await?;
+        restart = Some(restarted.elapsed());
+        eprintln!(
+            "  restart: all up to date in {:.2} s",
+            restarted.elapsed().as_secs_f64()
+        );
+    }
+    Ok(Row {
+        transport: "mqtt",
+        broker: broker_name,
+        n_devices,
+        connect,
+        round,
+        latency_us,
+        ingest_per_s,
+        restart,
+    })
+}
+
+async fn bench_quic(args: &DispatchBenchArgs, n_devices: usize) -> Result<Row> {
+    let phase = Duration::from_secs(args.phase_timeout_s);
+    let n_telemetry = telemetry_per_agent(args);
+    let ca = certs::init_ca("voltex bench CA")?;
+    let server = certs::issue_server(&ca, &["localhost".into()])?;
+    let devices: Vec<DeviceId> = (0..n_devices).map(device_id).collect();
+    let issuing = Instant::now();
+    let issued = devices
+        .iter()
+        .map(|device| certs::issue_device(&ca, device))
+        .collect::<Result<Vec<_>, _>>()?;
+    eprintln!(
+        "quic: {n_devices} device certificates issued in {:.2} s",
+        issuing.elapsed().as_secs_f64()
+    );
+    let mut platform_config = QuicPlatformConfig::new(
+        (Ipv4Addr::LOCALHOST, 0).into(),
+        ca.cert_pem.clone(),
+        server.cert_pem,
+        server.key_pem,
+    );
+    platform_config.uplink_channel_len = (n_telemetry + 4) * n_devices + 1_024;
+    let mut platform = quic_platform(platform_config.clone()).await?;
+    let addr = platform.local_addr()?;
+    platform_config.bind = addr;
+    let (go, _) = tokio::sync::watch::channel(0u64);
+    let tally = Arc::new(Tally::default());
+    let started = Instant::now();
+    for (index, (device, issued)) in devices.iter().zip(issued).enumerate() {
+        let mut config = QuicDeviceConfig::new(
+            addr,
+            "localhost",
+            ca.cert_pem.clone(),
+            issued.cert_pem,
+            issued.key_pem,
+        );
+        config.reconnect.seed = Some(index as u64);
+        config.reconnect.delay_max = Duration::from_secs(5);
+        config.outbound_channel_len = n_telemetry + 16;
+        let link = quic_device(config).await?;
+        tokio::spawn(agent(
+            link,
+            device.clone(),
+            tally.clone(),
+            go.subscribe(),
+            n_telemetry,
+        ));
+        if index % 500 == 499 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    warm_up(&mut platform, &devices, &tally, Instant::now() + phase).await?;
+    let connect = started.elapsed();
+    eprintln!("  connected and warm in {:.2} s", connect.as_secs_f64());
+    let signer = ScheduleSigner::from_seed(&[3; 32]);
+    let (latency_us, round) =
+        schedule_round(&mut platform, &devices, &signer, 1, Instant::now() + phase).await?;
+    eprintln!("  schedule round {:.3} s", round.as_secs_f64());
+    let ingest_per_s = ingest(
+        &mut platform,
+        &go,
+        n_devices * n_telemetry,
+        Instant::now() + phase,
+    )
+    .await?;
+    eprintln!("  ingest {ingest_per_s:.0} msg/s");
+    let mut restart = None;
+    if !args.no_restart {
+        let restarted = Instant::now();
+        drop(platform);
+        // The old UDP socket lives until its connections have drained.
+        let rebind_deadline = Instant::now() + phase;
+        let mut again = loop {
+            match quic_platform(platform_config.clone()).await {
+                Ok(platform) => {
+                    let waited = restarted.elapsed().as_secs_f64();
+                    eprintln!("  restart: port re-bound after {waited:.2} s");
+                    break platform;
+                }
+                Err(error) if Instant::now() > rebind_deadline => return Err(error.into()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        schedule_round(&mut again, &devices, &signer, 2, Instant::now() + phase).await?;
+        restart = Some(restarted.elapsed());
+        eprintln!(
+            "  restart: all up to date in {:.2} s",
+            restarted.elapsed().as_secs_f64()
+        );
+    }
+    Ok(Row {
+        transport: "quic",
+        broker: "-".into(),
+        n_devices,
+        connect,
+        round,
+        latency_us,
+        ingest_per_s,
+        restart,
+    })
+}
