@@ -1,0 +1,100 @@
+//! In-memory [`AgentStore`]: the simulator's store and the tests' reference.
+//!
+//! [`MemoryStore::apply`] is synchronous, so the simulator needs no async runtime; the
+//! [`AgentStore`] impl wraps it in ready futures. A simulated reboot drops the
+//! `AgentCore` and restores a new one from [`MemoryStore::state`].
+//!
+//! # Invariants
+//! - Same as the module `store`: batches apply whole; one record per key.
+//! - The execution log keeps at most [`MemoryStore::EXEC_LOG_MAX`] lines (oldest dropped).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::{Future, ready};
+
+use super::{AgentStore, ExecLogEntry, PersistedState, WriteBatch};
+
+/// The state in plain memory. See the module doc.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    state: PersistedState,
+    exec_log: VecDeque<ExecLogEntry>,
+}
+
+impl MemoryStore {
+    /// Most execution log lines kept.
+    pub const EXEC_LOG_MAX: usize = 1_024;
+
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// Applies a batch (cannot fail).
+    pub fn apply(&mut self, batch: &WriteBatch) {
+        let state = &mut self.state;
+        if !batch.records_delete.is_empty() {
+            state
+                .records
+                .retain(|r| !batch.records_delete.contains(&r.key()));
+        }
+        for record in &batch.records_insert {
+            let key = record.key();
+            if !state.records.iter().any(|r| r.key() == key) {
+                state.records.push(record.clone());
+            }
+        }
+        for update in &batch.records_update {
+            if let Some(record) = state.records.iter_mut().find(|r| r.key() == update.key) {
+                record.status = update.status;
+                record.started = update.started;
+            }
+        }
+        state.outbox.extend(batch.outbox_push.iter().copied());
+        if !batch.outbox_delete.is_empty() {
+            state
+                .outbox
+                .retain(|e| !batch.outbox_delete.contains(&e.seq));
+        }
+        if let Some(through) = batch.outbox_drain_through {
+            state.outbox.retain(|e| e.seq > through);
+        }
+        if let Some(next_seq) = batch.next_seq {
+            state.next_seq = state.next_seq.max(next_seq);
+        }
+        for line in &batch.exec_log {
+            if self.exec_log.len() >= Self::EXEC_LOG_MAX {
+                self.exec_log.pop_front();
+            }
+            self.exec_log.push_back(*line);
+        }
+    }
+
+    /// A copy of the stored state (what a restarted agent would load).
+    pub fn state(&self) -> PersistedState {
+        self.state.clone()
+    }
+
+    /// The execution log, oldest first.
+    pub fn exec_log(&self) -> impl Iterator<Item = &ExecLogEntry> {
+        self.exec_log.iter()
+    }
+}
+
+impl AgentStore for MemoryStore {
+    type Error = Infallible;
+
+    /// Cancellation safety: ready at once.
+    fn load(&mut self) -> impl Future<Output = Result<PersistedState, Infallible>> + Send {
+        ready(Ok(self.state()))
+    }
+
+    /// Cancellation safety: applied before the future is returned, so always committed.
+    fn commit(
+        &mut self,
+        batch: &WriteBatch,
+    ) -> impl Future<Output = Result<(), Infallible>> + Send {
+        self.apply(batch);
+        ready(Ok(()))
+    }
+}
