@@ -469,6 +469,54 @@ fn wait_for_port(port: u16) -> Result<()> {
     bail!("nothing listening on {addr}")
 }
 
+/// The agents' side of a run, as the shared phases need it.
+struct Fleet<'a> {
+    devices: &'a [DeviceId],
+    tally: &'a Tally,
+    go: &'a tokio::sync::watch::Sender<u64>,
+    signer: &'a ScheduleSigner,
+}
+
+/// What both transports measure once their agents are connecting.
+struct Phases {
+    connect: Duration,
+    round: Duration,
+    latency_us: Histogram<u64>,
+    ingest_per_s: f64,
+}
+
+/// The phases every transport runs in the same order: wait until all agents are
+/// connected and warm (`connect` counts from `started`), one schedule round (version 1),
+/// then telemetry ingest of `n_expected` messages. Each phase gives up after `phase`.
+async fn measure_phases<P: PlatformLink>(
+    platform: &mut P,
+    fleet: &Fleet<'_>,
+    n_expected: usize,
+    started: Instant,
+    phase: Duration,
+) -> Result<Phases> {
+    warm_up(platform, fleet.devices, fleet.tally, Instant::now() + phase).await?;
+    let connect = started.elapsed();
+    eprintln!("  connected and warm in {:.2} s", connect.as_secs_f64());
+    let (latency_us, round) = schedule_round(
+        platform,
+        fleet.devices,
+        fleet.signer,
+        1,
+        Instant::now() + phase,
+    )
+    .await?;
+    eprintln!("  schedule round {:.3} s", round.as_secs_f64());
+    let ingest_per_s = ingest(platform, fleet.go, n_expected, Instant::now() + phase).await?;
+    eprintln!("  ingest {ingest_per_s:.0} msg/s");
+    Ok(Phases {
+        connect,
+        round,
+        latency_us,
+        ingest_per_s,
+    })
+}
+
 fn telemetry_per_agent(args: &DispatchBenchArgs) -> usize {
     args.telemetry.unwrap_or(if args.quick { 4 } else { 10 })
 }
@@ -527,21 +575,21 @@ async fn bench_mqtt(args: &DispatchBenchArgs, n_devices: usize) -> Result<Row> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    warm_up(&mut platform, &devices, &tally, Instant::now() + phase).await?;
-    let connect = started.elapsed();
-    eprintln!("  connected and warm in {:.2} s", connect.as_secs_f64());
     let signer = ScheduleSigner::from_seed(&[3; 32]);
-    let (latency_us, round) =
-        schedule_round(&mut platform, &devices, &signer, 1, Instant::now() + phase).await?;
-    eprintln!("  schedule round {:.3} s", round.as_secs_f64());
-    let ingest_per_s = ingest(
+    let fleet = Fleet {
+        devices: &devices,
+        tally: &tally,
+        go: &go,
+        signer: &signer,
+    };
+    let phases = measure_phases(
         &mut platform,
-        &go,
+        &fleet,
         n_devices * n_telemetry,
-        Instant::now() + phase,
+        started,
+        phase,
     )
     .await?;
-    eprintln!("  ingest {ingest_per_s:.0} msg/s");
     let mut restart = None;
     if let Some(own) = own.as_mut().filter(|_| !args.no_restart) {
         let restarted = Instant::now();
@@ -558,10 +606,10 @@ async fn bench_mqtt(args: &DispatchBenchArgs, n_devices: usize) -> Result<Row> {
         transport: "mqtt",
         broker: broker_name,
         n_devices,
-        connect,
-        round,
-        latency_us,
-        ingest_per_s,
+        connect: phases.connect,
+        round: phases.round,
+        latency_us: phases.latency_us,
+        ingest_per_s: phases.ingest_per_s,
         restart,
     })
 }
@@ -617,21 +665,21 @@ async fn bench_quic(args: &DispatchBenchArgs, n_devices: usize) -> Result<Row> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    warm_up(&mut platform, &devices, &tally, Instant::now() + phase).await?;
-    let connect = started.elapsed();
-    eprintln!("  connected and warm in {:.2} s", connect.as_secs_f64());
     let signer = ScheduleSigner::from_seed(&[3; 32]);
-    let (latency_us, round) =
-        schedule_round(&mut platform, &devices, &signer, 1, Instant::now() + phase).await?;
-    eprintln!("  schedule round {:.3} s", round.as_secs_f64());
-    let ingest_per_s = ingest(
+    let fleet = Fleet {
+        devices: &devices,
+        tally: &tally,
+        go: &go,
+        signer: &signer,
+    };
+    let phases = measure_phases(
         &mut platform,
-        &go,
+        &fleet,
         n_devices * n_telemetry,
-        Instant::now() + phase,
+        started,
+        phase,
     )
     .await?;
-    eprintln!("  ingest {ingest_per_s:.0} msg/s");
     let mut restart = None;
     if !args.no_restart {
         let restarted = Instant::now();
@@ -660,10 +708,10 @@ async fn bench_quic(args: &DispatchBenchArgs, n_devices: usize) -> Result<Row> {
         transport: "quic",
         broker: "-".into(),
         n_devices,
-        connect,
-        round,
-        latency_us,
-        ingest_per_s,
+        connect: phases.connect,
+        round: phases.round,
+        latency_us: phases.latency_us,
+        ingest_per_s: phases.ingest_per_s,
         restart,
     })
 }

@@ -143,6 +143,10 @@ pub struct StrategySpec {
 }
 
 /// One group of identical batteries.
+///
+/// The battery fields restate [`BatterySpec`]'s on purpose: serde cannot combine
+/// `#[serde(flatten)]` with `deny_unknown_fields`, and a scenario must reject unknown
+/// fields with their line. [`GroupSpec::battery`] is the one place they are mapped.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupSpec {
