@@ -1,5 +1,7 @@
-//! LASSO by cyclic coordinate descent on the Gram matrix, with the regularisation chosen
-//! by an information criterion over a warm-started path of penalties.
+//! LASSO fits for LEAR, with the regularisation chosen by an information criterion: the
+//! exact LARS path ([`LassoSolver::Lars`], the default, in [`super::lars`]) or cyclic
+//! coordinate descent over a warm-started grid of penalties
+//! ([`LassoSolver::CoordinateDescent`]).
 //!
 //! The problem, for centred data (the intercept is handled by centring):
 //!
@@ -7,7 +9,15 @@
 //! minimise  1/(2n) ||y - X b||²  +  alpha ||b||₁
 //! ```
 //!
-//! Everything is expressed through `G = XᵀX / n`, `c = Xᵀy / n` and `yᵀy / n`, so one
+//! **Why LARS is the default.** Measured on NP (`engine/examples/lear_profile.rs`), the
+//! coordinate-descent path spent 80 % of the LEAR time in a few hundred sweeps per fit on
+//! the strongly correlated lag features (0.9 s per forecast day for the four-window
+//! ensemble); the homotopy reaches the same exact solutions in about 200 knots of
+//! O(p · active) each, and evaluates the criterion at every knot as `LassoLarsIC` does,
+//! instead of on a grid: about 0.2 s per day, with the same accuracy (NP, 728 test days:
+//! rMAE 0.419 with LARS, 0.418 with coordinate descent).
+//!
+//! **Coordinate descent.** Everything is expressed through `G = XᵀX / n`, `c = Xᵀy / n` and `yᵀy / n`, so one
 //! coordinate-descent sweep costs O(p) plus O(p) per coefficient that moves, and a fit is
 //! independent of the number of samples `n`. The residual correlation `G b` is kept up to
 //! date incrementally; convergence is the duality gap `<= tol · yᵀy/n`, the stopping rule
@@ -57,6 +67,22 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::lars::{Walk, lasso_path};
+
+/// Which algorithm computes the path and the refit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LassoSolver {
+    /// The exact LARS-lasso homotopy ([`super::lars`]): the criterion at every knot, as
+    /// scikit-learn's `LassoLarsIC`, then the exact solution at the chosen penalty.
+    /// A pure function of the data (warm starts are ignored).
+    Lars,
+    /// Coordinate descent over a geometric penalty grid, warm-started across days.
+    CoordinateDescent,
+}
+
+/// Most knots of one LARS path, per feature (drops can make a path longer than `p`).
+const LARS_KNOTS_PER_FEATURE: usize = 8;
+
 /// Which information criterion picks the penalty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InformationCriterion {
@@ -97,6 +123,11 @@ pub struct LassoPathConfig {
     pub criterion: InformationCriterion,
     /// Where the penalty is selected.
     pub selection: AlphaSelection,
+    /// Path algorithm.
+    pub solver: LassoSolver,
+    /// LARS only: stop the selection path once the criterion has not improved for this
+    /// many knots (`0`: follow the whole path, as scikit-learn does).
+    pub knot_patience: usize,
 }
 
 impl Default for LassoPathConfig {
@@ -110,6 +141,8 @@ impl Default for LassoPathConfig {
             max_sweeps: 2500,
             criterion: InformationCriterion::Aic,
             selection: AlphaSelection::PaperEra,
+            solver: LassoSolver::Lars,
+            knot_patience: 40,
         }
     }
 }
@@ -229,6 +262,9 @@ pub fn fit_lasso_ic(
 ) -> (LassoFit, WarmStart) {
     let p = system.p;
     assert_eq!(xty.len(), p, "Xᵀy must have one entry per column");
+    if config.solver == LassoSolver::Lars {
+        return fit_lasso_lars(system, xty, yty, config);
+    }
     let warm = warm.filter(|w| w.refit_coefficients.len() == p);
     let start = warm.map(|w| (w.selection_index, w.selection_coefficients.as_slice()));
     match config.selection {
@@ -268,6 +304,92 @@ pub fn fit_lasso_ic(
             (refit, next)
         }
     }
+}
+
+/// [`fit_lasso_ic`] with [`LassoSolver::Lars`]: the criterion at every knot of the exact
+/// path on the selection columns (stopping after `knot_patience` knots without
+/// improvement), then the exact path on the unscaled columns down to the chosen penalty.
+fn fit_lasso_lars(
+    system: &GramSystem,
+    xty: &[f64],
+    yty: f64,
+    config: &LassoPathConfig,
+) -> (LassoFit, WarmStart) {
+    let p = system.p;
+    let n = system.n_samples as f64;
+    let max_knots = LARS_KNOTS_PER_FEATURE * p.max(1);
+    let penalty_per_df = match config.criterion {
+        InformationCriterion::Aic => 2.0,
+        InformationCriterion::Bic => n.ln(),
+    };
+    let xty_normalized: Vec<f64>;
+    let (gram, c) = match config.selection {
+        AlphaSelection::Consistent => (&system.gram, xty),
+        AlphaSelection::PaperEra => {
+            xty_normalized = xty
+                .iter()
+                .zip(&system.column_norms)
+                .map(|(c, d)| if *d > 0.0 { c / d } else { 0.0 })
+                .collect();
+            (&system.normalized, xty_normalized.as_slice())
+        }
+    };
+    let mut best = LassoFit {
+        coefficients: vec![0.0; p],
+        alpha: alpha_max_of(gram, c),
+        n_nonzero: 0,
+        criterion: n,
+        n_sweeps: 0,
+    };
+    if yty > 0.0 {
+        let mut since_best = 0;
+        let (_, knots) = lasso_path(gram, c, yty, 0.0, max_knots, |knot| {
+            let criterion = n * knot.rss_over_n / yty + penalty_per_df * knot.n_nonzero as f64;
+            if criterion < best.criterion {
+                best.coefficients.copy_from_slice(knot.coefficients);
+                best.alpha = knot.alpha;
+                best.n_nonzero = knot.n_nonzero;
+                best.criterion = criterion;
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if config.knot_patience > 0 && since_best >= config.knot_patience {
+                    return Walk::Stop;
+                }
+            }
+            Walk::Continue
+        });
+        best.n_sweeps = knots;
+    }
+    let selection_coefficients = best.coefficients.clone();
+    let fit = match config.selection {
+        AlphaSelection::Consistent => best,
+        AlphaSelection::PaperEra => {
+            // Even when the all-zero model wins the selection, its penalty (`alpha_max`
+            // of the unit-norm columns) is weaker on the unscaled ones: refit as well.
+            let (coefficients, knots) = if yty <= 0.0 {
+                (vec![0.0; p], 0)
+            } else {
+                lasso_path(&system.gram, xty, yty, best.alpha, max_knots, |_| {
+                    Walk::Continue
+                })
+            };
+            let n_nonzero = coefficients.iter().filter(|b| **b != 0.0).count();
+            LassoFit {
+                coefficients,
+                alpha: best.alpha,
+                n_nonzero,
+                criterion: best.criterion,
+                n_sweeps: best.n_sweeps + knots,
+            }
+        }
+    };
+    let next = WarmStart {
+        selection_index: 0,
+        selection_coefficients,
+        refit_coefficients: fit.coefficients.clone(),
+    };
+    (fit, next)
 }
 
 fn alpha_max_of(gram: &[f64], xty: &[f64]) -> f64 {

@@ -26,6 +26,7 @@
 //! "bad input" here means a day without enough history, a day past the end of the series,
 //! or a configuration that cannot work.
 
+pub mod lars;
 pub mod lasso;
 pub mod lear;
 pub mod metrics;

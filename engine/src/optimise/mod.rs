@@ -34,6 +34,10 @@
 //! - An infeasible or unbounded model is an [`OptimiseError`] naming the offending
 //!   constraint; nothing here panics on solver outcomes.
 //! - Rounded powers are rounded towards zero, so they never exceed the power limits.
+//! - No period both charges and discharges (`charge_w[t] == 0 || discharge_w[t] == 0`):
+//!   where that could pay (deeply negative prices) and the LP relaxation does it, the
+//!   model is re-solved as a MILP with a binary in those periods only (see
+//!   `PeriodMode`, which also says why this is exact).
 //! - No I/O, no clock: the same inputs give the same plan.
 
 pub mod fleet;
@@ -331,67 +335,59 @@ pub fn plan_battery(
             used_wh: start,
         });
     }
-    let n = prices.len();
-    let dt_h = config.period_s as f64 / SECONDS_PER_HOUR;
-    let keep = spec.standing_retention(config.period_s);
-    let eta_c = spec.charge_efficiency;
-    let eta_d = spec.discharge_efficiency;
-    let wear = spec.wear_cost_eur_per_mwh.to_f64().unwrap_or(0.0);
-    let p_c = spec.max_charge_w as f64 / W_PER_MW;
-    let p_d = spec.max_discharge_w as f64 / W_PER_MW;
-    let s_min = spec.soc_min_wh as f64 / W_PER_MW;
-    let s_max = spec.soc_max_wh as f64 / W_PER_MW;
-    let s0 = start / W_PER_MW;
-
-    let mut vars = ProblemVariables::new();
-    let c: Vec<Variable> = vars.add_vector(variable().min(0.0).max(p_c), n);
-    let d: Vec<Variable> = vars.add_vector(variable().min(0.0).max(p_d), n);
-    let s: Vec<Variable> = vars.add_vector(variable().min(s_min).max(s_max), n);
-    let mut objective = Expression::with_capacity(3 * n + 1);
-    for t in 0..n {
-        objective.add_mul((prices[t] - wear) * dt_h, d[t]);
-        objective.add_mul((-prices[t] - wear) * dt_h, c[t]);
-    }
-    if let TerminalSoc::ValueEurPerMwh(value) = config.terminal {
-        objective.add_mul(value, s[n - 1]);
-    }
-    let mut rows = Vec::with_capacity(n + 1);
-    for t in 0..n {
-        let mut balance = Expression::with_capacity(4);
-        balance.add_mul(1.0, s[t]);
-        balance.add_mul(-eta_c * dt_h, c[t]);
-        balance.add_mul(dt_h / eta_d, d[t]);
-        let inflow = if t == 0 {
-            keep * s0
-        } else {
-            balance.add_mul(-keep, s[t - 1]);
-            0.0
-        };
-        rows.push(constraint!(balance == inflow));
-    }
-    if let TerminalSoc::AtLeastWh(target_wh) = config.terminal {
-        rows.push(constraint!(s[n - 1] >= target_wh / W_PER_MW));
-    }
-    let read: Vec<Variable> = c.iter().chain(&d).chain(&s).copied().collect();
-    let solution = match solve_lp(config.backend, vars, objective, rows, &read) {
-        Ok(solution) => solution,
-        Err(LpFailure::Infeasible) => {
-            let constraint = diagnose_infeasible(spec, start, n, config);
-            return Err(OptimiseError::Infeasible { constraint });
-        }
-        Err(LpFailure::Unbounded) => {
-            return Err(OptimiseError::Unbounded {
-                backend: config.backend.name(),
-                detail: "battery objective (all variables are bounded: solver trouble)".into(),
-            });
-        }
-        Err(LpFailure::Other(message)) => {
-            return Err(OptimiseError::Solver {
-                backend: config.backend.name(),
-                message,
-            });
-        }
+    let model = BatteryModel::new(spec, start, prices, config);
+    let n = model.n;
+    let (dt_h, wear) = (model.dt_h, model.wear);
+    let fail = |failure: LpFailure, backend: LpBackend| match failure {
+        LpFailure::Infeasible => OptimiseError::Infeasible {
+            constraint: diagnose_infeasible(spec, start, n, config),
+        },
+        LpFailure::Unbounded => OptimiseError::Unbounded {
+            backend: backend.name(),
+            detail: "battery objective (all variables are bounded: solver trouble)".into(),
+        },
+        LpFailure::Other(message) => OptimiseError::Solver {
+            backend: backend.name(),
+            message,
+        },
     };
+    // 1. The LP with every period free to charge and discharge.
+    let free = vec![PeriodMode::Free; n];
+    let mut solution = model
+        .solve(&free, config.backend)
+        .map_err(|f| fail(f, config.backend))?;
+    // 2. Only where simultaneous charge and discharge can pay (see `PeriodMode`) and the
+    //    LP actually did it: the MILP with one binary per such period (microlp's branch
+    //    and bound), then, for Clarabel, the LP again with those periods' modes fixed to
+    //    the MILP's choice, which has the same optimum and yields the duals.
+    let risky: Vec<usize> = (0..n)
+        .filter(|&t| model.simultaneous_may_pay(prices[t]))
+        .collect();
+    let simultaneous =
+        |values: &[f64], t: usize| values[t] > SIMULTANEOUS_MW && values[n + t] > SIMULTANEOUS_MW;
+    if risky.iter().any(|&t| simultaneous(&solution.values, t)) {
+        let mut modes = free;
+        for &t in &risky {
+            modes[t] = PeriodMode::Exclusive;
+        }
+        let milp = model
+            .solve(&modes, LpBackend::Microlp)
+            .map_err(|f| fail(f, LpBackend::Microlp))?;
+        for &t in &risky {
+            // Either choice is optimal when the MILP does neither.
+            modes[t] = if milp.values[n + t] > milp.values[t] {
+                PeriodMode::DischargeOnly
+            } else {
+                PeriodMode::ChargeOnly
+            };
+        }
+        solution = match config.backend {
+            LpBackend::Microlp => milp,
+            LpBackend::Clarabel => model
+                .solve(&modes, LpBackend::Clarabel)
+                .map_err(|f| fail(f, LpBackend::Clarabel))?,
+        };
+    }
     let values = &solution.values;
     let to_w = |mw: f64, max_w: i64| ((mw * W_PER_MW).max(0.0).floor() as i64).min(max_w);
     let charge_w: Vec<i64> = values[..n]
@@ -427,6 +423,144 @@ pub fn plan_battery(
         marginal_value_eur_per_mwh,
         warnings,
     })
+}
+
+/// Below this (MW, i.e. 1 W) a solver's charge or discharge value counts as zero when
+/// checking for simultaneous charging and discharging.
+const SIMULTANEOUS_MW: f64 = 1e-6;
+
+/// What a period of the model may do.
+///
+/// # Why a MILP only in some periods
+/// Charging and discharging in the same period is physically impossible, but the LP
+/// relaxation allows it. It is harmless wherever it cannot pay: if `c_t > 0` and
+/// `d_t > 0`, lowering `c_t` by `δ` and `d_t` by `η δ` (`η = η_c η_d`) leaves every SoC
+/// and so every other constraint unchanged and changes the objective by
+/// `δ Δt (p_t (1 − η) + κ (1 + η))`, which is positive unless
+/// `p_t (1 − η) + κ (1 + η) <= 0`. So in every period with a price above
+/// `−κ (1 + η) / (1 − η)` (−38 EUR/MWh for 90 % round trip and κ = 2) no optimum of the LP
+/// charges and discharges at once, and the LP is exact there. Below it (deeply negative
+/// prices), the LP "burns" energy in the round-trip losses to import more than the
+/// battery can store and be paid for it. Those periods, and only those, get a binary
+/// (`c_t <= P_c z_t`, `d_t <= P_d (1 − z_t)`), and only when the LP solution actually
+/// uses both: on ordinary days the model stays a pure LP. The alternatives were worse: a
+/// MILP in every period makes every solve a branch and bound; forbidding discharge below
+/// the threshold is a heuristic (discharging at a negative price to make room for a
+/// deeper one can be optimal); and a convex net-power reformulation (`s_t <= s_{t−1} −
+/// f(g_t)` with convex piecewise-linear `f`) is the same relaxation in other clothes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PeriodMode {
+    /// Charge and discharge both allowed (exact where simultaneity cannot pay).
+    Free,
+    /// At most one of charge and discharge (a binary; microlp only).
+    Exclusive,
+    /// Discharge fixed at zero.
+    ChargeOnly,
+    /// Charge fixed at zero.
+    DischargeOnly,
+}
+
+/// The battery model in MW and MWh.
+struct BatteryModel<'a> {
+    prices: &'a [f64],
+    terminal: TerminalSoc,
+    n: usize,
+    dt_h: f64,
+    keep: f64,
+    eta_c: f64,
+    eta_d: f64,
+    wear: f64,
+    p_c: f64,
+    p_d: f64,
+    s_min: f64,
+    s_max: f64,
+    s0: f64,
+}
+
+impl<'a> BatteryModel<'a> {
+    fn new(
+        spec: &BatterySpec,
+        start_wh: f64,
+        prices: &'a [f64],
+        config: &PlanConfig,
+    ) -> BatteryModel<'a> {
+        BatteryModel {
+            prices,
+            terminal: config.terminal,
+            n: prices.len(),
+            dt_h: config.period_s as f64 / SECONDS_PER_HOUR,
+            keep: spec.standing_retention(config.period_s),
+            eta_c: spec.charge_efficiency,
+            eta_d: spec.discharge_efficiency,
+            wear: spec.wear_cost_eur_per_mwh.to_f64().unwrap_or(0.0),
+            p_c: spec.max_charge_w as f64 / W_PER_MW,
+            p_d: spec.max_discharge_w as f64 / W_PER_MW,
+            s_min: spec.soc_min_wh as f64 / W_PER_MW,
+            s_max: spec.soc_max_wh as f64 / W_PER_MW,
+            s0: start_wh / W_PER_MW,
+        }
+    }
+
+    /// Whether charging and discharging at once can pay at `price` (see [`PeriodMode`]).
+    fn simultaneous_may_pay(&self, price: f64) -> bool {
+        let eta = self.eta_c * self.eta_d;
+        price * (1.0 - eta) + self.wear * (1.0 + eta) <= 1e-9
+    }
+
+    /// Builds and solves the model with `modes`; values are `c`, `d`, `s` (n each), duals
+    /// (Clarabel) start with the n SoC balance rows.
+    fn solve(&self, modes: &[PeriodMode], backend: LpBackend) -> Result<LpSolution, LpFailure> {
+        let n = self.n;
+        let dt_h = self.dt_h;
+        let mut vars = ProblemVariables::new();
+        let bound = |max: f64, off: bool| variable().min(0.0).max(if off { 0.0 } else { max });
+        let c: Vec<Variable> = modes
+            .iter()
+            .map(|m| vars.add(bound(self.p_c, *m == PeriodMode::DischargeOnly)))
+            .collect();
+        let d: Vec<Variable> = modes
+            .iter()
+            .map(|m| vars.add(bound(self.p_d, *m == PeriodMode::ChargeOnly)))
+            .collect();
+        let s: Vec<Variable> = vars.add_vector(variable().min(self.s_min).max(self.s_max), n);
+        let z: Vec<(usize, Variable)> = modes
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| **m == PeriodMode::Exclusive)
+            .map(|(t, _)| (t, vars.add(variable().binary())))
+            .collect();
+        let mut objective = Expression::with_capacity(3 * n + 1);
+        for t in 0..n {
+            objective.add_mul((self.prices[t] - self.wear) * dt_h, d[t]);
+            objective.add_mul((-self.prices[t] - self.wear) * dt_h, c[t]);
+        }
+        if let TerminalSoc::ValueEurPerMwh(value) = self.terminal {
+            objective.add_mul(value, s[n - 1]);
+        }
+        let mut rows = Vec::with_capacity(n + 1 + 2 * z.len());
+        for t in 0..n {
+            let mut balance = Expression::with_capacity(4);
+            balance.add_mul(1.0, s[t]);
+            balance.add_mul(-self.eta_c * dt_h, c[t]);
+            balance.add_mul(dt_h / self.eta_d, d[t]);
+            let inflow = if t == 0 {
+                self.keep * self.s0
+            } else {
+                balance.add_mul(-self.keep, s[t - 1]);
+                0.0
+            };
+            rows.push(constraint!(balance == inflow));
+        }
+        if let TerminalSoc::AtLeastWh(target_wh) = self.terminal {
+            rows.push(constraint!(s[n - 1] >= target_wh / W_PER_MW));
+        }
+        for &(t, zt) in &z {
+            rows.push(constraint!(c[t] - self.p_c * zt <= 0.0));
+            rows.push(constraint!(d[t] + self.p_d * zt <= self.p_d));
+        }
+        let read: Vec<Variable> = c.iter().chain(&d).chain(&s).copied().collect();
+        solve_lp(backend, vars, objective, rows, &read)
+    }
 }
 
 /// Names the constraint that makes the battery LP infeasible. Called only after a solver
