@@ -1,20 +1,29 @@
-//! `voltex sim`: run a scenario (`voltex sim scenarios/x.toml [--out DIR]`) and the
-//! event-queue benchmark (`voltex sim bench-des [--quick]`).
+//! `voltex sim`: run a scenario (`voltex sim scenarios/x.toml [--out DIR]`), a grid of
+//! variants of it (`--sweep strategy=perfect,naive_lp seed=1,2`, run in parallel across
+//! cores, printed as a comparison table) and the event-queue benchmark
+//! (`voltex sim bench-des [--quick]`).
 //!
 //! The simulation itself is `voltex_sim::run::run`, a pure function of the scenario,
 //! the price file and the seed; this module reads files, shows progress with the
-//! simulated-time rate (the only wall-clock reads), and writes the outputs.
+//! simulated-time rate and the process's resident memory (the only wall-clock and
+//! `/proc` reads), and writes the outputs. A sweep's variants are independent runs, so
+//! their results do not depend on the thread count.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use voltex_dispatch::ScheduleVerifier;
 use voltex_market::series::{PriceSeries, SeriesLayout};
+use voltex_sim::check;
 use voltex_sim::des::bench::{HoldConfig, HoldWorkload, fill, run_hold};
 use voltex_sim::des::{EventQueue, HeapQueue, RadixQueue};
+use voltex_sim::run::SimOutput;
 use voltex_sim::run::{Progress, run};
-use voltex_sim::scenario::Scenario;
+use voltex_sim::scenario::{Scenario, StrategyKind};
 
 /// Arguments of `voltex sim`.
 #[derive(Args, Debug)]
@@ -27,12 +36,41 @@ pub struct SimArgs {
     /// Output folder (default: out/<scenario name>).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run a grid of variants instead: KEY=V1,V2 ... with KEY one of strategy
+    /// (perfect_foresight|lear_lp|naive_lp|rule_based, or perfect|lear|naive|rule),
+    /// seed, days, loss. Every combination runs, in parallel across cores.
+    #[arg(long, num_args = 1..)]
+    sweep: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
 enum SimCommand {
     /// Hold-model benchmark of the DES event queue against a BinaryHeap reference.
     BenchDes(BenchDesArgs),
+    /// Replay a schedule set against a fleet state before it goes live: every
+    /// device-interval that would break a limit, expected P&L and imbalance.
+    CheckSchedule(CheckScheduleArgs),
+}
+
+/// Arguments of `voltex sim check-schedule`.
+#[derive(Args, Debug)]
+struct CheckScheduleArgs {
+    /// Schedule set: JSON array of signed schedules (as dispatch sends) or schedules.
+    schedules: PathBuf,
+    /// Fleet state: JSON {"devices": [{device, soc_wh, battery parameters...}]}.
+    fleet: PathBuf,
+    /// Price file (epftoolbox layout) covering the schedules' windows.
+    #[arg(long)]
+    prices: PathBuf,
+    /// Replay interval in minutes (divides 60).
+    #[arg(long, default_value_t = 15)]
+    interval_minutes: u32,
+    /// Platform public key (64 hex digits): also verify the signatures.
+    #[arg(long)]
+    public_key: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `voltex sim bench-des`.
@@ -50,6 +88,8 @@ struct BenchDesArgs {
 pub fn run_cmd(args: &SimArgs) -> Result<()> {
     match (&args.command, &args.scenario) {
         (Some(SimCommand::BenchDes(bench)), _) => bench_des(bench),
+        (Some(SimCommand::CheckSchedule(check)), _) => check_schedule(check),
+        (None, Some(path)) if !args.sweep.is_empty() => sweep(path, &args.sweep),
         (None, Some(path)) => run_scenario(path, args.out.as_deref()),
         (None, None) => bail!("give a scenario file (voltex sim scenarios/x.toml) or bench-des"),
     }
@@ -60,7 +100,15 @@ fn now() -> std::time::Instant {
     std::time::Instant::now()
 }
 
-fn run_scenario(path: &Path, out: Option<&Path>) -> Result<()> {
+/// Resident set size of this process in bytes (Linux `/proc`; `None` elsewhere).
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn load(path: &Path) -> Result<(Scenario, PriceSeries)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let scenario = Scenario::parse(&path.display().to_string(), &text)?;
@@ -72,6 +120,11 @@ fn run_scenario(path: &Path, out: Option<&Path>) -> Result<()> {
         .with_context(|| format!("reading market data {}", data.display()))?;
     let series =
         PriceSeries::parse_csv(&data.display().to_string(), &csv, &SeriesLayout::default())?;
+    Ok((scenario, series))
+}
+
+fn run_scenario(path: &Path, out: Option<&Path>) -> Result<()> {
+    let (scenario, series) = load(path)?;
     let out = out.map_or_else(
         || PathBuf::from("out").join(&scenario.name),
         Path::to_path_buf,
@@ -83,8 +136,11 @@ fn run_scenario(path: &Path, out: Option<&Path>) -> Result<()> {
         scenario.market.days.get_ref(),
         scenario.seed
     );
+    let rss_before = rss_bytes();
+    let mut rss_last = None;
     let started = now();
     let mut show = |p: Progress| {
+        rss_last = rss_bytes();
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         let width = 30;
         let filled = (p.days_done as usize * width) / p.days_total.max(1) as usize;
@@ -113,18 +169,254 @@ fn run_scenario(path: &Path, out: Option<&Path>) -> Result<()> {
         s.pnl.profit_eur, s.pnl.market_eur, s.pnl.imbalance_eur, s.pnl.wear_eur
     );
     println!(
-        "{} events, {:.0} device-intervals in {wall:.2} s wall ({:.1} M device-intervals/s), \
-         {} B state per battery",
+        "{} events, {:.0} device-intervals in {wall:.2} s wall ({:.2} M events/s, \
+         {:.2} M device-intervals/s)",
         s.counters.n_events,
         device_intervals,
+        s.counters.n_events as f64 / wall / 1e6,
         device_intervals / wall / 1e6,
-        s.device_state_bytes
     );
+    if let (Some(before), Some(last)) = (rss_before, rss_last) {
+        let growth = last.saturating_sub(before);
+        println!(
+            "resident memory grew {:.1} MB during the run (after the last day) = {:.0} B per \
+             battery (everything the run holds: agents, stores, platform, per-interval rows)",
+            growth as f64 / 1e6,
+            growth as f64 / s.n_devices.max(1) as f64
+        );
+    }
     println!("result hash {}", s.result_hash);
     println!(
         "wrote {}/summary.json, intervals.csv, report.html",
         out.display()
     );
+    Ok(())
+}
+
+fn check_schedule(args: &CheckScheduleArgs) -> Result<()> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let set = check::parse_schedule_set(
+        &args.schedules.display().to_string(),
+        &read(&args.schedules)?,
+    )?;
+    let fleet = check::parse_fleet_state(&args.fleet.display().to_string(), &read(&args.fleet)?)?;
+    let series = PriceSeries::parse_csv(
+        &args.prices.display().to_string(),
+        &read(&args.prices)?,
+        &SeriesLayout::default(),
+    )?;
+    let verifier = match &args.public_key {
+        Some(hex) => {
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| {
+                    hex.get(i..i + 2)
+                        .and_then(|b| u8::from_str_radix(b, 16).ok())
+                })
+                .collect::<Option<_>>()
+                .context("--public-key: not hex")?;
+            let bytes: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("--public-key: expected 32 bytes (64 hex digits)"))?;
+            Some(ScheduleVerifier::from_public_bytes(&bytes)?)
+        }
+        None => None,
+    };
+    let report = check::check_schedules(
+        &set,
+        &fleet,
+        &series,
+        i64::from(args.interval_minutes) * 60,
+        verifier.as_ref(),
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    for v in &report.violations {
+        println!(
+            "{} {} v{} {:?}: target {} W, feasible {} W",
+            v.at.to_datetime().format("%Y-%m-%dT%H:%M:%SZ"),
+            v.device,
+            v.version,
+            v.kind,
+            v.target_w,
+            v.feasible_w
+        );
+    }
+    println!(
+        "{} schedules, {} devices, {} device-intervals: {} violations{}",
+        set.len(),
+        report.n_devices,
+        report.n_device_intervals,
+        report.violations.len(),
+        if verifier.is_some() {
+            ""
+        } else {
+            " (signatures not checked: no --public-key)"
+        }
+    );
+    println!(
+        "energy scheduled {} MWh, delivered {} MWh, |imbalance| {} MWh",
+        report.scheduled_mwh, report.delivered_mwh, report.imbalance_abs_mwh
+    );
+    println!(
+        "expected profit {} EUR (market {}, imbalance {}, wear {})",
+        report.profit_eur, report.market_eur, report.imbalance_eur, report.wear_eur
+    );
+    Ok(())
+}
+
+/// One axis of a sweep: a key and its values.
+struct Axis {
+    key: String,
+    values: Vec<String>,
+}
+
+fn parse_axes(specs: &[String]) -> Result<Vec<Axis>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let Some((key, values)) = spec.split_once('=') else {
+                bail!("sweep axis {spec:?}: expected KEY=V1,V2,...");
+            };
+            let values: Vec<String> = values.split(',').map(str::to_string).collect();
+            if values.iter().any(String::is_empty) {
+                bail!("sweep axis {spec:?}: empty value");
+            }
+            Ok(Axis {
+                key: key.to_string(),
+                values,
+            })
+        })
+        .collect()
+}
+
+fn strategy_named(value: &str) -> Result<StrategyKind> {
+    Ok(match value {
+        "perfect" | "perfect_foresight" => StrategyKind::PerfectForesight,
+        "lear" | "lear_lp" => StrategyKind::LearLp,
+        "naive" | "naive_lp" => StrategyKind::NaiveLp,
+        "rule" | "rule_based" => StrategyKind::RuleBased,
+        _ => bail!("unknown strategy {value:?}"),
+    })
+}
+
+/// `scenario` with `key = value`.
+fn apply_axis(scenario: &mut Scenario, key: &str, value: &str) -> Result<()> {
+    let bad = |what: &str| anyhow::anyhow!("sweep {key}={value}: {what}");
+    match key {
+        "strategy" => scenario.strategy.kind = strategy_named(value)?,
+        "seed" => scenario.seed = value.parse().map_err(|_| bad("not an integer"))?,
+        "days" => {
+            let days: u32 = value.parse().map_err(|_| bad("not an integer"))?;
+            if days == 0 {
+                return Err(bad("must be >= 1"));
+            }
+            *scenario.market.days.get_mut() = days;
+        }
+        "loss" => {
+            let loss: f64 = value.parse().map_err(|_| bad("not a number"))?;
+            if !(0.0..=1.0).contains(&loss) {
+                return Err(bad("must be in [0, 1]"));
+            }
+            *scenario.network.loss.get_mut() = loss;
+        }
+        _ => bail!("unknown sweep key {key:?} (strategy, seed, days, loss)"),
+    }
+    Ok(())
+}
+
+/// One sweep variant's outcome and its wall time in seconds.
+type VariantResult = (Result<SimOutput, String>, f64);
+
+fn sweep(path: &Path, specs: &[String]) -> Result<()> {
+    let (base, series) = load(path)?;
+    let axes = parse_axes(specs)?;
+    // Every combination, first axis slowest.
+    let mut variants: Vec<(String, Scenario)> = vec![(String::new(), base)];
+    for axis in &axes {
+        let mut next = Vec::new();
+        for (label, scenario) in &variants {
+            for value in &axis.values {
+                let mut scenario = scenario.clone();
+                apply_axis(&mut scenario, &axis.key, value)?;
+                let sep = if label.is_empty() { "" } else { " " };
+                next.push((format!("{label}{sep}{}={value}", axis.key), scenario));
+            }
+        }
+        variants = next;
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(variants.len());
+    eprintln!(
+        "sweep: {} variants of {} on {threads} threads",
+        variants.len(),
+        path.display()
+    );
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<VariantResult>>> = Mutex::new(vec![None; variants.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((_, scenario)) = variants.get(i) else {
+                        break;
+                    };
+                    let started = now();
+                    let result = run(scenario, &series, &mut |_| {}).map_err(|e| e.to_string());
+                    let wall = started.elapsed().as_secs_f64();
+                    if let Ok(mut results) = results.lock() {
+                        results[i] = Some((result, wall));
+                    }
+                }
+            });
+        }
+    });
+    let results = results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a sweep thread panicked"))?;
+    let width = variants
+        .iter()
+        .map(|(l, _)| l.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    println!(
+        "{:<width$} {:>14} {:>14} {:>12} {:>11} {:>9} {:>9} {:>8} {:>17}",
+        "variant",
+        "profit EUR",
+        "market EUR",
+        "imbal. EUR",
+        "wear EUR",
+        "accepted",
+        "fallback",
+        "wall s",
+        "result hash"
+    );
+    for ((label, _), result) in variants.iter().zip(results) {
+        match result {
+            Some((Ok(out), wall)) => {
+                let s = &out.summary;
+                println!(
+                    "{label:<width$} {:>14.2} {:>14.2} {:>12.2} {:>11.2} {:>9} {:>9} {wall:>8.2} {:>17}",
+                    s.pnl.profit_eur,
+                    s.pnl.market_eur,
+                    s.pnl.imbalance_eur,
+                    s.pnl.wear_eur,
+                    s.counters.schedules_accepted,
+                    s.counters.device_intervals_fallback,
+                    &s.result_hash[..16]
+                );
+            }
+            Some((Err(error), _)) => println!("{label:<width$} error: {error}"),
+            None => println!("{label:<width$} not run"),
+        }
+    }
     Ok(())
 }
 

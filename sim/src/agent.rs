@@ -1,127 +1,193 @@
-//! The device-side decision logic a virtual battery runs: schedule acceptance and the
-//! setpoint of the executor, behind the [`DeviceLogic`] seam.
+//! The virtual batteries' agent: the real `voltex-agent` core, one per device, and the
+//! platform-side construction of the schedules it is sent.
 //!
-//! The real agent core (`voltex-agent`'s `decide` and `Executor`) is being written in
-//! parallel; until it lands, [`ReferenceAgent`] implements the same rules as the
-//! design brief states them, so the simulator can be wired to the real core by
-//! implementing [`DeviceLogic`] for it without touching the fleet model.
+//! Every virtual battery runs a [`voltex_agent::core::AgentCore`] over a
+//! [`voltex_agent::store::memory::MemoryStore`] (the agent crate's own API boundary for
+//! the simulator): schedule acceptance (signature, device, version, expiry, lateness,
+//! limits), the interval executor with its fallback, and the outbox of acks drained by
+//! platform receipts. Nothing of that logic is re-implemented here; this module only
+//! holds the cores, commits their write batches to their stores, and builds
+//! configurations and schedules.
 //!
-//! A device keeps up to [`SLOTS`] accepted schedules (a day's schedule arrives the day
-//! before, while today's still runs). Schedules are identified by a version (the
-//! platform's monotonic counter) and carry a validity window `[valid_from, valid_until)`
-//! of whole intervals.
+//! # What the simulator does differently from the live runtime (and why)
+//! - **Execution log lines are not stored.** Each [`WriteBatch`]'s `exec_log` is
+//!   cleared before [`MemoryStore::apply`]: the log is a debugging aid the core never
+//!   reads back, and `MemoryStore` keeps up to 1,024 lines per device (about 100 KB), far
+//!   more than a fleet of thousands can afford. Records, outbox and sequence numbers —
+//!   everything [`AgentCore::restore`] reads — are stored exactly.
+//! - **Ticks at boundaries only.** The runtime ticks every second; the simulator ticks
+//!   a core at the boundaries [`voltex_agent::executor::Executor::next_boundary`] names
+//!   (plus every segment of a device under a fault, and right after a schedule or a
+//!   reboot), which the executor documents as sufficient when no ramp and no emergency
+//!   stop are in play (the platform sends `ramp_s = 0`, the simulator never engages the
+//!   stop). Between boundaries the commanded setpoint is read back unchanged.
+//! - **No telemetry samples** are queued: the platform reads delivered energy and the SoC
+//!   sensors from the world directly, so the outbox carries acks only.
 //!
-//! # Rules ([`ReferenceAgent`])
-//! - A schedule whose window has ended on the device's clock is rejected (`Expired`).
-//! - A version already held is a duplicate: acknowledged again, nothing changes.
-//! - Otherwise it is accepted into the slot holding the oldest version (or an empty
-//!   one); a late-arriving older version is still accepted if its window is open
-//!   (windows of different days do not overlap, so nothing it replaces is live).
-//! - The setpoint at device time `t` comes from the held schedule whose window contains
-//!   `t`, interval `(t − valid_from) / interval`; with none, the fallback (idle, 0 W).
+//! # Invariants
+//! - A device's store holds exactly what its core committed (minus log lines), so a
+//!   reboot (`AgentCore::restore(config, store.state())`) sees every accepted schedule.
+//! - [`schedule_periods`] describes exactly the same setpoint per interval as its input.
 
-/// Schedules a device holds at once.
-pub const SLOTS: usize = 2;
+use voltex_agent::acceptance::{AcceptanceConfig, AcceptancePolicy, DeviceLimits};
+use voltex_agent::core::{AgentCore, CoreConfig};
+use voltex_agent::executor::ExecutorConfig;
+use voltex_agent::outbox::OutboxConfig;
+use voltex_agent::store::WriteBatch;
+use voltex_agent::store::memory::MemoryStore;
+use voltex_dispatch::message::{DeviceId, Fallback, SchedulePeriod};
+use voltex_dispatch::{ScheduleVerifier, SignedSchedule};
+use voltex_market::battery::BatterySpec;
 
-/// What a device holds for one schedule: its version (0 = empty slot).
-pub type Slots = [u32; SLOTS];
+/// Schedule records a core keeps beyond the live one (terminal records beyond this are
+/// pruned by the core, oldest first).
+pub const RECORDS_MAX: usize = 1;
 
-/// The identity and window of one schedule, as the device sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ScheduleRef {
-    /// Monotonic version (>= 1).
-    pub version: u32,
-    /// Start of the validity window, ns.
-    pub valid_from_ns: i64,
-    /// End of the validity window (exclusive), ns.
-    pub valid_until_ns: i64,
+/// Acks a device keeps waiting for a receipt (the agent's default bound is sized for a
+/// week of telemetry; the simulator queues acks only, a handful per day).
+pub const OUTBOX_LEN_MAX: usize = 256;
+
+/// The device id of device `index`: `d<index>` (always a valid [`DeviceId`]).
+pub fn device_id(index: usize) -> DeviceId {
+    DeviceId::new(format!("d{index}")).expect("d<digits> is a valid device id")
 }
 
-/// The device's answer to an incoming schedule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// Stored; the slots to keep.
-    Accept(Slots),
-    /// Already held: re-acknowledge, keep the slots.
-    Duplicate,
-    /// The window is over on the device's clock.
-    Expired,
+/// The agent configuration of device `index` of a group with `spec`.
+pub fn core_config(index: usize, spec: &BatterySpec, verifier: &ScheduleVerifier) -> CoreConfig {
+    let limits = DeviceLimits {
+        max_charge_w: spec.max_charge_w,
+        max_discharge_w: spec.max_discharge_w,
+    };
+    CoreConfig {
+        acceptance: AcceptanceConfig {
+            device: device_id(index),
+            limits,
+            verifier: verifier.clone(),
+            policy: AcceptancePolicy::default(),
+        },
+        executor: ExecutorConfig {
+            limits,
+            seed: index as u64,
+            default_fallback: Fallback::Idle,
+            fallback_ramp_s: 0,
+            clock_step_tolerance_s: 5,
+        },
+        outbox: OutboxConfig {
+            len_max: OUTBOX_LEN_MAX,
+        },
+        records_max: RECORDS_MAX,
+    }
 }
 
-/// Where the device's setpoint comes from at one moment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// Interval `index` of the schedule with `version`.
-    Schedule {
-        /// The schedule's version.
-        version: u32,
-        /// Interval index within it.
-        index: usize,
-    },
-    /// No valid schedule: the fallback policy (idle).
-    Fallback,
+/// One virtual battery's agent: its core (lost while rebooting) and its durable store.
+#[derive(Debug)]
+pub struct VirtualAgent {
+    core: Option<Box<AgentCore>>,
+    store: MemoryStore,
 }
 
-/// The agent logic a virtual battery runs (the seam for the real `voltex-agent` core).
-pub trait DeviceLogic {
-    /// Decides on `incoming` given the held `slots`, at `device_now_ns` on the device's
-    /// clock. `window_of` gives the window of a held version.
-    fn decide(
-        &self,
-        slots: &Slots,
-        incoming: ScheduleRef,
-        device_now_ns: i64,
-        window_of: &dyn Fn(u32) -> ScheduleRef,
-    ) -> Decision;
-
-    /// Where the setpoint comes from at `device_now_ns`.
-    fn source(
-        &self,
-        slots: &Slots,
-        device_now_ns: i64,
-        interval_ns: i64,
-        window_of: &dyn Fn(u32) -> ScheduleRef,
-    ) -> Source;
-}
-
-/// The rules in the [module docs](self); stateless, so one instance serves a fleet.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReferenceAgent;
-
-impl DeviceLogic for ReferenceAgent {
-    fn decide(
-        &self,
-        slots: &Slots,
-        incoming: ScheduleRef,
-        device_now_ns: i64,
-        _window_of: &dyn Fn(u32) -> ScheduleRef,
-    ) -> Decision {
-        if slots.contains(&incoming.version) {
-            return Decision::Duplicate;
+impl VirtualAgent {
+    /// A first-boot agent (empty store).
+    pub fn boot(config: CoreConfig) -> VirtualAgent {
+        let store = MemoryStore::new();
+        let core = AgentCore::restore(config, store.state());
+        VirtualAgent {
+            core: Some(Box::new(core)),
+            store,
         }
-        if incoming.valid_until_ns <= device_now_ns {
-            return Decision::Expired;
-        }
-        let mut next = *slots;
-        let oldest = (0..SLOTS).min_by_key(|&i| next[i]).unwrap_or(0);
-        next[oldest] = incoming.version;
-        Decision::Accept(next)
     }
 
-    fn source(
-        &self,
-        slots: &Slots,
-        device_now_ns: i64,
-        interval_ns: i64,
-        window_of: &dyn Fn(u32) -> ScheduleRef,
-    ) -> Source {
-        for &version in slots.iter().filter(|v| **v != 0) {
-            let w = window_of(version);
-            if (w.valid_from_ns..w.valid_until_ns).contains(&device_now_ns) {
-                let index = ((device_now_ns - w.valid_from_ns) / interval_ns) as usize;
-                return Source::Schedule { version, index };
-            }
+    /// The running core, `None` while the device reboots.
+    pub fn core(&self) -> Option<&AgentCore> {
+        self.core.as_deref()
+    }
+
+    /// The running core, `None` while the device reboots.
+    pub fn core_mut(&mut self) -> Option<&mut AgentCore> {
+        self.core.as_deref_mut()
+    }
+
+    /// Commits a batch to the store (without its log lines; see the module doc).
+    pub fn commit(&mut self, mut batch: WriteBatch) {
+        batch.exec_log.clear();
+        if !batch.is_empty() {
+            self.store.apply(&batch);
         }
-        Source::Fallback
+    }
+
+    /// Power loss: the core and everything only in RAM are gone; the store survives.
+    pub fn lose_ram(&mut self) {
+        self.core = None;
+    }
+
+    /// Boot after a power loss: the core is restored from the store.
+    pub fn restore(&mut self, config: CoreConfig) {
+        self.core = Some(Box::new(AgentCore::restore(config, self.store.state())));
+    }
+
+    /// Whether the store holds a record of `signed` (tests).
+    pub fn stored(&self, signed: &SignedSchedule) -> bool {
+        self.store
+            .state()
+            .records
+            .iter()
+            .any(|r| r.signed == *signed)
+    }
+}
+
+/// The schedule periods for one setpoint per interval (`targets_w`, W), starting at
+/// offset 0: a period only where the setpoint changes, plus one at the last interval
+/// (so the agent's lateness check — "last period started more than a minute ago" —
+/// means the same as for one period per interval). `ramp_s` is 0 (steps).
+pub fn schedule_periods(targets_w: &[i64], interval_s: u32) -> Vec<SchedulePeriod> {
+    let mut periods: Vec<SchedulePeriod> = Vec::new();
+    let last = targets_w.len().saturating_sub(1);
+    for (k, &target_w) in targets_w.iter().enumerate() {
+        let changed = periods.last().is_none_or(|p| p.target_w != target_w);
+        if changed || k == last {
+            periods.push(SchedulePeriod {
+                offset_s: k as u32 * interval_s,
+                target_w,
+                ramp_s: 0,
+            });
+        }
+    }
+    periods
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand(periods: &[SchedulePeriod], n: usize, interval_s: u32) -> Vec<i64> {
+        (0..n)
+            .map(|k| {
+                let t = k as u32 * interval_s;
+                periods
+                    .iter()
+                    .rev()
+                    .find(|p| p.offset_s <= t)
+                    .map_or(0, |p| p.target_w)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compacted_periods_give_the_same_setpoint_every_interval() {
+        let targets = [0, 0, -5, -5, -5, 3, 0, 0, 0];
+        let periods = schedule_periods(&targets, 900);
+        assert_eq!(expand(&periods, targets.len(), 900), targets);
+        assert_eq!(periods.first().map(|p| p.offset_s), Some(0));
+        assert_eq!(periods.last().map(|p| p.offset_s), Some(8 * 900));
+        assert_eq!(
+            periods.len(),
+            5,
+            "changes at 0, 2, 5, 6, plus the last interval"
+        );
+    }
+
+    #[test]
+    fn a_single_interval_gives_one_period() {
+        assert_eq!(schedule_periods(&[7], 60).len(), 1);
     }
 }

@@ -9,8 +9,10 @@
 //!   [`des::Model`] / [`des::Scheduler`] handler API, the `BinaryHeap` reference
 //!   queue and the hold-model benchmark.
 //! - [`scenario`]: the TOML scenario format, with errors that name file, line and field.
-//! - [`agent`]: the device logic seam ([`agent::DeviceLogic`]) and the reference rules
-//!   that stand in for the `voltex-agent` core until it lands.
+//! - [`agent`]: every virtual battery's agent — the real `voltex-agent` core
+//!   (`AgentCore` over its in-memory store) — and the schedules the platform builds.
+//! - [`check`]: `check-schedule`, a schedule set replayed against a fleet state:
+//!   limit violations per device-interval, expected P&L and imbalance.
 //! - [`network`]: latency (log-normal), loss, duplication; partitions come from windows.
 //! - [`world`]: the simulated world as one DES model: platform planning, dispatch,
 //!   cohort steps of struct-of-arrays battery state, faults, exact settlement.
@@ -36,6 +38,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod check;
 pub mod des;
 pub mod network;
 pub mod report;

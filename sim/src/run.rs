@@ -10,7 +10,6 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use voltex_market::series::PriceSeries;
 
-use crate::agent::{DeviceLogic, ReferenceAgent};
 use crate::des::{Scheduler, run_until};
 use crate::scenario::Scenario;
 use crate::world::{Counters, Event, IntervalRow, SimError, World};
@@ -65,8 +64,6 @@ pub struct Summary {
     pub energy: Energy,
     /// Dispatch and fault counters.
     pub counters: Counters,
-    /// Bytes of device state per battery.
-    pub device_state_bytes: usize,
     /// blake3 of the CSV and of this summary without the hash, hex.
     pub result_hash: String,
 }
@@ -136,7 +133,10 @@ fn csv(rows: &[IntervalRow]) -> String {
     out
 }
 
-/// Runs `scenario` over `series` with the reference agent logic.
+/// What the virtual batteries run, as named in the summary.
+pub const DEVICE_LOGIC: &str = "voltex-agent AgentCore + MemoryStore, ed25519-signed schedules";
+
+/// Runs `scenario` over `series`: every virtual battery runs the real agent core.
 ///
 /// # Errors
 /// [`SimError`] if the data does not cover the run or the platform fails to plan.
@@ -145,41 +145,20 @@ pub fn run(
     series: &PriceSeries,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<SimOutput, SimError> {
-    run_with(
-        scenario,
-        series,
-        ReferenceAgent,
-        "reference-agent (sim::agent)",
-        progress,
-    )
-}
-
-/// Runs `scenario` with the given device logic.
-///
-/// # Errors
-/// As [`run`].
-pub fn run_with<L: DeviceLogic>(
-    scenario: &Scenario,
-    series: &PriceSeries,
-    logic: L,
-    logic_name: &str,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<SimOutput, SimError> {
-    let (world, _) = simulate(scenario, series, logic, progress)?;
-    Ok(output(scenario, &world, logic_name))
+    let (world, _) = simulate(scenario, series, progress)?;
+    Ok(output(scenario, &world))
 }
 
 /// Runs the DES to the end and returns the final world (for tests and custom reports).
 ///
 /// # Errors
 /// As [`run`].
-pub fn simulate<'a, L: DeviceLogic>(
+pub fn simulate<'a>(
     scenario: &Scenario,
     series: &'a PriceSeries,
-    logic: L,
     progress: &mut dyn FnMut(Progress),
-) -> Result<(World<'a, L>, u64), SimError> {
-    let mut world = World::new(scenario, series, logic)?;
+) -> Result<(World<'a>, u64), SimError> {
+    let mut world = World::new(scenario, series)?;
     let mut sched: Scheduler<Event> = Scheduler::new(world.start_ns());
     world.seed_events(&mut sched);
     let days = *scenario.market.days.get_ref();
@@ -199,11 +178,7 @@ pub fn simulate<'a, L: DeviceLogic>(
     Ok((world, n_events))
 }
 
-fn output<L: DeviceLogic>(
-    scenario: &Scenario,
-    world: &World<'_, L>,
-    logic_name: &str,
-) -> SimOutput {
+fn output(scenario: &Scenario, world: &World<'_>) -> SimOutput {
     let scale = world.money_scale();
     let (market, imbalance, wear) = world.money();
     let pnl = Pnl {
@@ -229,13 +204,12 @@ fn output<L: DeviceLogic>(
         scenario: scenario.name.clone(),
         seed: scenario.seed,
         strategy: format!("{:?}", scenario.strategy.kind),
-        device_logic: logic_name.to_string(),
+        device_logic: DEVICE_LOGIC.to_string(),
         n_devices: world.n_devices(),
         n_intervals: rows.len(),
         pnl,
         energy,
         counters: world.counters().clone(),
-        device_state_bytes: world.bytes_per_device(),
         result_hash: String::new(),
     };
     let mut hasher = blake3::Hasher::new();

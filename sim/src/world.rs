@@ -8,16 +8,29 @@
 //! the fleet's position (price-taker: the whole plan clears at the replayed price),
 //! allocates it to devices (every device of a group gets the group's per-device plan:
 //! the LP is linear, so the plan of `n` identical batteries is `n` times the plan of
-//! one) and sends each device its schedule through the virtual network, resending to
-//! devices that have not acknowledged every `retry_s`, up to `max_retries` times.
+//! one) and dispatches it.
+//!
+//! # Dispatch
+//! Each device gets a real [`voltex_dispatch::Schedule`] (schedule id = device index + 1,
+//! version = day + 1) valid from the planning moment to the end of day `d`: the rest
+//! of the day in progress (as already planned) followed by day `d`, so the new version
+//! supersedes the old one without a gap. The platform signs it with its ed25519 key
+//! ([`ScheduleSigner`], both cores in parallel, deterministic) and sends it through the
+//! virtual network, resending to devices that have not acknowledged it every
+//! `retry_s`, up to `max_retries` times. Devices run the real agent core
+//! ([`crate::agent`]): `receive` + `decide_pending` on delivery, then they send their
+//! outbox (real [`Ack`] messages) back through the network; the platform stores acks in
+//! outbox-sequence order (go-back-N: an ack after a gap is dropped and comes again with
+//! the next flush), counts their statuses and answers with a [`Receipt`]. A device
+//! re-sends every unreceipted ack whenever a schedule reaches it and after a reboot.
 //!
 //! Each battery group steps as **one cohort event per interval boundary**: the event
-//! walks the group's contiguous struct-of-arrays state (SoC, held schedules, fault
-//! mask, energy counters), so a 10,000-battery interval is one heap operation. Per
-//! device it asks the agent logic ([`DeviceLogic`]) for the setpoint, lets the
-//! executor clip it to what the battery can do according to the (possibly drifting)
-//! SoC sensor, lets the physics clip it to what the battery really can do, and steps
-//! the SoC with the shared [`BatterySpec`] physics.
+//! walks the group's contiguous struct-of-arrays state (SoC, fault mask, energy
+//! counters, the agents), so a 10,000-battery interval is one heap operation. Per
+//! device it ticks the agent core at the device's clock (see [`crate::agent`] for when
+//! a tick is needed), lets the driver clip the setpoint to what the battery can do
+//! according to the (possibly drifting) SoC sensor, lets the physics clip it to what
+//! the battery really can do, and steps the SoC with the shared [`BatterySpec`] physics.
 //!
 //! # Money
 //! Prices, the imbalance penalty and wear costs are converted once to integer
@@ -33,17 +46,27 @@
 //! - No wall clock, no unseeded randomness, no hash-map iteration: a run is a function
 //!   of the scenario, the price series and the seed.
 
-use rand::SeedableRng;
+use std::sync::Arc;
+
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
+use voltex_agent::executor::{Mode, MonoNanos};
+use voltex_agent::outbox::next_messages;
+use voltex_dispatch::message::{AckStatus, ScheduleRejection};
+use voltex_dispatch::{
+    Ack, Fallback, Message, Receipt, Schedule, ScheduleId, ScheduleSigner, ScheduleVerifier,
+    SignedSchedule,
+};
 use voltex_engine::forecast::{ForecastError, Forecaster, Lear, LearConfig, NaiveForecaster};
 use voltex_engine::optimise::rule::DailyRule;
 use voltex_engine::optimise::{LpBackend, OptimiseError, PlanConfig, TerminalSoc, plan_battery};
+use voltex_market::UtcNanos;
 use voltex_market::battery::BatterySpec;
 use voltex_market::series::PriceSeries;
 
-use crate::agent::{Decision, DeviceLogic, ScheduleRef, Slots, Source};
+use crate::agent::{VirtualAgent, core_config, device_id, schedule_periods};
 use crate::des::{Model, Scheduler};
 use crate::network::{Delivery, Network};
 use crate::scenario::{FaultKind, Scenario, StrategyKind};
@@ -92,7 +115,7 @@ pub enum SimError {
 }
 
 /// The events of the world.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Platform: forecast, optimise, commit and send day `day`'s schedules.
     Plan {
@@ -108,19 +131,26 @@ pub enum Event {
         /// 0 for the first send.
         attempt: u16,
     },
-    /// A schedule reaches a device.
+    /// A signed schedule reaches a device.
     Deliver {
         /// Device index.
         device: u32,
-        /// Schedule version (day + 1).
-        version: u32,
+        /// The message.
+        signed: Arc<SignedSchedule>,
     },
     /// An ack reaches the platform.
     AckArrive {
         /// Device index.
         device: u32,
-        /// Acknowledged version.
-        version: u32,
+        /// The message.
+        ack: Box<Ack>,
+    },
+    /// A receipt reaches a device.
+    ReceiptArrive {
+        /// Device index.
+        device: u32,
+        /// Highest outbox sequence number the platform has stored.
+        through_seq: u64,
     },
     /// Cohort step: every device of `group` executes interval `interval`.
     Step {
@@ -183,14 +213,28 @@ pub struct Counters {
     pub messages_duplicated: u64,
     /// Schedules that reached a device that was down.
     pub schedules_to_down_device: u64,
-    /// Schedules accepted.
+    /// Schedules the agents accepted (their own verdicts).
     pub schedules_accepted: u64,
-    /// Duplicates recognised by the agent.
+    /// Schedules the agents rejected (their own verdicts).
+    pub schedules_rejected: u64,
+    /// Copies the agents recognised as duplicates (no new state, no new ack).
     pub schedules_duplicate: u64,
-    /// Schedules rejected as expired.
-    pub schedules_expired: u64,
-    /// Acks received by the platform.
+    /// Ack messages sent by devices (first sends and re-sends).
+    pub acks_sent: u64,
+    /// Acks the platform stored (in sequence; each counted once).
     pub acks_received: u64,
+    /// Acks that arrived again after being stored (re-sends, duplicates).
+    pub acks_repeated: u64,
+    /// Acks dropped by the platform because an earlier one was missing (go-back-N).
+    pub acks_out_of_order: u64,
+    /// Stored acks by status, as the devices reported them.
+    pub ack_status: AckCounts,
+    /// Receipts sent by the platform.
+    pub receipts_sent: u64,
+    /// Agent cores restored from their store after a reboot.
+    pub agents_restored: u64,
+    /// Agent core ticks.
+    pub agent_ticks: u64,
     /// Device-intervals run on the fallback policy.
     pub device_intervals_fallback: u64,
     /// Device-intervals a device was down (offline or rebooting).
@@ -199,6 +243,59 @@ pub struct Counters {
     pub device_intervals_stuck: u64,
     /// Device-intervals stepped.
     pub device_intervals: u64,
+}
+
+/// Acks stored by the platform, by 2030.5-style status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AckCounts {
+    /// `Received`.
+    pub received: u64,
+    /// `Accepted`.
+    pub accepted: u64,
+    /// `Started`.
+    pub started: u64,
+    /// `Completed`.
+    pub completed: u64,
+    /// `Superseded`.
+    pub superseded: u64,
+    /// `Failed`.
+    pub failed: u64,
+    /// `Rejected(InvalidSignature)`.
+    pub rejected_invalid_signature: u64,
+    /// `Rejected(Expired)`.
+    pub rejected_expired: u64,
+    /// `Rejected(Late)`.
+    pub rejected_late: u64,
+    /// `Rejected(OlderVersion)`.
+    pub rejected_older_version: u64,
+    /// `Rejected(ExceedsDeviceLimits)`.
+    pub rejected_exceeds_limits: u64,
+    /// `Rejected` for another reason (wrong device, malformed).
+    pub rejected_other: u64,
+}
+
+impl AckCounts {
+    fn count(&mut self, status: AckStatus) {
+        let counter = match status {
+            AckStatus::Received => &mut self.received,
+            AckStatus::Accepted => &mut self.accepted,
+            AckStatus::Started => &mut self.started,
+            AckStatus::Completed => &mut self.completed,
+            AckStatus::Superseded { .. } => &mut self.superseded,
+            AckStatus::Failed(_) => &mut self.failed,
+            AckStatus::Rejected(reason) => match reason {
+                ScheduleRejection::InvalidSignature => &mut self.rejected_invalid_signature,
+                ScheduleRejection::Expired => &mut self.rejected_expired,
+                ScheduleRejection::Late => &mut self.rejected_late,
+                ScheduleRejection::OlderVersion => &mut self.rejected_older_version,
+                ScheduleRejection::ExceedsDeviceLimits => &mut self.rejected_exceeds_limits,
+                ScheduleRejection::WrongDevice | ScheduleRejection::Malformed => {
+                    &mut self.rejected_other
+                }
+            },
+        };
+        *counter += 1;
+    }
 }
 
 /// One interval of the run, fleet-wide.
@@ -224,9 +321,13 @@ pub struct IntervalRow {
     wear_m: i128,
 }
 
+/// Per-device flags of the simulator (not agent state).
+const FLAG_FALLBACK: u8 = 1;
+
 /// The simulated world; see the [module docs](self).
-pub struct World<'a, L: DeviceLogic> {
-    logic: L,
+pub struct World<'a> {
+    signer: ScheduleSigner,
+    verifier: ScheduleVerifier,
     series: &'a PriceSeries,
     strategy: StrategyKind,
     history_days: usize,
@@ -249,14 +350,23 @@ pub struct World<'a, L: DeviceLogic> {
     prices_m: Vec<i128>,
     // Devices, struct of arrays.
     soc_wh: Vec<f64>,
-    ram: Vec<Slots>,
-    store: Vec<Slots>,
-    acked: Vec<u32>,
+    agents: Vec<VirtualAgent>,
+    /// Sim time of the device's next executor boundary (tick then).
+    next_tick: Vec<i64>,
+    /// `FLAG_*` bits.
+    flags: Vec<u8>,
     mask: Vec<u32>,
     grid_in_wh: Vec<f64>,
     grid_out_wh: Vec<f64>,
     loss_wh: Vec<f64>,
     // Platform.
+    /// Per device: the newest version any ack was received for (resends stop).
+    acked: Vec<u32>,
+    /// Per device: highest outbox seq stored in order.
+    stored_through: Vec<u64>,
+    /// Per device: the schedule being sent until acknowledged.
+    pending: Vec<Option<Arc<SignedSchedule>>>,
+    messages: Vec<(Message, u64)>,
     schedules: Vec<Vec<Vec<i64>>>,
     planned_soc: Vec<Vec<f64>>,
     rows: Vec<IntervalRow>,
@@ -270,13 +380,13 @@ fn mantissa_at(value: Decimal, scale: u32) -> i128 {
     v.mantissa()
 }
 
-impl<'a, L: DeviceLogic> World<'a, L> {
+impl<'a> World<'a> {
     /// Builds the world at the start of the run (before the first plan).
     ///
     /// # Errors
     /// [`SimError`] if the price file does not cover the run (and the strategy's
     /// history), its step does not fit the interval, or there are too many windows.
-    pub fn new(scenario: &Scenario, series: &'a PriceSeries, logic: L) -> Result<Self, SimError> {
+    pub fn new(scenario: &Scenario, series: &'a PriceSeries) -> Result<Self, SimError> {
         let interval_s = scenario.interval_s();
         let step_s = 86_400 / series.periods_per_day() as i64;
         if step_s % interval_s != 0 {
@@ -442,8 +552,18 @@ impl<'a, L: DeviceLogic> World<'a, L> {
             .flat_map(|g| std::iter::repeat_n(g.initial_soc_wh, g.end - g.first))
             .collect();
         let n_groups = groups.len();
+        // The platform's dispatch key, drawn from the scenario seed.
+        let mut key_rng = ChaCha8Rng::seed_from_u64(scenario.seed ^ 0xd15b_a7c4);
+        let signer = ScheduleSigner::from_seed(&key_rng.random::<[u8; 32]>());
+        let verifier = signer.verifier();
+        let agents = groups
+            .iter()
+            .flat_map(|g| (g.first..g.end).map(move |i| (i, g)))
+            .map(|(i, g)| VirtualAgent::boot(core_config(i, &g.spec, &verifier)))
+            .collect();
         Ok(World {
-            logic,
+            signer,
+            verifier,
             series,
             strategy,
             history_days,
@@ -465,13 +585,17 @@ impl<'a, L: DeviceLogic> World<'a, L> {
             penalty_m: mantissa_at(penalty, scale),
             prices_m,
             soc_wh,
-            ram: vec![[0; 2]; n_devices],
-            store: vec![[0; 2]; n_devices],
-            acked: vec![0; n_devices],
+            agents,
+            next_tick: vec![i64::MIN; n_devices],
+            flags: vec![0; n_devices],
             mask,
             grid_in_wh: vec![0.0; n_devices],
             grid_out_wh: vec![0.0; n_devices],
             loss_wh: vec![0.0; n_devices],
+            acked: vec![0; n_devices],
+            stored_through: vec![0; n_devices],
+            pending: vec![None; n_devices],
+            messages: Vec::new(),
             schedules: vec![vec![Vec::new(); n_days as usize]; n_groups],
             planned_soc: vec![vec![0.0; n_intervals]; n_groups],
             rows: (0..n_intervals)
@@ -580,11 +704,9 @@ impl<'a, L: DeviceLogic> World<'a, L> {
         (&self.groups[g].spec, self.groups[g].initial_soc_wh)
     }
 
-    /// Bytes of device state per battery (struct-of-arrays columns).
-    pub fn bytes_per_device(&self) -> usize {
-        std::mem::size_of::<f64>() * 4
-            + std::mem::size_of::<Slots>() * 2
-            + std::mem::size_of::<u32>() * 2
+    /// The agent of `device` (tests).
+    pub fn agent(&self, device: usize) -> &VirtualAgent {
+        &self.agents[device]
     }
 
     fn group_of(&self, device: usize) -> usize {
@@ -592,15 +714,6 @@ impl<'a, L: DeviceLogic> World<'a, L> {
             .iter()
             .position(|g| (g.first..g.end).contains(&device))
             .unwrap_or(0)
-    }
-
-    fn window_of(&self, version: u32) -> ScheduleRef {
-        let day = i64::from(version) - 1;
-        ScheduleRef {
-            version,
-            valid_from_ns: self.t0_ns + day * DAY_NS,
-            valid_until_ns: self.t0_ns + (day + 1) * DAY_NS,
-        }
     }
 
     /// Bits of the windows active at `t`.
@@ -739,6 +852,7 @@ impl<'a, L: DeviceLogic> World<'a, L> {
                 self.rows[first_k + t].committed_w += count * w;
             }
             self.schedules[g][day as usize] = net_w;
+            self.sign_schedules(g, day, now);
             sched.schedule_at(
                 now,
                 Event::Send {
@@ -752,6 +866,58 @@ impl<'a, L: DeviceLogic> World<'a, L> {
             sched.schedule_in(DAY_NS, Event::Plan { day: day + 1 });
         }
         Ok(())
+    }
+
+    /// Builds and signs day `day`'s schedule for every device of group `g` (issued at
+    /// `now`, valid from `now` to the end of the day), and queues it for sending.
+    fn sign_schedules(&mut self, g: usize, day: u32, now: i64) {
+        let day_start = self.t0_ns + i64::from(day) * DAY_NS;
+        let n_before = ((day_start - now).max(0) / self.interval_ns) as usize;
+        let mut targets: Vec<i64> = match day.checked_sub(1) {
+            Some(prev) => {
+                let prev = &self.schedules[g][prev as usize];
+                prev[prev.len().saturating_sub(n_before)..].to_vec()
+            }
+            None => Vec::new(),
+        };
+        targets.resize(n_before, 0);
+        targets.extend_from_slice(&self.schedules[g][day as usize]);
+        let periods = schedule_periods(&targets, self.interval_s as u32);
+        let valid_from = UtcNanos(day_start - n_before as i64 * self.interval_ns);
+        let template = Schedule {
+            device: device_id(0),
+            schedule_id: ScheduleId(0),
+            version: u64::from(day) + 1,
+            issued_at: UtcNanos(now),
+            valid_from,
+            valid_until: UtcNanos(day_start + DAY_NS),
+            randomize_start_s: 0,
+            periods,
+            fallback: Fallback::Idle,
+        };
+        let (first, end) = (self.groups[g].first, self.groups[g].end);
+        let signer = &self.signer;
+        let sign = |device: usize| {
+            let mut schedule = template.clone();
+            schedule.device = device_id(device);
+            schedule.schedule_id = ScheduleId(device as u128 + 1);
+            // A schedule built from checked scenario values always encodes.
+            signer.sign(schedule).ok().map(Arc::new)
+        };
+        let pending = &mut self.pending[first..end];
+        let mid = pending.len() / 2;
+        let (a, b) = pending.split_at_mut(mid);
+        // Signatures are deterministic: two threads give the same bytes as one.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for (k, slot) in b.iter_mut().enumerate() {
+                    *slot = sign(first + mid + k);
+                }
+            });
+            for (k, slot) in a.iter_mut().enumerate() {
+                *slot = sign(first + k);
+            }
+        });
     }
 
     fn sensed_soc(&self, device: usize, t: i64) -> f64 {
@@ -773,37 +939,52 @@ impl<'a, L: DeviceLogic> World<'a, L> {
             self.groups[group as usize].first,
             self.groups[group as usize].end,
         );
+        let last_attempt = attempt >= self.max_retries;
         let mut any_pending = false;
         for device in first..end {
             if self.acked[device] >= version {
                 continue;
             }
+            let Some(signed) = self.pending[device]
+                .as_ref()
+                .filter(|s| s.schedule.version == u64::from(version))
+                .cloned()
+            else {
+                continue;
+            };
             any_pending = true;
             self.counters.schedules_sent += 1;
             if attempt > 0 {
                 self.counters.schedules_resent += 1;
             }
+            if last_attempt {
+                self.pending[device] = None;
+            }
             if self.is_partitioned(device, now) {
                 self.counters.messages_partitioned += 1;
                 continue;
             }
-            let ev = Event::Deliver {
-                device: device as u32,
-                version,
-            };
+            let device = device as u32;
             match self.network.send(&mut self.rng) {
                 Delivery::Lost => self.counters.messages_lost += 1,
                 Delivery::Once(l) => {
-                    sched.schedule_in(l, ev);
+                    sched.schedule_in(l, Event::Deliver { device, signed });
                 }
                 Delivery::Twice(a, b) => {
                     self.counters.messages_duplicated += 1;
-                    sched.schedule_in(a, ev);
-                    sched.schedule_in(b, ev);
+                    let copy = Arc::clone(&signed);
+                    sched.schedule_in(a, Event::Deliver { device, signed });
+                    sched.schedule_in(
+                        b,
+                        Event::Deliver {
+                            device,
+                            signed: copy,
+                        },
+                    );
                 }
             }
         }
-        if any_pending && attempt < self.max_retries {
+        if any_pending && !last_attempt {
             sched.schedule_in(
                 self.retry_ns,
                 Event::Send {
@@ -815,61 +996,178 @@ impl<'a, L: DeviceLogic> World<'a, L> {
         }
     }
 
-    fn deliver(&mut self, sched: &mut Scheduler<Event>, device: usize, version: u32) {
+    /// A schedule reaches `device`: the agent core stores and decides it, then the
+    /// device sends its unreceipted acks.
+    fn deliver(&mut self, sched: &mut Scheduler<Event>, device: usize, signed: &SignedSchedule) {
         let now = sched.now_ns();
         if self.is_down(device, now) {
             self.counters.schedules_to_down_device += 1;
             return;
         }
-        let device_now = self.device_clock(device, now);
-        let incoming = self.window_of(version);
-        let decision = self
-            .logic
-            .decide(&self.ram[device], incoming, device_now, &|v| {
-                self.window_of(v)
-            });
-        match decision {
-            Decision::Accept(slots) => {
-                self.counters.schedules_accepted += 1;
-                self.ram[device] = slots;
-                self.store[device] = slots;
-            }
-            Decision::Duplicate => self.counters.schedules_duplicate += 1,
-            Decision::Expired => self.counters.schedules_expired += 1,
+        let t_dev = UtcNanos(self.device_clock(device, now));
+        let agent = &mut self.agents[device];
+        let Some(core) = agent.core_mut() else {
+            return;
+        };
+        let received = core.receive(signed.clone(), t_dev);
+        let decided = core.decide_pending(t_dev);
+        if received.duplicate {
+            self.counters.schedules_duplicate += 1;
         }
-        // Ack (also for duplicates and rejections, so the platform stops resending).
+        self.counters.schedules_accepted += decided.accepted.len() as u64;
+        self.counters.schedules_rejected += decided.rejected.len() as u64;
+        // Everything unreceipted goes out again (as after a reconnect).
+        core.outbox_mut().reconnected();
+        agent.commit(received.batch);
+        agent.commit(decided.batch);
+        self.next_tick[device] = i64::MIN;
+        self.flush(sched, device);
+    }
+
+    /// Sends `device`'s unsent outbox entries (real [`Ack`] messages) to the platform.
+    fn flush(&mut self, sched: &mut Scheduler<Event>, device: usize) {
+        let now = sched.now_ns();
+        let mut messages = std::mem::take(&mut self.messages);
+        messages.clear();
+        if let Some(core) = self.agents[device].core_mut() {
+            let id = core.device().clone();
+            next_messages(core.outbox(), &id, usize::MAX, &mut messages);
+            if let Some(&(_, last)) = messages.last() {
+                core.outbox_mut().mark_sent(last);
+            }
+        }
+        let partitioned = !messages.is_empty() && self.is_partitioned(device, now);
+        for (message, _) in messages.drain(..) {
+            let Message::Ack(ack) = message else {
+                continue;
+            };
+            self.counters.acks_sent += 1;
+            if partitioned {
+                self.counters.messages_partitioned += 1;
+                continue;
+            }
+            let device = device as u32;
+            match self.network.send(&mut self.rng) {
+                Delivery::Lost => self.counters.messages_lost += 1,
+                Delivery::Once(l) => {
+                    sched.schedule_in(
+                        l,
+                        Event::AckArrive {
+                            device,
+                            ack: Box::new(ack),
+                        },
+                    );
+                }
+                Delivery::Twice(a, b) => {
+                    self.counters.messages_duplicated += 1;
+                    let copy = Box::new(ack.clone());
+                    sched.schedule_in(
+                        a,
+                        Event::AckArrive {
+                            device,
+                            ack: Box::new(ack),
+                        },
+                    );
+                    sched.schedule_in(b, Event::AckArrive { device, ack: copy });
+                }
+            }
+        }
+        self.messages = messages;
+    }
+
+    /// The platform stores an ack (in sequence order), counts it and sends a receipt.
+    fn ack_arrive(&mut self, sched: &mut Scheduler<Event>, device: usize, ack: &Ack) {
+        let now = sched.now_ns();
+        // Any ack for a version means the device has it stored: stop resending.
+        let version = u32::try_from(ack.version).unwrap_or(u32::MAX);
+        if version > self.acked[device] {
+            self.acked[device] = version;
+            if self.pending[device]
+                .as_ref()
+                .is_some_and(|s| s.schedule.version <= ack.version)
+            {
+                self.pending[device] = None;
+            }
+        }
+        let through = &mut self.stored_through[device];
+        if ack.outbox_seq == *through + 1 {
+            *through = ack.outbox_seq;
+            self.counters.acks_received += 1;
+            self.counters.ack_status.count(ack.status);
+        } else if ack.outbox_seq <= *through {
+            self.counters.acks_repeated += 1;
+        } else {
+            self.counters.acks_out_of_order += 1;
+            return;
+        }
+        let through_seq = *through;
+        self.counters.receipts_sent += 1;
         if self.is_partitioned(device, now) {
             self.counters.messages_partitioned += 1;
             return;
         }
-        let ev = Event::AckArrive {
+        let event = Event::ReceiptArrive {
             device: device as u32,
-            version,
+            through_seq,
         };
         match self.network.send(&mut self.rng) {
             Delivery::Lost => self.counters.messages_lost += 1,
             Delivery::Once(l) | Delivery::Twice(l, _) => {
-                sched.schedule_in(l, ev);
+                sched.schedule_in(l, event);
             }
         }
     }
 
-    /// The setpoint the device's own logic asks for at device time `t_dev`.
-    fn requested_w(&self, g: usize, device: usize, t_dev: i64) -> Option<i64> {
-        match self
-            .logic
-            .source(&self.ram[device], t_dev, self.interval_ns, &|v| {
-                self.window_of(v)
-            }) {
-            Source::Schedule { version, index } => {
-                let day = version as usize - 1;
-                self.schedules[g]
-                    .get(day)
-                    .and_then(|s| s.get(index))
-                    .copied()
-            }
-            Source::Fallback => None,
+    /// A receipt reaches `device`: its core drains the covered acks.
+    fn receipt_arrive(&mut self, device: usize, through_seq: u64, now: i64) {
+        if self.is_down(device, now) {
+            return;
         }
+        let agent = &mut self.agents[device];
+        if let Some(core) = agent.core_mut() {
+            let receipt = Receipt {
+                device: core.device().clone(),
+                through_seq,
+            };
+            let batch = core.on_receipt(&receipt);
+            agent.commit(batch);
+        }
+    }
+
+    /// The setpoint `device`'s agent commands at device time `t_dev` (true time
+    /// `mono`), ticking its core if a boundary is due or `force`; sends new acks.
+    fn agent_setpoint(
+        &mut self,
+        sched: &mut Scheduler<Event>,
+        device: usize,
+        t_dev: i64,
+        mono: i64,
+        force: bool,
+    ) -> i64 {
+        let agent = &mut self.agents[device];
+        let Some(core) = agent.core_mut() else {
+            return 0;
+        };
+        if !force && mono < self.next_tick[device] {
+            return core.executor().commanded_w();
+        }
+        self.counters.agent_ticks += 1;
+        let ticked = core.tick(UtcNanos(t_dev), MonoNanos(mono), false);
+        self.next_tick[device] = core
+            .executor()
+            .next_boundary(UtcNanos(t_dev), MonoNanos(mono))
+            .map_or(i64::MAX, |m| m.0);
+        if ticked.setpoint.mode == Mode::Fallback {
+            self.flags[device] |= FLAG_FALLBACK;
+        } else {
+            self.flags[device] &= !FLAG_FALLBACK;
+        }
+        let new_acks = !ticked.batch.outbox_push.is_empty();
+        agent.commit(ticked.batch);
+        if new_acks {
+            self.flush(sched, device);
+        }
+        ticked.setpoint.target_w
     }
 
     fn step(&mut self, sched: &mut Scheduler<Event>, g: usize, k: usize) {
@@ -912,21 +1210,22 @@ impl<'a, L: DeviceLogic> World<'a, L> {
                     (t_dev + first_len * NS_PER_S, dt - first_len),
                 ]
             };
+            let mut mono = now;
             for (t_dev, seconds) in segments {
                 if seconds == 0 {
                     continue;
                 }
+                // The agent runs whatever the hardware does; under a fault it is ticked
+                // every segment (a clock step or a window edge is not a boundary).
+                let requested = self.agent_setpoint(sched, i, t_dev, mono, bits != 0);
+                mono += seconds * NS_PER_S;
                 let power = if let Some(w) = stuck {
                     // Stuck hardware ignores the executor; only physics limits it.
                     spec.feasible_power_w(self.soc_wh[i], w, seconds)
                 } else {
-                    let requested = match self.requested_w(g, i, t_dev) {
-                        Some(w) => w,
-                        None => {
-                            n_fallback += 1;
-                            0
-                        }
-                    };
+                    if self.flags[i] & FLAG_FALLBACK != 0 {
+                        n_fallback += 1;
+                    }
                     let sensed = self.sensed_soc(i, now);
                     let by_executor = spec.feasible_power_w(sensed, requested, seconds);
                     if sensed == self.soc_wh[i] {
@@ -984,14 +1283,32 @@ impl<'a, L: DeviceLogic> World<'a, L> {
         self.soc_wh[i] = spec.soc_after_wh(soc, power_w, seconds);
     }
 
-    fn reboot(&mut self, window: usize, start: bool) {
+    /// A reboot window starts (every hit device loses its agent core) or ends (each
+    /// boots: `AgentCore::restore` from its store, decides what was left undecided and
+    /// re-sends its unreceipted acks).
+    fn reboot(&mut self, sched: &mut Scheduler<Event>, window: usize, start: bool) {
         let bit = 1_u32 << window;
+        let now = sched.now_ns();
         for i in 0..self.mask.len() {
-            if self.mask[i] & bit != 0 {
-                // RAM is lost at the start; at the end the agent boots and reloads the
-                // accepted schedules from its persistent store.
-                self.ram[i] = if start { [0; 2] } else { self.store[i] };
+            if self.mask[i] & bit == 0 {
+                continue;
             }
+            if start {
+                self.agents[i].lose_ram();
+                continue;
+            }
+            let g = self.group_of(i);
+            let config = core_config(i, &self.groups[g].spec, &self.verifier);
+            let t_dev = UtcNanos(self.device_clock(i, now));
+            let agent = &mut self.agents[i];
+            agent.restore(config);
+            if let Some(core) = agent.core_mut() {
+                let decided = core.decide_pending(t_dev);
+                agent.commit(decided.batch);
+            }
+            self.counters.agents_restored += 1;
+            self.next_tick[i] = i64::MIN;
+            self.flush(sched, i);
         }
     }
 
@@ -1010,7 +1327,7 @@ impl<'a, L: DeviceLogic> World<'a, L> {
     }
 }
 
-impl<L: DeviceLogic> Model for World<'_, L> {
+impl Model for World<'_> {
     type Event = Event;
 
     fn handle(&mut self, sched: &mut Scheduler<Event>, event: Event) {
@@ -1028,14 +1345,14 @@ impl<L: DeviceLogic> Model for World<'_, L> {
                 day,
                 attempt,
             } => self.send(sched, group, day, attempt),
-            Event::Deliver { device, version } => self.deliver(sched, device as usize, version),
-            Event::AckArrive { device, version } => {
-                self.counters.acks_received += 1;
-                let acked = &mut self.acked[device as usize];
-                *acked = (*acked).max(version);
-            }
+            Event::Deliver { device, signed } => self.deliver(sched, device as usize, &signed),
+            Event::AckArrive { device, ack } => self.ack_arrive(sched, device as usize, &ack),
+            Event::ReceiptArrive {
+                device,
+                through_seq,
+            } => self.receipt_arrive(device as usize, through_seq, sched.now_ns()),
             Event::Step { group, interval } => self.step(sched, group as usize, interval as usize),
-            Event::Reboot { window, start } => self.reboot(window as usize, start),
+            Event::Reboot { window, start } => self.reboot(sched, window as usize, start),
         }
     }
 }

@@ -9,7 +9,6 @@
 
 use rust_decimal::Decimal;
 use voltex_market::series::{PriceSeries, SeriesLayout};
-use voltex_sim::agent::ReferenceAgent;
 use voltex_sim::run::{SimOutput, run, simulate};
 use voltex_sim::scenario::Scenario;
 
@@ -107,6 +106,37 @@ fn perfect_foresight_pnl_matches_the_hand_computation() {
 }
 
 #[test]
+fn every_device_acks_through_its_agent_core_and_the_platform_stores_the_acks() {
+    let out = go(&scenario(2, 1, ""), 1);
+    let c = &out.summary.counters;
+    assert_eq!(c.schedules_accepted, 2, "both agent cores accepted");
+    assert_eq!(c.schedules_rejected, 0);
+    let acks = &c.ack_status;
+    assert_eq!((acks.received, acks.accepted, acks.started), (2, 2, 2));
+    assert_eq!(c.acks_received, 6);
+    assert_eq!(c.acks_out_of_order, 0);
+    assert_eq!(c.receipts_sent, 6, "one receipt per stored ack");
+    assert!(out.summary.device_logic.contains("AgentCore"));
+}
+
+#[test]
+fn a_schedule_that_arrives_after_its_last_period_is_rejected_as_late() {
+    // Day 1's schedule (sent at day 0 12:00; last period 23:00 of day 1) is
+    // partitioned off until 47:30; the half-hourly resend then reaches the device 30
+    // minutes after its last period started: the agent core rejects it as `Late`, and
+    // the platform stores that ack. Day 1 runs on the idle fallback.
+    let network = "\n[network]\nlatency_ms_median = 50\nlatency_ms_p99 = 50\nloss = 0.0\n\
+                   duplicate = 0.0\nretry_s = 1800\nmax_retries = 80\n\n[[network.partitions]]\n\
+                   group = \"a\"\nfraction = 1.0\nstart_hour = 6\nhours = 41.5\n";
+    let out = go(&scenario(1, 2, network), 2);
+    let c = &out.summary.counters;
+    assert_eq!(c.schedules_rejected, 1, "{c:?}");
+    assert_eq!(c.ack_status.rejected_late, 1, "{c:?}");
+    assert_eq!(c.schedules_accepted, 1, "day 0 only");
+    assert_eq!(c.device_intervals_fallback, 24, "day 1 idles");
+}
+
+#[test]
 fn offline_devices_deliver_nothing_and_pay_the_imbalance() {
     let out = go(&scenario(1, 1, &fault("offline", 0.0, 24.0, "")), 1);
     let pnl = &out.summary.pnl;
@@ -175,6 +205,10 @@ fn reboot_loses_ram_but_the_store_keeps_the_schedule() {
     assert_eq!(out.summary.counters.device_intervals_down, 1);
     assert_eq!(out.summary.counters.device_intervals_fallback, 0);
     assert_eq!(
+        out.summary.counters.agents_restored, 1,
+        "the core came back through AgentCore::restore"
+    );
+    assert_eq!(
         d[3], -HOUR_J,
         "after the reboot the stored schedule still runs"
     );
@@ -242,7 +276,7 @@ fn storm() -> String {
 fn every_battery_conserves_energy_through_a_fault_storm() {
     let scenario = scenario(200, 2, &storm());
     let prices = series(2);
-    let (world, _) = simulate(&scenario, &prices, ReferenceAgent, &mut |_| {}).expect("run");
+    let (world, _) = simulate(&scenario, &prices, &mut |_| {}).expect("run");
     for device in 0..world.n_devices() {
         let (spec, soc0) = world.device_spec(device);
         let (grid_in, losses, grid_out) = world.energy_wh(device);
