@@ -8,4 +8,6 @@
 //! clocks, files, sockets and databases meet the pure crates below it.
 #![deny(missing_docs)]
 
+pub mod db;
+pub mod server;
 pub mod workload;

@@ -8,8 +8,10 @@ mod backtest_cmd;
 mod bench_book;
 mod bench_dispatch;
 mod bench_journal;
+mod bench_rollout;
 mod certs_cmd;
 mod forecast_cmd;
+mod serve_cmd;
 mod sim_cmd;
 // [helper-modules] (one `mod` line per command module; keep this marker)
 
@@ -39,6 +41,13 @@ enum Command {
     Certs(certs_cmd::CertsCommand),
     /// Discrete-event simulation of a fleet scenario; `sim bench-des` benchmarks the queue.
     Sim(sim_cmd::SimArgs),
+    /// The platform server: API, sequencer, database, dispatch, metrics.
+    Serve(serve_cmd::ServeArgs),
+    /// Everything on one machine with embedded defaults, a market replay and simulated agents.
+    Up(serve_cmd::UpArgs),
+    /// JWT bearer tokens for the API.
+    #[command(subcommand)]
+    Token(serve_cmd::TokenCommand),
     // [helper-commands] (one variant per top-level command; keep this marker)
 }
 
@@ -49,18 +58,32 @@ enum BenchCommand {
     Book(bench_book::BookBenchArgs),
     /// Dispatch transports: N simulated agents over MQTT or QUIC on loopback.
     Dispatch(bench_dispatch::DispatchBenchArgs),
+    /// Schedule roll-out through the orchestrator to N real simulated agents (issue → all acked).
+    Rollout(bench_rollout::RolloutBenchArgs),
     // [helper-bench-commands] (keep this marker)
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let log_json = match &cli.command {
+        Command::Serve(args) => args.log_json,
+        Command::Up(args) => args.serve.log_json,
+        _ => false,
+    } || std::env::var("VOLTEX_LOG_JSON").is_ok_and(|value| value == "1");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(match &cli.command {
+            Command::Serve(_) | Command::Up(_) => "info,sqlx=warn,rumqttd=warn,voltex_agent=warn",
+            _ => "warn",
+        })
+    });
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if log_json {
+        logs.json().with_current_span(true).init();
+    } else {
+        logs.init();
+    }
     match cli.command {
         Command::Bench(BenchCommand::Book(args)) => bench_book::run(&args),
         Command::Backtest(args) => backtest_cmd::run(&args),
@@ -68,6 +91,10 @@ fn main() -> Result<()> {
         Command::Certs(command) => certs_cmd::run(&command),
         Command::Bench(BenchCommand::Dispatch(args)) => bench_dispatch::run(&args),
         Command::Sim(args) => sim_cmd::run_cmd(&args),
+        Command::Serve(args) => serve_cmd::run_serve(&args),
+        Command::Up(args) => serve_cmd::run_up(&args),
+        Command::Token(command) => serve_cmd::run_token(&command),
+        Command::Bench(BenchCommand::Rollout(args)) => bench_rollout::run(&args),
         // [helper-dispatch] (keep this marker)
     }
 }

@@ -280,10 +280,49 @@ impl Engine {
     /// # Errors
     /// As [`Engine::open`].
     pub fn recover(
+        journal: Box<dyn Journal>,
+        journal_report: OpenReport,
+        snapshots: Box<dyn SnapshotStore>,
+        config: EngineConfig,
+    ) -> Result<(Engine, RecoveryReport), EngineError> {
+        Engine::recover_replaying(journal, journal_report, snapshots, config, &mut |_| {})
+    }
+
+    /// As [`Engine::open`], handing the events of every replayed journal record to
+    /// `replayed` (in event-seq order), so a consumer that lags the journal — a
+    /// database projection, say — can catch up. With snapshots disabled
+    /// (`snapshot_interval == 0`, no snapshot files) that is every event since the
+    /// engine was created.
+    ///
+    /// # Errors
+    /// As [`Engine::open`].
+    pub fn open_replaying(
+        dir: &Path,
+        config: EngineConfig,
+        replayed: &mut dyn FnMut(&[EngineEvent]),
+    ) -> Result<(Engine, RecoveryReport), EngineError> {
+        config.validate()?;
+        let snapshots = FileSnapshotStore::open(dir)?;
+        let (journal, report) = FileJournal::open(&dir.join(JOURNAL_FILE_NAME), config.journal)?;
+        Engine::recover_replaying(
+            Box::new(journal),
+            report,
+            Box::new(snapshots),
+            config,
+            replayed,
+        )
+    }
+
+    /// As [`Engine::recover`], handing replayed events to `replayed`.
+    ///
+    /// # Errors
+    /// As [`Engine::open`].
+    pub fn recover_replaying(
         mut journal: Box<dyn Journal>,
         journal_report: OpenReport,
         snapshots: Box<dyn SnapshotStore>,
         config: EngineConfig,
+        replayed: &mut dyn FnMut(&[EngineEvent]),
     ) -> Result<(Engine, RecoveryReport), EngineError> {
         config.validate()?;
         let (loaded, snapshots_skipped) = load_latest(snapshots.as_ref(), config.shard)?;
@@ -310,6 +349,7 @@ impl Engine {
             }
             events.clear();
             state.apply(entry.seq, &entry.command, &mut events);
+            replayed(&events);
             n_replayed += 1;
         }
         if journal_last_seq < state.last_seq() {

@@ -1,0 +1,193 @@
+//! `voltex serve` (the platform server), `voltex up` (everything on one machine) and
+//! `voltex token issue` (operator tool for JWT bearer tokens).
+#![allow(clippy::disallowed_methods)] // token expiry is computed from the wall clock
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use voltex::server::RunningServer;
+use voltex::server::auth::{Claims, JwtKeys, Role};
+use voltex::server::clock::SystemClock;
+use voltex::server::config::ServerConfig;
+
+/// Flags shared by `serve` and `up`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Configuration file (TOML); environment variables `VOLTEX_*` override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// Database URL (`sqlite://...` or `postgres://...`).
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// External MQTT broker (`mqtt://host:port`); default: embedded broker.
+    #[arg(long)]
+    pub mqtt_url: Option<String>,
+    /// Data directory (journal, SQLite file, platform CA).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Log as JSON lines (with correlation ids) instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+impl ServeArgs {
+    /// The configuration: file, then environment, then flags.
+    pub fn config(&self) -> Result<ServerConfig> {
+        let mut config = match &self.config {
+            Some(path) => ServerConfig::from_file(path)?,
+            None => ServerConfig::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        if let Some(addr) = self.http_addr {
+            config.http_addr = addr;
+        }
+        if let Some(url) = &self.database_url {
+            config.database_url = Some(url.clone());
+        }
+        if let Some(url) = &self.mqtt_url {
+            config.mqtt_url = Some(url.clone());
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs the server until Ctrl-C.
+pub fn run_serve(args: &ServeArgs) -> Result<()> {
+    let config = args.config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let server = RunningServer::start(config, Arc::new(SystemClock)).await?;
+        println!("voltex serve: API http://{}/api/v1  (OpenAPI: /api/v1/openapi.json, metrics: /metrics)", server.http_addr);
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        println!("shutting down");
+        server.stop().await?;
+        Ok(())
+    })
+}
+
+/// Token commands.
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Issues a JWT bearer token signed with the server's secret.
+    Issue(TokenIssueArgs),
+}
+
+/// Arguments of `voltex token issue`.
+#[derive(Args, Debug)]
+pub struct TokenIssueArgs {
+    /// Subject: user name or device id.
+    #[arg(long)]
+    pub subject: String,
+    /// Role.
+    #[arg(long, value_enum)]
+    pub role: Role,
+    /// Trading account the subject may act for (repeatable).
+    #[arg(long = "account")]
+    pub accounts: Vec<u32>,
+    /// Validity in hours.
+    #[arg(long, default_value_t = 24)]
+    pub valid_hours: i64,
+    /// HS256 secret; default: `VOLTEX_JWT_SECRET`.
+    #[arg(long, env = "VOLTEX_JWT_SECRET", hide_env_values = true)]
+    pub secret: String,
+}
+
+/// Runs a token command.
+pub fn run_token(command: &TokenCommand) -> Result<()> {
+    match command {
+        TokenCommand::Issue(args) => {
+            anyhow::ensure!(
+                args.secret.len() >= 32,
+                "the secret must be at least 32 bytes"
+            );
+            anyhow::ensure!(args.valid_hours > 0, "--valid-hours must be positive");
+            let now_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .context("system clock before 1970")?
+                .as_secs();
+            let now_s = i64::try_from(now_s).context("system clock out of range")?;
+            let claims = Claims {
+                sub: args.subject.clone(),
+                role: args.role,
+                accounts: args.accounts.clone(),
+                iat: now_s,
+                exp: now_s + args.valid_hours * 3600,
+            };
+            println!(
+                "{}",
+                JwtKeys::from_secret(args.secret.as_bytes()).issue(&claims)?
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Arguments of `voltex up`.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Server flags.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Simulated agents (real agent runtime, in this process).
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    /// Share of agents on QUIC, per thousand (the rest use MQTT).
+    #[arg(long, default_value_t = 500)]
+    pub quic_per_mille: u32,
+    /// Price file replayed by the day-ahead cycle.
+    #[arg(long = "data", default_value = "../shared/data/DE.csv")]
+    pub prices_csv: PathBuf,
+    /// Real seconds per replayed hour (10: a replayed day every 4 minutes).
+    #[arg(long, default_value_t = 10)]
+    pub hour_seconds: u32,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub run_for_s: Option<u64>,
+}
+
+/// Runs `voltex up`.
+pub fn run_up(args: &UpArgs) -> Result<()> {
+    anyhow::ensure!(args.agents > 0, "--agents must be positive");
+    anyhow::ensure!(
+        args.quic_per_mille <= 1000,
+        "--quic-per-mille is at most 1000"
+    );
+    anyhow::ensure!(args.hour_seconds > 0, "--hour-seconds must be positive");
+    let server = args.serve.config()?;
+    let config = voltex::server::up::UpConfig {
+        server,
+        n_agents: args.agents,
+        quic_per_mille: args.quic_per_mille,
+        prices_csv: args.prices_csv.clone(),
+        hour_real_s: args.hour_seconds,
+        run_for: args.run_for_s.map(std::time::Duration::from_secs),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(voltex::server::up::run(config, |api, token| {
+        println!("voltex up: API {api}/api/v1 (OpenAPI {api}/api/v1/openapi.json, metrics {api}/metrics); Ctrl-C stops");
+        println!("operator token (24 h): {token}");
+    }))?;
+    println!(
+        "voltex up: {} day(s) replayed, {}/{} device schedules acked, expected revenue {:.2} EUR",
+        report.n_days,
+        report.n_acked,
+        report.n_issued,
+        report.revenue_cents as f64 / 100.0
+    );
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! The HTTP surface: routes, shared state, request context (correlation ids),
+//! per-route latency metrics, rate limits, the audit trail and the OpenAPI document.
+//!
+//! # Guarantees
+//! - Every error body is an RFC 9457 problem document with a stable `code`.
+//! - Every request carries a correlation id (`x-correlation-id`, taken from the
+//!   request or generated) that is echoed in the response and in every log line of
+//!   its span, and written to the audit log for mutating calls.
+//! - Every mutating call is written to the audit log with actor, action, target,
+//!   correlation id and result (success or the problem code).
+
+pub mod account;
+pub mod market;
+pub mod ops;
+pub mod ws;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{FromRequestParts, MatchedPath, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::get;
+use tracing::Instrument;
+use utoipa::OpenApi;
+
+use super::auth::{Auth, HasJwtKeys, JwtKeys};
+use super::clock::monotonic;
+use super::exchange::Exchange;
+use super::problem::ApiError;
+
+/// Header carrying the correlation id.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+/// Everything a handler can reach.
+pub struct AppState {
+    /// The trading core.
+    pub exchange: Arc<Exchange>,
+    /// The database (system of record for everything but the journal).
+    pub db: crate::db::Db,
+    /// Token verification.
+    pub jwt: JwtKeys,
+    /// Per-account order rate limits.
+    pub limiter: RateLimiter,
+    /// Prometheus text rendering.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// The state handlers share.
+pub type SharedState = Arc<AppState>;
+
+impl HasJwtKeys for Arc<AppState> {
+    fn jwt_keys(&self) -> &JwtKeys {
+        &self.jwt
+    }
+}
+
+impl AppState {
+    /// Writes one audit record for a mutating call.
+    pub async fn audit<T>(
+        &self,
+        ctx: &Ctx,
+        auth: &Auth,
+        action: &str,
+        target: &str,
+        result: &Result<T, ApiError>,
+    ) {
+        let outcome = match result {
+            Ok(_) => "ok".to_string(),
+            Err(error) => error.code.to_string(),
+        };
+        let entry = crate::db::NewAuditEntry {
+            at_ns: self.exchange.now().nanos(),
+            actor: auth.0.sub.clone(),
+            role: format!("{:?}", auth.0.role).to_lowercase(),
+            action: action.to_string(),
+            target: target.to_string(),
+            correlation_id: ctx.correlation_id.clone(),
+            result: outcome,
+            detail: None,
+        };
+        if let Err(error) = self.db.append_audit(&entry).await {
+            // The action itself already happened (it is in the journal); losing its
+            // audit line is logged loudly rather than failing the caller.
+            tracing::error!(%error, action, correlation_id = %ctx.correlation_id, "audit write failed");
+            metrics::counter!("voltex_audit_failures_total").increment(1);
+        }
+    }
+}
+
+/// Per-request context.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    /// The request's correlation id.
+    pub correlation_id: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Ctx, ApiError> {
+        Ok(parts.extensions.get::<Ctx>().cloned().unwrap_or(Ctx {
+            correlation_id: String::new(),
+        }))
+    }
+}
+
+static NEXT_CORRELATION: AtomicU64 = AtomicU64::new(1);
+
+fn correlation_id_of(request: &Request) -> String {
+    request
+        .headers()
+        .get(CORRELATION_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty() && value.len() <= 128 && value.is_ascii())
+        .map_or_else(
+            || {
+                format!(
+                    "{:016x}-{:08x}",
+                    std::process::id() as u64 ^ 0x5eed_0000_0000_0000,
+                    NEXT_CORRELATION.fetch_add(1, Ordering::Relaxed)
+                )
+            },
+            str::to_string,
+        )
+}
+
+/// Middleware: correlation id, request span, latency histogram by route.
+async fn observe(mut request: Request, next: Next) -> Response {
+    let correlation_id = correlation_id_of(&request);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let method = request.method().clone();
+    request.extensions_mut().insert(Ctx {
+        correlation_id: correlation_id.clone(),
+    });
+    let span = tracing::info_span!("request", %method, %route, correlation_id = %correlation_id);
+    let started = monotonic();
+    let mut response = next.run(request).instrument(span).await;
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("voltex_api_request_seconds", "route" => route.clone(), "method" => method.to_string())
+        .record(elapsed_s);
+    metrics::counter!("voltex_api_requests_total", "route" => route, "status" => status)
+        .increment(1);
+    if let Ok(value) = HeaderValue::from_str(&correlation_id) {
+        response.headers_mut().insert(CORRELATION_HEADER, value);
+    }
+    response
+}
+
+/// Token-bucket rate limits per account.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate_per_s: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<u32, (f64, std::time::Instant)>>,
+}
+
+/// Most accounts tracked at once; beyond it the fullest (idle) buckets are dropped.
+const RATE_LIMIT_ACCOUNTS_MAX: usize = 100_000;
+
+impl RateLimiter {
+    /// `rate_per_s` orders per second sustained, bursts of `burst`.
+    pub fn new(rate_per_s: u32, burst: u32) -> RateLimiter {
+        RateLimiter {
+            rate_per_s: f64::from(rate_per_s),
+            burst: f64::from(burst),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `account`.
+    ///
+    /// # Errors
+    /// 429 `rate_limited` when the bucket is empty.
+    pub fn check(&self, account: u32) -> Result<(), ApiError> {
+        let now = monotonic();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= RATE_LIMIT_ACCOUNTS_MAX && !buckets.contains_key(&account) {
+            let burst = self.burst;
+            let rate = self.rate_per_s;
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, at) = buckets.entry(account).or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.rate_per_s).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            metrics::counter!("voltex_api_rate_limited_total").increment(1);
+            Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("account {account} exceeds {} orders/s", self.rate_per_s),
+            ))
+        }
+    }
+}
+
+/// The OpenAPI document, generated from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Voltex platform API", version = "1", description = "Trader, fleet and operator API of the Voltex platform. Errors are RFC 9457 problem documents."),
+    paths(
+        market::list_products, market::get_product, market::get_depth,
+        market::submit_order, market::cancel_order, market::modify_order,
+        market::list_orders, market::get_order,
+        account::positions, account::fills, account::order_history, account::audit_log,
+        ops::healthz, ops::readyz,
+    ),
+    components(schemas(
+        crate::server::problem::Problem, crate::server::exchange::ProductInfo,
+        market::SubmitOrder, market::ModifyOrder, market::OrderAck, market::OrderView,
+        market::FillDto, market::DepthDto, market::LevelDto, market::SideDto,
+        market::TifDto, market::StpDto, ws::StreamMessage, account::PositionDto,
+    )),
+    modifiers(&BearerAuth),
+    tags((name = "market"), (name = "orders"), (name = "accounts"), (name = "ops"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+/// The whole router.
+pub fn router(state: SharedState) -> Router {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/api/v1/products", get(market::list_products))
+        .route("/api/v1/products/{product}", get(market::get_product))
+        .route("/api/v1/products/{product}/depth", get(market::get_depth))
+        .route(
+            "/api/v1/orders",
+            get(market::list_orders).post(market::submit_order),
+        )
+        .route(
+            "/api/v1/orders/{order_id}",
+            get(market::get_order)
+                .delete(market::cancel_order)
+                .patch(market::modify_order),
+        )
+        .route(
+            "/api/v1/accounts/{account}/positions",
+            get(account::positions),
+        )
+        .route("/api/v1/accounts/{account}/fills", get(account::fills))
+        .route(
+            "/api/v1/accounts/{account}/orders",
+            get(account::order_history),
+        )
+        .route("/api/v1/audit", get(account::audit_log))
+        .route("/api/v1/stream", get(ws::stream))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(observe))
+        .with_state(state)
+}

@@ -1,0 +1,738 @@
+//! The trading core as the server sees it: the sequencer thread around the engine,
+//! product listing, order ids, a live index of resting orders and L2 depth, and the
+//! fan-out of committed events to WebSocket subscribers and the database projection.
+//!
+//! # Guarantees
+//! - An order is acknowledged to the API only after the sequencer journaled and
+//!   committed it ([`Exchange::execute`] returns after the sequencer's `Ack`).
+//! - Every committed event reaches the persistence channel exactly once per process,
+//!   in event-seq order; the channel is bounded, so a slow database slows the
+//!   sequencer (back-pressure) instead of losing events. After a restart the journal
+//!   is replayed ([`Engine::open_replaying`], snapshots disabled) and the projection
+//!   skips what it already holds (idempotent by event seq).
+//! - WebSocket subscribers get events through a bounded broadcast channel; a
+//!   subscriber that falls behind is told it lagged and must resynchronise from the
+//!   REST snapshot. They never slow the sequencer.
+//! - Order ids are strictly increasing within a process and start above the wall
+//!   clock's microseconds at start-up, so ids from before a restart are never reused
+//!   (unless the clock jumps back by more than the restart took; the book then rejects
+//!   the duplicate id, nothing is corrupted).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+use voltex_engine::sequencer::{Sequencer, SequencerConfig, SequencerError};
+use voltex_engine::state::ShardConfig;
+use voltex_engine::{
+    Ack, CommandKind, Engine, EngineCommand, EngineConfig, EngineEvent, EventKind,
+};
+use voltex_market::book::{BookConfig, BookEvent, Phase};
+use voltex_market::time::NANOS_PER_SECOND;
+use voltex_market::{
+    AccountId, DeliveryPeriod, MarketRules, OrderId, PeriodLength, Price, ProductId, Qty, Side,
+    UtcNanos,
+};
+
+use super::clock::Clock;
+
+/// Committed events kept in memory for [`Exchange::execute`] to return a command's
+/// own events (far more than can be in flight at once).
+const RECENT_EVENTS_MAX: usize = 1 << 16;
+/// Bound of the broadcast channel to WebSocket subscribers.
+const BROADCAST_LEN_MAX: usize = 1 << 14;
+/// Bound of the persistence channel, in batches.
+pub const PERSIST_BATCHES_MAX: usize = 1024;
+
+/// Limits of the server's engine.
+#[derive(Clone, Debug)]
+pub struct ExchangeConfig {
+    /// Engine directory (journal).
+    pub engine_dir: PathBuf,
+    /// Most products listed over the engine's life (closed ones included).
+    pub products_max: usize,
+    /// Most orders resting in one book (storage reserved up front per book).
+    pub orders_per_book_max: usize,
+    /// Rules of the intraday products.
+    pub rules: MarketRules,
+}
+
+impl ExchangeConfig {
+    /// Defaults for `engine_dir`: 512 products, 20,000 resting orders per book
+    /// (about 1.3 MiB reserved per book), intraday rules.
+    pub fn new(engine_dir: PathBuf) -> ExchangeConfig {
+        ExchangeConfig {
+            engine_dir,
+            products_max: 512,
+            orders_per_book_max: 20_000,
+            rules: MarketRules::intraday_default(),
+        }
+    }
+}
+
+/// Why the exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The engine could not open or recover its journal.
+    #[error("engine: {0}")]
+    Engine(#[from] voltex_engine::EngineError),
+    /// The sequencer refused or failed the command.
+    #[error("sequencer: {0}")]
+    Sequencer(#[from] SequencerError),
+    /// The engine directory could not be created.
+    #[error("engine directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// The sequencer has been shut down.
+    #[error("exchange is shut down")]
+    ShutDown,
+    /// A committed command's events are no longer in memory (cannot happen unless
+    /// more than `RECENT_EVENTS_MAX` events were committed while it waited).
+    #[error("events of command {0} are no longer in memory")]
+    EventsEvicted(u64),
+    /// The blocking task running the call failed.
+    #[error("task failed: {0}")]
+    Join(String),
+}
+
+/// A listed product, as the API shows it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct ProductInfo {
+    /// Product id.
+    pub product_id: u32,
+    /// Delivery start, UTC nanoseconds.
+    pub delivery_start_ns: i64,
+    /// Delivery end, UTC nanoseconds.
+    pub delivery_end_ns: i64,
+    /// Delivery start, RFC 3339 UTC.
+    pub delivery_start: String,
+    /// Gate closure, UTC nanoseconds.
+    pub gate_closure_ns: i64,
+    /// `open`, `halted` or `closed`.
+    pub phase: String,
+    /// Price tick in EUR/MWh.
+    pub tick_eur_per_mwh: String,
+    /// Lowest limit price in EUR/MWh.
+    pub price_min_eur_per_mwh: String,
+    /// Highest limit price in EUR/MWh.
+    pub price_max_eur_per_mwh: String,
+    /// Lot size in MW.
+    pub lot_mw: String,
+}
+
+/// A resting order in the live index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveOrder {
+    /// Its product.
+    pub product: ProductId,
+    /// Owner.
+    pub account: AccountId,
+    /// Side.
+    pub side: Side,
+    /// Limit price now.
+    pub price: Price,
+    /// Quantity when accepted.
+    pub qty_accepted: Qty,
+    /// Quantity left (visible + hidden).
+    pub remaining: Qty,
+}
+
+/// One side of an L2 level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Level {
+    /// Visible quantity.
+    pub visible: Qty,
+    /// Orders at the level.
+    pub n_orders: u32,
+}
+
+/// L2 depth of one product: best first.
+#[derive(Clone, Debug, Default)]
+pub struct Depth {
+    /// Bids, highest price first.
+    pub bids: Vec<(Price, Level)>,
+    /// Asks, lowest price first.
+    pub asks: Vec<(Price, Level)>,
+    /// Event seq the depth is current at.
+    pub as_of_event_seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct ProductState {
+    period: Option<DeliveryPeriod>,
+    phase: Option<Phase>,
+    bids: BTreeMap<Price, Level>,
+    asks: BTreeMap<Price, Level>,
+}
+
+/// What the events say the books look like now.
+#[derive(Debug, Default)]
+struct LiveIndex {
+    orders: HashMap<OrderId, LiveOrder>,
+    products: BTreeMap<ProductId, ProductState>,
+    last_event_seq: u64,
+    /// Largest order id any event named (so ids are not reused after a restart).
+    order_id_max: u64,
+}
+
+impl LiveIndex {
+    fn apply(&mut self, event: &EngineEvent) {
+        debug_assert!(event.event_seq > self.last_event_seq, "events in seq order");
+        self.last_event_seq = event.event_seq;
+        let product = self.products.entry(event.product).or_default();
+        match event.kind {
+            EventKind::ProductAdded { period } => {
+                product.period = Some(period);
+                product.phase = Some(Phase::Open);
+            }
+            EventKind::Rejected { .. } => {}
+            EventKind::Book(book_event) => match book_event {
+                BookEvent::Accepted {
+                    id,
+                    account,
+                    side,
+                    price,
+                    qty,
+                } => {
+                    self.order_id_max = self.order_id_max.max(id.0);
+                    self.orders.insert(
+                        id,
+                        LiveOrder {
+                            product: event.product,
+                            account,
+                            side,
+                            price,
+                            qty_accepted: qty,
+                            remaining: qty,
+                        },
+                    );
+                }
+                BookEvent::Trade {
+                    aggressor,
+                    resting,
+                    qty,
+                    ..
+                } => {
+                    for id in [aggressor, resting] {
+                        if let Some(order) = self.orders.get_mut(&id) {
+                            order.remaining = Qty(order.remaining.lots() - qty.lots());
+                            if order.remaining.lots() <= 0 {
+                                self.orders.remove(&id);
+                            }
+                        }
+                    }
+                }
+                BookEvent::Cancelled { id, .. } | BookEvent::Expired { id, .. } => {
+                    self.orders.remove(&id);
+                }
+                BookEvent::Restated {
+                    id,
+                    price,
+                    visible,
+                    hidden,
+                    ..
+                } => {
+                    if let Some(order) = self.orders.get_mut(&id) {
+                        order.price = price;
+                        order.remaining = Qty(visible.lots() + hidden.lots());
+                    }
+                }
+                BookEvent::Depth {
+                    side,
+                    price,
+                    visible,
+                    n_orders,
+                } => {
+                    let levels = match side {
+                        Side::Buy => &mut product.bids,
+                        Side::Sell => &mut product.asks,
+                    };
+                    if visible.is_zero() {
+                        levels.remove(&price);
+                    } else {
+                        levels.insert(price, Level { visible, n_orders });
+                    }
+                }
+                BookEvent::PhaseChanged { phase } => {
+                    product.phase = Some(phase);
+                    if phase == Phase::Closed {
+                        product.bids.clear();
+                        product.asks.clear();
+                        let closed = event.product;
+                        self.orders.retain(|_, order| order.product != closed);
+                    }
+                }
+                BookEvent::Rejected { .. } => {}
+            },
+        }
+    }
+}
+
+struct Shared {
+    recent: Mutex<VecDeque<EngineEvent>>,
+    live: Mutex<LiveIndex>,
+    broadcast: broadcast::Sender<EngineEvent>,
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the data
+/// are projections that stay consistent event by event).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn observe(&self, events: &[EngineEvent]) {
+        {
+            let mut live = lock(&self.live);
+            for event in events {
+                live.apply(event);
+            }
+        }
+        let mut recent = lock(&self.recent);
+        for event in events {
+            if recent.len() == RECENT_EVENTS_MAX {
+                recent.pop_front();
+            }
+            recent.push_back(*event);
+        }
+    }
+}
+
+/// A command's outcome: its ack and its events.
+#[derive(Clone, Debug)]
+pub struct Executed {
+    /// Sequence numbers.
+    pub ack: Ack,
+    /// The events it caused, in order.
+    pub events: Vec<EngineEvent>,
+}
+
+/// The running trading core. Cheap to share behind an `Arc`.
+pub struct Exchange {
+    sequencer: Mutex<Option<Sequencer>>,
+    shared: Arc<Shared>,
+    clock: Arc<dyn Clock>,
+    rules: MarketRules,
+    next_order_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange").finish_non_exhaustive()
+    }
+}
+
+impl Exchange {
+    /// Opens the engine in `config.engine_dir`, replays its journal (handing every
+    /// replayed event to `persist` first, so the database can catch up) and starts the
+    /// sequencer, whose committed events go to `persist` from then on.
+    ///
+    /// Call from a blocking context (it reads the journal and may block on `persist`).
+    ///
+    /// # Errors
+    /// [`ExchangeError::Engine`] if the journal cannot be recovered.
+    pub fn open(
+        config: &ExchangeConfig,
+        clock: Arc<dyn Clock>,
+        persist: mpsc::Sender<Vec<EngineEvent>>,
+    ) -> Result<Exchange, ExchangeError> {
+        std::fs::create_dir_all(&config.engine_dir)?;
+        let engine_config = EngineConfig {
+            shard: ShardConfig {
+                products_max: config.products_max,
+                book: BookConfig {
+                    orders_max: config.orders_per_book_max,
+                    emit_depth: true,
+                },
+            },
+            // Snapshots off: a restart replays the whole journal, which is how the
+            // live index and the database projection are rebuilt (see module docs).
+            snapshot_interval: 0,
+            ..EngineConfig::default()
+        };
+        let (broadcast, _) = broadcast::channel(BROADCAST_LEN_MAX);
+        let shared = Arc::new(Shared {
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS_MAX)),
+            live: Mutex::new(LiveIndex::default()),
+            broadcast,
+        });
+        let mut replay_failed = false;
+        let (engine, report) =
+            Engine::open_replaying(&config.engine_dir, engine_config, &mut |events| {
+                if events.is_empty() {
+                    return;
+                }
+                shared.observe(events);
+                if persist.blocking_send(events.to_vec()).is_err() {
+                    replay_failed = true;
+                }
+            })?;
+        if replay_failed {
+            tracing::warn!("persistence channel closed during replay");
+        }
+        tracing::info!(
+            last_seq = report.last_seq,
+            replayed = report.n_replayed,
+            "engine recovered"
+        );
+        let sink_shared = Arc::clone(&shared);
+        let sink = Box::new(move |events: &[EngineEvent]| {
+            sink_shared.observe(events);
+            for event in events {
+                // No subscriber is not an error.
+                let _ = sink_shared.broadcast.send(*event);
+            }
+            metrics::counter!("voltex_engine_events_total").increment(events.len() as u64);
+            if persist.blocking_send(events.to_vec()).is_err() {
+                tracing::error!("persistence channel closed: events are only in the journal");
+            }
+        });
+        let sequencer = Sequencer::spawn(engine, SequencerConfig::default(), sink)?;
+        // Microseconds, so ids stay below 2^53 and survive JSON numbers in browsers.
+        let start_id = u64::try_from(clock.now().nanos() / 1_000).unwrap_or(0);
+        let next_order_id = AtomicU64::new(
+            start_id
+                .max(lock(&shared.live).order_id_max.saturating_add(1))
+                .max(1),
+        );
+        Ok(Exchange {
+            sequencer: Mutex::new(Some(sequencer)),
+            shared,
+            clock,
+            rules: config.rules.clone(),
+            next_order_id,
+        })
+    }
+
+    /// The intraday rules.
+    pub fn rules(&self) -> &MarketRules {
+        &self.rules
+    }
+
+    /// Now, from the server clock.
+    pub fn now(&self) -> UtcNanos {
+        self.clock.now()
+    }
+
+    /// A fresh order id.
+    pub fn next_order_id(&self) -> OrderId {
+        OrderId(self.next_order_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Runs one command through the sequencer and waits until it is journaled,
+    /// committed and applied; returns its ack and events.
+    ///
+    /// # Errors
+    /// [`ExchangeError::ShutDown`], [`ExchangeError::Sequencer`] (journal failure).
+    pub async fn execute(&self, command: EngineCommand) -> Result<Executed, ExchangeError> {
+        let mut client = lock(&self.sequencer)
+            .as_ref()
+            .map(Sequencer::client)
+            .ok_or(ExchangeError::ShutDown)?;
+        let started = super::clock::monotonic();
+        // Each call blocks one pool thread for about one group commit; concurrent
+        // calls share fsyncs.
+        let ack = tokio::task::spawn_blocking(move || client.call(command))
+            .await
+            .map_err(|error| ExchangeError::Join(error.to_string()))??;
+        metrics::histogram!("voltex_sequencer_call_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let events = self.events_of(&ack)?;
+        Ok(Executed { ack, events })
+    }
+
+    fn events_of(&self, ack: &Ack) -> Result<Vec<EngineEvent>, ExchangeError> {
+        if ack.n_events() == 0 {
+            return Ok(Vec::new());
+        }
+        let recent = lock(&self.shared.recent);
+        let first = recent
+            .front()
+            .map(|event| event.event_seq)
+            .ok_or(ExchangeError::EventsEvicted(ack.seq))?;
+        if ack.first_event_seq < first {
+            return Err(ExchangeError::EventsEvicted(ack.seq));
+        }
+        let start = usize::try_from(ack.first_event_seq - first)
+            .map_err(|_| ExchangeError::EventsEvicted(ack.seq))?;
+        let end = start + ack.n_events() as usize;
+        if end > recent.len() {
+            return Err(ExchangeError::EventsEvicted(ack.seq));
+        }
+        Ok(recent.range(start..end).copied().collect())
+    }
+
+    /// Lists hourly products for the next `hours_ahead` hours that are not listed
+    /// yet (ids are hours since the Unix epoch, so a restart lists the same ids).
+    ///
+    /// # Errors
+    /// As [`Exchange::execute`].
+    pub async fn list_products_ahead(&self, hours_ahead: u32) -> Result<usize, ExchangeError> {
+        let now = self.now();
+        let hour_ns = 3600 * NANOS_PER_SECOND;
+        let this_hour = now.nanos().div_euclid(hour_ns);
+        let mut n_listed = 0;
+        for offset in 1..=i64::from(hours_ahead) {
+            let start_hour = this_hour + offset;
+            let Ok(id) = u32::try_from(start_hour) else {
+                continue;
+            };
+            let product = ProductId(id);
+            if lock(&self.shared.live).products.contains_key(&product) {
+                continue;
+            }
+            let Ok(period) =
+                DeliveryPeriod::new(UtcNanos(start_hour * hour_ns), PeriodLength::Minutes60)
+            else {
+                continue;
+            };
+            let executed = self
+                .execute(EngineCommand::add_product(
+                    now,
+                    product,
+                    period,
+                    self.rules.clone(),
+                ))
+                .await?;
+            if executed
+                .events
+                .iter()
+                .any(|event| matches!(event.kind, EventKind::ProductAdded { .. }))
+            {
+                n_listed += 1;
+            }
+        }
+        Ok(n_listed)
+    }
+
+    /// Moves engine time to now, closing every book whose gate has passed.
+    ///
+    /// # Errors
+    /// As [`Exchange::execute`].
+    pub async fn advance_time(&self) -> Result<Executed, ExchangeError> {
+        self.execute(EngineCommand {
+            now: self.now(),
+            kind: CommandKind::AdvanceTime,
+        })
+        .await
+    }
+
+    /// Every listed product, by id.
+    pub fn products(&self) -> Vec<ProductInfo> {
+        let live = lock(&self.shared.live);
+        live.products
+            .iter()
+            .filter_map(|(id, state)| {
+                let period = state.period?;
+                Some(self.product_info(*id, &period, state.phase))
+            })
+            .collect()
+    }
+
+    /// One product, if listed.
+    pub fn product(&self, product: ProductId) -> Option<ProductInfo> {
+        let live = lock(&self.shared.live);
+        let state = live.products.get(&product)?;
+        let period = state.period?;
+        Some(self.product_info(product, &period, state.phase))
+    }
+
+    fn product_info(
+        &self,
+        id: ProductId,
+        period: &DeliveryPeriod,
+        phase: Option<Phase>,
+    ) -> ProductInfo {
+        let gate = voltex_engine::state::gate_closure(period, &self.rules);
+        ProductInfo {
+            product_id: id.0,
+            delivery_start_ns: period.start().nanos(),
+            delivery_end_ns: period.end().nanos(),
+            delivery_start: period.start().to_datetime().to_rfc3339(),
+            gate_closure_ns: gate.nanos(),
+            phase: match phase {
+                Some(Phase::Open) => "open",
+                Some(Phase::Halted) => "halted",
+                Some(Phase::Closed) | None => "closed",
+            }
+            .to_string(),
+            tick_eur_per_mwh: self.rules.tick.to_decimal().to_string(),
+            price_min_eur_per_mwh: self.rules.price_min.to_decimal().to_string(),
+            price_max_eur_per_mwh: self.rules.price_max.to_decimal().to_string(),
+            lot_mw: self.rules.qty_to_mw(Qty(1)).to_string(),
+        }
+    }
+
+    /// A resting order, if it is in a book now.
+    pub fn live_order(&self, id: OrderId) -> Option<LiveOrder> {
+        lock(&self.shared.live).orders.get(&id).copied()
+    }
+
+    /// Resting orders of `account`.
+    pub fn live_orders_of(&self, account: AccountId) -> Vec<(OrderId, LiveOrder)> {
+        let live = lock(&self.shared.live);
+        let mut orders: Vec<_> = live
+            .orders
+            .iter()
+            .filter(|(_, order)| order.account == account)
+            .map(|(id, order)| (*id, *order))
+            .collect();
+        orders.sort_by_key(|(id, _)| *id);
+        orders
+    }
+
+    /// L2 depth of `product` (at most `levels_max` per side), if listed.
+    pub fn depth(&self, product: ProductId, levels_max: usize) -> Option<Depth> {
+        let live = lock(&self.shared.live);
+        let state = live.products.get(&product)?;
+        Some(Depth {
+            bids: state
+                .bids
+                .iter()
+                .rev()
+                .take(levels_max)
+                .map(|(price, level)| (*price, *level))
+                .collect(),
+            asks: state
+                .asks
+                .iter()
+                .take(levels_max)
+                .map(|(price, level)| (*price, *level))
+                .collect(),
+            as_of_event_seq: live.last_event_seq,
+        })
+    }
+
+    /// Event seq of the newest committed event (0 before the first).
+    pub fn last_event_seq(&self) -> u64 {
+        lock(&self.shared.live).last_event_seq
+    }
+
+    /// Number of resting orders over all books.
+    pub fn n_live_orders(&self) -> usize {
+        lock(&self.shared.live).orders.len()
+    }
+
+    /// Events from now on (bounded; a slow receiver gets `Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.shared.broadcast.subscribe()
+    }
+
+    /// Whether the sequencer is running.
+    pub fn is_running(&self) -> bool {
+        lock(&self.sequencer).is_some()
+    }
+
+    /// Stops the sequencer after everything queued is processed.
+    ///
+    /// # Errors
+    /// The engine's error if it had failed.
+    pub fn shutdown(&self) -> Result<(), ExchangeError> {
+        let sequencer = lock(&self.sequencer).take();
+        if let Some(sequencer) = sequencer {
+            sequencer.shutdown()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::clock::ManualClock;
+    use voltex_market::book::{BookCommand, NewOrder};
+
+    fn open_exchange(
+        dir: &std::path::Path,
+        now: UtcNanos,
+    ) -> (Exchange, mpsc::Receiver<Vec<EngineEvent>>) {
+        let (tx, rx) = mpsc::channel(PERSIST_BATCHES_MAX);
+        let mut config = ExchangeConfig::new(dir.to_path_buf());
+        config.orders_per_book_max = 64;
+        config.products_max = 16;
+        let exchange = Exchange::open(&config, Arc::new(ManualClock::new(now)), tx).unwrap();
+        (exchange, rx)
+    }
+
+    const NOW: UtcNanos = UtcNanos(1_790_000_000 * NANOS_PER_SECOND);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn orders_trade_and_restart_replays_the_same_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let (exchange, mut rx) = tokio::task::block_in_place(|| open_exchange(dir.path(), NOW));
+        assert_eq!(exchange.list_products_ahead(2).await.unwrap(), 2);
+        let product = ProductId(exchange.products()[0].product_id);
+        let sell = NewOrder::limit(
+            exchange.next_order_id(),
+            AccountId(1),
+            Side::Sell,
+            Price(5_000),
+            Qty(10),
+        );
+        exchange
+            .execute(EngineCommand::book(NOW, product, BookCommand::Submit(sell)))
+            .await
+            .unwrap();
+        assert_eq!(exchange.live_order(sell.id).unwrap().remaining, Qty(10));
+        let buy = NewOrder::limit(
+            exchange.next_order_id(),
+            AccountId(2),
+            Side::Buy,
+            Price(5_100),
+            Qty(4),
+        );
+        let executed = exchange
+            .execute(EngineCommand::book(NOW, product, BookCommand::Submit(buy)))
+            .await
+            .unwrap();
+        assert!(executed.events.iter().any(|event| matches!(
+            event.kind,
+            EventKind::Book(BookEvent::Trade {
+                qty: Qty(4),
+                price: Price(5_000),
+                ..
+            })
+        )));
+        assert_eq!(exchange.live_order(sell.id).unwrap().remaining, Qty(6));
+        assert!(exchange.live_order(buy.id).is_none(), "filled");
+        let depth = exchange.depth(product, 10).unwrap();
+        assert_eq!(
+            depth.asks,
+            vec![(
+                Price(5_000),
+                Level {
+                    visible: Qty(6),
+                    n_orders: 1
+                }
+            )]
+        );
+        tokio::task::block_in_place(|| exchange.shutdown()).unwrap();
+        drop(exchange);
+        let mut first_run = Vec::new();
+        while let Ok(batch) = rx.try_recv() {
+            first_run.extend(batch);
+        }
+
+        let (restarted, mut rx2) = tokio::task::block_in_place(|| open_exchange(dir.path(), NOW));
+        let mut replayed = Vec::new();
+        while let Ok(batch) = rx2.try_recv() {
+            replayed.extend(batch);
+        }
+        assert_eq!(replayed, first_run, "the journal replays every event once");
+        assert_eq!(restarted.live_order(sell.id).unwrap().remaining, Qty(6));
+        assert!(
+            restarted.next_order_id() > buy.id,
+            "same clock reading, yet no order id is reused after the restart"
+        );
+        assert_eq!(
+            restarted.list_products_ahead(2).await.unwrap(),
+            0,
+            "already listed"
+        );
+        tokio::task::block_in_place(|| restarted.shutdown()).unwrap();
+    }
+}

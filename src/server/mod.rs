@@ -1,0 +1,284 @@
+//! The platform server: `voltex serve` and `voltex up`.
+//!
+//! Joins the spine end to end: HTTP API ([`api`]) → sequencer ([`exchange`]) →
+//! database projection → dispatch orchestration ([`fleet`]) → agents. Everything
+//! that touches the wall clock, sockets or the database lives here, not in the pure
+//! crates.
+//!
+//! **Architecture Invariant:** handlers never touch the engine's state directly; they
+//! send commands through the sequencer and read projections built from its event
+//! stream (live index in memory, tables in the database).
+
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod exchange;
+pub mod fleet;
+pub mod problem;
+pub mod up;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use voltex_engine::EngineEvent;
+
+use self::api::{AppState, RateLimiter, SharedState};
+use self::auth::JwtKeys;
+use self::clock::Clock;
+use self::config::ServerConfig;
+use self::exchange::{Exchange, ExchangeConfig, PERSIST_BATCHES_MAX};
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The engine did not open.
+    #[error(transparent)]
+    Exchange(#[from] exchange::ExchangeError),
+    /// Binding or serving failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The database did not open.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    /// The database holds events the journal does not.
+    #[error(
+        "the database is at event {database_event_seq} but the journal only reaches {journal_event_seq}: \
+         they belong to different engines (use a fresh database or the matching data directory)"
+    )]
+    Mismatch {
+        /// Newest event in the database.
+        database_event_seq: u64,
+        /// Newest event in the journal.
+        journal_event_seq: u64,
+    },
+    /// A start-up task failed.
+    #[error("start-up task failed: {0}")]
+    Task(String),
+}
+
+/// Longest wait for the database projection to drain at shutdown.
+const PERSIST_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often products are listed ahead and engine time is advanced.
+const MARKET_TICK: Duration = Duration::from_secs(5);
+
+/// The process-wide Prometheus recorder (a process has one global recorder).
+fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    0.25, 0.5, 1.0, 2.5, 5.0,
+                ])
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .clone()
+}
+
+/// A running server.
+pub struct RunningServer {
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// Shared state (tests inspect it).
+    pub state: SharedState,
+    tasks: Vec<JoinHandle<()>>,
+    persister: JoinHandle<()>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningServer {
+    /// Starts the server: engine recovery, HTTP listener, market housekeeping.
+    ///
+    /// # Errors
+    /// [`ServerError`] if any part cannot start.
+    pub async fn start(
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<RunningServer, ServerError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)?;
+        let jwt = match &config.jwt_secret {
+            Some(secret) => JwtKeys::from_secret(secret.as_bytes()),
+            None => {
+                // No configured secret: a random one for this run, so no token from
+                // elsewhere is accepted (tokens come from `RunningServer::issue_token`).
+                let secret: [u8; 32] = rand::random();
+                tracing::warn!("no jwt_secret configured: tokens are valid for this run only");
+                JwtKeys::from_secret(&secret)
+            }
+        };
+        let db = crate::db::Db::connect(&config.database_url()).await?;
+        tracing::info!(backend = ?db.backend(), "database ready");
+        let (persist_tx, persist_rx) = mpsc::channel::<Vec<EngineEvent>>(PERSIST_BATCHES_MAX);
+        let mut tasks = Vec::new();
+        // Started before the engine opens: journal replay feeds it.
+        let persister = tokio::spawn(persist_events(db.clone(), persist_rx));
+        let exchange_config = ExchangeConfig::new(config.data_dir.join("engine"));
+        let exchange_clock = Arc::clone(&clock);
+        let exchange = tokio::task::spawn_blocking(move || {
+            Exchange::open(&exchange_config, exchange_clock, persist_tx)
+        })
+        .await
+        .map_err(|error| ServerError::Task(error.to_string()))??;
+        let exchange = Arc::new(exchange);
+        // The projection can trail the journal, never lead it: a database ahead of the
+        // journal belongs to another engine (or the journal was lost), and replaying
+        // into it would silently skip events.
+        let cursor = db.engine_cursor().await?;
+        let journal_event_seq = exchange.last_event_seq();
+        if cursor.last_event_seq > journal_event_seq {
+            let _ = tokio::task::spawn_blocking(move || exchange.shutdown()).await;
+            return Err(ServerError::Mismatch {
+                database_event_seq: cursor.last_event_seq,
+                journal_event_seq,
+            });
+        }
+        exchange
+            .list_products_ahead(config.intraday_hours_ahead)
+            .await?;
+        let state = Arc::new(AppState {
+            exchange: Arc::clone(&exchange),
+            db,
+            jwt,
+            limiter: RateLimiter::new(config.rate_limit_orders_per_s, config.rate_limit_burst),
+            metrics: prometheus(),
+        });
+        let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
+        let http_addr = listener.local_addr()?;
+        let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
+        let router = api::router(Arc::clone(&state));
+        let mut http_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = http_shutdown.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "HTTP server failed");
+            }
+        }));
+        let hours_ahead = config.intraday_hours_ahead;
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MARKET_TICK);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown_rx.wait_for(|stop| *stop) => break,
+                }
+                if let Err(error) = exchange.advance_time().await {
+                    tracing::error!(%error, "advancing engine time failed");
+                }
+                if let Err(error) = exchange.list_products_ahead(hours_ahead).await {
+                    tracing::error!(%error, "listing products failed");
+                }
+            }
+        }));
+        tracing::info!(%http_addr, "voltex server listening");
+        Ok(RunningServer {
+            http_addr,
+            state,
+            tasks,
+            persister,
+            shutdown,
+        })
+    }
+
+    /// A token signed with this server's key (for `voltex up`, which prints an
+    /// operator token).
+    ///
+    /// # Errors
+    /// Only if signing fails.
+    pub fn issue_token(&self, claims: &auth::Claims) -> Result<String, auth::TokenError> {
+        self.state.jwt.issue(claims)
+    }
+
+    /// Stops accepting requests, drains the sequencer and waits for the tasks.
+    ///
+    /// # Errors
+    /// The engine's error if it had failed.
+    pub async fn stop(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(true);
+        let exchange = Arc::clone(&self.state.exchange);
+        tokio::task::spawn_blocking(move || exchange.shutdown())
+            .await
+            .map_err(|error| ServerError::Task(error.to_string()))??;
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        // The sequencer has stopped, so the persistence channel is closed: the
+        // persister drains what is queued and ends. (Anything it cannot write now is
+        // replayed from the journal at the next start.)
+        if tokio::time::timeout(PERSIST_DRAIN_TIMEOUT, self.persister)
+            .await
+            .is_err()
+        {
+            tracing::warn!("persister did not drain in time; the journal replay will catch up");
+        }
+        Ok(())
+    }
+}
+
+/// Most events written in one database transaction.
+const PERSIST_EVENTS_PER_TX_MAX: usize = 4096;
+
+/// Writes committed events to the database projection, in order, coalescing queued
+/// batches into one transaction. A failed write is retried (with back-off) until it
+/// succeeds: events are never dropped, and if the database stays down the bounded
+/// channel fills and back-pressures the sequencer.
+async fn persist_events(db: crate::db::Db, mut events: mpsc::Receiver<Vec<EngineEvent>>) {
+    let mut pending: Vec<EngineEvent> = Vec::new();
+    while let Some(batch) = events.recv().await {
+        pending.extend_from_slice(&batch);
+        while pending.len() < PERSIST_EVENTS_PER_TX_MAX {
+            match events.try_recv() {
+                Ok(more) => pending.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        let mut delay = Duration::from_millis(10);
+        loop {
+            let started = clock::monotonic();
+            match db.persist_engine_events(&pending).await {
+                Ok(outcome) => {
+                    metrics::histogram!("voltex_db_persist_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::counter!("voltex_persisted_events_total").increment(outcome.n_applied);
+                    metrics::gauge!("voltex_persisted_event_seq")
+                        .set(outcome.last_event_seq as f64);
+                    break;
+                }
+                Err(error) => {
+                    tracing::error!(%error, n_events = pending.len(), "persisting engine events failed; retrying");
+                    metrics::counter!("voltex_db_persist_failures_total").increment(1);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        pending.clear();
+    }
+}

@@ -1,0 +1,422 @@
+//! `voltex up`: the whole platform on one machine, with embedded defaults.
+//!
+//! Starts the server ([`RunningServer`]: API, sequencer, SQLite or PostgreSQL), an
+//! MQTT broker (embedded rumqttd unless an external URL is given), the QUIC endpoint
+//! with a platform CA, the dispatch orchestrator, and N simulated agents (the real
+//! `voltex-agent` runtime) over both transports. A market replay drives the day-ahead
+//! cycle: for each replayed day the weekly-naive forecast of that day's prices feeds
+//! the fleet LP (`voltex_engine::optimise::fleet`), the plan becomes the fleet's
+//! commitment, which is allocated to devices (`voltex_engine::commit::allocate`),
+//! signed, persisted and rolled out; the expected revenue at the realised prices is
+//! written to `analytics_aggregates`.
+//!
+//! Replay runs accelerated: one replayed hour lasts `hour_real_s` real seconds, and
+//! schedules are issued in real time with periods of that length, so the agents
+//! execute and acknowledge them for real. Energy actually moved by the simulated
+//! batteries is therefore the planned power for a compressed time; the P&L figures
+//! are those of the replayed (uncompressed) day.
+//!
+//! Not in this loop yet: bidding the plan into the day-ahead call auction (the
+//! backtest does that, `voltex backtest`); here the plan is taken as cleared.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use voltex_dispatch::ScheduleSigner;
+use voltex_dispatch::message::{DeviceId, Fallback, Schedule, ScheduleId, SchedulePeriod};
+use voltex_dispatch::transport::{
+    MqttConfig, QuicPlatformConfig, certs, mqtt_platform, quic_platform, start_embedded_broker,
+};
+use voltex_engine::commit::{Commitment, allocate};
+use voltex_engine::forecast::Forecaster;
+use voltex_engine::forecast::naive::NaiveForecaster;
+use voltex_engine::optimise::PlanConfig;
+use voltex_engine::optimise::fleet::{FleetDevice, plan_fleet};
+use voltex_market::UtcNanos;
+use voltex_market::battery::BatterySpec;
+use voltex_market::series::{PriceSeries, SeriesLayout};
+
+use super::RunningServer;
+use super::clock::{Clock, SystemClock};
+use super::config::ServerConfig;
+use super::fleet::{
+    Orchestrator, OrchestratorConfig, SimFleetConfig, SimQuic, TransportKind, spawn_simulated_fleet,
+};
+use crate::db::{AggregateRow, Db, NewDevice};
+
+/// What `voltex up` starts.
+#[derive(Clone, Debug)]
+pub struct UpConfig {
+    /// The server's configuration.
+    pub server: ServerConfig,
+    /// Simulated agents.
+    pub n_agents: usize,
+    /// Agents on QUIC per thousand (the rest use MQTT).
+    pub quic_per_mille: u32,
+    /// Price file replayed (epftoolbox CSV shape).
+    pub prices_csv: PathBuf,
+    /// Real seconds per replayed hour.
+    pub hour_real_s: u32,
+    /// Stop after this long (real time); `None` runs until Ctrl-C.
+    pub run_for: Option<Duration>,
+}
+
+/// Why `voltex up` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    /// The server did not start.
+    #[error(transparent)]
+    Server(#[from] super::ServerError),
+    /// A transport, certificate or the fleet did not start.
+    #[error("{0}")]
+    Start(String),
+    /// The price file is unusable.
+    #[error("price replay {path}: {message}")]
+    Replay {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// Database failure.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+}
+
+fn start_error(what: &str) -> impl Fn(&dyn std::fmt::Display) -> UpError + '_ {
+    move |error| UpError::Start(format!("{what}: {error}"))
+}
+
+/// Per-device battery of the simulated fleet (matches [`SimFleetConfig::new`]).
+fn device_spec(config: &SimFleetConfig) -> Result<BatterySpec, UpError> {
+    let spec = BatterySpec::symmetric(
+        config.limits.max_discharge_w,
+        config.capacity_wh,
+        0.9,
+        rust_decimal::Decimal::from(2),
+    );
+    spec.validate()
+        .map_err(|error| UpError::Start(format!("battery spec: {error}")))?;
+    Ok(spec)
+}
+
+/// A summary of a run, printed at the end.
+#[derive(Clone, Debug, Default)]
+pub struct UpReport {
+    /// Days replayed (roll-outs issued).
+    pub n_days: usize,
+    /// Device schedules acknowledged over all roll-outs.
+    pub n_acked: u64,
+    /// Device schedules issued.
+    pub n_issued: u64,
+    /// Expected revenue at realised prices, EUR cents, over all days.
+    pub revenue_cents: i64,
+}
+
+/// Runs the platform until Ctrl-C or `run_for`; `on_ready` gets the API address and
+/// an operator token valid for 24 hours.
+///
+/// # Errors
+/// [`UpError`] when a part does not start.
+pub async fn run(config: UpConfig, on_ready: impl FnOnce(&str, &str)) -> Result<UpReport, UpError> {
+    let text = std::fs::read_to_string(&config.prices_csv).map_err(|error| UpError::Replay {
+        path: config.prices_csv.clone(),
+        message: format!("{error} (pass --data with a price CSV, e.g. ../shared/data/DE.csv)"),
+    })?;
+    let series = PriceSeries::parse_csv(
+        &config.prices_csv.display().to_string(),
+        &text,
+        &SeriesLayout::default(),
+    )
+    .map_err(|error| UpError::Replay {
+        path: config.prices_csv.clone(),
+        message: error.to_string(),
+    })?;
+    if series.n_days() < 8 || series.periods_per_day() != 24 {
+        return Err(UpError::Replay {
+            path: config.prices_csv.clone(),
+            message: "needs at least 8 days of hourly prices".into(),
+        });
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let server = RunningServer::start(config.server.clone(), Arc::clone(&clock)).await?;
+    let db = server.state.db.clone();
+
+    // MQTT: external broker or the embedded one.
+    let (mqtt, _broker) = match &config.server.mqtt_url {
+        Some(url) => (
+            MqttConfig::from_url(url).map_err(|e| start_error("MQTT URL")(&e))?,
+            None,
+        ),
+        None => {
+            let port = match config.server.embedded_mqtt_port {
+                0 => voltex_dispatch::transport::embedded_broker::free_port()
+                    .map_err(|e| start_error("free port")(&e))?,
+                port => port,
+            };
+            let broker =
+                start_embedded_broker(port).map_err(|e| start_error("embedded MQTT broker")(&e))?;
+            (
+                MqttConfig::new("127.0.0.1", broker.addr().port()),
+                Some(broker),
+            )
+        }
+    };
+    let mut platform_mqtt = mqtt.clone();
+    platform_mqtt.client_id = "voltex-platform".into();
+    platform_mqtt.inflight_max = 1_000;
+    platform_mqtt.request_channel_len = 16_384;
+    platform_mqtt.inbound_channel_len = 16_384;
+    let mqtt_link = mqtt_platform(platform_mqtt)
+        .await
+        .map_err(|e| start_error("platform MQTT link")(&e))?;
+
+    // QUIC with a CA made for this run (`voltex certs` manages a persistent one).
+    let ca = certs::init_ca("voltex up CA").map_err(|e| start_error("CA")(&e))?;
+    let server_cert = certs::issue_server(&ca, &["localhost".into()])
+        .map_err(|e| start_error("server certificate")(&e))?;
+    let quic_link = quic_platform(QuicPlatformConfig::new(
+        config.server.quic_addr,
+        ca.cert_pem.clone(),
+        server_cert.cert_pem,
+        server_cert.key_pem,
+    ))
+    .await
+    .map_err(|e| start_error("QUIC endpoint")(&e))?;
+    let quic_addr = quic_link
+        .local_addr()
+        .map_err(|e| start_error("QUIC address")(&e))?;
+
+    let mut seed = [0u8; 32];
+    for (index, byte) in seed.iter_mut().enumerate() {
+        *byte = rand::random::<u8>() ^ (index as u8);
+    }
+    let signer = ScheduleSigner::from_seed(&seed);
+    let mut fleet_config = SimFleetConfig::new(config.n_agents, signer.verifier());
+    fleet_config.mqtt = Some(mqtt.clone());
+    fleet_config.quic = Some(SimQuic {
+        addr: quic_addr,
+        server_name: "localhost".into(),
+        ca,
+    });
+    fleet_config.quic_per_mille = config.quic_per_mille;
+    fleet_config.time_scale = 1;
+    fleet_config.tick = Duration::from_secs(1);
+    fleet_config.telemetry_interval = Duration::from_secs(30);
+    fleet_config.heartbeat_interval = Duration::from_secs(15);
+    fleet_config.resend_after = Duration::from_secs(10);
+    let spec = device_spec(&fleet_config)?;
+
+    // Devices are registered in the database before anything is sent to them.
+    let now_ns = clock.now().nanos();
+    let mut transports = Vec::with_capacity(config.n_agents);
+    for index in 0..config.n_agents {
+        let device = fleet_config
+            .device_id(index)
+            .map_err(|e| start_error("device id")(&e))?;
+        let transport = fleet_config
+            .transport_of(index)
+            .unwrap_or(TransportKind::Mqtt);
+        if db.get_device(device.as_str()).await?.is_none() {
+            db.register_device(&NewDevice {
+                device_id: device.as_str().to_string(),
+                name: format!("simulated battery {index}"),
+                public_key_hex: None,
+                cert_fingerprint_sha256: None,
+                mqtt_credential_hash: None,
+                capacity_wh: spec.capacity_wh,
+                max_charge_w: spec.max_charge_w,
+                max_discharge_w: spec.max_discharge_w,
+                registered_at_ns: now_ns,
+            })
+            .await?;
+        }
+        transports.push((device, transport));
+    }
+    let orchestrator = Orchestrator::builder(
+        OrchestratorConfig::default(),
+        db.clone(),
+        signer,
+        Arc::clone(&clock),
+    )
+    .link(TransportKind::Mqtt, mqtt_link)
+    .link(TransportKind::Quic, quic_link)
+    .start()
+    .map_err(|e| start_error("orchestrator")(&e))?;
+    for (device, transport) in &transports {
+        orchestrator
+            .register_device(device, *transport)
+            .map_err(|e| start_error("register device")(&e))?;
+    }
+    let fleet = spawn_simulated_fleet(fleet_config)
+        .await
+        .map_err(|e| start_error("simulated fleet")(&e))?;
+    let now_s = clock.now().nanos() / 1_000_000_000;
+    let operator_token = server
+        .issue_token(&super::auth::Claims {
+            sub: "operator".into(),
+            role: super::auth::Role::Operator,
+            accounts: Vec::new(),
+            iat: now_s,
+            exp: now_s + 24 * 3600,
+        })
+        .map_err(|e| start_error("operator token")(&e))?;
+    on_ready(&format!("http://{}", server.http_addr), &operator_token);
+
+    let report = replay_days(
+        &config,
+        &series,
+        &spec,
+        &transports,
+        &orchestrator,
+        &db,
+        clock.as_ref(),
+    )
+    .await;
+
+    let counters = fleet.shutdown().await;
+    tracing::info!(?counters, "simulated fleet stopped");
+    orchestrator.shutdown().await;
+    server.stop().await?;
+    report
+}
+
+async fn wait_or_stop(duration: Duration, deadline: Option<tokio::time::Instant>) -> bool {
+    let sleep = tokio::time::sleep(duration);
+    let stop_at = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = sleep => false,
+        _ = stop_at => true,
+        _ = tokio::signal::ctrl_c() => true,
+    }
+}
+
+async fn replay_days(
+    config: &UpConfig,
+    series: &PriceSeries,
+    spec: &BatterySpec,
+    devices: &[(DeviceId, TransportKind)],
+    orchestrator: &Orchestrator<Db>,
+    db: &Db,
+    clock: &dyn Clock,
+) -> Result<UpReport, UpError> {
+    let deadline = config
+        .run_for
+        .map(|run_for| tokio::time::Instant::now() + run_for);
+    let hour_s = i64::from(config.hour_real_s.max(1));
+    let mut fleet: Vec<FleetDevice> = devices
+        .iter()
+        .map(|_| FleetDevice {
+            spec: spec.clone(),
+            soc_wh: spec.capacity_wh / 2,
+        })
+        .collect();
+    let mut report = UpReport::default();
+    let mut forecaster = NaiveForecaster;
+    // Replay the last weeks of the file: the start of the standard test period.
+    let first_day = series.n_days().saturating_sub(728).max(7);
+    let mut day = first_day;
+    let mut version = clock.now().nanos().max(1) as u64 / 1_000_000_000;
+    loop {
+        if day >= series.n_days() {
+            day = first_day;
+        }
+        let forecast = forecaster
+            .forecast_day(series, day)
+            .map_err(|e| start_error("forecast")(&e))?;
+        let plan = plan_fleet(&fleet, &forecast, &PlanConfig::hourly())
+            .map_err(|e| start_error("fleet plan")(&e))?;
+        let commitment = Commitment {
+            period_s: 3600,
+            net_w: plan.net_w.clone(),
+        };
+        let allocation =
+            allocate(&fleet, &commitment).map_err(|e| start_error("allocation")(&e))?;
+        let realised = series.day_prices(day);
+        // Revenue of the plan at the realised prices: sum of price x net energy, exact.
+        let mut revenue_eur = rust_decimal::Decimal::ZERO;
+        for (price, net_w) in realised.iter().zip(&plan.net_w) {
+            revenue_eur += *price * rust_decimal::Decimal::from(*net_w)
+                / rust_decimal::Decimal::from(1_000_000);
+        }
+        let revenue_cents = (revenue_eur * rust_decimal::Decimal::from(100)).round();
+        let revenue_cents =
+            i64::try_from(revenue_cents.mantissa() / 10i128.pow(revenue_cents.scale()))
+                .unwrap_or(0);
+
+        let now = clock.now();
+        let valid_from = UtcNanos(now.nanos() + 2 * 1_000_000_000);
+        version += 1;
+        let schedules: Vec<Schedule> = devices
+            .iter()
+            .enumerate()
+            .map(|(index, (device, _))| Schedule {
+                device: device.clone(),
+                schedule_id: ScheduleId(u128::from(version)),
+                version,
+                issued_at: now,
+                valid_from,
+                valid_until: valid_from.plus_seconds(24 * hour_s),
+                randomize_start_s: 0,
+                periods: allocation.setpoints_w[index]
+                    .iter()
+                    .enumerate()
+                    .map(|(hour, target_w)| SchedulePeriod {
+                        offset_s: u32::try_from(hour as i64 * hour_s).unwrap_or(u32::MAX),
+                        target_w: *target_w,
+                        ramp_s: 0,
+                    })
+                    .collect(),
+                fallback: Fallback::Idle,
+            })
+            .collect();
+        let n = schedules.len() as u64;
+        let rollout = orchestrator
+            .roll_out_with_deadline(schedules, Some(valid_from.plus_seconds(24 * hour_s)))
+            .await
+            .map_err(|e| start_error("roll-out")(&e))?;
+        db.upsert_aggregates(&[AggregateRow {
+            period_start_ns: valid_from.nanos(),
+            period_len_s: u32::try_from(24 * hour_s).unwrap_or(u32::MAX),
+            device_id: None,
+            charged_wh: plan.net_w.iter().filter(|w| **w < 0).map(|w| -w).sum(),
+            discharged_wh: plan.net_w.iter().filter(|w| **w > 0).sum(),
+            n_schedules: n,
+            n_acks_completed: 0,
+            n_acks_failed: 0,
+            revenue_cents,
+            updated_at_ns: now.nanos(),
+        }])
+        .await?;
+        for (device, end_soc) in fleet.iter_mut().zip(&allocation.end_soc_wh) {
+            device.soc_wh = end_soc.round() as i64;
+        }
+        report.n_days += 1;
+        report.n_issued += n;
+        report.revenue_cents += revenue_cents;
+        println!(
+            "day {} ({}): plan issued to {n} devices, expected revenue {:.2} EUR",
+            report.n_days,
+            series.date(day),
+            revenue_cents as f64 / 100.0
+        );
+        let stop = wait_or_stop(Duration::from_secs(24 * hour_s as u64), deadline).await;
+        if let Some(status) = orchestrator.rollout_status(rollout) {
+            report.n_acked += status.n_acked;
+            println!(
+                "  roll-out: {}/{} acked, success rate {:?}",
+                status.n_acked, status.n_devices, status.success_rate
+            );
+        }
+        if stop {
+            return Ok(report);
+        }
+        day += 1;
+    }
+}

@@ -1,0 +1,1440 @@
+//! The repository test-suite of `voltex::db`: every scenario runs on SQLite (a fresh
+//! file in a temporary directory) and on PostgreSQL (a fresh database with a random
+//! name, dropped afterwards) when `VOLTEX_DATABASE_URL` is set.
+//!
+//! Without `VOLTEX_DATABASE_URL`, or with PostgreSQL unreachable, the PostgreSQL runs
+//! print why and pass, unless `VOLTEX_REQUIRE_SERVICES=1`, which turns that into a
+//! failure (CI sets it). Run both:
+//!
+//! ```text
+//! VOLTEX_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres VOLTEX_REQUIRE_SERVICES=1 \
+//!     cargo test -p voltex --test db_repository
+//! ```
+//!
+//! Engine events come from the real engine (in-memory journal), so the persistence
+//! is tested against the event stream the sequencer really emits.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use sqlx::Connection;
+use voltex::db::{
+    AggregateRow, AggregateScope, Backend, Db, DbConfig, DbError, DeliveryStatus,
+    DeviceStatusUpdate, NewAuditEntry, NewDevice, NewMlModel, OrderFilter, OrderStatus,
+    PAGE_LIMIT_MAX, SocReading,
+};
+use voltex_dispatch::message::{
+    Ack, AckStatus, DeviceId, Fallback, HealthFlags, Schedule, ScheduleId, SchedulePeriod,
+    ScheduleRejection, SignedSchedule, Telemetry, TelemetryBatch,
+};
+use voltex_engine::command::{EngineCommand, EngineEvent};
+use voltex_engine::engine::{Engine, EngineConfig, MemDisk};
+use voltex_market::book::{BookCommand, NewOrder};
+use voltex_market::{
+    AccountId, DeliveryPeriod, MarketRules, OrderId, PeriodLength, Price, ProductId, Qty, Side,
+    UtcNanos,
+};
+
+const NS_PER_S: i64 = 1_000_000_000;
+/// A fixed "now": 2026-11-27T00:00:00Z.
+const T0: i64 = 1_795_737_600 * NS_PER_S;
+
+// ---------------------------------------------------------------------------------
+// Harness: one fresh database per scenario and backend.
+// ---------------------------------------------------------------------------------
+
+fn require_services() -> bool {
+    std::env::var("VOLTEX_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// Skips (prints why) or fails, as `VOLTEX_REQUIRE_SERVICES` says.
+fn unavailable(why: &str) {
+    assert!(
+        !require_services(),
+        "VOLTEX_REQUIRE_SERVICES=1 but PostgreSQL is unavailable: {why}"
+    );
+    eprintln!("skipping the PostgreSQL run: {why}");
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[after_scheme..]
+        .find('/')
+        .map_or(base.len(), |i| after_scheme + i);
+    let mut out = format!("{}/{name}", &base[..host_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+async fn run_on_sqlite<F, Fut>(scenario: F)
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("voltex.db").display());
+    let db = Db::connect(&url).await.expect("open SQLite");
+    assert_eq!(db.backend(), Backend::Sqlite);
+    scenario(db.clone()).await;
+    db.close().await;
+}
+
+async fn run_on_postgres<F, Fut>(scenario: F)
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Ok(admin_url) = std::env::var("VOLTEX_DATABASE_URL") else {
+        unavailable("VOLTEX_DATABASE_URL is not set");
+        return;
+    };
+    let mut admin = match sqlx::postgres::PgConnection::connect(&admin_url).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            unavailable(&format!("cannot connect to {admin_url}: {error}"));
+            return;
+        }
+    };
+    let name = format!(
+        "voltex_test_{}_{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create the test database");
+    let outcome = AssertUnwindSafe(async {
+        let db = Db::connect(&with_database(&admin_url, &name))
+            .await
+            .expect("open PostgreSQL");
+        assert_eq!(db.backend(), Backend::Postgres);
+        scenario(db.clone()).await;
+        db.close().await;
+    })
+    .catch_unwind()
+    .await;
+    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await;
+    if let Err(payload) = outcome {
+        std::panic::resume_unwind(payload);
+    }
+    dropped.expect("drop the test database");
+}
+
+/// Declares each scenario as a test on SQLite and one on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    crate::run_on_sqlite(crate::$scenario).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    crate::run_on_postgres(crate::$scenario).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    engine_event_replay_is_idempotent,
+    engine_events_with_a_gap_are_refused_and_write_nothing,
+    concurrent_persists_of_one_batch_count_positions_once,
+    orders_filter_and_page_by_account,
+    newer_schedule_version_supersedes_older_non_final_versions,
+    stale_schedule_version_is_refused_and_identical_retry_is_idempotent,
+    schedule_retry_and_deadline_bookkeeping,
+    same_ack_twice_is_one_row_and_status_only_moves_forward,
+    writes_naming_an_unknown_device_fail_with_not_found,
+    devices_page_without_gaps_or_duplicates,
+    device_status_moves_forward_only,
+    telemetry_resent_is_stored_once,
+    ml_models_record_once_with_metrics,
+    analytics_upsert_replaces_and_totals_sum_devices,
+    audit_log_lists_newest_first_with_paging,
+    accounts_create_get_list,
+    page_limits_are_enforced,
+);
+
+// ---------------------------------------------------------------------------------
+// Engine event fixtures.
+// ---------------------------------------------------------------------------------
+
+const PRODUCT: ProductId = ProductId(7);
+const ALICE: AccountId = AccountId(1);
+const BOB: AccountId = AccountId(2);
+
+fn period() -> DeliveryPeriod {
+    let length = PeriodLength::from_minutes(60).expect("60 minutes");
+    DeliveryPeriod::new(UtcNanos(T0 + 24 * 3_600 * NS_PER_S), length).expect("aligned")
+}
+
+fn submit(
+    at_s: i64,
+    id: u64,
+    account: AccountId,
+    side: Side,
+    price: i64,
+    qty: i64,
+) -> EngineCommand {
+    EngineCommand::book(
+        UtcNanos(T0 + at_s * NS_PER_S),
+        PRODUCT,
+        BookCommand::Submit(NewOrder::limit(
+            OrderId(id),
+            account,
+            side,
+            Price(price),
+            Qty(qty),
+        )),
+    )
+}
+
+/// A session on one product: Alice rests two sells, Bob buys through the first and
+/// part of the second, Alice cancels the rest; Bob rests a bid that stays open.
+/// Returns every event the engine emitted, in order.
+fn trading_session() -> Vec<EngineEvent> {
+    let (mut engine, _) =
+        Engine::open_in_memory(&MemDisk::default(), EngineConfig::default()).expect("engine");
+    let commands = vec![
+        EngineCommand::add_product(
+            UtcNanos(T0),
+            PRODUCT,
+            period(),
+            MarketRules::intraday_default(),
+        ),
+        submit(1, 1, ALICE, Side::Sell, 5_000, 10),
+        submit(2, 2, ALICE, Side::Sell, 5_100, 10),
+        submit(3, 3, BOB, Side::Buy, 5_200, 15),
+        EngineCommand::book(
+            UtcNanos(T0 + 4 * NS_PER_S),
+            PRODUCT,
+            BookCommand::Cancel {
+                id: OrderId(2),
+                account: ALICE,
+            },
+        ),
+        submit(5, 4, BOB, Side::Buy, 4_000, 3),
+    ];
+    let mut events = Vec::new();
+    let mut acks = Vec::new();
+    engine
+        .process_batch(&commands, &mut events, &mut acks)
+        .expect("process");
+    assert_eq!(acks.len(), commands.len());
+    events
+}
+
+/// Every row the event stream produces, as comparable text.
+async fn trading_rows(db: &Db) -> Vec<String> {
+    let mut rows = Vec::new();
+    for account in [ALICE.0, BOB.0] {
+        let orders = db
+            .list_orders(account, &OrderFilter::default(), PAGE_LIMIT_MAX)
+            .await
+            .expect("orders");
+        rows.extend(orders.iter().map(|o| format!("{o:?}")));
+        let fills = db
+            .list_fills(account, None, PAGE_LIMIT_MAX)
+            .await
+            .expect("fills");
+        rows.extend(fills.iter().map(|f| format!("{f:?}")));
+        let positions = db.list_positions(account).await.expect("positions");
+        rows.extend(positions.iter().map(|p| format!("{p:?}")));
+    }
+    let trades = db
+        .list_trades(PRODUCT.0, None, PAGE_LIMIT_MAX)
+        .await
+        .expect("trades");
+    rows.extend(trades.iter().map(|t| format!("{t:?}")));
+    rows.extend(
+        db.list_products()
+            .await
+            .expect("products")
+            .iter()
+            .map(|p| format!("{p:?}")),
+    );
+    rows
+}
+
+// ---------------------------------------------------------------------------------
+// Scenarios.
+// ---------------------------------------------------------------------------------
+
+async fn engine_event_replay_is_idempotent(db: Db) {
+    let events = trading_session();
+    let n_events = events.len() as u64;
+    assert_eq!(db.last_persisted_seq().await.expect("cursor"), 0);
+
+    // First pass in two batches, as the sequencer's sink would hand them over.
+    let split = events.len() / 2;
+    let first = db
+        .persist_engine_events(&events[..split])
+        .await
+        .expect("first half");
+    assert_eq!(first.n_applied, split as u64);
+    let second = db
+        .persist_engine_events(&events[split..])
+        .await
+        .expect("second half");
+    assert_eq!(second.n_skipped, 0);
+    assert_eq!(second.last_event_seq, n_events);
+    let cursor = db.engine_cursor().await.expect("cursor");
+    assert_eq!(cursor.last_event_seq, n_events);
+    assert_eq!(cursor.last_command_seq, 6);
+    let rows_once = trading_rows(&db).await;
+
+    // The stored state is what the session did.
+    let alice = db.list_positions(ALICE.0).await.expect("positions");
+    assert_eq!(alice.len(), 1);
+    assert_eq!(alice[0].net_qty_lots, -15);
+    assert_eq!(alice[0].sold_qty_lots, 15);
+    assert_eq!(alice[0].sold_notional_tick_lots, 5_000 * 10 + 5_100 * 5);
+    assert_eq!(alice[0].n_trades, 2);
+    let bob = db.list_positions(BOB.0).await.expect("positions");
+    assert_eq!(bob[0].net_qty_lots, 15);
+    assert_eq!(bob[0].bought_notional_tick_lots, 5_000 * 10 + 5_100 * 5);
+    let order = |id| db.get_order(PRODUCT.0, id);
+    let o1 = order(1).await.expect("get").expect("order 1");
+    assert_eq!(
+        (o1.status, o1.filled_qty_lots, o1.remaining_qty_lots),
+        (OrderStatus::Filled, 10, 0)
+    );
+    let o2 = order(2).await.expect("get").expect("order 2");
+    assert_eq!(o2.status, OrderStatus::Cancelled);
+    assert_eq!((o2.filled_qty_lots, o2.remaining_qty_lots), (5, 0));
+    assert_eq!(o2.status_reason.as_deref(), Some("requested"));
+    let o3 = order(3).await.expect("get").expect("order 3");
+    assert_eq!((o3.status, o3.filled_qty_lots), (OrderStatus::Filled, 15));
+    let o4 = order(4).await.expect("get").expect("order 4");
+    assert_eq!((o4.status, o4.remaining_qty_lots), (OrderStatus::Open, 3));
+    let bob_fills = db.list_fills(BOB.0, None, 10).await.expect("fills");
+    assert_eq!(bob_fills.len(), 2);
+    assert!(
+        bob_fills
+            .iter()
+            .all(|f| f.aggressor && f.side == Side::Buy && f.order_id == 3)
+    );
+
+    // A restart replays everything, then an overlapping tail: nothing changes.
+    let replay = db.persist_engine_events(&events).await.expect("replay");
+    assert_eq!((replay.n_applied, replay.n_skipped), (0, n_events));
+    let overlap = db
+        .persist_engine_events(&events[split - 1..])
+        .await
+        .expect("overlap");
+    assert_eq!(overlap.n_applied, 0);
+    assert_eq!(trading_rows(&db).await, rows_once);
+    assert_eq!(db.last_persisted_seq().await.expect("cursor"), n_events);
+}
+
+async fn engine_events_with_a_gap_are_refused_and_write_nothing(db: Db) {
+    let events = trading_session();
+    // Starting after the cursor + 1 is a gap.
+    match db.persist_engine_events(&events[2..]).await {
+        Err(DbError::EventGap {
+            expected: 1,
+            got: 3,
+        }) => {}
+        other => panic!("expected a gap error, got {other:?}"),
+    }
+    // A batch with a hole inside is a gap too.
+    let holed = [events[0], events[2]];
+    assert!(matches!(
+        db.persist_engine_events(&holed).await,
+        Err(DbError::EventGap {
+            expected: 2,
+            got: 3
+        })
+    ));
+    assert_eq!(db.last_persisted_seq().await.expect("cursor"), 0);
+    assert!(trading_rows(&db).await.is_empty());
+    // The empty batch is a no-op.
+    let empty = db.persist_engine_events(&[]).await.expect("empty");
+    assert_eq!((empty.n_applied, empty.last_event_seq), (0, 0));
+    // After the refusals, the stream persists normally.
+    db.persist_engine_events(&events)
+        .await
+        .expect("whole stream");
+    assert_eq!(
+        db.last_persisted_seq().await.expect("cursor"),
+        events.len() as u64
+    );
+}
+
+async fn concurrent_persists_of_one_batch_count_positions_once(db: Db) {
+    let events = trading_session();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let db = db.clone();
+            let events = events.clone();
+            tokio::spawn(async move { db.persist_engine_events(&events).await })
+        })
+        .collect();
+    let mut n_applied = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(outcome) => n_applied += outcome.n_applied,
+            // A writer that lost the race may be told so; the data must still be right.
+            Err(DbError::Conflict(_)) => {}
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    assert_eq!(n_applied, events.len() as u64);
+    let alice = db.list_positions(ALICE.0).await.expect("positions");
+    assert_eq!((alice[0].net_qty_lots, alice[0].n_trades), (-15, 2));
+    assert_eq!(
+        db.list_trades(PRODUCT.0, None, 10)
+            .await
+            .expect("trades")
+            .len(),
+        2
+    );
+}
+
+async fn orders_filter_and_page_by_account(db: Db) {
+    let events = trading_session();
+    db.persist_engine_events(&events).await.expect("persist");
+    let all = db
+        .list_orders(BOB.0, &OrderFilter::default(), 10)
+        .await
+        .expect("orders");
+    let ids: Vec<u64> = all.iter().map(|o| o.order_id).collect();
+    assert_eq!(ids, [4, 3], "newest first");
+    let live = OrderFilter {
+        live_only: true,
+        ..OrderFilter::default()
+    };
+    let live_ids: Vec<u64> = db
+        .list_orders(BOB.0, &live, 10)
+        .await
+        .expect("live")
+        .iter()
+        .map(|o| o.order_id)
+        .collect();
+    assert_eq!(live_ids, [4]);
+    let cancelled = OrderFilter {
+        status: Some(OrderStatus::Cancelled),
+        ..OrderFilter::default()
+    };
+    let alice_cancelled = db
+        .list_orders(ALICE.0, &cancelled, 10)
+        .await
+        .expect("cancelled");
+    assert_eq!(alice_cancelled.len(), 1);
+    assert_eq!(alice_cancelled[0].order_id, 2);
+    let other_product = OrderFilter {
+        product_id: Some(PRODUCT.0 + 1),
+        ..OrderFilter::default()
+    };
+    assert!(
+        db.list_orders(ALICE.0, &other_product, 10)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+    // Keyset paging: one order per page, following created_event_seq.
+    let page1 = db
+        .list_orders(BOB.0, &OrderFilter::default(), 1)
+        .await
+        .expect("page 1");
+    let after = OrderFilter {
+        before_event_seq: Some(page1[0].created_event_seq),
+        ..OrderFilter::default()
+    };
+    let page2 = db.list_orders(BOB.0, &after, 1).await.expect("page 2");
+    assert_eq!((page1[0].order_id, page2[0].order_id), (4, 3));
+    let last = OrderFilter {
+        before_event_seq: Some(page2[0].created_event_seq),
+        ..OrderFilter::default()
+    };
+    assert!(
+        db.list_orders(BOB.0, &last, 1)
+            .await
+            .expect("page 3")
+            .is_empty()
+    );
+    assert!(db.get_order(PRODUCT.0, 99).await.expect("get").is_none());
+    // JSON as the API returns it: sides and statuses in snake case.
+    let json = serde_json::to_value(&all[0]).expect("json");
+    assert_eq!(json["side"], "buy");
+    assert_eq!(json["status"], "open");
+}
+
+fn new_device(id: &str) -> NewDevice {
+    NewDevice {
+        device_id: id.to_string(),
+        name: format!("battery {id}"),
+        public_key_hex: Some("ab".repeat(32)),
+        cert_fingerprint_sha256: Some(format!("fp-{id}")),
+        mqtt_credential_hash: Some("$argon2id$v=19$test".into()),
+        capacity_wh: 13_500,
+        max_charge_w: 5_000,
+        max_discharge_w: 5_000,
+        registered_at_ns: T0,
+    }
+}
+
+fn signed_schedule(device: &str, version: u64, target_w: i64) -> SignedSchedule {
+    SignedSchedule {
+        schedule: Schedule {
+            device: DeviceId::new(device).expect("device id"),
+            schedule_id: ScheduleId(0xfeed_0000 + u128::from(version)),
+            version,
+            issued_at: UtcNanos(T0 + version as i64 * NS_PER_S),
+            valid_from: UtcNanos(T0 + 3_600 * NS_PER_S),
+            valid_until: UtcNanos(T0 + 7_200 * NS_PER_S),
+            randomize_start_s: 0,
+            periods: vec![SchedulePeriod {
+                offset_s: 0,
+                target_w,
+                ramp_s: 0,
+            }],
+            fallback: Fallback::Idle,
+        },
+        signature: vec![7; 64],
+    }
+}
+
+fn ack(device: &str, version: u64, outbox_seq: u64, status: AckStatus) -> Ack {
+    Ack {
+        device: DeviceId::new(device).expect("device id"),
+        outbox_seq,
+        schedule_id: ScheduleId(0xfeed_0000 + u128::from(version)),
+        version,
+        status,
+        at: UtcNanos(T0 + 100 * NS_PER_S + outbox_seq as i64),
+    }
+}
+
+async fn newer_schedule_version_supersedes_older_non_final_versions(db: Db) {
+    db.register_device(&new_device("bat-1"))
+        .await
+        .expect("register");
+    db.register_device(&new_device("bat-2"))
+        .await
+        .expect("register");
+    let deadline = T0 + 600 * NS_PER_S;
+    let v1 = db
+        .insert_schedule(&signed_schedule("bat-1", 1, 1_000), deadline)
+        .await
+        .expect("v1");
+    assert!(v1.inserted);
+    assert_eq!(
+        (v1.schedule.status, v1.n_superseded),
+        (DeliveryStatus::Issued, 0)
+    );
+    assert_eq!(
+        v1.schedule.signed_schedule().expect("payload"),
+        signed_schedule("bat-1", 1, 1_000)
+    );
+    // v2 completes before v3 arrives: a final status is not superseded.
+    db.insert_schedule(&signed_schedule("bat-1", 2, 2_000), deadline)
+        .await
+        .expect("v2");
+    db.update_schedule_status("bat-1", 2, DeliveryStatus::Completed, T0 + 50, None)
+        .await
+        .expect("complete v2");
+    // Another device's schedule is untouched by bat-1's versions.
+    db.insert_schedule(&signed_schedule("bat-2", 1, 500), deadline)
+        .await
+        .expect("bat-2 v1");
+    let v4 = db
+        .insert_schedule(&signed_schedule("bat-1", 4, 4_000), deadline)
+        .await
+        .expect("v4");
+    assert_eq!(
+        v4.n_superseded, 0,
+        "v1 was superseded by v2 already, v2 is final"
+    );
+
+    let history = db
+        .schedule_history("bat-1", None, 10)
+        .await
+        .expect("history");
+    let summary: Vec<(u64, DeliveryStatus, Option<u64>)> = history
+        .iter()
+        .map(|s| (s.version, s.status, s.superseded_by_version))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (4, DeliveryStatus::Issued, None),
+            (2, DeliveryStatus::Completed, None),
+            (1, DeliveryStatus::Superseded, Some(2)),
+        ]
+    );
+    let v5 = db
+        .insert_schedule(&signed_schedule("bat-1", 5, 5_000), deadline)
+        .await
+        .expect("v5");
+    assert_eq!(v5.n_superseded, 1);
+    let v4_now = db.get_schedule("bat-1", 4).await.expect("get").expect("v4");
+    assert_eq!(v4_now.status, DeliveryStatus::Superseded);
+    assert_eq!(v4_now.superseded_by_version, Some(5));
+    assert_eq!(
+        v4_now.next_attempt_at_ns, None,
+        "a superseded version is not retried"
+    );
+    let latest = db
+        .latest_schedule("bat-1")
+        .await
+        .expect("latest")
+        .expect("some");
+    assert_eq!(latest.version, 5);
+    assert_eq!(
+        db.get_device("bat-1")
+            .await
+            .expect("get")
+            .expect("device")
+            .latest_schedule_version,
+        5
+    );
+    let other = db
+        .latest_schedule("bat-2")
+        .await
+        .expect("latest")
+        .expect("some");
+    assert_eq!((other.version, other.status), (1, DeliveryStatus::Issued));
+    // History pages by version.
+    let page = db
+        .schedule_history("bat-1", Some(4), 1)
+        .await
+        .expect("page");
+    assert_eq!(page[0].version, 2);
+    assert!(
+        db.latest_schedule("nobody")
+            .await
+            .expect("latest")
+            .is_none()
+    );
+    let counts = db
+        .schedule_status_counts(Some("bat-1"))
+        .await
+        .expect("counts");
+    let count_of = |status| {
+        counts
+            .iter()
+            .find(|c| c.status == status)
+            .map_or(0, |c| c.n_schedules)
+    };
+    assert_eq!(count_of(DeliveryStatus::Superseded), 2);
+    assert_eq!(count_of(DeliveryStatus::Completed), 1);
+    assert_eq!(count_of(DeliveryStatus::Issued), 1);
+    let fleet = db.schedule_status_counts(None).await.expect("fleet counts");
+    assert_eq!(fleet.iter().map(|c| c.n_schedules).sum::<u64>(), 5);
+}
+
+async fn stale_schedule_version_is_refused_and_identical_retry_is_idempotent(db: Db) {
+    db.register_device(&new_device("bat-1"))
+        .await
+        .expect("register");
+    let deadline = T0 + 600 * NS_PER_S;
+    db.insert_schedule(&signed_schedule("bat-1", 3, 1_000), deadline)
+        .await
+        .expect("v3");
+    let retry = db
+        .insert_schedule(&signed_schedule("bat-1", 3, 1_000), deadline)
+        .await
+        .expect("retry");
+    assert!(!retry.inserted);
+    assert_eq!(retry.schedule.version, 3);
+    for (version, target_w) in [(3, 9_999), (2, 1_000)] {
+        match db
+            .insert_schedule(&signed_schedule("bat-1", version, target_w), deadline)
+            .await
+        {
+            Err(DbError::StaleScheduleVersion {
+                version: v,
+                latest: 3,
+                ..
+            }) => assert_eq!(v, version),
+            other => panic!("expected a stale version error, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        db.insert_schedule(&signed_schedule("bat-1", 0, 1), deadline)
+            .await,
+        Err(DbError::InvalidInput {
+            field: "version",
+            ..
+        })
+    ));
+    let mut broken = signed_schedule("bat-1", 4, 1);
+    broken.schedule.valid_until = broken.schedule.valid_from;
+    assert!(matches!(
+        db.insert_schedule(&broken, deadline).await,
+        Err(DbError::InvalidInput {
+            field: "schedule",
+            ..
+        })
+    ));
+    assert!(matches!(
+        db.insert_schedule(&signed_schedule("bat-1", 4, 1), T0)
+            .await,
+        Err(DbError::InvalidInput {
+            field: "deadline_at_ns",
+            ..
+        })
+    ));
+    assert_eq!(
+        db.schedule_history("bat-1", None, 10)
+            .await
+            .expect("history")
+            .len(),
+        1
+    );
+}
+
+async fn schedule_retry_and_deadline_bookkeeping(db: Db) {
+    db.register_device(&new_device("bat-1"))
+        .await
+        .expect("register");
+    db.register_device(&new_device("bat-2"))
+        .await
+        .expect("register");
+    let deadline = T0 + 600 * NS_PER_S;
+    db.insert_schedule(&signed_schedule("bat-1", 1, 1_000), deadline)
+        .await
+        .expect("bat-1");
+    db.insert_schedule(&signed_schedule("bat-2", 1, 1_000), deadline)
+        .await
+        .expect("bat-2");
+    let now = T0 + 10 * NS_PER_S;
+    assert_eq!(db.list_schedules_due(now, 10).await.expect("due").len(), 2);
+    let after_attempt = db
+        .record_schedule_attempt("bat-1", 1, now, Some(now + 5 * NS_PER_S))
+        .await
+        .expect("attempt");
+    assert_eq!(after_attempt.attempts, 1);
+    assert_eq!(after_attempt.last_attempt_at_ns, Some(now));
+    let due: Vec<String> = db
+        .list_schedules_due(now, 10)
+        .await
+        .expect("due")
+        .into_iter()
+        .map(|s| s.device_id)
+        .collect();
+    assert_eq!(due, ["bat-2"]);
+    // Received: no longer due for retry.
+    db.update_schedule_status("bat-2", 1, DeliveryStatus::Received, now, None)
+        .await
+        .expect("received");
+    let later = now + 5 * NS_PER_S;
+    let due_later: Vec<String> = db
+        .list_schedules_due(later, 10)
+        .await
+        .expect("due")
+        .into_iter()
+        .map(|s| s.device_id)
+        .collect();
+    assert_eq!(due_later, ["bat-1"]);
+    // Past the deadline neither is due; both unaccepted versions fail.
+    assert!(
+        db.list_schedules_due(deadline, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    assert_eq!(
+        db.fail_overdue_schedules(deadline).await.expect("overdue"),
+        2
+    );
+    let failed = db
+        .get_schedule("bat-1", 1)
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(failed.status, DeliveryStatus::Failed);
+    assert_eq!(failed.status_detail.as_deref(), Some("deadline_passed"));
+    assert_eq!(db.fail_overdue_schedules(deadline).await.expect("again"), 0);
+    assert!(matches!(
+        db.record_schedule_attempt("bat-1", 9, now, None).await,
+        Err(DbError::NotFound {
+            entity: "schedule",
+            ..
+        })
+    ));
+    assert!(matches!(
+        db.update_schedule_status("bat-1", 9, DeliveryStatus::Accepted, now, None)
+            .await,
+        Err(DbError::NotFound {
+            entity: "schedule",
+            ..
+        })
+    ));
+}
+
+async fn same_ack_twice_is_one_row_and_status_only_moves_forward(db: Db) {
+    db.register_device(&new_device("bat-1"))
+        .await
+        .expect("register");
+    db.insert_schedule(&signed_schedule("bat-1", 1, 1_000), T0 + 600 * NS_PER_S)
+        .await
+        .expect("v1");
+    let accepted = ack("bat-1", 1, 2, AckStatus::Accepted);
+    let first = db.record_ack(&accepted, T0 + 200).await.expect("first");
+    assert!(first.inserted);
+    assert_eq!(
+        first.schedule.as_ref().map(|s| s.status),
+        Some(DeliveryStatus::Accepted)
+    );
+    let again = db.record_ack(&accepted, T0 + 300).await.expect("again");
+    assert!(!again.inserted);
+    // A late "received" (outbox resend order) does not move the status back.
+    let received = db
+        .record_ack(&ack("bat-1", 1, 1, AckStatus::Received), T0 + 400)
+        .await
+        .expect("received");
+    assert!(received.inserted);
+    assert_eq!(
+        received.schedule.map(|s| s.status),
+        Some(DeliveryStatus::Accepted)
+    );
+    let failed = db
+        .record_ack(
+            &ack(
+                "bat-1",
+                1,
+                3,
+                AckStatus::Failed(voltex_dispatch::message::FailureReason::SocLimit),
+            ),
+            T0 + 500,
+        )
+        .await
+        .expect("failed");
+    let schedule = failed.schedule.expect("known schedule");
+    assert_eq!(schedule.status, DeliveryStatus::Failed);
+    assert_eq!(schedule.status_detail.as_deref(), Some("soc_limit"));
+    // Final: a later "completed" is logged but does not replace it.
+    db.record_ack(&ack("bat-1", 1, 4, AckStatus::Completed), T0 + 600)
+        .await
+        .expect("completed");
+    let row = db
+        .get_schedule("bat-1", 1)
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(row.status, DeliveryStatus::Failed);
+    // An ack for a version the platform never issued is kept, with no schedule.
+    let unknown = db
+        .record_ack(
+            &ack(
+                "bat-1",
+                7,
+                5,
+                AckStatus::Rejected(ScheduleRejection::OlderVersion),
+            ),
+            T0,
+        )
+        .await
+        .expect("unknown version");
+    assert!(unknown.inserted && unknown.schedule.is_none());
+
+    let logs = db
+        .list_execution_logs("bat-1", None, 10)
+        .await
+        .expect("logs");
+    let statuses: Vec<DeliveryStatus> = logs.iter().map(|l| l.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            DeliveryStatus::Rejected,
+            DeliveryStatus::Completed,
+            DeliveryStatus::Failed,
+            DeliveryStatus::Received,
+            DeliveryStatus::Accepted,
+        ],
+        "one row per distinct ack, newest first"
+    );
+    assert_eq!(logs[0].status_detail.as_deref(), Some("older_version"));
+    let page = db
+        .list_execution_logs("bat-1", Some(logs[1].log_id), 2)
+        .await
+        .expect("page");
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[0].log_id, logs[2].log_id);
+}
+
+async fn writes_naming_an_unknown_device_fail_with_not_found(db: Db) {
+    let not_found = |result: Result<_, DbError>| {
+        matches!(
+            result,
+            Err(DbError::NotFound {
+                entity: "device",
+                ..
+            })
+        )
+    };
+    assert!(not_found(
+        db.insert_schedule(&signed_schedule("ghost", 1, 1), T0 + NS_PER_S)
+            .await
+            .map(|_| ())
+    ));
+    assert!(not_found(
+        db.record_ack(&ack("ghost", 1, 1, AckStatus::Received), T0)
+            .await
+            .map(|_| ())
+    ));
+    let batch = TelemetryBatch {
+        device: DeviceId::new("ghost").expect("id"),
+        samples: vec![sample(1, T0)],
+    };
+    assert!(not_found(db.insert_telemetry(&batch, T0).await.map(|_| ())));
+    let update = DeviceStatusUpdate {
+        device_id: "ghost".into(),
+        seen_at_ns: T0,
+        online: Some(true),
+        soc: None,
+    };
+    assert!(not_found(
+        db.update_device_status(&update).await.map(|_| ())
+    ));
+    assert!(db.get_device("ghost").await.expect("get").is_none());
+    // Registration refuses bad ids and duplicates with typed errors.
+    assert!(matches!(
+        db.register_device(&new_device("bad id/with slash")).await,
+        Err(DbError::InvalidInput {
+            field: "device_id",
+            ..
+        })
+    ));
+    let mut negative = new_device("bat-x");
+    negative.max_charge_w = -1;
+    assert!(matches!(
+        db.register_device(&negative).await,
+        Err(DbError::InvalidInput {
+            field: "max_charge_w",
+            ..
+        })
+    ));
+    db.register_device(&new_device("bat-1"))
+        .await
+        .expect("register");
+    assert!(matches!(
+        db.register_device(&new_device("bat-1")).await,
+        Err(DbError::AlreadyExists {
+            entity: "device",
+            ..
+        })
+    ));
+    let mut same_cert = new_device("bat-2");
+    same_cert.cert_fingerprint_sha256 = Some("fp-bat-1".into());
+    assert!(matches!(
+        db.register_device(&same_cert).await,
+        Err(DbError::AlreadyExists { .. })
+    ));
+    let by_cert = db
+        .get_device_by_cert_fingerprint("fp-bat-1")
+        .await
+        .expect("get");
+    assert_eq!(by_cert.map(|d| d.device_id), Some("bat-1".to_string()));
+}
+
+async fn devices_page_without_gaps_or_duplicates(db: Db) {
+    let mut ids: Vec<String> = (0..25).map(|i| format!("bat-{i:03}")).collect();
+    for id in ids.iter().rev() {
+        db.register_device(&new_device(id)).await.expect("register");
+    }
+    ids.sort();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut page_sizes = Vec::new();
+    loop {
+        let page = db
+            .list_devices(after.as_deref(), None, 10)
+            .await
+            .expect("page");
+        if page.is_empty() {
+            break;
+        }
+        page_sizes.push(page.len());
+        after = page.last().map(|d| d.device_id.clone());
+        seen.extend(page.into_iter().map(|d| d.device_id));
+    }
+    assert_eq!(page_sizes, [10, 10, 5]);
+    assert_eq!(seen, ids);
+    // Filter by online.
+    let update = DeviceStatusUpdate {
+        device_id: "bat-007".into(),
+        seen_at_ns: T0 + NS_PER_S,
+        online: Some(true),
+        soc: None,
+    };
+    db.update_device_status(&update).await.expect("online");
+    let online = db
+        .list_devices(None, Some(true), 100)
+        .await
+        .expect("online");
+    assert_eq!(online.len(), 1);
+    assert_eq!(online[0].device_id, "bat-007");
+    assert_eq!(
+        db.list_devices(None, Some(false), 100)
+            .await
+            .expect("offline")
+            .len(),
+        24
+    );
+    let counts = db.fleet_counts().await.expect("counts");
+    assert_eq!((counts.n_devices, counts.n_online), (25, 1));
+    // The credential hash is stored but never serialized.
+    let device = db
+        .get_device("bat-007")
+        .await
+        .expect("get")
+        .expect("device");
+    assert!(device.mqtt_credential_hash.is_some());
+    let json = serde_json::to_value(&device).expect("json");
+    assert!(json.get("mqtt_credential_hash").is_none());
+    assert_eq!(json["online"], true);
+}
+
+async fn device_status_moves_forward_only(db: Db) {
+    db.register_device(&new_device("bat-1"))
+        .await
+        .expect("register");
+    let update = |seen_s: i64, online: Option<bool>, soc: Option<(i64, i64)>| DeviceStatusUpdate {
+        device_id: "bat-1".into(),
+        seen_at_ns: T0 + seen_s * NS_PER_S,
+        online,
+        soc: soc.map(|(soc_wh, at_s)| SocReading {
+            soc_wh,
+            at_ns: T0 + at_s * NS_PER_S,
+        }),
+    };
+    let d = db
+        .update_device_status(&update(10, Some(true), Some((5_000, 9))))
+        .await
+        .expect("1");
+    assert_eq!(
+        (d.online, d.last_seen_at_ns, d.last_soc_wh),
+        (true, Some(T0 + 10 * NS_PER_S), Some(5_000))
+    );
+    // An older report changes neither last_seen nor the SoC.
+    let d = db
+        .update_device_status(&update(5, None, Some((1_000, 4))))
+        .await
+        .expect("2");
+    assert_eq!(
+        (d.online, d.last_seen_at_ns, d.last_soc_wh),
+        (true, Some(T0 + 10 * NS_PER_S), Some(5_000))
+    );
+    // Heartbeat timeout marks it offline.
+    assert_eq!(
+        db.mark_silent_devices_offline(T0 + 11 * NS_PER_S)
+            .await
+            .expect("silent"),
+        1
+    );
+    assert!(
+        !db.get_device("bat-1")
+            .await
+            .expect("get")
+            .expect("device")
+            .online
+    );
+    assert_eq!(
+        db.mark_silent_devices_offline(T0 + 11 * NS_PER_S)
+            .await
+            .expect("again"),
+        0
+    );
+}
+
+fn sample(outbox_seq: u64, at_ns: i64) -> Telemetry {
+    Telemetry {
+        outbox_seq,
+        at: UtcNanos(at_ns),
+        soc_wh: 1_000 + outbox_seq as i64,
+        power_w: -2_500,
+        charged_wh: 10 * outbox_seq,
+        discharged_wh: 5 * outbox_seq,
+        temperature_mc: -1_500,
+        health: HealthFlags(0b101),
+    }
+}
+
+async fn telemetry_resent_is_stored_once(db: Db) {
+    db.register_device(&new_device("bat-1"))
+        .await
+        .expect("register");
+    let batch = TelemetryBatch {
+        device: DeviceId::new("bat-1").expect("id"),
+        samples: (1..=5)
+            .map(|i| sample(i, T0 + i as i64 * NS_PER_S))
+            .collect(),
+    };
+    assert_eq!(
+        db.insert_telemetry(&batch, T0 + 10).await.expect("first"),
+        5
+    );
+    assert_eq!(
+        db.insert_telemetry(&batch, T0 + 20).await.expect("resend"),
+        0
+    );
+    let longer = TelemetryBatch {
+        device: batch.device.clone(),
+        samples: (4..=7)
+            .map(|i| sample(i, T0 + i as i64 * NS_PER_S))
+            .collect(),
+    };
+    assert_eq!(
+        db.insert_telemetry(&longer, T0 + 30)
+            .await
+            .expect("overlap"),
+        2
+    );
+    let latest = db
+        .latest_telemetry("bat-1")
+        .await
+        .expect("latest")
+        .expect("sample");
+    assert_eq!((latest.outbox_seq, latest.soc_wh), (7, 1_007));
+    assert_eq!(
+        (
+            latest.temperature_mc,
+            latest.health_flags,
+            latest.charged_wh
+        ),
+        (-1_500, 5, 70)
+    );
+    let range = db
+        .list_telemetry("bat-1", T0 + 2 * NS_PER_S, T0 + 5 * NS_PER_S, 100)
+        .await
+        .expect("range");
+    let seqs: Vec<u64> = range.iter().map(|t| t.outbox_seq).collect();
+    assert_eq!(seqs, [2, 3, 4]);
+    let device = db.get_device("bat-1").await.expect("get").expect("device");
+    assert_eq!(
+        (device.last_soc_wh, device.last_soc_at_ns),
+        (Some(1_007), Some(T0 + 7 * NS_PER_S))
+    );
+    assert!(db.latest_telemetry("bat-2").await.expect("none").is_none());
+}
+
+async fn ml_models_record_once_with_metrics(db: Db) {
+    let model = |version: u32, mae: &str| NewMlModel {
+        name: "lear-de".into(),
+        version,
+        kind: "lear".into(),
+        trained_at_ns: T0 + i64::from(version),
+        parameters: serde_json::json!({ "calibration_window_days": 364 }),
+        metrics: serde_json::json!({ "mae_eur_per_mwh": mae, "smape": "0.12" }),
+    };
+    db.insert_ml_model(&model(1, "9.10")).await.expect("v1");
+    db.insert_ml_model(&model(2, "8.75")).await.expect("v2");
+    assert!(matches!(
+        db.insert_ml_model(&model(2, "0")).await,
+        Err(DbError::AlreadyExists {
+            entity: "ml_model",
+            ..
+        })
+    ));
+    let mut naive = model(1, "12.0");
+    naive.name = "naive".into();
+    naive.kind = "naive".into();
+    db.insert_ml_model(&naive).await.expect("naive");
+    let all = db.list_ml_models(None, 10).await.expect("all");
+    let keys: Vec<(String, u32)> = all.iter().map(|m| (m.name.clone(), m.version)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("lear-de".into(), 2),
+            ("lear-de".into(), 1),
+            ("naive".into(), 1)
+        ]
+    );
+    assert_eq!(all[0].metrics["mae_eur_per_mwh"], "8.75");
+    assert_eq!(all[0].parameters["calibration_window_days"], 364);
+    assert_eq!(
+        db.list_ml_models(Some("naive"), 10)
+            .await
+            .expect("naive")
+            .len(),
+        1
+    );
+}
+
+async fn analytics_upsert_replaces_and_totals_sum_devices(db: Db) {
+    let hour = 3_600 * NS_PER_S;
+    let row =
+        |period: i64, device: Option<&str>, charged_wh: i64, revenue_cents: i64| AggregateRow {
+            period_start_ns: T0 + period * hour,
+            period_len_s: 3_600,
+            device_id: device.map(str::to_string),
+            charged_wh,
+            discharged_wh: charged_wh / 2,
+            n_schedules: 1,
+            n_acks_completed: 1,
+            n_acks_failed: 0,
+            revenue_cents,
+            updated_at_ns: T0,
+        };
+    let rows = vec![
+        row(0, Some("bat-1"), 1_000, 150),
+        row(0, Some("bat-2"), 2_000, -40),
+        row(0, None, 3_000, 110),
+        row(1, Some("bat-1"), 500, 7),
+        row(5, Some("bat-1"), 9_999, 9_999),
+    ];
+    assert_eq!(db.upsert_aggregates(&rows).await.expect("upsert"), 5);
+    // Recomputing a period replaces its row.
+    db.upsert_aggregates(&[row(1, Some("bat-1"), 600, 8)])
+        .await
+        .expect("recompute");
+    let totals = db.fleet_totals(T0, T0 + 2 * hour).await.expect("totals");
+    assert_eq!(totals.n_rows, 3);
+    assert_eq!(totals.charged_wh, 1_000 + 2_000 + 600);
+    assert_eq!(totals.revenue_cents, 150 - 40 + 8);
+    assert_eq!(totals.n_schedules, 3);
+    let bat1 = db
+        .list_aggregates(
+            T0,
+            T0 + 10 * hour,
+            &AggregateScope::Device("bat-1".into()),
+            100,
+        )
+        .await
+        .expect("bat-1");
+    let charged: Vec<i64> = bat1.iter().map(|r| r.charged_wh).collect();
+    assert_eq!(charged, [1_000, 600, 9_999]);
+    let fleet = db
+        .list_aggregates(T0, T0 + 10 * hour, &AggregateScope::Fleet, 100)
+        .await
+        .expect("fleet");
+    assert_eq!(fleet.len(), 1);
+    assert_eq!(fleet[0].device_id, None);
+    let devices = db
+        .list_aggregates(T0, T0 + hour, &AggregateScope::AllDevices, 100)
+        .await
+        .expect("devices");
+    let ids: Vec<Option<String>> = devices.iter().map(|r| r.device_id.clone()).collect();
+    assert_eq!(ids, [Some("bat-1".into()), Some("bat-2".into())]);
+    let empty = db.fleet_totals(T0 - hour, T0).await.expect("empty");
+    assert_eq!(empty, voltex::db::FleetTotals::default());
+    let mut bad = row(0, Some("bat-1"), 1, 1);
+    bad.period_len_s = 0;
+    assert!(matches!(
+        db.upsert_aggregates(&[bad]).await,
+        Err(DbError::InvalidInput {
+            field: "period_len_s",
+            ..
+        })
+    ));
+}
+
+async fn audit_log_lists_newest_first_with_paging(db: Db) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let entry = NewAuditEntry {
+            at_ns: T0 + i,
+            actor: "alice".into(),
+            role: "trader".into(),
+            action: "order.submit".into(),
+            target: format!("order:{i}"),
+            correlation_id: format!("corr-{i}"),
+            result: if i == 3 {
+                "rejected".into()
+            } else {
+                "ok".into()
+            },
+            detail: (i % 2 == 0).then(|| serde_json::json!({ "price": "50.00" })),
+        };
+        ids.push(db.append_audit(&entry).await.expect("append"));
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+    let first = db.list_audit(None, 2).await.expect("page 1");
+    let targets: Vec<&str> = first.iter().map(|a| a.target.as_str()).collect();
+    assert_eq!(targets, ["order:4", "order:3"]);
+    assert_eq!(
+        first[0].detail.as_ref().map(|d| d["price"].clone()),
+        Some("50.00".into())
+    );
+    assert_eq!(first[1].detail, None);
+    assert_eq!(first[1].result, "rejected");
+    let rest = db
+        .list_audit(Some(first[1].audit_id), 10)
+        .await
+        .expect("page 2");
+    let targets: Vec<&str> = rest.iter().map(|a| a.target.as_str()).collect();
+    assert_eq!(targets, ["order:2", "order:1", "order:0"]);
+}
+
+async fn accounts_create_get_list(db: Db) {
+    db.create_account(2, "bob", T0).await.expect("bob");
+    db.create_account(1, "alice", T0).await.expect("alice");
+    assert!(matches!(
+        db.create_account(1, "other", T0).await,
+        Err(DbError::AlreadyExists {
+            entity: "account",
+            ..
+        })
+    ));
+    assert!(matches!(
+        db.create_account(3, "alice", T0).await,
+        Err(DbError::AlreadyExists {
+            entity: "account",
+            ..
+        })
+    ));
+    assert!(matches!(
+        db.create_account(3, " ", T0).await,
+        Err(DbError::InvalidInput { field: "name", .. })
+    ));
+    assert_eq!(
+        db.get_account(1).await.expect("get").map(|a| a.name),
+        Some("alice".into())
+    );
+    assert!(db.get_account(9).await.expect("get").is_none());
+    let names: Vec<String> = db
+        .list_accounts(None, 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+    let after = db.list_accounts(Some(1), 10).await.expect("after");
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].account_id, 2);
+}
+
+async fn page_limits_are_enforced(db: Db) {
+    for limit in [0, PAGE_LIMIT_MAX + 1] {
+        assert!(matches!(
+            db.list_devices(None, None, limit).await,
+            Err(DbError::InvalidInput { field: "limit", .. })
+        ));
+        assert!(matches!(
+            db.list_audit(None, limit).await,
+            Err(DbError::InvalidInput { field: "limit", .. })
+        ));
+        assert!(matches!(
+            db.list_orders(1, &OrderFilter::default(), limit).await,
+            Err(DbError::InvalidInput { field: "limit", .. })
+        ));
+    }
+    db.ping().await.expect("ping");
+}
+
+// ---------------------------------------------------------------------------------
+// Connection-level behaviour.
+// ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn invalid_urls_are_typed_errors() {
+    for url in [
+        "mysql://root@localhost/voltex",
+        "voltex.db",
+        "",
+        "http://example.com",
+    ] {
+        match Db::connect(url).await {
+            Err(DbError::InvalidUrl(_)) => {}
+            other => panic!("{url:?}: expected InvalidUrl, got {other:?}"),
+        }
+    }
+    match Db::connect("sqlite://x.db?mode=sideways").await {
+        Err(DbError::InvalidUrl(_)) => {}
+        other => panic!("expected InvalidUrl for a bad sqlite option, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unopenable_databases_are_connect_errors() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let missing_dir = dir.path().join("no/such/dir/voltex.db");
+    let error = Db::connect(&format!("sqlite://{}", missing_dir.display()))
+        .await
+        .expect_err("no directory");
+    assert!(matches!(error, DbError::Connect(_)), "{error:?}");
+    assert!(error.is_unavailable());
+    let config = DbConfig {
+        acquire_timeout: Duration::from_secs(2),
+        ..DbConfig::default()
+    };
+    // Nothing listens on port 1.
+    let error = Db::connect_with("postgres://postgres@127.0.0.1:1/voltex", &config)
+        .await
+        .expect_err("no server");
+    assert!(matches!(error, DbError::Connect(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn sqlite_file_survives_reopen_and_replay_after_restart() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("voltex.db").display());
+    let events = trading_session();
+    let db = Db::connect(&url).await.expect("open");
+    db.persist_engine_events(&events[..4])
+        .await
+        .expect("persist part");
+    db.close().await;
+    // Restart: migrations run again (no-op), the cursor survived, a full replay fills
+    // in exactly the rest.
+    let db = Db::connect(&url).await.expect("reopen");
+    assert_eq!(db.last_persisted_seq().await.expect("cursor"), 4);
+    let outcome = db.persist_engine_events(&events).await.expect("replay");
+    assert_eq!(
+        (outcome.n_skipped, outcome.n_applied),
+        (4, events.len() as u64 - 4)
+    );
+    let alice = db.list_positions(ALICE.0).await.expect("positions");
+    assert_eq!((alice[0].net_qty_lots, alice[0].n_trades), (-15, 2));
+    // The file is in WAL mode with full synchronous writes.
+    let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(db.pool())
+        .await
+        .expect("journal_mode");
+    assert_eq!(journal_mode.to_lowercase(), "wal");
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(db.pool())
+        .await
+        .expect("synchronous");
+    assert_eq!(synchronous, 2, "2 = FULL");
+    let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(db.pool())
+        .await
+        .expect("foreign_keys");
+    assert_eq!(foreign_keys, 1);
+    db.close().await;
+}
+
+#[test]
+fn with_database_replaces_only_the_database_name() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
+        "postgres://postgres@127.0.0.1:5432/t1"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h:5432?sslmode=disable", "t1"),
+        "postgres://u:p@h:5432/t1?sslmode=disable"
+    );
+    // The parsed URL names the new database.
+    let options =
+        sqlx::postgres::PgConnectOptions::from_str(&with_database("postgres://u@h/a", "b"))
+            .expect("parse");
+    assert_eq!(options.get_database(), Some("b"));
+}
