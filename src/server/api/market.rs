@@ -373,12 +373,7 @@ pub async fn submit_order(
         auth.require_account(body.account)?;
         state.limiter.check(body.account)?;
         let rules = state.exchange.rules();
-        let price = rules
-            .price_from_decimal(parse_decimal("price_eur_per_mwh", &body.price_eur_per_mwh)?)
-            .map_err(price_error)?;
-        let qty = rules
-            .qty_from_mw(parse_decimal("qty_mw", &body.qty_mw)?)
-            .map_err(price_error)?;
+        let (price, qty) = parse_price_qty(rules, &body.price_eur_per_mwh, &body.qty_mw)?;
         let peak = match &body.peak_mw {
             Some(text) => Some(
                 rules
@@ -409,24 +404,53 @@ pub async fn submit_order(
                 StpDto::DecrementBoth => StpMode::DecrementBoth,
             },
         };
-        let command = EngineCommand::book(
-            state.exchange.now(),
+        let ack = execute_book_command(
+            &state,
+            id,
             ProductId(body.product),
             BookCommand::Submit(order),
-        );
-        let executed = state
-            .exchange
-            .execute(command)
-            .await
-            .map_err(ApiError::internal)?;
+        )
+        .await;
         metrics::counter!("voltex_orders_total").increment(1);
-        ack_from_events(&state, id, &executed)
+        ack
     }
     .await;
     state
         .audit(&ctx, &auth, "order.submit", &target, &result)
         .await;
     Ok((StatusCode::CREATED, Json(result?)))
+}
+
+/// Runs a book command through the sequencer (answered after the journal commit) and
+/// reports what it did to `order`.
+async fn execute_book_command(
+    state: &SharedState,
+    order: OrderId,
+    product: ProductId,
+    command: BookCommand,
+) -> Result<OrderAck, ApiError> {
+    let command = EngineCommand::book(state.exchange.now(), product, command);
+    let executed = state
+        .exchange
+        .execute(command)
+        .await
+        .map_err(ApiError::internal)?;
+    ack_from_events(state, order, &executed)
+}
+
+/// A limit price and a quantity from their decimal strings, on the market's grid.
+fn parse_price_qty(
+    rules: &voltex_market::MarketRules,
+    price_eur_per_mwh: &str,
+    qty_mw: &str,
+) -> Result<(Price, Qty), ApiError> {
+    let price = rules
+        .price_from_decimal(parse_decimal("price_eur_per_mwh", price_eur_per_mwh)?)
+        .map_err(price_error)?;
+    let qty = rules
+        .qty_from_mw(parse_decimal("qty_mw", qty_mw)?)
+        .map_err(price_error)?;
+    Ok((price, qty))
 }
 
 fn owned_live_order(
@@ -460,20 +484,11 @@ pub async fn cancel_order(
         let Path(order_id) = path?;
         target = format!("order:{order_id}");
         let order = owned_live_order(&state, &auth, order_id)?;
-        let command = EngineCommand::book(
-            state.exchange.now(),
-            order.product,
-            BookCommand::Cancel {
-                id: OrderId(order_id),
-                account: order.account,
-            },
-        );
-        let executed = state
-            .exchange
-            .execute(command)
-            .await
-            .map_err(ApiError::internal)?;
-        ack_from_events(&state, OrderId(order_id), &executed)
+        let cancel = BookCommand::Cancel {
+            id: OrderId(order_id),
+            account: order.account,
+        };
+        execute_book_command(&state, OrderId(order_id), order.product, cancel).await
     }
     .await;
     state
@@ -504,28 +519,14 @@ pub async fn modify_order(
         let order = owned_live_order(&state, &auth, order_id)?;
         state.limiter.check(order.account.0)?;
         let rules = state.exchange.rules();
-        let price = rules
-            .price_from_decimal(parse_decimal("price_eur_per_mwh", &body.price_eur_per_mwh)?)
-            .map_err(price_error)?;
-        let qty = rules
-            .qty_from_mw(parse_decimal("qty_mw", &body.qty_mw)?)
-            .map_err(price_error)?;
-        let command = EngineCommand::book(
-            state.exchange.now(),
-            order.product,
-            BookCommand::Modify {
-                id: OrderId(order_id),
-                account: order.account,
-                price,
-                qty,
-            },
-        );
-        let executed = state
-            .exchange
-            .execute(command)
-            .await
-            .map_err(ApiError::internal)?;
-        ack_from_events(&state, OrderId(order_id), &executed)
+        let (price, qty) = parse_price_qty(rules, &body.price_eur_per_mwh, &body.qty_mw)?;
+        let modify = BookCommand::Modify {
+            id: OrderId(order_id),
+            account: order.account,
+            price,
+            qty,
+        };
+        execute_book_command(&state, OrderId(order_id), order.product, modify).await
     }
     .await;
     state
