@@ -411,3 +411,124 @@ async fn openapi_document_lists_the_order_endpoints() {
     assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_api_shows_devices_schedules_and_analytics_to_permitted_roles_only() {
+    use voltex_dispatch::message::{DeviceId, Fallback, Schedule, ScheduleId, SchedulePeriod};
+    let data_dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.path().join("f.db").display()
+    );
+    let (server, client) = start(data_dir.path(), &url).await;
+    let db = server.state.db.clone();
+    db.register_device(&voltex::db::NewDevice {
+        device_id: "pi-0001".into(),
+        name: "garage".into(),
+        public_key_hex: None,
+        cert_fingerprint_sha256: None,
+        mqtt_credential_hash: None,
+        capacity_wh: 10_000,
+        max_charge_w: 5_000,
+        max_discharge_w: 5_000,
+        registered_at_ns: NOW.nanos(),
+    })
+    .await
+    .unwrap();
+    let signer = voltex_dispatch::ScheduleSigner::from_seed(&[7; 32]);
+    for version in 1..=2 {
+        let schedule = Schedule {
+            device: DeviceId::new("pi-0001").unwrap(),
+            schedule_id: ScheduleId(42),
+            version,
+            issued_at: NOW,
+            valid_from: NOW,
+            valid_until: NOW.plus_seconds(3600),
+            randomize_start_s: 0,
+            periods: vec![SchedulePeriod {
+                offset_s: 0,
+                target_w: -2_000,
+                ramp_s: 0,
+            }],
+            fallback: Fallback::Idle,
+        };
+        db.insert_schedule(&signer.sign(schedule).unwrap(), NOW.nanos() + 1_000_000_000)
+            .await
+            .unwrap();
+    }
+    db.upsert_aggregates(&[voltex::db::AggregateRow {
+        period_start_ns: NOW.nanos(),
+        period_len_s: 3600,
+        device_id: None,
+        charged_wh: 2_000,
+        discharged_wh: 1_500,
+        n_schedules: 2,
+        n_acks_completed: 0,
+        n_acks_failed: 0,
+        revenue_cents: 1_234,
+        updated_at_ns: NOW.nanos(),
+    }])
+    .await
+    .unwrap();
+
+    let operator = token("olga", Role::Operator, vec![]);
+    let trader = token("alice", Role::Trader, vec![1]);
+    let device = token("pi-0001", Role::Device, vec![]);
+    let other_device = token("pi-0002", Role::Device, vec![]);
+
+    let (status, devices) = client.get("/api/v1/devices", Some(&operator)).await;
+    assert_eq!(status, 200);
+    assert_eq!(devices[0]["device_id"], "pi-0001");
+    let (status, _) = client.get("/api/v1/devices", Some(&trader)).await;
+    assert_eq!(status, 403, "traders do not see the fleet");
+    let (status, counts) = client.get("/api/v1/fleet/status", Some(&operator)).await;
+    assert_eq!((status, counts["n_devices"].as_u64()), (200, Some(1)));
+
+    let (status, schedules) = client.get("/api/v1/schedules/pi-0001", Some(&device)).await;
+    assert_eq!(status, 200, "a device reads its own schedules: {schedules}");
+    let versions: Vec<u64> = schedules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, vec![2, 1], "newest first");
+    let (status, _) = client
+        .get("/api/v1/schedules/pi-0001", Some(&other_device))
+        .await;
+    assert_eq!(status, 403, "not another device's");
+    let (status, body) = client.get("/api/v1/devices/pi-9999", Some(&operator)).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+
+    let range = format!(
+        "from_ns={}&to_ns={}",
+        NOW.nanos(),
+        NOW.nanos() + 3_600_000_000_000
+    );
+    let (status, rows) = client
+        .get(&format!("/api/v1/analytics?{range}"), Some(&operator))
+        .await;
+    assert_eq!(
+        (status, rows[0]["revenue_cents"].as_i64()),
+        (200, Some(1_234))
+    );
+    let (status, csv) = client
+        .get(
+            &format!("/api/v1/analytics?{range}&format=csv"),
+            Some(&operator),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let csv = csv.as_str().unwrap().to_string();
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().starts_with("period_start_ns,"));
+    assert!(lines.next().unwrap().ends_with(",1234"), "{csv}");
+    let (status, body) = client
+        .get(
+            &format!("/api/v1/analytics?{range}&format=xml"),
+            Some(&operator),
+        )
+        .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_format")));
+    server.stop().await.unwrap();
+}

@@ -10,6 +10,7 @@
 //!   correlation id and result (success or the problem code).
 
 pub mod account;
+pub mod fleet;
 pub mod market;
 pub mod ops;
 pub mod ws;
@@ -226,6 +227,8 @@ impl RateLimiter {
         market::submit_order, market::cancel_order, market::modify_order,
         market::list_orders, market::get_order,
         account::positions, account::fills, account::order_history, account::audit_log,
+        fleet::list_devices, fleet::fleet_status, fleet::get_device, fleet::schedules_of,
+        fleet::acks_of, fleet::analytics,
         ops::healthz, ops::readyz,
     ),
     components(schemas(
@@ -235,7 +238,7 @@ impl RateLimiter {
         market::TifDto, market::StpDto, ws::StreamMessage, account::PositionDto,
     )),
     modifiers(&BearerAuth),
-    tags((name = "market"), (name = "orders"), (name = "accounts"), (name = "ops"))
+    tags((name = "market"), (name = "orders"), (name = "accounts"), (name = "fleet"), (name = "ops"))
 )]
 pub struct ApiDoc;
 
@@ -292,6 +295,12 @@ pub fn router(state: SharedState) -> Router {
             get(account::order_history),
         )
         .route("/api/v1/audit", get(account::audit_log))
+        .route("/api/v1/devices", get(fleet::list_devices))
+        .route("/api/v1/devices/{device_id}", get(fleet::get_device))
+        .route("/api/v1/devices/{device_id}/acks", get(fleet::acks_of))
+        .route("/api/v1/schedules/{device_id}", get(fleet::schedules_of))
+        .route("/api/v1/fleet/status", get(fleet::fleet_status))
+        .route("/api/v1/analytics", get(fleet::analytics))
         .route("/api/v1/stream", get(ws::stream))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
