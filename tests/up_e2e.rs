@@ -1,0 +1,143 @@
+//! `voltex up` end to end: the server, a broker, the QUIC endpoint, the orchestrator
+//! and real agent runtimes over both transports; the day-ahead replay issues signed
+//! schedules, the agents acknowledge them, and the database ends up holding every
+//! schedule version with its acks and the day's analytics row.
+//!
+//! On embedded defaults (SQLite, in-process broker) always; on PostgreSQL with
+//! Mosquitto when `VOLTEX_DATABASE_URL` and `VOLTEX_MQTT_URL` are set (with
+//! `VOLTEX_REQUIRE_SERVICES=1`, missing services fail the test).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sqlx::Connection;
+use voltex::db::{AggregateScope, Db, DeliveryStatus};
+use voltex::server::config::ServerConfig;
+use voltex::server::up::{UpConfig, run};
+
+const N_AGENTS: usize = 12;
+
+fn prices() -> Option<PathBuf> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/DE.csv");
+    if path.exists() {
+        Some(path)
+    } else {
+        let required = std::env::var("VOLTEX_REQUIRE_SERVICES").is_ok_and(|value| value == "1");
+        assert!(!required, "../shared/data/DE.csv is missing");
+        eprintln!("skipping: ../shared/data/DE.csv is missing");
+        None
+    }
+}
+
+async fn run_and_check(database_url: String, mqtt_url: Option<String>) {
+    let Some(prices_csv) = prices() else { return };
+    let data_dir = tempfile::tempdir().unwrap();
+    let config = UpConfig {
+        server: ServerConfig {
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.path().to_path_buf(),
+            database_url: Some(database_url.clone()),
+            mqtt_url,
+            ..ServerConfig::default()
+        },
+        n_agents: N_AGENTS,
+        quic_per_mille: 500,
+        prices_csv,
+        hour_real_s: 1,
+        run_for: Some(Duration::from_secs(6)),
+    };
+    let mut api = String::new();
+    let report = run(config, |address, _token| api = address.to_string())
+        .await
+        .unwrap();
+    assert!(api.starts_with("http://127.0.0.1:"), "{api}");
+    assert_eq!(report.n_days, 1);
+    assert_eq!(report.n_issued, N_AGENTS as u64);
+    assert_eq!(
+        report.n_acked, N_AGENTS as u64,
+        "every agent acked: {report:?}"
+    );
+
+    let db = Db::connect(&database_url).await.unwrap();
+    let counts = db.schedule_status_counts(None).await.unwrap();
+    let total: u64 = counts.iter().map(|count| count.n_schedules).sum();
+    assert_eq!(total, N_AGENTS as u64, "{counts:?}");
+    let issued: u64 = counts
+        .iter()
+        .filter(|count| count.status == DeliveryStatus::Issued)
+        .map(|count| count.n_schedules)
+        .sum();
+    assert_eq!(issued, 0, "no version is left un-acknowledged: {counts:?}");
+    for index in [0, N_AGENTS - 1] {
+        let device = format!("sim-{index:06}");
+        let logs = db.list_execution_logs(&device, None, 100).await.unwrap();
+        assert!(
+            logs.iter()
+                .any(|log| log.status == DeliveryStatus::Received),
+            "{device}: {logs:?}"
+        );
+        assert!(
+            logs.iter()
+                .any(|log| log.status == DeliveryStatus::Accepted),
+            "{device}: {logs:?}"
+        );
+        let latest = db
+            .latest_schedule(&device)
+            .await
+            .unwrap()
+            .expect("schedule stored");
+        assert_eq!(latest.device_id, device);
+    }
+    let rows = db
+        .list_aggregates(0, i64::MAX, &AggregateScope::Fleet, 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].n_schedules, N_AGENTS as u64);
+    assert_eq!(rows[0].revenue_cents, report.revenue_cents);
+    db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_rolls_a_replayed_day_out_to_real_agents_on_embedded_defaults() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", db_dir.path().join("up.db").display());
+    run_and_check(url, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_rolls_a_replayed_day_out_on_postgres_and_mosquitto() {
+    let required = std::env::var("VOLTEX_REQUIRE_SERVICES").is_ok_and(|value| value == "1");
+    let (Ok(base), Ok(mqtt)) = (
+        std::env::var("VOLTEX_DATABASE_URL"),
+        std::env::var("VOLTEX_MQTT_URL"),
+    ) else {
+        assert!(
+            !required,
+            "VOLTEX_REQUIRE_SERVICES=1 needs VOLTEX_DATABASE_URL and VOLTEX_MQTT_URL"
+        );
+        eprintln!("skipping: VOLTEX_DATABASE_URL or VOLTEX_MQTT_URL is not set");
+        return;
+    };
+    let mut admin = match sqlx::PgConnection::connect(&base).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            assert!(!required, "PostgreSQL at {base} is required: {error}");
+            eprintln!("skipping: {error}");
+            return;
+        }
+    };
+    let name = format!("voltex_up_{}_{}", std::process::id(), rand::random::<u32>());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    run_and_check(format!("{prefix}/{name}"), Some(mqtt)).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+}
