@@ -301,10 +301,7 @@ impl Db {
         limit: u32,
     ) -> Result<Vec<TradeRow>, DbError> {
         let limit = page_limit(limit)?;
-        let before = before_event_seq
-            .map(|s| input_i64("before_event_seq", s))
-            .transpose()?
-            .unwrap_or(i64::MAX);
+        let before = page_before(before_event_seq)?;
         let sql = format!(
             "SELECT {TRADE_COLUMNS} FROM trades WHERE product_id = $1 AND event_seq < $2 \
              ORDER BY event_seq DESC LIMIT $3"
@@ -330,10 +327,7 @@ impl Db {
         limit: u32,
     ) -> Result<Vec<FillRow>, DbError> {
         let limit = page_limit(limit)?;
-        let before = before_event_seq
-            .map(|s| input_i64("before_event_seq", s))
-            .transpose()?
-            .unwrap_or(i64::MAX);
+        let before = page_before(before_event_seq)?;
         let sql = format!(
             "SELECT {TRADE_COLUMNS} FROM trades \
              WHERE (aggressor_account_id = $1 OR resting_account_id = $1) AND event_seq < $2 \
@@ -777,4 +771,12 @@ fn position_from_row(row: &AnyRow) -> Result<PositionRow, DbError> {
         updated_at_ns: col(row, "updated_at_ns")?,
         updated_event_seq: col_int(row, "positions", "updated_event_seq")?,
     })
+}
+
+/// The keyset-paging bound for "older than `before_event_seq`" (no bound: `i64::MAX`).
+fn page_before(before_event_seq: Option<u64>) -> Result<i64, DbError> {
+    before_event_seq
+        .map(|seq| input_i64("before_event_seq", seq))
+        .transpose()
+        .map(|bound| bound.unwrap_or(i64::MAX))
 }
