@@ -1,0 +1,208 @@
+// The API client: the operator token (from the URL fragment `#token=...`, kept in
+// sessionStorage) and JSON/text fetches that turn RFC 9457 problems into errors.
+
+const TOKEN_KEY = 'voltex-token';
+
+/** Takes `#token=...` from the URL into sessionStorage and removes it from the URL. */
+export function captureToken(): void {
+  const hash = window.location.hash;
+  if (hash.startsWith('#token=')) {
+    const token = decodeURIComponent(hash.slice('#token='.length));
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    history.replaceState(null, '', `${window.location.pathname}#/fleet`);
+  }
+}
+
+export function token(): string | null {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+export function setToken(value: string): void {
+  sessionStorage.setItem(TOKEN_KEY, value.trim());
+}
+
+/** An API call that failed; `status` 0 is a network error. */
+export class ApiFailure extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+async function request(path: string): Promise<Response> {
+  const headers: Record<string, string> = {};
+  const bearer = token();
+  if (bearer) headers['Authorization'] = `Bearer ${bearer}`;
+  let response: Response;
+  try {
+    response = await fetch(path, { headers });
+  } catch (error) {
+    throw new ApiFailure(0, 'network', String(error));
+  }
+  if (!response.ok) {
+    let code = 'http_error';
+    let detail = response.statusText;
+    try {
+      const problem = await response.json();
+      code = problem.code ?? code;
+      detail = problem.detail ?? problem.title ?? detail;
+    } catch {
+      // Not a problem document: keep the status text.
+    }
+    throw new ApiFailure(response.status, code, `${response.status} ${code}: ${detail}`);
+  }
+  return response;
+}
+
+export async function getJson<T>(path: string): Promise<T> {
+  return (await request(path)).json() as Promise<T>;
+}
+
+export async function getBlob(path: string): Promise<Blob> {
+  return (await request(path)).blob();
+}
+
+/** The WebSocket URL of the market-data stream (browsers cannot set headers). */
+export function streamUrl(product: number): string {
+  const scheme = window.location.protocol === 'https:' ? 'wss' : 'ws';
+  const bearer = token();
+  const auth = bearer ? `&token=${encodeURIComponent(bearer)}` : '';
+  return `${scheme}://${window.location.host}/api/v1/stream?product=${product}${auth}`;
+}
+
+// Shapes of the API answers the pages read.
+
+export interface FleetCounts {
+  n_devices: number;
+  n_online: number;
+}
+
+export interface PowerPoint {
+  at_ns: number;
+  measured_w: number | null;
+  plan_w: number;
+  n_reporting: number;
+}
+
+export interface FleetSummary {
+  n_devices: number;
+  n_online: number;
+  soc_histogram: number[];
+  power: PowerPoint[];
+  as_of_ns: number;
+}
+
+export interface DeviceRow {
+  device_id: string;
+  name: string;
+  capacity_wh: number;
+  max_charge_w: number;
+  max_discharge_w: number;
+  online: boolean;
+  last_seen_at_ns: number | null;
+  last_soc_wh: number | null;
+  latest_schedule_version: number;
+}
+
+export interface ScheduleRow {
+  device_id: string;
+  version: number;
+  issued_at_ns: number;
+  valid_from_ns: number;
+  valid_until_ns: number;
+  status: string;
+  status_at_ns: number;
+  attempts: number;
+}
+
+export interface AckRow {
+  device_id: string;
+  version?: number;
+  schedule_version?: number;
+  status: string;
+  [key: string]: unknown;
+}
+
+export interface ProductInfo {
+  product_id: number;
+  delivery_start_ns: number;
+  delivery_end_ns: number;
+  delivery_start: string;
+  gate_closure_ns: number;
+  phase: string;
+}
+
+export interface Level {
+  price_eur_per_mwh: string;
+  qty_mw: string;
+  n_orders: number;
+}
+
+export interface Depth {
+  product: number;
+  bids: Level[];
+  asks: Level[];
+  as_of_event_seq: number;
+}
+
+export interface Trade {
+  event_seq: number;
+  trade_id: number;
+  at_ns: number;
+  price_eur_per_mwh: string;
+  qty_mw: string;
+  aggressor_side: string;
+}
+
+export interface OrderView {
+  order_id: number;
+  product: number;
+  side: string;
+  price_eur_per_mwh: string;
+  [key: string]: unknown;
+}
+
+export interface VersionProgress {
+  version: number;
+  n_devices: number;
+  by_status: Record<string, number>;
+  issued_at_ns: number;
+  success_rate: number;
+}
+
+export interface SlowDevice {
+  device_id: string;
+  version: number;
+  status: string;
+  latency_ms: number;
+  attempts: number;
+}
+
+export interface RolloutSummary {
+  versions: VersionProgress[];
+  slowest: SlowDevice[];
+}
+
+export interface AggregateRow {
+  period_start_ns: number;
+  period_len_s: number;
+  device_id: string | null;
+  charged_wh: number;
+  discharged_wh: number;
+  n_schedules: number;
+  n_acks_completed: number;
+  n_acks_failed: number;
+  revenue_cents: number;
+}
+
+export interface Alert {
+  name: string;
+  severity: string;
+  state: 'firing' | 'ok';
+  expr: string;
+  value: number | null;
+  summary: string;
+}
