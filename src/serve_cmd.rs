@@ -181,6 +181,7 @@ pub fn run_up(args: &UpArgs) -> Result<()> {
     let report = runtime.block_on(voltex::server::up::run(config, |api, token| {
         println!("voltex up: API {api}/api/v1 (OpenAPI {api}/api/v1/openapi.json, metrics {api}/metrics); Ctrl-C stops");
         println!("operator token (24 h): {token}");
+        println!("dashboard: {api}/#token={token}");
     }))?;
     println!(
         "voltex up: {} day(s) replayed, {}/{} device schedules acked, expected revenue {:.2} EUR",

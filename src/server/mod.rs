@@ -13,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod exchange;
 pub mod fleet;
 pub mod problem;

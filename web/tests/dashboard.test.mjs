@@ -131,7 +131,7 @@ function orderFlow(base, token, product, concurrency) {
 }
 
 async function canvasImages(page, selector) {
-  return page.$$eval(`${selector} canvas`, (canvases) => canvases.map((canvas) => canvas.toDataURL()).join('|'));
+  return page.$$eval(selector, (canvases) => canvases.map((canvas) => canvas.toDataURL()).join('|'));
 }
 
 async function main() {
@@ -210,8 +210,8 @@ async function main() {
     check(nDevices === '200', `fleet shows 200 registered devices (${nDevices})`);
     const online = await eventually(async () => Number((await page.textContent('#fleet-online'))?.replace(/\D/g, '')) > 0, 30_000);
     check(online, 'fleet shows devices online');
-    const fleetBefore = await canvasImages(page, '#soc-chart, #power-chart');
-    const fleetChanged = await eventually(async () => (await canvasImages(page, '#soc-chart, #power-chart')) !== fleetBefore, 30_000, 1000);
+    const fleetBefore = await canvasImages(page, '#soc-chart canvas, #power-chart canvas');
+    const fleetChanged = await eventually(async () => (await canvasImages(page, '#soc-chart canvas, #power-chart canvas')) !== fleetBefore, 30_000, 1000);
     check(fleetChanged, 'the fleet charts change as the replay advances');
     await page.screenshot({ path: path.join(shotDir, 'fleet.png'), fullPage: true });
 

@@ -10,6 +10,7 @@
 //!   correlation id and result (success or the problem code).
 
 pub mod account;
+pub mod dashboard_api;
 pub mod fleet;
 pub mod market;
 pub mod ops;
@@ -229,6 +230,7 @@ impl RateLimiter {
         account::positions, account::fills, account::order_history, account::audit_log,
         fleet::list_devices, fleet::fleet_status, fleet::get_device, fleet::schedules_of,
         fleet::acks_of, fleet::analytics,
+        dashboard_api::fleet_summary, dashboard_api::rollouts, dashboard_api::recent_trades,
         ops::healthz, ops::readyz,
     ),
     components(schemas(
@@ -238,7 +240,7 @@ impl RateLimiter {
         market::TifDto, market::StpDto, ws::StreamMessage, account::PositionDto,
     )),
     modifiers(&BearerAuth),
-    tags((name = "market"), (name = "orders"), (name = "accounts"), (name = "fleet"), (name = "ops"))
+    tags((name = "market"), (name = "orders"), (name = "accounts"), (name = "fleet"), (name = "ops"), (name = "dashboard"))
 )]
 pub struct ApiDoc;
 
@@ -262,10 +264,6 @@ impl utoipa::Modify for BearerAuth {
 
 async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(ApiDoc::openapi())
-}
-
-async fn not_found() -> ApiError {
-    ApiError::not_found("no such route")
 }
 
 /// The whole router.
@@ -302,10 +300,17 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/fleet/status", get(fleet::fleet_status))
         .route("/api/v1/analytics", get(fleet::analytics))
         .route("/api/v1/stream", get(ws::stream))
+        .route("/api/v1/dashboard/fleet", get(dashboard_api::fleet_summary))
+        .route("/api/v1/dashboard/rollouts", get(dashboard_api::rollouts))
+        .route(
+            "/api/v1/dashboard/trades/{product}",
+            get(dashboard_api::recent_trades),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .fallback(not_found)
+        // The web dashboard for every other path; unknown /api/ paths stay 404.
+        .fallback(crate::server::dashboard::serve)
         .layer(axum::middleware::from_fn(observe))
         .with_state(state)
 }

@@ -11,6 +11,7 @@ import type { Page } from '../page';
 const LEVELS_SHOWN = 10;
 const TRADES_KEPT = 30;
 const CHART_POINTS_MAX = 500;
+const SLOW_REDRAW_MS = 250;
 
 interface StreamMessage {
   type: 'depth' | 'trade' | 'phase' | 'order' | 'lagged';
@@ -44,6 +45,8 @@ export function marketPage(): Page {
   let nMessages = 0;
   let nRenders = 0;
   let dirty = false;
+  let slowDrawnAt = 0;
+  let slowTimer = 0;
 
   const select = el('select', { id: 'product-select' });
   const ladderBox = el('div', { id: 'ladder', 'aria-live': 'off' });
@@ -77,6 +80,22 @@ export function marketPage(): Page {
     );
     ladder.classList.add('ladder');
     ladderBox.replaceChildren(ladder);
+    root.dataset.messages = String(nMessages);
+    root.dataset.renders = String(nRenders);
+    root.dataset.levels = String(bids.size + asks.size);
+    // Trades and the price chart change less often than the book: redraw them at
+    // most every SLOW_REDRAW_MS (a burst of trades costs one table and one chart).
+    const now = performance.now();
+    if (now - slowDrawnAt < SLOW_REDRAW_MS) {
+      if (slowTimer === 0) {
+        slowTimer = window.setTimeout(() => {
+          slowTimer = 0;
+          scheduleRender();
+        }, SLOW_REDRAW_MS - (now - slowDrawnAt));
+      }
+      return;
+    }
+    slowDrawnAt = now;
     tradesBox.replaceChildren(
       table(
         'Recent trades',
@@ -85,9 +104,6 @@ export function marketPage(): Page {
       ),
     );
     chart?.setData([chartX, chartY]);
-    root.dataset.messages = String(nMessages);
-    root.dataset.renders = String(nRenders);
-    root.dataset.levels = String(bids.size + asks.size);
   }
 
   function addTrade(trade: Trade): void {
@@ -224,6 +240,7 @@ export function marketPage(): Page {
       ws?.close();
       window.clearInterval(ordersTimer);
       if (frame !== 0) cancelAnimationFrame(frame);
+      window.clearTimeout(slowTimer);
       chart?.destroy();
     },
   };

@@ -1,0 +1,447 @@
+//! Read endpoints made for the web dashboard: fleet summary (SoC histogram, fleet
+//! power against the scheduled plan), roll-out progress per schedule version with
+//! the slowest devices, and recent trades of a product.
+//!
+//! Everything is read from the database the dispatch orchestrator and the engine
+//! projection write; nothing here changes state. Each answer is bounded (named
+//! limits below) so a dashboard polling a 10,000-device fleet stays cheap.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use utoipa::{IntoParams, ToSchema};
+use voltex_dispatch::message::SignedSchedule;
+use voltex_market::{Price, Qty, Side};
+
+use super::SharedState;
+use crate::server::auth::{Auth, Role};
+use crate::server::problem::ApiError;
+
+/// Roles that may read fleet data (as in `fleet.rs`).
+const FLEET_READERS: &[Role] = &[Role::Operator, Role::Quant];
+/// Bins of the SoC histogram (10 % each).
+const SOC_BINS: usize = 10;
+/// Longest power window, seconds.
+const POWER_WINDOW_S_MAX: i64 = 24 * 3600;
+/// Most buckets in a power series.
+const POWER_BUCKETS_MAX: i64 = 600;
+/// Most schedule versions summarised at once.
+const VERSIONS_MAX: u32 = 50;
+/// Most slow devices listed.
+const SLOWEST_MAX: i64 = 10;
+/// Most schedules whose plan is evaluated for the power chart.
+const PLAN_SCHEDULES_MAX: i64 = 20_000;
+/// Most trades per request.
+const TRADES_MAX: u32 = 200;
+
+fn db_error(error: crate::db::DbError) -> ApiError {
+    if error.is_unavailable() {
+        ApiError::unavailable(format!("database unavailable: {error}"))
+    } else {
+        ApiError::internal(error)
+    }
+}
+
+fn sql_error(error: sqlx::Error) -> ApiError {
+    db_error(crate::db::DbError::from(error))
+}
+
+fn int(row: &sqlx::any::AnyRow, column: &str) -> Result<i64, ApiError> {
+    row.try_get::<i64, _>(column).map_err(sql_error)
+}
+
+fn int_opt(row: &sqlx::any::AnyRow, column: &str) -> Result<Option<i64>, ApiError> {
+    row.try_get::<Option<i64>, _>(column).map_err(sql_error)
+}
+
+/// Fleet summary query.
+#[derive(Clone, Debug, Deserialize, IntoParams)]
+pub struct FleetSummaryQuery {
+    /// Power series window ending now, seconds (default 900, at most 86,400).
+    pub window_s: Option<i64>,
+    /// Power series bucket, seconds (default 10; at least window/600).
+    pub bucket_s: Option<i64>,
+}
+
+/// One bucket of fleet power.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct PowerPoint {
+    /// Bucket start, UTC ns.
+    pub at_ns: i64,
+    /// Measured fleet power, W (discharge positive): the mean telemetry sample of the
+    /// bucket times the devices that reported in it; `None` when none reported.
+    pub measured_w: Option<i64>,
+    /// Scheduled fleet power, W: the sum of the active schedules' setpoints at the
+    /// bucket start (ramps and randomised starts ignored).
+    pub plan_w: i64,
+    /// Devices that reported telemetry in the bucket.
+    pub n_reporting: i64,
+}
+
+/// Fleet summary for the dashboard.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct FleetSummary {
+    /// Registered devices.
+    pub n_devices: i64,
+    /// Devices online by heartbeat.
+    pub n_online: i64,
+    /// Devices with a reported state of charge, per 10 % SoC bin (0–10 %, …, 90–100 %).
+    pub soc_histogram: Vec<i64>,
+    /// Fleet power per bucket, oldest first.
+    pub power: Vec<PowerPoint>,
+    /// Server time of the answer, UTC ns.
+    pub as_of_ns: i64,
+}
+
+/// SoC bin of a device (0..SOC_BINS), `None` without a usable capacity.
+fn soc_bin(soc_wh: i64, capacity_wh: i64) -> Option<usize> {
+    if capacity_wh <= 0 {
+        return None;
+    }
+    let fraction = (soc_wh.max(0) as f64 / capacity_wh as f64).min(1.0);
+    Some(((fraction * SOC_BINS as f64) as usize).min(SOC_BINS - 1))
+}
+
+/// Setpoint of `schedule` at `at_ns`, W (0 outside its window).
+fn setpoint_at(schedule: &SignedSchedule, at_ns: i64) -> i64 {
+    let schedule = &schedule.schedule;
+    if at_ns < schedule.valid_from.nanos() || at_ns >= schedule.valid_until.nanos() {
+        return 0;
+    }
+    let offset_s = (at_ns - schedule.valid_from.nanos()) / 1_000_000_000;
+    schedule
+        .periods
+        .iter()
+        .take_while(|period| i64::from(period.offset_s) <= offset_s)
+        .last()
+        .map_or(0, |period| period.target_w)
+}
+
+/// Fleet summary: counts, SoC histogram, measured power against the plan.
+#[utoipa::path(get, path = "/api/v1/dashboard/fleet", tag = "dashboard",
+    params(FleetSummaryQuery), security(("bearer" = [])),
+    responses((status = 200, description = "Fleet summary", body = FleetSummary)))]
+pub async fn fleet_summary(
+    State(state): State<SharedState>,
+    auth: Auth,
+    query: Result<Query<FleetSummaryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FleetSummary>, ApiError> {
+    auth.require(FLEET_READERS)?;
+    let Query(query) = query?;
+    let window_s = query.window_s.unwrap_or(900);
+    if !(1..=POWER_WINDOW_S_MAX).contains(&window_s) {
+        return Err(ApiError::bad_request(
+            "bad_window",
+            format!("window_s must be in 1..={POWER_WINDOW_S_MAX}"),
+        ));
+    }
+    let bucket_s = query
+        .bucket_s
+        .unwrap_or(10)
+        .max(1)
+        .max(window_s / POWER_BUCKETS_MAX);
+    let pool = state.db.pool();
+    let now_ns = state.exchange.now().nanos();
+    let bucket_ns = bucket_s * 1_000_000_000;
+    let from_ns = (now_ns - window_s * 1_000_000_000) / bucket_ns * bucket_ns;
+
+    let mut n_devices = 0;
+    let mut n_online = 0;
+    let mut soc_histogram = vec![0_i64; SOC_BINS];
+    let devices = sqlx::query("SELECT online, last_soc_wh, capacity_wh FROM devices")
+        .fetch_all(pool)
+        .await
+        .map_err(sql_error)?;
+    for row in &devices {
+        n_devices += 1;
+        if int(row, "online")? != 0 {
+            n_online += 1;
+        }
+        if let Some(soc_wh) = int_opt(row, "last_soc_wh")?
+            && let Some(bin) = soc_bin(soc_wh, int(row, "capacity_wh")?)
+        {
+            soc_histogram[bin] += 1;
+        }
+    }
+
+    let measured = sqlx::query(
+        "SELECT (at_ns / $1) * $1 AS bucket, CAST(SUM(power_w) AS BIGINT) AS sum_w, COUNT(*) AS n_samples, \
+         COUNT(DISTINCT device_id) AS n_reporting FROM telemetry WHERE at_ns >= $2 \
+         GROUP BY bucket",
+    )
+    .bind(bucket_ns)
+    .bind(from_ns)
+    .fetch_all(pool)
+    .await
+    .map_err(sql_error)?;
+    let mut by_bucket: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    for row in &measured {
+        let n_samples = int(row, "n_samples")?;
+        let n_reporting = int(row, "n_reporting")?;
+        let sum_w = int(row, "sum_w")?;
+        let measured_w = if n_samples > 0 {
+            sum_w / n_samples * n_reporting
+        } else {
+            0
+        };
+        by_bucket.insert(int(row, "bucket")?, (measured_w, n_reporting));
+    }
+
+    let active = sqlx::query(
+        "SELECT payload_json FROM schedules WHERE valid_until_ns > $1 AND valid_from_ns <= $2 \
+         AND status NOT IN ('superseded', 'rejected', 'failed') LIMIT $3",
+    )
+    .bind(from_ns)
+    .bind(now_ns)
+    .bind(PLAN_SCHEDULES_MAX)
+    .fetch_all(pool)
+    .await
+    .map_err(sql_error)?;
+    let mut schedules = Vec::with_capacity(active.len());
+    for row in &active {
+        let text: String = row.try_get("payload_json").map_err(sql_error)?;
+        match serde_json::from_str::<SignedSchedule>(&text) {
+            Ok(schedule) => schedules.push(schedule),
+            Err(error) => tracing::warn!(%error, "stored schedule payload does not parse"),
+        }
+    }
+    let mut power = Vec::new();
+    let mut at_ns = from_ns;
+    while at_ns <= now_ns {
+        let (measured_w, n_reporting) = by_bucket.get(&at_ns).copied().unwrap_or((0, 0));
+        power.push(PowerPoint {
+            at_ns,
+            measured_w: (n_reporting > 0).then_some(measured_w),
+            plan_w: schedules
+                .iter()
+                .map(|schedule| setpoint_at(schedule, at_ns))
+                .sum(),
+            n_reporting,
+        });
+        at_ns += bucket_ns;
+    }
+    Ok(Json(FleetSummary {
+        n_devices,
+        n_online,
+        soc_histogram,
+        power,
+        as_of_ns: now_ns,
+    }))
+}
+
+/// Roll-out query.
+#[derive(Clone, Debug, Deserialize, IntoParams)]
+pub struct RolloutQuery {
+    /// Newest versions summarised (default 10, at most 50).
+    pub limit: Option<u32>,
+}
+
+/// Progress of one schedule version across the fleet.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct VersionProgress {
+    /// Schedule version (one per roll-out in `voltex up`).
+    pub version: u64,
+    /// Devices it was issued to.
+    pub n_devices: i64,
+    /// Devices per delivery status (`issued`, `received`, `accepted`, `started`,
+    /// `completed`, `rejected`, `superseded`, `failed`).
+    pub by_status: BTreeMap<String, i64>,
+    /// First issue time, UTC ns.
+    pub issued_at_ns: i64,
+    /// Devices that reached accepted or beyond without failing, over all devices.
+    pub success_rate: f64,
+}
+
+/// A device slow to confirm its latest version.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct SlowDevice {
+    /// Device.
+    pub device_id: String,
+    /// Version.
+    pub version: u64,
+    /// Current status.
+    pub status: String,
+    /// Issue to last status change, ms (until now while still issued).
+    pub latency_ms: i64,
+    /// Delivery attempts.
+    pub attempts: i64,
+}
+
+/// Roll-out progress per version and the slowest devices of the newest one.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct RolloutSummary {
+    /// Newest versions first.
+    pub versions: Vec<VersionProgress>,
+    /// Slowest devices of the newest version, slowest first.
+    pub slowest: Vec<SlowDevice>,
+}
+
+/// Statuses counted as a success (the device took the schedule).
+const SUCCESS_STATUSES: &[&str] = &["accepted", "started", "completed", "superseded"];
+
+/// Roll-out progress per schedule version.
+#[utoipa::path(get, path = "/api/v1/dashboard/rollouts", tag = "dashboard",
+    params(RolloutQuery), security(("bearer" = [])),
+    responses((status = 200, description = "Roll-out progress", body = RolloutSummary)))]
+pub async fn rollouts(
+    State(state): State<SharedState>,
+    auth: Auth,
+    query: Result<Query<RolloutQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<RolloutSummary>, ApiError> {
+    auth.require(FLEET_READERS)?;
+    let Query(query) = query?;
+    let limit = i64::from(query.limit.unwrap_or(10).clamp(1, VERSIONS_MAX));
+    let pool = state.db.pool();
+    let rows = sqlx::query(
+        "SELECT version, status, COUNT(*) AS n, MIN(issued_at_ns) AS issued_at_ns FROM schedules \
+         WHERE version IN (SELECT DISTINCT version FROM schedules ORDER BY version DESC LIMIT $1) \
+         GROUP BY version, status",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .map_err(sql_error)?;
+    let mut versions: BTreeMap<i64, VersionProgress> = BTreeMap::new();
+    for row in &rows {
+        let version = int(row, "version")?;
+        let status: String = row.try_get("status").map_err(sql_error)?;
+        let n = int(row, "n")?;
+        let issued_at_ns = int(row, "issued_at_ns")?;
+        let entry = versions.entry(version).or_insert_with(|| VersionProgress {
+            version: u64::try_from(version).unwrap_or(0),
+            n_devices: 0,
+            by_status: BTreeMap::new(),
+            issued_at_ns,
+            success_rate: 0.0,
+        });
+        entry.n_devices += n;
+        entry.issued_at_ns = entry.issued_at_ns.min(issued_at_ns);
+        *entry.by_status.entry(status).or_insert(0) += n;
+    }
+    let mut versions: Vec<VersionProgress> = versions.into_values().rev().collect();
+    for progress in &mut versions {
+        let n_ok: i64 = SUCCESS_STATUSES
+            .iter()
+            .filter_map(|status| progress.by_status.get(*status))
+            .sum();
+        progress.success_rate = if progress.n_devices > 0 {
+            n_ok as f64 / progress.n_devices as f64
+        } else {
+            0.0
+        };
+    }
+    let mut slowest = Vec::new();
+    if let Some(newest) = versions.first() {
+        let now_ns = state.exchange.now().nanos();
+        let rows = sqlx::query(
+            "SELECT device_id, status, attempts, \
+             (CASE WHEN status = 'issued' THEN $2 ELSE status_at_ns END) - issued_at_ns AS latency_ns \
+             FROM schedules WHERE version = $1 ORDER BY latency_ns DESC, device_id LIMIT $3",
+        )
+        .bind(i64::try_from(newest.version).unwrap_or(i64::MAX))
+        .bind(now_ns)
+        .bind(SLOWEST_MAX)
+        .fetch_all(pool)
+        .await
+        .map_err(sql_error)?;
+        for row in &rows {
+            slowest.push(SlowDevice {
+                device_id: row.try_get("device_id").map_err(sql_error)?,
+                version: newest.version,
+                status: row.try_get("status").map_err(sql_error)?,
+                latency_ms: int(row, "latency_ns")? / 1_000_000,
+                attempts: int(row, "attempts")?,
+            });
+        }
+    }
+    Ok(Json(RolloutSummary { versions, slowest }))
+}
+
+/// Trades query.
+#[derive(Clone, Debug, Deserialize, IntoParams)]
+pub struct TradesQuery {
+    /// Most trades, newest first (default 50, at most 200).
+    pub limit: Option<u32>,
+}
+
+/// One trade as the dashboard shows it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct TradeDto {
+    /// Event sequence number.
+    pub event_seq: u64,
+    /// Trade id within the product.
+    pub trade_id: u64,
+    /// Engine time, UTC ns.
+    pub at_ns: i64,
+    /// Price, EUR/MWh.
+    pub price_eur_per_mwh: String,
+    /// Quantity, MW.
+    pub qty_mw: String,
+    /// The aggressor's side (`buy` or `sell`).
+    pub aggressor_side: String,
+}
+
+/// Recent trades of a product, newest first (market data, public like the depth).
+#[utoipa::path(get, path = "/api/v1/dashboard/trades/{product}", tag = "dashboard",
+    params(("product" = u32, Path, description = "Product id"), TradesQuery),
+    responses((status = 200, description = "Trades", body = [TradeDto])))]
+pub async fn recent_trades(
+    State(state): State<SharedState>,
+    path: Result<Path<u32>, axum::extract::rejection::PathRejection>,
+    query: Result<Query<TradesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<TradeDto>>, ApiError> {
+    let Path(product) = path?;
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(50).clamp(1, TRADES_MAX);
+    let rows = state
+        .db
+        .list_trades(product, None, limit)
+        .await
+        .map_err(db_error)?;
+    let rules = state.exchange.rules();
+    Ok(Json(
+        rows.iter()
+            .map(|trade| TradeDto {
+                event_seq: trade.event_seq,
+                trade_id: trade.trade_id,
+                at_ns: trade.at_ns,
+                price_eur_per_mwh: Price(trade.price_ticks).to_decimal().to_string(),
+                qty_mw: rules.qty_to_mw(Qty(trade.qty_lots)).normalize().to_string(),
+                aggressor_side: match trade.aggressor_side {
+                    Side::Buy => "buy",
+                    Side::Sell => "sell",
+                }
+                .to_string(),
+            })
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn soc_bins_cover_empty_to_full() {
+        let cases = [
+            (0, 10_000, Some(0)),
+            (999, 10_000, Some(0)),
+            (1_000, 10_000, Some(1)),
+            (9_999, 10_000, Some(9)),
+            (10_000, 10_000, Some(9)),
+            (12_000, 10_000, Some(9)),
+            (-5, 10_000, Some(0)),
+            (5_000, 0, None),
+        ];
+        for (soc_wh, capacity_wh, expected) in cases {
+            assert_eq!(
+                soc_bin(soc_wh, capacity_wh),
+                expected,
+                "{soc_wh}/{capacity_wh}"
+            );
+        }
+    }
+}
