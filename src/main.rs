@@ -5,6 +5,7 @@
 //! `voltex-engine`). This is the only crate allowed to read the wall clock.
 
 mod backtest_cmd;
+mod bench_api;
 mod bench_book;
 mod bench_dispatch;
 mod bench_journal;
@@ -60,6 +61,8 @@ enum BenchCommand {
     Dispatch(bench_dispatch::DispatchBenchArgs),
     /// Schedule roll-out through the orchestrator to N real simulated agents (issue → all acked).
     Rollout(bench_rollout::RolloutBenchArgs),
+    /// Order commands through the HTTP API (N keep-alive clients) vs straight into the sequencer.
+    Api(bench_api::ApiBenchArgs),
     // [helper-bench-commands] (keep this marker)
 }
 
@@ -95,6 +98,7 @@ fn main() -> Result<()> {
         Command::Up(args) => serve_cmd::run_up(&args),
         Command::Token(command) => serve_cmd::run_token(&command),
         Command::Bench(BenchCommand::Rollout(args)) => bench_rollout::run(&args),
+        Command::Bench(BenchCommand::Api(args)) => bench_api::run(&args),
         // [helper-dispatch] (keep this marker)
     }
 }

@@ -1,0 +1,823 @@
+//! `voltex bench api`: order commands through the whole trader API on loopback —
+//! HTTP/1.1 keep-alive → JSON → JWT auth → rate limiter → sequencer → journal commit →
+//! ack → audit row — against a baseline of the same command stream sent straight to
+//! the exchange (`Exchange::execute`, the sequencer path without HTTP), so the ratio
+//! shows what HTTP, JSON, auth and the audit write cost.
+//!
+//! The server is a real [`RunningServer`] in this process (temporary data directory,
+//! temporary SQLite database unless `--database-url` names another, e.g. PostgreSQL).
+//! N clients, each with its own account, token and one keep-alive connection, run a
+//! seeded stream of commands: GTC limit orders that rest, IOC orders that cancel on
+//! arrival, and cancels of the client's own oldest resting order (always when it has
+//! `RESTING_PER_CLIENT_MAX` resting). Every price is on the tick grid and every
+//! quantity a whole number of lots of a product the server lists; buys stay below and
+//! sells above a mid price, so nothing trades and every command's outcome is known in
+//! advance.
+//!
+//! The bench fails on a wrong result, never on timing: every request must be answered
+//! 2xx with the expected order status, each account's resting orders on the server
+//! (`GET /api/v1/orders`, the live index for the baseline) must equal what the client
+//! expects, and the database projection must hold exactly one order row per submit.
+//!
+//! Clients, server and sequencer share the machine's cores; on a small machine the
+//! client side costs a good part of the API's throughput.
+
+// Benchmarks measure wall time: the one place the clock seam is crossed on purpose.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use sqlx::Row;
+use voltex::server::RunningServer;
+use voltex::server::auth::{Claims, JwtKeys, Role};
+use voltex::server::clock::SystemClock;
+use voltex::server::config::ServerConfig;
+use voltex::server::exchange::{Exchange, ProductInfo};
+use voltex_engine::{EngineCommand, EventKind};
+use voltex_market::book::{BookCommand, BookEvent, NewOrder, TimeInForce};
+use voltex_market::{AccountId, OrderId, ProductId, Side};
+
+/// Most resting orders one client keeps; beyond it the client cancels its oldest.
+const RESTING_PER_CLIENT_MAX: usize = 100;
+/// Share of submits that are IOC (they cancel on arrival: nothing to cross).
+const IOC_FRACTION: f64 = 0.2;
+/// Price levels on each side of the mid.
+const LEVELS_PER_SIDE: i64 = 500;
+/// Most lots per order.
+const LOTS_MAX: i64 = 10;
+/// A product is used only if its gate closes at least this far ahead.
+const GATE_MARGIN_NS: i64 = 15 * 60 * 1_000_000_000;
+/// First account of the API clients and of the baseline clients.
+const API_ACCOUNT_BASE: u32 = 10_000;
+const DIRECT_ACCOUNT_BASE: u32 = 20_000;
+/// HTTP secret of the bench's server.
+const SECRET: &str = "voltex-bench-api-secret-0123456789abcdef";
+/// Longest wait for the database projection to catch up with the journal.
+const PERSIST_WAIT: Duration = Duration::from_secs(120);
+/// Failures kept for the report.
+const FAILURES_KEPT_MAX: usize = 5;
+
+/// Arguments of `voltex bench api`.
+#[derive(clap::Args, Debug)]
+pub struct ApiBenchArgs {
+    /// Concurrent clients (keep-alive connections, one account each); default 32.
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Order commands (submits + cancels) per path; default 100,000 (10,000 with --quick).
+    #[arg(long)]
+    commands: Option<usize>,
+    /// Share of commands that cancel the client's oldest resting order.
+    #[arg(long, default_value_t = 0.15)]
+    cancel_fraction: f64,
+    /// Seed of the command stream.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Database (default: a temporary SQLite file), e.g. postgres://user@host/db.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// CI mode: 10,000 commands per path, a few seconds.
+    #[arg(long)]
+    quick: bool,
+}
+
+/// One command of a client's stream.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    /// A new limit order (`price_level` ticks away from the mid, on its side).
+    Submit {
+        product_idx: usize,
+        side: Side,
+        price_level: i64,
+        lots: i64,
+        ioc: bool,
+    },
+    /// Cancel the client's oldest resting order.
+    CancelOldest,
+}
+
+/// The seeded stream of one client. The resting count is tracked while generating, so
+/// a cancel always has an order to cancel.
+fn client_ops(
+    seed: u64,
+    client_idx: usize,
+    n_ops: usize,
+    n_products: usize,
+    cancel_fraction: f64,
+) -> Vec<Op> {
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (client_idx as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut resting = 0usize;
+    let mut ops = Vec::with_capacity(n_ops);
+    for _ in 0..n_ops {
+        if resting >= RESTING_PER_CLIENT_MAX || (resting > 0 && rng.random_bool(cancel_fraction)) {
+            resting -= 1;
+            ops.push(Op::CancelOldest);
+            continue;
+        }
+        let ioc = rng.random_bool(IOC_FRACTION);
+        if !ioc {
+            resting += 1;
+        }
+        ops.push(Op::Submit {
+            product_idx: rng.random_range(0..n_products),
+            side: if rng.random_bool(0.5) {
+                Side::Buy
+            } else {
+                Side::Sell
+            },
+            price_level: rng.random_range(1..=LEVELS_PER_SIDE),
+            lots: rng.random_range(1..=LOTS_MAX),
+            ioc,
+        });
+    }
+    ops
+}
+
+/// The grid the stream is priced on, from what the server lists.
+#[derive(Clone, Debug)]
+struct Grid {
+    products: Vec<u32>,
+    mid: Decimal,
+    tick: Decimal,
+    lot: Decimal,
+}
+
+impl Grid {
+    fn price(&self, side: Side, level: i64) -> Decimal {
+        let offset = self.tick * Decimal::from(level);
+        match side {
+            Side::Buy => self.mid - offset,
+            Side::Sell => self.mid + offset,
+        }
+    }
+
+    fn qty(&self, lots: i64) -> Decimal {
+        self.lot * Decimal::from(lots)
+    }
+
+    fn from_products(products: &[ProductInfo], now_ns: i64) -> Result<Grid> {
+        let usable: Vec<&ProductInfo> = products
+            .iter()
+            .filter(|product| {
+                product.phase == "open" && product.gate_closure_ns > now_ns + GATE_MARGIN_NS
+            })
+            .collect();
+        let Some(first) = usable.first() else {
+            bail!("the server lists no product whose gate closes in more than 15 minutes");
+        };
+        let parse = |field: &str, text: &str| -> Result<Decimal> {
+            text.parse::<Decimal>()
+                .with_context(|| format!("product {field} {text:?}"))
+        };
+        let tick = parse("tick", &first.tick_eur_per_mwh)?;
+        let lot = parse("lot", &first.lot_mw)?;
+        let price_min = parse("price_min", &first.price_min_eur_per_mwh)?;
+        let price_max = parse("price_max", &first.price_max_eur_per_mwh)?;
+        if tick <= Decimal::ZERO || lot <= Decimal::ZERO {
+            bail!("product {} has tick {tick} and lot {lot}", first.product_id);
+        }
+        // 50 EUR/MWh on the grid, clamped so every level stays inside the limits.
+        let mid = (Decimal::from(50) / tick).floor() * tick;
+        let span = tick * Decimal::from(LEVELS_PER_SIDE);
+        if mid - span < price_min || mid + span > price_max {
+            bail!("price limits [{price_min}, {price_max}] are too narrow for the bench's levels");
+        }
+        Ok(Grid {
+            products: usable.iter().map(|product| product.product_id).collect(),
+            mid,
+            tick,
+            lot,
+        })
+    }
+}
+
+/// What one client measured and saw.
+struct ClientOutcome {
+    account: u32,
+    submit_us: Histogram<u64>,
+    cancel_us: Histogram<u64>,
+    n_submits: u64,
+    n_cancels: u64,
+    /// Orders the client expects to be resting on the server, oldest first.
+    resting: VecDeque<u64>,
+    failures: Vec<String>,
+    n_failures: u64,
+}
+
+impl ClientOutcome {
+    fn new(account: u32) -> Result<ClientOutcome> {
+        Ok(ClientOutcome {
+            account,
+            submit_us: latency_histogram()?,
+            cancel_us: latency_histogram()?,
+            n_submits: 0,
+            n_cancels: 0,
+            resting: VecDeque::with_capacity(RESTING_PER_CLIENT_MAX + 1),
+            failures: Vec::new(),
+            n_failures: 0,
+        })
+    }
+
+    fn fail(&mut self, what: String) {
+        self.n_failures += 1;
+        if self.failures.len() < FAILURES_KEPT_MAX {
+            self.failures.push(what);
+        }
+    }
+}
+
+fn latency_histogram() -> Result<Histogram<u64>> {
+    Ok(Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?)
+}
+
+fn micros(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// One HTTP client: its own connection, account and token.
+async fn api_client(
+    base: Arc<str>,
+    token: String,
+    account: u32,
+    grid: Arc<Grid>,
+    ops: Vec<Op>,
+) -> Result<ClientOutcome> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .tcp_nodelay(true)
+        .build()
+        .context("building the HTTP client")?;
+    let mut outcome = ClientOutcome::new(account)?;
+    let orders_url = format!("{base}/api/v1/orders");
+    for op in ops {
+        match op {
+            Op::Submit {
+                product_idx,
+                side,
+                price_level,
+                lots,
+                ioc,
+            } => {
+                let body = json!({
+                    "account": account,
+                    "product": grid.products[product_idx],
+                    "side": if side == Side::Buy { "buy" } else { "sell" },
+                    "price_eur_per_mwh": grid.price(side, price_level).to_string(),
+                    "qty_mw": grid.qty(lots).to_string(),
+                    "time_in_force": if ioc { "ioc" } else { "gtc" },
+                });
+                let started = Instant::now();
+                let response = http
+                    .post(&orders_url)
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await;
+                let answer = read_answer(response).await;
+                outcome.submit_us.record(micros(started.elapsed()))?;
+                outcome.n_submits += 1;
+                let expected = if ioc { "cancelled" } else { "resting" };
+                match answer {
+                    Ok((201, value)) if value["status"] == expected => {
+                        if !ioc {
+                            match value["order_id"].as_u64() {
+                                Some(id) => outcome.resting.push_back(id),
+                                None => {
+                                    outcome.fail(format!("submit ack without order_id: {value}"))
+                                }
+                            }
+                        }
+                    }
+                    Ok((status, value)) => {
+                        outcome.fail(format!(
+                            "submit {body}: expected 201 {expected}, got {status} {value}"
+                        ));
+                    }
+                    Err(error) => outcome.fail(format!("submit {body}: {error:#}")),
+                }
+            }
+            Op::CancelOldest => {
+                let Some(id) = outcome.resting.pop_front() else {
+                    // Only after an earlier failed submit (already reported).
+                    continue;
+                };
+                let started = Instant::now();
+                let response = http
+                    .delete(format!("{orders_url}/{id}"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await;
+                let answer = read_answer(response).await;
+                outcome.cancel_us.record(micros(started.elapsed()))?;
+                outcome.n_cancels += 1;
+                match answer {
+                    Ok((200, value)) if value["status"] == "cancelled" => {}
+                    Ok((status, value)) => {
+                        outcome.fail(format!(
+                            "cancel {id}: expected 200 cancelled, got {status} {value}"
+                        ));
+                    }
+                    Err(error) => outcome.fail(format!("cancel {id}: {error:#}")),
+                }
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+async fn read_answer(response: reqwest::Result<reqwest::Response>) -> Result<(u16, Value)> {
+    let response = response.context("request failed")?;
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.context("reading the body")?;
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Ok((status, value))
+}
+
+/// One baseline client: the same stream straight into the exchange.
+async fn direct_client(
+    exchange: Arc<Exchange>,
+    account: u32,
+    grid: Arc<Grid>,
+    ops: Vec<Op>,
+) -> Result<ClientOutcome> {
+    let rules = exchange.rules().clone();
+    let mut outcome = ClientOutcome::new(account)?;
+    let mut resting_products: VecDeque<ProductId> =
+        VecDeque::with_capacity(RESTING_PER_CLIENT_MAX + 1);
+    for op in ops {
+        match op {
+            Op::Submit {
+                product_idx,
+                side,
+                price_level,
+                lots,
+                ioc,
+            } => {
+                let product = ProductId(grid.products[product_idx]);
+                let started = Instant::now();
+                // The same conversions and checks the API does.
+                let price = rules.price_from_decimal(grid.price(side, price_level));
+                let qty = rules.qty_from_mw(grid.qty(lots));
+                let (price, qty) = match (price, qty) {
+                    (Ok(price), Ok(qty)) => (price, qty),
+                    (price, qty) => {
+                        outcome.fail(format!("off-grid order: {price:?} {qty:?}"));
+                        continue;
+                    }
+                };
+                let id = exchange.next_order_id();
+                let mut order = NewOrder::limit(id, AccountId(account), side, price, qty);
+                if ioc {
+                    order.time_in_force = TimeInForce::Ioc;
+                }
+                let executed = exchange
+                    .execute(EngineCommand::book(
+                        exchange.now(),
+                        product,
+                        BookCommand::Submit(order),
+                    ))
+                    .await;
+                outcome.submit_us.record(micros(started.elapsed()))?;
+                outcome.n_submits += 1;
+                match executed {
+                    Ok(executed) => {
+                        let events: Vec<&EventKind> =
+                            executed.events.iter().map(|event| &event.kind).collect();
+                        let accepted = events.iter().any(|kind| matches!(kind, EventKind::Book(BookEvent::Accepted { id: accepted, .. }) if *accepted == id));
+                        let cancelled = events.iter().any(|kind| matches!(kind, EventKind::Book(BookEvent::Cancelled { id: cancelled, .. }) if *cancelled == id));
+                        if !accepted || cancelled != ioc {
+                            outcome.fail(format!("order {}: accepted {accepted}, cancelled {cancelled}, ioc {ioc}: {events:?}", id.0));
+                        } else if !ioc {
+                            outcome.resting.push_back(id.0);
+                            resting_products.push_back(product);
+                        }
+                    }
+                    Err(error) => outcome.fail(format!("submit: {error}")),
+                }
+            }
+            Op::CancelOldest => {
+                let (Some(id), Some(product)) =
+                    (outcome.resting.pop_front(), resting_products.pop_front())
+                else {
+                    continue;
+                };
+                let started = Instant::now();
+                let cancel = BookCommand::Cancel {
+                    id: OrderId(id),
+                    account: AccountId(account),
+                };
+                let executed = exchange
+                    .execute(EngineCommand::book(exchange.now(), product, cancel))
+                    .await;
+                outcome.cancel_us.record(micros(started.elapsed()))?;
+                outcome.n_cancels += 1;
+                match executed {
+                    Ok(executed)
+                        if executed.events.iter().any(|event| matches!(event.kind, EventKind::Book(BookEvent::Cancelled { id: cancelled, .. }) if cancelled.0 == id)) => {}
+                    Ok(executed) => outcome.fail(format!("cancel {id}: {:?}", executed.events)),
+                    Err(error) => outcome.fail(format!("cancel {id}: {error}")),
+                }
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// What one path (API or baseline) achieved.
+struct PathResult {
+    name: &'static str,
+    elapsed: Duration,
+    clients: Vec<ClientOutcome>,
+}
+
+impl PathResult {
+    fn n_submits(&self) -> u64 {
+        self.clients.iter().map(|client| client.n_submits).sum()
+    }
+
+    fn n_cancels(&self) -> u64 {
+        self.clients.iter().map(|client| client.n_cancels).sum()
+    }
+
+    fn commands_per_s(&self) -> f64 {
+        (self.n_submits() + self.n_cancels()) as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn submits_per_s(&self) -> f64 {
+        self.n_submits() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn histograms(&self) -> Result<[Histogram<u64>; 3]> {
+        let (mut submit, mut cancel, mut all) = (
+            latency_histogram()?,
+            latency_histogram()?,
+            latency_histogram()?,
+        );
+        for client in &self.clients {
+            submit.add(&client.submit_us)?;
+            cancel.add(&client.cancel_us)?;
+            all.add(&client.submit_us)?;
+            all.add(&client.cancel_us)?;
+        }
+        Ok([submit, cancel, all])
+    }
+
+    fn failures(&self) -> (u64, Vec<&str>) {
+        let n = self.clients.iter().map(|client| client.n_failures).sum();
+        let first = self
+            .clients
+            .iter()
+            .flat_map(|client| client.failures.iter().map(String::as_str))
+            .take(FAILURES_KEPT_MAX)
+            .collect();
+        (n, first)
+    }
+}
+
+async fn join_clients(
+    name: &'static str,
+    started: Instant,
+    handles: Vec<tokio::task::JoinHandle<Result<ClientOutcome>>>,
+) -> Result<PathResult> {
+    let mut clients = Vec::with_capacity(handles.len());
+    for handle in handles {
+        clients.push(handle.await.context("client task panicked")??);
+    }
+    Ok(PathResult {
+        name,
+        elapsed: started.elapsed(),
+        clients,
+    })
+}
+
+fn token_for(account: u32) -> Result<String> {
+    Ok(JwtKeys::from_secret(SECRET.as_bytes()).issue(&Claims {
+        sub: format!("bench-{account}"),
+        role: Role::Trader,
+        accounts: vec![account],
+        iat: 0,
+        exp: 4_000_000_000,
+    })?)
+}
+
+/// Runs `voltex bench api`.
+pub fn run(args: &ApiBenchArgs) -> Result<()> {
+    let n_clients = args.clients.unwrap_or(32);
+    let n_commands = args
+        .commands
+        .unwrap_or(if args.quick { 10_000 } else { 100_000 });
+    if n_clients == 0 || n_commands < n_clients {
+        bail!("--clients must be > 0 and --commands at least --clients");
+    }
+    if !(0.0..1.0).contains(&args.cancel_fraction) {
+        bail!("--cancel-fraction must be in [0, 1)");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the Tokio runtime")?;
+    runtime.block_on(bench(args, n_clients, n_commands))
+}
+
+async fn bench(args: &ApiBenchArgs, n_clients: usize, n_commands: usize) -> Result<()> {
+    println!("voltex bench api (release build recommended; timings are reported, never asserted)");
+    let data_dir = tempfile::tempdir().context("temporary data directory")?;
+    let config = ServerConfig {
+        http_addr: "127.0.0.1:0".parse()?,
+        data_dir: data_dir.path().to_path_buf(),
+        database_url: args.database_url.clone(),
+        jwt_secret: Some(SECRET.into()),
+        // The bench measures the path, not the limiter's refusals.
+        rate_limit_orders_per_s: 10_000_000,
+        rate_limit_burst: 10_000_000,
+        intraday_hours_ahead: 4,
+        ..ServerConfig::default()
+    };
+    let database = if args.database_url.is_some() {
+        "the given database"
+    } else {
+        "a temporary SQLite file"
+    };
+    let server = RunningServer::start(config, Arc::new(SystemClock))
+        .await
+        .context("starting the server")?;
+    let base: Arc<str> = format!("http://{}", server.http_addr).into();
+    let result = measure(args, &server, &base, n_clients, n_commands, database).await;
+    server.stop().await.context("stopping the server")?;
+    result
+}
+
+async fn measure(
+    args: &ApiBenchArgs,
+    server: &RunningServer,
+    base: &Arc<str>,
+    n_clients: usize,
+    n_commands: usize,
+    database: &str,
+) -> Result<()> {
+    let exchange = Arc::clone(&server.state.exchange);
+    let grid = Arc::new(Grid::from_products(
+        &exchange.products(),
+        exchange.now().nanos(),
+    )?);
+    // The products must be the ones a client sees.
+    let listed: Vec<Value> = reqwest::get(format!("{base}/api/v1/products"))
+        .await
+        .context("GET /api/v1/products")?
+        .json()
+        .await
+        .context("GET /api/v1/products body")?;
+    for product in &grid.products {
+        if !listed
+            .iter()
+            .any(|info| info["product_id"].as_u64() == Some(u64::from(*product)))
+        {
+            bail!("product {product} is not in GET /api/v1/products");
+        }
+    }
+    let ops_per_client = n_commands / n_clients;
+    let streams: Vec<Vec<Op>> = (0..n_clients)
+        .map(|client_idx| {
+            client_ops(
+                args.seed,
+                client_idx,
+                ops_per_client,
+                grid.products.len(),
+                args.cancel_fraction,
+            )
+        })
+        .collect();
+    let n_cancel_ops: usize = streams
+        .iter()
+        .map(|ops| {
+            ops.iter()
+                .filter(|op| matches!(op, Op::CancelOldest))
+                .count()
+        })
+        .sum();
+    println!(
+        "server {base} on {database}; {n_clients} clients (one keep-alive connection and account each), \
+         {} products, seed {}",
+        grid.products.len(),
+        args.seed
+    );
+    println!(
+        "stream per path: {} commands = {} submits ({:.0}% IOC, the rest rest) + {n_cancel_ops} cancels; \
+         prices {}±{}×{} EUR/MWh, never crossing",
+        ops_per_client * n_clients,
+        ops_per_client * n_clients - n_cancel_ops,
+        IOC_FRACTION * 100.0,
+        grid.mid,
+        LEVELS_PER_SIDE,
+        grid.tick
+    );
+
+    // Baseline: the sequencer path without HTTP.
+    let started = Instant::now();
+    let handles = streams
+        .iter()
+        .enumerate()
+        .map(|(client_idx, ops)| {
+            tokio::spawn(direct_client(
+                Arc::clone(&exchange),
+                DIRECT_ACCOUNT_BASE + client_idx as u32,
+                Arc::clone(&grid),
+                ops.clone(),
+            ))
+        })
+        .collect();
+    let direct = join_clients("direct", started, handles).await?;
+
+    // The API.
+    let tokens: Vec<String> = (0..n_clients)
+        .map(|client_idx| token_for(API_ACCOUNT_BASE + client_idx as u32))
+        .collect::<Result<_>>()?;
+    let started = Instant::now();
+    let handles = streams
+        .into_iter()
+        .zip(tokens)
+        .enumerate()
+        .map(|(client_idx, (ops, token))| {
+            tokio::spawn(api_client(
+                Arc::clone(base),
+                token,
+                API_ACCOUNT_BASE + client_idx as u32,
+                Arc::clone(&grid),
+                ops,
+            ))
+        })
+        .collect();
+    let api = join_clients("api", started, handles).await?;
+
+    println!("latency per request (µs; the baseline's includes the sequencer's group commit):");
+    println!(
+        "  {:<22} {:>9} {:>7} {:>7} {:>7} {:>8} {:>9}",
+        "path/command", "count", "p50", "p90", "p99", "p99.9", "max"
+    );
+    for path in [&direct, &api] {
+        let [submit, cancel, all] = path.histograms()?;
+        print_row(&format!("{}/submit", path.name), &submit);
+        print_row(&format!("{}/cancel", path.name), &cancel);
+        print_row(&format!("{}/all", path.name), &all);
+    }
+    for path in [&direct, &api] {
+        println!(
+            "  {:<7} {:>9.0} order commands/s ({:>8.0} submits/s) over {:.2} s",
+            path.name,
+            path.commands_per_s(),
+            path.submits_per_s(),
+            path.elapsed.as_secs_f64()
+        );
+    }
+    let [_, _, api_all] = api.histograms()?;
+    let api_p99_ms = api_all.value_at_quantile(0.99) as f64 / 1000.0;
+    println!(
+        "  ratio direct/api: {:.2}x throughput; api p50 {} µs vs direct p50 {} µs",
+        direct.commands_per_s() / api.commands_per_s(),
+        api_all.value_at_quantile(0.5),
+        direct.histograms()?[2].value_at_quantile(0.5)
+    );
+    let met = api.commands_per_s() >= 5_000.0 && api_p99_ms <= 5.0;
+    println!(
+        "  issue target (≥ 5,000 orders/s through the API with p99 ≤ 5 ms): {} ({:.0} commands/s, p99 {api_p99_ms:.2} ms)",
+        if met { "met" } else { "NOT met" },
+        api.commands_per_s()
+    );
+
+    verify(server, base, &direct, &api).await
+}
+
+fn print_row(label: &str, histogram: &Histogram<u64>) {
+    if histogram.is_empty() {
+        return;
+    }
+    println!(
+        "  {:<22} {:>9} {:>7} {:>7} {:>7} {:>8} {:>9}",
+        label,
+        histogram.len(),
+        histogram.value_at_quantile(0.50),
+        histogram.value_at_quantile(0.90),
+        histogram.value_at_quantile(0.99),
+        histogram.value_at_quantile(0.999),
+        histogram.max()
+    );
+}
+
+/// Fails unless every request got its expected answer, the server's resting orders
+/// are what the clients expect, and the database holds one row per submit.
+async fn verify(
+    server: &RunningServer,
+    base: &Arc<str>,
+    direct: &PathResult,
+    api: &PathResult,
+) -> Result<()> {
+    for path in [direct, api] {
+        let (n_failures, first) = path.failures();
+        if n_failures > 0 {
+            bail!(
+                "{}: {n_failures} commands got an unexpected answer; first: {first:#?}",
+                path.name
+            );
+        }
+    }
+    let exchange = &server.state.exchange;
+    let http = reqwest::Client::new();
+    for client in &api.clients {
+        let response = http
+            .get(format!("{base}/api/v1/orders?account={}", client.account))
+            .bearer_auth(token_for(client.account)?)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!(
+                "GET /api/v1/orders for account {}: {}",
+                client.account,
+                response.status()
+            );
+        }
+        let listed: Vec<Value> = response.json().await?;
+        let mut ids: Vec<u64> = listed
+            .iter()
+            .filter_map(|order| order["order_id"].as_u64())
+            .collect();
+        ids.sort_unstable();
+        let mut expected: Vec<u64> = client.resting.iter().copied().collect();
+        expected.sort_unstable();
+        if ids != expected {
+            bail!(
+                "account {}: the API lists {} resting orders, the client expects {}",
+                client.account,
+                ids.len(),
+                expected.len()
+            );
+        }
+    }
+    for client in &direct.clients {
+        let mut ids: Vec<u64> = exchange
+            .live_orders_of(AccountId(client.account))
+            .iter()
+            .map(|(id, _)| id.0)
+            .collect();
+        ids.sort_unstable();
+        let mut expected: Vec<u64> = client.resting.iter().copied().collect();
+        expected.sort_unstable();
+        if ids != expected {
+            bail!(
+                "account {}: {} resting orders in the live index, {} expected",
+                client.account,
+                ids.len(),
+                expected.len()
+            );
+        }
+    }
+    // The projection trails the journal: wait until it has every committed event.
+    let journal_seq = exchange.last_event_seq();
+    let waited = Instant::now();
+    loop {
+        let cursor = server.state.db.engine_cursor().await?;
+        if cursor.last_event_seq >= journal_seq {
+            break;
+        }
+        if waited.elapsed() > PERSIST_WAIT {
+            bail!(
+                "the database is at event {} of {journal_seq} after {PERSIST_WAIT:?}",
+                cursor.last_event_seq
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut n_rows = 0u64;
+    for client in direct.clients.iter().chain(&api.clients) {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE account_id = $1")
+            .bind(i64::from(client.account))
+            .fetch_one(server.state.db.pool())
+            .await?;
+        let n: i64 = row.try_get("n")?;
+        if u64::try_from(n).ok() != Some(client.n_submits) {
+            bail!(
+                "account {}: {n} order rows in the database, {} submitted",
+                client.account,
+                client.n_submits
+            );
+        }
+        n_rows += client.n_submits;
+    }
+    println!(
+        "verified: every command answered 2xx with the expected status ({} api, {} direct), resting orders \
+         per account match, the database holds all {n_rows} orders",
+        api.n_submits() + api.n_cancels(),
+        direct.n_submits() + direct.n_cancels()
+    );
+    Ok(())
+}
