@@ -9,6 +9,7 @@
 //! send commands through the sequencer and read projections built from its event
 //! stream (live index in memory, tables in the database).
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod clock;
@@ -62,6 +63,9 @@ pub enum ServerError {
     /// A start-up task failed.
     #[error("start-up task failed: {0}")]
     Task(String),
+    /// The shipped alert rules do not parse.
+    #[error(transparent)]
+    Alerts(#[from] alerts::AlertRuleError),
 }
 
 /// Longest wait for the database projection to drain at shutdown.
@@ -69,6 +73,9 @@ const PERSIST_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often products are listed ahead and engine time is advanced.
 const MARKET_TICK: Duration = Duration::from_secs(5);
+
+/// How often the alert board samples the metrics (Prometheus' default scrape).
+const ALERT_SAMPLE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// The process-wide Prometheus recorder (a process has one global recorder).
 fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
@@ -164,6 +171,7 @@ impl RunningServer {
             db,
             jwt,
             limiter: RateLimiter::new(config.rate_limit_orders_per_s, config.rate_limit_burst),
+            alerts: Arc::new(alerts::AlertBoard::new(prometheus(), Arc::clone(&clock))?),
             metrics: prometheus(),
         });
         let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
@@ -179,6 +187,19 @@ impl RunningServer {
                 .await;
             if let Err(error) = served {
                 tracing::error!(%error, "HTTP server failed");
+            }
+        }));
+        let alert_board = Arc::clone(&state.alerts);
+        let mut alert_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            // Samples for the alert rules' rate ranges, as a Prometheus scrape would.
+            let mut tick = tokio::time::interval(ALERT_SAMPLE_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = alert_shutdown.wait_for(|stop| *stop) => break,
+                }
+                alert_board.sample_and_evaluate();
             }
         }));
         let hours_ahead = config.intraday_hours_ahead;

@@ -50,6 +50,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// Prometheus text rendering.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The shipped alert rules, evaluated over this process's metrics.
+    pub alerts: Arc<crate::server::alerts::AlertBoard>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -231,13 +233,14 @@ impl RateLimiter {
         fleet::list_devices, fleet::fleet_status, fleet::get_device, fleet::schedules_of,
         fleet::acks_of, fleet::analytics,
         dashboard_api::fleet_summary, dashboard_api::rollouts, dashboard_api::recent_trades,
-        ops::healthz, ops::readyz,
+        ops::healthz, ops::readyz, ops::alerts,
     ),
     components(schemas(
         crate::server::problem::Problem, crate::server::exchange::ProductInfo,
         market::SubmitOrder, market::ModifyOrder, market::OrderAck, market::OrderView,
         market::FillDto, market::DepthDto, market::LevelDto, market::SideDto,
         market::TifDto, market::StpDto, ws::StreamMessage, account::PositionDto,
+        crate::server::alerts::AlertStatus, ops::AlertsDto,
     )),
     modifiers(&BearerAuth),
     tags((name = "market"), (name = "orders"), (name = "accounts"), (name = "fleet"), (name = "ops"), (name = "dashboard"))
@@ -309,6 +312,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/api/v1/alerts", get(ops::alerts))
         // The web dashboard for every other path; unknown /api/ paths stay 404.
         .fallback(crate::server::dashboard::serve)
         .layer(axum::middleware::from_fn(observe))

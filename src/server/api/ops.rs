@@ -1,4 +1,5 @@
-//! Operations endpoints: liveness, readiness and Prometheus metrics.
+//! Operations endpoints: liveness, readiness, Prometheus metrics, and the alert rules
+//! of `deploy/` evaluated over those metrics.
 
 use axum::Json;
 use axum::extract::State;
@@ -8,6 +9,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::SharedState;
+use crate::server::auth::{Auth, Role};
+use crate::server::problem::ApiError;
 
 /// Health answer.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -61,4 +64,27 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
         metrics_exporter_prometheus::PrometheusHandle::render,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// The alert rules of `deploy/prometheus/voltex-rules.yml` and their state now.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AlertsDto {
+    /// One entry per rule, in file order.
+    pub alerts: Vec<crate::server::alerts::AlertStatus>,
+}
+
+/// What the shipped Prometheus rules would fire, evaluated over this server's own
+/// metrics (operators, quants and traders; not devices).
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "ops",
+    security(("bearer" = [])),
+    responses((status = 200, body = AlertsDto), (status = 401, description = "No token"),
+        (status = 403, description = "Devices may not read alerts")))]
+pub async fn alerts(
+    State(state): State<SharedState>,
+    auth: Auth,
+) -> Result<Json<AlertsDto>, ApiError> {
+    auth.require(&[Role::Operator, Role::Quant, Role::Trader])?;
+    Ok(Json(AlertsDto {
+        alerts: state.alerts.sample_and_evaluate(),
+    }))
 }
