@@ -173,6 +173,9 @@ impl RunningServer {
             limiter: RateLimiter::new(config.rate_limit_orders_per_s, config.rate_limit_burst),
             alerts: Arc::new(alerts::AlertBoard::new(prometheus(), Arc::clone(&clock))?),
             metrics: prometheus(),
+            orchestrator: OnceLock::new(),
+            fleet_events: tokio::sync::broadcast::channel(api::fleet_events::FLEET_EVENTS_LEN_MAX)
+                .0,
         });
         let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
         let http_addr = listener.local_addr()?;

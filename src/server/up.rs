@@ -38,6 +38,7 @@ use voltex_market::battery::BatterySpec;
 use voltex_market::series::{PriceSeries, SeriesLayout};
 
 use super::RunningServer;
+use super::api::fleet_events::EventingStore;
 use super::clock::{Clock, SystemClock};
 use super::config::ServerConfig;
 use super::fleet::{
@@ -236,7 +237,7 @@ pub async fn run(config: UpConfig, on_ready: impl FnOnce(&str, &str)) -> Result<
     }
     let orchestrator = Orchestrator::builder(
         OrchestratorConfig::default(),
-        db.clone(),
+        EventingStore::new(db.clone(), server.state.fleet_events.clone()),
         signer,
         Arc::clone(&clock),
     )
@@ -244,6 +245,8 @@ pub async fn run(config: UpConfig, on_ready: impl FnOnce(&str, &str)) -> Result<
     .link(TransportKind::Quic, quic_link)
     .start()
     .map_err(|e| start_error("orchestrator")(&e))?;
+    // The API's `POST /api/v1/schedules` and roll-out status go through it too.
+    let _ = server.state.orchestrator.set(orchestrator.clone());
     for (device, transport) in &transports {
         orchestrator
             .register_device(device, *transport)
@@ -302,7 +305,7 @@ async fn replay_days(
     series: &PriceSeries,
     spec: &BatterySpec,
     devices: &[(DeviceId, TransportKind)],
-    orchestrator: &Orchestrator<Db>,
+    orchestrator: &Orchestrator<EventingStore<Db>>,
     db: &Db,
     clock: &dyn Clock,
 ) -> Result<UpReport, UpError> {

@@ -11,9 +11,12 @@
 
 pub mod account;
 pub mod dashboard_api;
+pub mod devices;
 pub mod fleet;
+pub mod fleet_events;
 pub mod market;
 pub mod ops;
+pub mod schedules;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -33,6 +36,7 @@ use utoipa::OpenApi;
 use super::auth::{Auth, HasJwtKeys, JwtKeys};
 use super::clock::monotonic;
 use super::exchange::Exchange;
+use super::fleet::Orchestrator;
 use super::problem::ApiError;
 
 /// Header carrying the correlation id.
@@ -50,6 +54,11 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// Prometheus text rendering.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The dispatch orchestrator, once one is attached (`voltex up`); plain
+    /// `voltex serve` has none and the schedule endpoints answer 503.
+    pub orchestrator: std::sync::OnceLock<Orchestrator<fleet_events::EventingStore<crate::db::Db>>>,
+    /// Delivery progress of schedule versions, for the stream (`fleet` messages).
+    pub fleet_events: tokio::sync::broadcast::Sender<fleet_events::FleetEvent>,
     /// The shipped alert rules, evaluated over this process's metrics.
     pub alerts: Arc<crate::server::alerts::AlertBoard>,
 }
@@ -231,7 +240,8 @@ impl RateLimiter {
         market::list_orders, market::get_order,
         account::positions, account::fills, account::order_history, account::audit_log,
         fleet::list_devices, fleet::fleet_status, fleet::get_device, fleet::schedules_of,
-        fleet::acks_of, fleet::analytics,
+        fleet::acks_of, fleet::analytics, schedules::post_schedules, schedules::get_rollout,
+        devices::register_device,
         dashboard_api::fleet_summary, dashboard_api::rollouts, dashboard_api::recent_trades,
         ops::healthz, ops::readyz, ops::alerts,
     ),
@@ -240,6 +250,9 @@ impl RateLimiter {
         market::SubmitOrder, market::ModifyOrder, market::OrderAck, market::OrderView,
         market::FillDto, market::DepthDto, market::LevelDto, market::SideDto,
         market::TifDto, market::StpDto, ws::StreamMessage, account::PositionDto,
+        schedules::PostSchedules, schedules::DeviceScheduleDto, schedules::PeriodDto,
+        schedules::SchedulesAccepted, schedules::IssuedSchedule, fleet_events::FleetEvent,
+        devices::RegisterDevice, devices::RegisteredDevice,
         crate::server::alerts::AlertStatus, ops::AlertsDto,
     )),
     modifiers(&BearerAuth),
@@ -296,10 +309,18 @@ pub fn router(state: SharedState) -> Router {
             get(account::order_history),
         )
         .route("/api/v1/audit", get(account::audit_log))
-        .route("/api/v1/devices", get(fleet::list_devices))
+        .route(
+            "/api/v1/devices",
+            get(fleet::list_devices).post(devices::register_device),
+        )
         .route("/api/v1/devices/{device_id}", get(fleet::get_device))
         .route("/api/v1/devices/{device_id}/acks", get(fleet::acks_of))
         .route("/api/v1/schedules/{device_id}", get(fleet::schedules_of))
+        .route(
+            "/api/v1/schedules",
+            axum::routing::post(schedules::post_schedules),
+        )
+        .route("/api/v1/rollouts/{rollout_id}", get(schedules::get_rollout))
         .route("/api/v1/fleet/status", get(fleet::fleet_status))
         .route("/api/v1/analytics", get(fleet::analytics))
         .route("/api/v1/stream", get(ws::stream))

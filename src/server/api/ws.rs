@@ -6,6 +6,11 @@
 //! increments whose `event_seq` is larger than the snapshot's `as_of_event_seq`. A
 //! client that falls behind the bounded broadcast gets a `lagged` message and must
 //! resnapshot; it never slows the sequencer.
+//!
+//! Fleet events (`type: fleet`: a schedule version issued, received, accepted, started,
+//! completed, rejected, superseded or failed; see `super::fleet_events`) go to operator
+//! and quant tokens for every device and to a device token for its own device only;
+//! traders and anonymous clients get none.
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -18,6 +23,7 @@ use voltex_market::book::{BookEvent, Phase};
 use voltex_market::{MarketRules, Side};
 
 use super::SharedState;
+use super::fleet_events::FleetEvent;
 use super::market::SideDto;
 use crate::server::auth::{Claims, Role};
 use crate::server::problem::ApiError;
@@ -87,11 +93,50 @@ pub enum StreamMessage {
         /// `accepted`, `filled_part`, `cancelled`, `expired`, `restated`.
         event: String,
     },
+    /// Delivery progress of one schedule version (operators and quants: every device;
+    /// a device token: its own).
+    Fleet {
+        /// Device.
+        device_id: String,
+        /// Schedule id (128-bit, decimal string).
+        schedule_id: String,
+        /// Version.
+        version: u64,
+        /// `issued`, `received`, `accepted`, `started`, `completed`, `rejected`,
+        /// `superseded`, `failed`.
+        status: String,
+        /// Whether an agent ack caused it.
+        by_agent: bool,
+        /// When, UTC ns.
+        at_ns: i64,
+        /// When, RFC 3339 UTC.
+        at: String,
+    },
     /// The client fell behind and missed messages: resnapshot.
     Lagged {
         /// Messages skipped.
         missed: u64,
     },
+}
+
+/// The fleet event as `claims` may see it: operators and quants see every device, a
+/// device only itself, everyone else nothing.
+pub fn fleet_message(event: &FleetEvent, claims: Option<&Claims>) -> Option<StreamMessage> {
+    let claims = claims?;
+    let allowed = match claims.role {
+        Role::Operator | Role::Quant => true,
+        Role::Device => claims.sub == event.device_id,
+        Role::Trader => false,
+    };
+    allowed.then(|| StreamMessage::Fleet {
+        device_id: event.device_id.clone(),
+        schedule_id: event.schedule_id.clone(),
+        version: event.version,
+        status: event.status.clone(),
+        by_agent: event.by_agent,
+        at_ns: event.at_ns,
+        at: event.at.clone(),
+    })
 }
 
 fn side(side: Side) -> SideDto {
@@ -225,6 +270,11 @@ async fn run(
     claims: Option<Claims>,
 ) {
     let mut events = state.exchange.subscribe();
+    let mut fleet = state.fleet_events.subscribe();
+    // Roles that can see no fleet event do not listen at all.
+    let mut fleet_open = claims
+        .as_ref()
+        .is_some_and(|claims| claims.role != Role::Trader);
     let rules = state.exchange.rules().clone();
     metrics::gauge!("voltex_ws_clients").increment(1.0);
     let mut out = Vec::new();
@@ -241,15 +291,18 @@ async fn run(
                     Err(RecvError::Lagged(missed)) => out.push(StreamMessage::Lagged { missed }),
                     Err(RecvError::Closed) => break,
                 }
-                let mut failed = false;
-                for message in &out {
-                    let Ok(text) = serde_json::to_string(message) else { continue };
-                    if socket.send(Message::Text(text.into())).await.is_err() {
-                        failed = true;
-                        break;
-                    }
+                if !send_all(&mut socket, &out).await {
+                    break;
                 }
-                if failed {
+            }
+            received = fleet.recv(), if fleet_open => {
+                out.clear();
+                match received {
+                    Ok(event) => out.extend(fleet_message(&event, claims.as_ref())),
+                    Err(RecvError::Lagged(missed)) => out.push(StreamMessage::Lagged { missed }),
+                    Err(RecvError::Closed) => fleet_open = false,
+                }
+                if !send_all(&mut socket, &out).await {
                     break;
                 }
             }
@@ -262,4 +315,17 @@ async fn run(
         }
     }
     metrics::gauge!("voltex_ws_clients").decrement(1.0);
+}
+
+/// Sends `messages` as text frames; `false` once the socket failed.
+async fn send_all(socket: &mut WebSocket, messages: &[StreamMessage]) -> bool {
+    for message in messages {
+        let Ok(text) = serde_json::to_string(message) else {
+            continue;
+        };
+        if socket.send(Message::Text(text.into())).await.is_err() {
+            return false;
+        }
+    }
+    true
 }

@@ -1,0 +1,152 @@
+//! Device registration: `POST /api/v1/devices` (operators).
+//!
+//! Stores the device row (id, name, capacity and power limits, optionally the
+//! device's public key and the SHA-256 fingerprint of a certificate issued with
+//! `voltex certs issue-device`) and issues a per-device MQTT credential: a random
+//! 256-bit password, returned once in the answer and stored only as a BLAKE3 hash
+//! (`blake3:<hex>`; a fast hash is enough for a uniformly random 256-bit secret, which
+//! cannot be guessed from its hash by brute force). The MQTT user name is the device
+//! id. A device id or certificate fingerprint registered already is a 409
+//! `device_exists`.
+//!
+//! The server holds no CA key, so it does not mint certificates here: the platform CA
+//! lives offline (`voltex certs`), and `voltex up` makes its own per-run CA.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{Ctx, SharedState};
+use crate::db::{DbError, DeviceRow, NewDevice};
+use crate::server::auth::{Auth, Role};
+use crate::server::problem::{ApiError, Problem};
+
+/// A device to register.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDevice {
+    /// Device id: ASCII letters, digits, `.`, `_`, `-`, at most 64 characters.
+    pub device_id: String,
+    /// Display name.
+    pub name: String,
+    /// Usable capacity, Wh.
+    pub capacity_wh: i64,
+    /// Maximum charging power, W.
+    pub max_charge_w: i64,
+    /// Maximum discharging power, W.
+    pub max_discharge_w: i64,
+    /// The device's public key, hex.
+    #[serde(default)]
+    pub public_key_hex: Option<String>,
+    /// SHA-256 fingerprint of its certificate (from the platform CA), hex.
+    #[serde(default)]
+    pub cert_fingerprint_sha256: Option<String>,
+}
+
+/// The registered device and its credential (the password is shown only here).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct RegisteredDevice {
+    /// The stored row.
+    #[schema(value_type = Object)]
+    pub device: DeviceRow,
+    /// MQTT user name (the device id).
+    pub mqtt_username: String,
+    /// MQTT password: store it on the device; the platform keeps only its hash.
+    pub mqtt_password: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn is_hex(text: &str, len: Option<usize>) -> bool {
+    !text.is_empty()
+        && text.chars().all(|c| c.is_ascii_hexdigit())
+        && len.is_none_or(|len| text.len() == len)
+}
+
+/// Registers a device and issues its MQTT credential.
+#[utoipa::path(post, path = "/api/v1/devices", tag = "fleet", request_body = RegisterDevice,
+    security(("bearer" = [])),
+    responses((status = 201, body = RegisteredDevice), (status = 400, body = Problem),
+        (status = 403, body = Problem), (status = 409, body = Problem)))]
+pub async fn register_device(
+    State(state): State<SharedState>,
+    auth: Auth,
+    ctx: Ctx,
+    body: Result<Json<RegisterDevice>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<RegisteredDevice>), ApiError> {
+    let mut target = "device:-".to_string();
+    let result: Result<RegisteredDevice, ApiError> = async {
+        auth.require(&[Role::Operator])?;
+        let Json(body) = body?;
+        target = format!("device:{}", body.device_id);
+        if voltex_dispatch::DeviceId::new(body.device_id.clone()).is_err() {
+            return Err(ApiError::bad_request(
+                "invalid_device_id",
+                format!("{:?} is not a valid device id", body.device_id),
+            ));
+        }
+        if let Some(key) = &body.public_key_hex
+            && !is_hex(key, None)
+        {
+            return Err(ApiError::bad_request(
+                "invalid_public_key",
+                "public_key_hex is not hex",
+            ));
+        }
+        if let Some(fingerprint) = &body.cert_fingerprint_sha256
+            && !is_hex(fingerprint, Some(64))
+        {
+            return Err(ApiError::bad_request(
+                "invalid_fingerprint",
+                "cert_fingerprint_sha256 is not 64 hex digits",
+            ));
+        }
+        let password = hex(&rand::random::<[u8; 32]>());
+        let hash = format!("blake3:{}", blake3::hash(password.as_bytes()).to_hex());
+        let device = state
+            .db
+            .register_device(&NewDevice {
+                device_id: body.device_id.clone(),
+                name: body.name.clone(),
+                public_key_hex: body.public_key_hex.clone(),
+                cert_fingerprint_sha256: body
+                    .cert_fingerprint_sha256
+                    .as_ref()
+                    .map(|text| text.to_ascii_lowercase()),
+                mqtt_credential_hash: Some(hash),
+                capacity_wh: body.capacity_wh,
+                max_charge_w: body.max_charge_w,
+                max_discharge_w: body.max_discharge_w,
+                registered_at_ns: state.exchange.now().nanos(),
+            })
+            .await
+            .map_err(|error| match error {
+                DbError::AlreadyExists { key, .. } => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "device_exists",
+                    format!("{key} (device id or certificate) is registered already"),
+                ),
+                DbError::InvalidInput { field, message } => {
+                    ApiError::bad_request("invalid_value", format!("{field}: {message}"))
+                }
+                other if other.is_unavailable() => {
+                    ApiError::unavailable(format!("database unavailable: {other}"))
+                }
+                other => ApiError::internal(other),
+            })?;
+        Ok(RegisteredDevice {
+            mqtt_username: device.device_id.clone(),
+            device,
+            mqtt_password: password,
+        })
+    }
+    .await;
+    state
+        .audit(&ctx, &auth, "device.register", &target, &result)
+        .await;
+    Ok((StatusCode::CREATED, Json(result?)))
+}
