@@ -398,7 +398,7 @@ async fn schedules_are_signed_persisted_sent_and_streamed_to_allowed_roles() {
     assert_eq!((status, missing["code"].as_str()), (404, Some("not_found")));
 
     // Fleet events: one `issued` per device, then the agent's ack.
-    let mut issued = vec![next_event(&mut events).await, next_event(&mut events).await];
+    let mut issued = [next_event(&mut events).await, next_event(&mut events).await];
     issued.sort_by(|a, b| a.device_id.cmp(&b.device_id));
     assert_eq!(
         issued
