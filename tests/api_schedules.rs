@@ -2,8 +2,9 @@
 //! real orchestrator on the server's database behind a test-driven platform link: the
 //! schedules are validated (one typed problem code per kind of bad input), signed,
 //! persisted and sent; the agent's ack shows up as a fleet event; a server without an
-//! orchestrator answers 503. Fleet events are checked on the broadcast the WebSocket
-//! stream reads, through the stream's own per-role filter (`ws::fleet_message`).
+//! orchestrator answers 503; `POST /api/v1/devices` registers once (409 after). Fleet
+//! events are checked on the broadcast the WebSocket stream reads, through the
+//! stream's per-role filter (`ws::fleet_message`), and over a real WebSocket.
 //!
 //! Runs on SQLite (the repository suite covers PostgreSQL for the same queries).
 
@@ -554,5 +555,91 @@ async fn an_operator_registers_a_device_once_and_gets_its_credential() {
         .expect("sent within 10 s")
         .expect("message");
     assert_eq!(sent.0.as_str(), "bat-new");
+    harness.server.stop().await.expect("stop");
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next `n` `fleet` messages on `socket` (other message types are skipped).
+async fn fleet_messages(socket: &mut Socket, n: usize) -> Vec<Value> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    while out.len() < n {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("socket open")
+            .expect("frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+            let value: Value = serde_json::from_str(&text).expect("json message");
+            if value["type"] == "fleet" {
+                out.push(value);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_carries_fleet_events_to_operators_and_only_own_ones_to_a_device() {
+    let harness = start(true).await;
+    let operator = token("olga", Role::Operator);
+    let connect = |token: String| {
+        let url = format!(
+            "ws://{}/api/v1/stream?token={token}",
+            harness.server.http_addr
+        );
+        async move {
+            tokio_tungstenite::connect_async(url)
+                .await
+                .expect("websocket")
+                .0
+        }
+    };
+    let mut operator_socket = connect(operator.clone()).await;
+    let mut device_socket = connect(token("bat-2", Role::Device)).await;
+    // Both stream tasks subscribed (the handshake answer can precede the subscription).
+    for _ in 0..200 {
+        if harness.server.state.fleet_events.receiver_count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(harness.server.state.fleet_events.receiver_count() >= 2);
+
+    // bat-1 first: if a device could see another device's events, bat-2's socket
+    // would get bat-1's `issued` before its own.
+    for device in ["bat-1", "bat-2"] {
+        let (status, body) = harness
+            .post(
+                &operator,
+                one_device(device, json!([{"offset_s": 0, "target_w": 1000}])),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let seen = fleet_messages(&mut operator_socket, 2).await;
+    assert_eq!(
+        seen.iter()
+            .map(|m| (
+                m["device_id"].as_str(),
+                m["status"].as_str(),
+                m["version"].as_u64()
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (Some("bat-1"), Some("issued"), Some(1)),
+            (Some("bat-2"), Some("issued"), Some(1))
+        ]
+    );
+    let own = fleet_messages(&mut device_socket, 1).await;
+    assert_eq!(own[0]["device_id"], "bat-2", "{own:?}");
+    assert_eq!(own[0]["status"], "issued");
+    assert!(
+        own[0]["schedule_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
     harness.server.stop().await.expect("stop");
 }
