@@ -330,11 +330,15 @@ async fn bench(args: &RolloutBenchArgs, n_agents: usize, rounds: u32) -> Result<
     }
     let counters = orchestrator.counters();
     eprintln!(
-        "  orchestrator: {} schedules sent, {} acks ({} duplicates), {} receipts",
+        "  orchestrator: {} schedules sent ({} re-sends, {} waited for the retry budget), \
+         {} acks ({} duplicates), {} receipts; ack latency p99 {:?} (the retry base)",
         counters.schedules_sent,
+        counters.retries,
+        counters.retries_deferred,
         counters.acks_new,
         counters.acks_duplicate,
-        counters.receipts_queued
+        counters.receipts_queued,
+        orchestrator.ack_latency_p99()
     );
     let fleet_counters = fleet.shutdown().await;
     eprintln!(

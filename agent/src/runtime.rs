@@ -12,7 +12,9 @@
 //! exponential back-off and seeded jitter, `ReconnectPolicy`); the runtime notices a
 //! reconnect through [`AgentLink::is_connected`] and re-sends the whole unreceipted
 //! outbox, and it also re-sends everything when no receipt has advanced for
-//! [`RuntimeConfig::resend_after`] (a broker that lost messages).
+//! [`RuntimeConfig::resend_after`] (a broker that lost messages), or at once when a
+//! schedule it already holds arrives again (the platform re-sends only while it has no
+//! ack: the ack was lost).
 //!
 //! **The clock seam:** [`SystemClock`] is the only place in the crate that reads
 //! `Instant::now` / `SystemTime::now` (`#[allow(clippy::disallowed_methods)]` there).
@@ -498,7 +500,12 @@ where
         self.commit(&received.batch).await?;
         self.link.confirm(delivery).await?;
         if received.duplicate {
-            tracing::debug!(?key, "duplicate schedule: confirmed, nothing new");
+            // The platform re-sends a schedule only while it has stored no ack for it:
+            // ours was lost on the way (e.g. a broker dropped it from a full queue).
+            // Re-send the unreceipted outbox now instead of waiting for `resend_after`.
+            tracing::debug!(?key, "duplicate schedule: confirmed; re-sending the outbox");
+            self.core.outbox_mut().reconnected();
+            self.last_progress = self.clock.now_mono();
             return Ok(());
         }
         let decided = self.core.decide_pending(wall);

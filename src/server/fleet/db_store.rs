@@ -7,9 +7,16 @@
 //! |---------------------|---------------------------------------------------------|
 //! | `save_schedule`     | `insert_schedule` (also supersedes older versions)      |
 //! | `update_delivery`   | `record_schedule_attempt` / `update_schedule_status`    |
-//! | `record_ack`        | `record_ack` (idempotent; advances the status itself)   |
+//! | `record_ack`        | `record_ack` (idempotent; advances the status itself) + `update_device_status` |
 //! | `record_telemetry`  | `insert_telemetry` + `update_device_status`             |
 //! | `record_heartbeat`  | `update_device_status`                                  |
+//! | `load_resume_state` | `list_devices` (pages) + `latest_schedule` per device   |
+//!
+//! `load_resume_state` reads one query per device with a schedule: about a second per
+//! 10,000 devices on SQLite, once per start. The database keeps no roll-out id, so
+//! resumed versions come back without one. A stored status maps back to the tracker's
+//! state with its detail (rejection reason, failure cause, superseding version); a
+//! detail it cannot read maps to the nearest state (e.g. `Rejected { Malformed }`).
 //!
 //! State changes caused by agent acks (`by_agent`) are skipped: `record_ack` already
 //! moved the stored status in the same transaction as the ack. The database only
@@ -18,13 +25,18 @@
 //! Every device must be registered in the database first; writes for unknown devices
 //! fail with [`StoreError::UnknownDevice`].
 
+use std::sync::Arc;
+
+use voltex_dispatch::message::ScheduleRejection;
 use voltex_dispatch::{Ack, DeviceId, Heartbeat, TelemetryBatch};
 use voltex_market::UtcNanos;
 
 use super::TransportKind;
-use super::store::{DeliveryUpdate, DispatchStore, ScheduleVersionRow, StoreError};
+use super::store::{
+    DeliveryUpdate, DispatchStore, ResumeDevice, ResumeVersion, ScheduleVersionRow, StoreError,
+};
 use super::tracker::{DeliveryState, FailureCause};
-use crate::db::{Db, DbError, DeliveryStatus, DeviceStatusUpdate};
+use crate::db::{Db, DbError, DeliveryStatus, DeviceStatusUpdate, PAGE_LIMIT_MAX, ScheduleRow};
 
 fn store_error(error: DbError, device: &DeviceId) -> StoreError {
     match error {
@@ -63,6 +75,66 @@ fn status_of(state: DeliveryState) -> (DeliveryStatus, Option<String>) {
             (DeliveryStatus::Failed, Some(detail.to_string()))
         }
     }
+}
+
+/// `older_version`, `OlderVersion` and `olderversion` all read as `olderversion`.
+fn detail_key(detail: Option<&str>) -> String {
+    detail
+        .unwrap_or("")
+        .chars()
+        .filter(|c| *c != '_')
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// The tracker state of a stored status (the inverse of [`status_of`] and of the
+/// repository's ack details).
+fn state_of(row: &ScheduleRow) -> DeliveryState {
+    let key = detail_key(row.status_detail.as_deref());
+    match row.status {
+        DeliveryStatus::Issued => DeliveryState::Issued,
+        DeliveryStatus::Received => DeliveryState::Received,
+        DeliveryStatus::Accepted => DeliveryState::Accepted,
+        DeliveryStatus::Started => DeliveryState::Started,
+        DeliveryStatus::Completed => DeliveryState::Completed,
+        DeliveryStatus::Rejected => {
+            let reasons = [
+                ScheduleRejection::InvalidSignature,
+                ScheduleRejection::WrongDevice,
+                ScheduleRejection::Expired,
+                ScheduleRejection::Late,
+                ScheduleRejection::OlderVersion,
+                ScheduleRejection::ExceedsDeviceLimits,
+                ScheduleRejection::Malformed,
+            ];
+            let reason = reasons
+                .into_iter()
+                .find(|reason| format!("{reason:?}").to_ascii_lowercase() == key)
+                .unwrap_or(ScheduleRejection::Malformed);
+            DeliveryState::Rejected { reason }
+        }
+        DeliveryStatus::Superseded => {
+            let by_version = row.superseded_by_version.unwrap_or_else(|| {
+                key.strip_prefix("supersededbyversion")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(row.version.saturating_add(1))
+            });
+            DeliveryState::Superseded { by_version }
+        }
+        DeliveryStatus::Failed => {
+            let cause = match key.as_str() {
+                "driverfault" => FailureCause::DriverFault,
+                "emergencystop" => FailureCause::EmergencyStop,
+                "soclimit" => FailureCause::SocLimit,
+                _ => FailureCause::DeadlinePassed,
+            };
+            DeliveryState::Failed { cause }
+        }
+    }
+}
+
+fn backend(error: DbError) -> StoreError {
+    StoreError::Backend(Box::new(error))
 }
 
 impl DispatchStore for Db {
@@ -129,10 +201,21 @@ impl DispatchStore for Db {
         _transport: TransportKind,
         received_at: UtcNanos,
     ) -> Result<bool, StoreError> {
-        Db::record_ack(self, ack, received_at.0)
+        let inserted = Db::record_ack(self, ack, received_at.0)
             .await
             .map(|outcome| outcome.inserted)
-            .map_err(|e| store_error(e, &ack.device))
+            .map_err(|e| store_error(e, &ack.device))?;
+        // Hearing an ack is hearing from the device. A failure here leaves the ack
+        // stored: reported as an error, the agent re-sends and the ack is a duplicate.
+        self.update_device_status(&DeviceStatusUpdate {
+            device_id: ack.device.to_string(),
+            seen_at_ns: received_at.0,
+            online: Some(true),
+            soc: None,
+        })
+        .await
+        .map_err(|e| store_error(e, &ack.device))?;
+        Ok(inserted)
     }
 
     async fn record_telemetry(
@@ -169,5 +252,52 @@ impl DispatchStore for Db {
         .await
         .map(|_| ())
         .map_err(|e| store_error(e, &heartbeat.device))
+    }
+
+    async fn load_resume_state(&self) -> Result<Vec<ResumeDevice>, StoreError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .list_devices(after.as_deref(), None, PAGE_LIMIT_MAX)
+                .await
+                .map_err(backend)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.device_id.clone());
+            for row in &page {
+                let Ok(device) = DeviceId::new(&row.device_id) else {
+                    tracing::warn!(device = %row.device_id, "stored device id is not valid; skipped");
+                    continue;
+                };
+                let latest = if row.latest_schedule_version == 0 {
+                    None
+                } else {
+                    match self
+                        .latest_schedule(&row.device_id)
+                        .await
+                        .map_err(backend)?
+                    {
+                        Some(schedule) => Some(ResumeVersion {
+                            rollout: None,
+                            signed: Arc::new(schedule.signed_schedule().map_err(backend)?),
+                            deadline: UtcNanos(schedule.deadline_at_ns),
+                            state: state_of(&schedule),
+                            attempts: schedule.attempts,
+                        }),
+                        None => None,
+                    }
+                };
+                out.push(ResumeDevice {
+                    device,
+                    last_seen: row.last_seen_at_ns.map(UtcNanos),
+                    last_soc_wh: row.last_soc_wh,
+                    latest,
+                });
+            }
+            if page.len() < PAGE_LIMIT_MAX as usize {
+                break;
+            }
+        }
+        Ok(out)
     }
 }

@@ -8,9 +8,12 @@
 //! - [`tracker`]: [`Tracker`], the pure state machine of delivery. Per schedule version
 //!   it tracks issued → received → accepted → started → completed, or rejected (with the
 //!   agent's reason), superseded, failed (deadline passed, or execution failed); when
-//!   the next retry is due (exponential back-off with seeded jitter, capped by the
-//!   deadline); per-device and fleet-wide command success rates; and [`RolloutStatus`],
-//!   the operator's snapshot of a roll-out. Time is passed in.
+//!   the next retry is due (exponential back-off with seeded jitter from a multiple of
+//!   the observed p99 ack latency, started when the link hands the send to its
+//!   transport, within a fleet-wide retry budget, capped by the deadline); per-device
+//!   and fleet-wide command success rates; [`RolloutStatus`], the operator's snapshot
+//!   of a roll-out; and the restore of a restarted platform from the store. Time is
+//!   passed in.
 //! - [`store`]: [`DispatchStore`], the persistence seam (schedule versions, delivery
 //!   status and attempts, acks recorded idempotently, telemetry, last seen), and
 //!   [`MemoryDispatchStore`] for tests and database-less runs; [`db_store`]
@@ -44,11 +47,12 @@ pub use sim_fleet::{
     SimFleet, SimFleetConfig, SimFleetCounters, SimFleetError, SimQuic, spawn_simulated_fleet,
 };
 pub use store::{
-    DeliveryUpdate, DispatchStore, MemoryDispatchStore, ScheduleVersionRow, StoreError,
+    DeliveryUpdate, DispatchStore, MemoryDispatchStore, ResumeDevice, ResumeVersion,
+    ScheduleVersionRow, StoreError,
 };
 pub use tracker::{
     DeliveryState, DeviceStatus, FailureCause, FleetStatus, RolloutId, RolloutStatus, StateCounts,
-    Tracker, TrackerConfig,
+    Tracker, TrackerConfig, TrackerError,
 };
 
 /// How the platform reaches a device.

@@ -8,13 +8,21 @@
 //! - **one task per [`PlatformLink`]** owns the link: it forwards uplink messages to the
 //!   core loop (awaiting room in the bounded uplink queue: back-pressure to the
 //!   transport) and sends what the core queued for it. Receiving is polled first so a
-//!   flood of sends cannot wedge the transport's inbound queue.
+//!   flood of sends cannot wedge the transport's inbound queue. Once a schedule left
+//!   the link (handed to the transport, or refused by it), the link tells the tracker
+//!   ([`Tracker::on_handed_off`]): the retry back-off runs from then, so nothing is
+//!   re-sent while an earlier send still waits in a queue.
 //! - **the core loop** sends due versions (first attempts and retries, see
 //!   [`super::tracker`]) to the link of each device's transport, using only `try_send`
 //!   on the bounded link queues, so it never waits for a link; stores uplink acks,
 //!   telemetry and heartbeats in batches, applies them to the tracker, persists the
 //!   resulting delivery changes, then sends each reporting device one [`Receipt`]; and
 //!   keeps the metrics.
+//!
+//! At start the core loop first restores the tracker from the store (the newest version
+//! of every device, its delivery state, last seen: [`Tracker::restore`]); roll-outs
+//! wait for that, so a restarted platform neither forgets a pending version nor
+//! re-sends or re-issues an acknowledged one.
 //!
 //! A device is reached over the transport it was registered on
 //! ([`Orchestrator::register_device`]), else the one it was last heard on, else
@@ -34,7 +42,7 @@
 //!   next receipt covers it).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -150,6 +158,10 @@ pub struct OrchestratorCounters {
     pub heartbeats: u64,
     /// Store calls that failed.
     pub store_errors: u64,
+    /// Re-sends (attempts after the first) handed to links.
+    pub retries: u64,
+    /// Re-sends that waited for the fleet-wide retry budget.
+    pub retries_deferred: u64,
 }
 
 #[derive(Debug, Default)]
@@ -188,6 +200,8 @@ impl Counters {
             telemetry_batches: get(&self.telemetry_batches),
             heartbeats: get(&self.heartbeats),
             store_errors: get(&self.store_errors),
+            retries: 0,
+            retries_deferred: 0,
         }
     }
 }
@@ -195,7 +209,8 @@ impl Counters {
 /// What the core loop asks a link task to send.
 #[derive(Debug)]
 enum Outbound {
-    Schedule(Arc<SignedSchedule>),
+    /// A schedule and its attempt number.
+    Schedule(Arc<SignedSchedule>, u32),
     Receipt(Receipt),
 }
 
@@ -217,10 +232,31 @@ struct Shared {
     wake: Notify,
     /// Bumped whenever the tracker changed: [`Orchestrator::wait_finished`] watches it.
     progress: watch::Sender<u64>,
+    /// When the core loop means to wake next (UTC ns); [`CORE_BUSY`] while it is
+    /// working out when. A link whose hand-off makes a retry due earlier wakes it.
+    core_wake_at: AtomicI64,
+    /// Set once the core loop restored the tracker from the store; roll-outs wait.
+    restored: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
 }
 
+/// [`Shared::core_wake_at`] while the core loop is awake.
+const CORE_BUSY: i64 = i64::MIN;
+
 impl Shared {
+    /// Starts the back-off clock of a schedule the link handed to its transport, and
+    /// wakes the core loop if that retry comes before its planned wake.
+    fn handed_off(&self, device: &DeviceId, version: u64, attempt: u32) {
+        let now = self.now();
+        let next = self.tracker().on_handed_off(now, device, version, attempt);
+        if let Some(next) = next {
+            let wake_at = self.core_wake_at.load(Ordering::Acquire);
+            if wake_at == CORE_BUSY || next.0 < wake_at {
+                self.wake.notify_one();
+            }
+        }
+    }
+
     fn tracker(&self) -> MutexGuard<'_, Tracker> {
         self.tracker.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -291,6 +327,8 @@ impl<S: DispatchStore> OrchestratorBuilder<S> {
             counters: Counters::default(),
             wake: Notify::new(),
             progress: watch::channel(0).0,
+            core_wake_at: AtomicI64::new(CORE_BUSY),
+            restored: watch::channel(false).0,
             shutdown: watch::channel(false).0,
         });
         let (uplink_tx, uplink_rx) = mpsc::channel(config.uplink_queue_len);
@@ -426,6 +464,7 @@ impl<S: DispatchStore> Orchestrator<S> {
         if *inner.shared.shutdown.borrow() {
             return Err(RolloutError::Stopped);
         }
+        self.wait_restored().await;
         let _serial = inner.issue_lock.lock().await;
         for schedule in &schedules {
             schedule
@@ -469,6 +508,16 @@ impl<S: DispatchStore> Orchestrator<S> {
         inner.shared.progressed();
         tracing::info!(rollout = %id, "roll-out issued");
         Ok(id)
+    }
+
+    /// Waits until the tracker was restored from the store at start (see
+    /// [`Tracker::restore`]); roll-outs wait for it too.
+    ///
+    /// # Cancellation
+    /// Cancel-safe.
+    pub async fn wait_restored(&self) {
+        let mut restored = self.inner.shared.restored.subscribe();
+        let _ = restored.wait_for(|done| *done).await;
     }
 
     /// Signs in chunks on blocking threads (ed25519 over the canonical encoding).
@@ -548,7 +597,17 @@ impl<S: DispatchStore> Orchestrator<S> {
 
     /// Counters since start.
     pub fn counters(&self) -> OrchestratorCounters {
-        self.inner.shared.counters.snapshot()
+        let mut counters = self.inner.shared.counters.snapshot();
+        let (retries, deferred) = self.inner.shared.tracker().retry_counts();
+        counters.retries = retries;
+        counters.retries_deferred = deferred;
+        counters
+    }
+
+    /// The p99 of recent hand-off-to-first-ack latencies the retry back-off starts
+    /// from (see [`super::tracker`]), once enough were observed.
+    pub fn ack_latency_p99(&self) -> Option<Duration> {
+        self.inner.shared.tracker().latency_p99()
     }
 
     /// Asserts the tracker's invariants (tests).
@@ -642,18 +701,24 @@ async fn drive_link<L: PlatformLink>(
             },
             next = outbound.recv() => {
                 let Some(next) = next else { break };
-                let (device, message, is_schedule) = match next {
-                    Outbound::Schedule(signed) => (
+                let (device, message, attempt) = match next {
+                    Outbound::Schedule(signed, attempt) => (
                         signed.schedule.device.clone(),
                         Message::Schedule((*signed).clone()),
-                        true,
+                        Some((signed.schedule.version, attempt)),
                     ),
                     Outbound::Receipt(receipt) => {
-                        (receipt.device.clone(), Message::Receipt(receipt), false)
+                        (receipt.device.clone(), Message::Receipt(receipt), None)
                     }
                 };
-                match link.send_to(&device, &message).await {
-                    Ok(()) if is_schedule => bump(&counters.schedules_sent),
+                let sent = link.send_to(&device, &message).await;
+                // Sent or not (not connected, send error), the attempt left the queue:
+                // its back-off clock starts now.
+                if let Some((version, attempt)) = attempt {
+                    shared.handed_off(&device, version, attempt);
+                }
+                match sent {
+                    Ok(()) if attempt.is_some() => bump(&counters.schedules_sent),
                     Ok(()) => {}
                     Err(TransportError::NotConnected(_)) => bump(&counters.sends_not_connected),
                     Err(TransportError::Closed) => {
@@ -695,7 +760,30 @@ struct Core<S> {
 }
 
 impl<S: DispatchStore> Core<S> {
+    /// Rebuilds the tracker from the store's resume state (see [`Tracker::restore`]).
+    async fn restore(&self) {
+        match self.store.load_resume_state().await {
+            Ok(devices) => {
+                let n_devices = devices.len();
+                let now = self.shared.now();
+                let n_pending = self.shared.tracker().restore(now, devices);
+                tracing::info!(
+                    n_devices,
+                    n_pending,
+                    "dispatch state restored from the store"
+                );
+            }
+            Err(error) => {
+                bump(&self.shared.counters.store_errors);
+                tracing::error!(%error, "could not restore dispatch state; starting empty");
+            }
+        }
+        self.shared.restored.send_replace(true);
+        self.shared.progressed();
+    }
+
     async fn run(self, mut uplink: mpsc::Receiver<Uplink>) {
+        self.restore().await;
         let mut shutdown = self.shared.shutdown.subscribe();
         let mut batch = Vec::with_capacity(self.uplink_batch_max);
         let mut dispatches = Vec::new();
@@ -718,6 +806,12 @@ impl<S: DispatchStore> Core<S> {
                     until_from(now, until).min(self.idle_wake)
                 }
             };
+            // Links may make a retry due earlier (hand-offs) from here on: they wake us
+            // if it comes before this. A hand-off between `next_due` above and this
+            // store saw CORE_BUSY and left a wake permit.
+            self.shared
+                .core_wake_at
+                .store(now.0.saturating_add(nanos(wake)), Ordering::Release);
             tokio::select! {
                 biased;
                 () = stopped(&mut shutdown) => break,
@@ -731,6 +825,7 @@ impl<S: DispatchStore> Core<S> {
                 () = self.shared.wake.notified() => {}
                 () = tokio::time::sleep(wake) => {}
             }
+            self.shared.core_wake_at.store(CORE_BUSY, Ordering::Release);
         }
     }
 
@@ -767,14 +862,21 @@ impl<S: DispatchStore> Core<S> {
         let counters = &self.shared.counters;
         let n_dispatched = dispatches.len();
         for dispatch in dispatches.drain(..) {
+            let version = dispatch.signed.schedule.version;
             let Some(tx) = self.route(dispatch.transport) else {
                 bump(&counters.unroutable);
+                self.shared
+                    .handed_off(&dispatch.device, version, dispatch.attempt);
                 continue;
             };
-            match tx.try_send(Outbound::Schedule(dispatch.signed)) {
+            match tx.try_send(Outbound::Schedule(dispatch.signed, dispatch.attempt)) {
                 Ok(()) => bump(&counters.schedules_queued),
                 // The capacity was checked and only this loop sends: a closed link.
-                Err(_) => bump(&counters.send_errors),
+                Err(_) => {
+                    bump(&counters.send_errors);
+                    self.shared
+                        .handed_off(&dispatch.device, version, dispatch.attempt);
+                }
             }
         }
         // Attempts and deadline failures are progress too (waiters may watch them).

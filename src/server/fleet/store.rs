@@ -14,6 +14,11 @@
 //! - `record_telemetry` stores a sample once per `(device, at)`; re-sent samples are
 //!   skipped.
 //! - Every method is atomic: on `Err` nothing of the call was stored.
+//! - `record_ack` counts as hearing from the device (its last-seen time moves forward).
+//! - `load_resume_state` returns, per device, the newest saved version with its stored
+//!   delivery state, and when the device was last heard from: a restarted orchestrator
+//!   resumes from it ([`super::Tracker::restore`]) instead of forgetting pending
+//!   versions or re-issuing acknowledged ones.
 //!
 //! [`MemoryDispatchStore`] keeps all of it in memory, bounded by
 //! [`MemoryStoreLimits`] (oldest records dropped first; acks beyond the bound fall
@@ -92,6 +97,34 @@ pub enum DeliveryUpdate {
     },
 }
 
+/// The newest saved version of a device and its stored delivery record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResumeVersion {
+    /// The roll-out it was saved with, if the store keeps it.
+    pub rollout: Option<RolloutId>,
+    /// The signed schedule as saved (its `issued_at` is the issue time).
+    pub signed: Arc<SignedSchedule>,
+    /// Deadline.
+    pub deadline: UtcNanos,
+    /// Stored delivery state.
+    pub state: DeliveryState,
+    /// Attempts so far.
+    pub attempts: u32,
+}
+
+/// What a restarted orchestrator needs to know about one device.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResumeDevice {
+    /// The device.
+    pub device: DeviceId,
+    /// When it was last heard from.
+    pub last_seen: Option<UtcNanos>,
+    /// Its last reported state of charge, Wh.
+    pub last_soc_wh: Option<i64>,
+    /// Its newest schedule version, if any.
+    pub latest: Option<ResumeVersion>,
+}
+
 /// What the orchestrator persists. See the module doc for the guarantees.
 ///
 /// Every method's future must be `Send`; cancelling one leaves its write either done
@@ -146,6 +179,19 @@ pub trait DispatchStore: Send + Sync + 'static {
         heartbeat: &Heartbeat,
         received_at: UtcNanos,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every device known to the store with its newest saved version (see the module
+    /// doc); read once when the orchestrator starts. The default keeps nothing to
+    /// resume from (an empty fleet); a store that persists, or wraps one that does,
+    /// must implement (or forward) it.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`].
+    fn load_resume_state(
+        &self,
+    ) -> impl Future<Output = Result<Vec<ResumeDevice>, StoreError>> + Send {
+        std::future::ready(Ok(Vec::new()))
+    }
 }
 
 /// Bounds of [`MemoryDispatchStore`].
@@ -398,5 +444,41 @@ impl DispatchStore for MemoryDispatchStore {
         Self::seen(&mut inner, &heartbeat.device, received_at);
         inner.n_heartbeats += 1;
         std::future::ready(Ok(()))
+    }
+
+    fn load_resume_state(
+        &self,
+    ) -> impl Future<Output = Result<Vec<ResumeDevice>, StoreError>> + Send {
+        let inner = self.lock();
+        let mut latest: HashMap<&DeviceId, &StoredVersion> = HashMap::new();
+        for ((device, version), stored) in &inner.schedules {
+            match latest.get(device) {
+                Some(newest) if newest.signed.schedule.version >= *version => {}
+                _ => {
+                    latest.insert(device, stored);
+                }
+            }
+        }
+        let ids: std::collections::BTreeSet<&DeviceId> = latest
+            .keys()
+            .copied()
+            .chain(inner.last_seen.keys())
+            .collect();
+        let devices = ids
+            .into_iter()
+            .map(|device| ResumeDevice {
+                device: device.clone(),
+                last_seen: inner.last_seen.get(device).copied(),
+                last_soc_wh: None,
+                latest: latest.get(device).map(|stored| ResumeVersion {
+                    rollout: Some(stored.rollout),
+                    signed: stored.signed.clone(),
+                    deadline: stored.deadline,
+                    state: stored.state,
+                    attempts: stored.attempts,
+                }),
+            })
+            .collect();
+        std::future::ready(Ok(devices))
     }
 }

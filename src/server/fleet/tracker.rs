@@ -11,10 +11,25 @@
 //! (a newer version replaced it) or `failed` (no ack before the deadline, or the agent
 //! could not execute it). Rules:
 //! - Only the newest version of a device is sent; it is re-sent with exponential
-//!   back-off (seeded jitter, `[bound/2, bound]`, the bound doubling from
-//!   [`TrackerConfig::retry_delay_min`] to [`TrackerConfig::retry_delay_max`]) until the
-//!   first ack of any kind, or until its deadline, when it becomes `failed`
-//!   ([`FailureCause::DeadlinePassed`]).
+//!   back-off (seeded jitter, `[bound/2, bound]`, the bound doubling up to
+//!   [`TrackerConfig::retry_delay_max`]) until the first ack of any kind, or until its
+//!   deadline, when it becomes `failed` ([`FailureCause::DeadlinePassed`]).
+//! - **Adaptive first bound.** The first bound is
+//!   [`TrackerConfig::retry_latency_factor`] × the p99 of the recent hand-off-to-ack
+//!   latencies (a window of [`TrackerConfig::latency_window`] samples), clamped to
+//!   [`TrackerConfig::retry_delay_floor`]..=`retry_delay_max`; before
+//!   [`LATENCY_SAMPLES_MIN`] samples exist it is [`TrackerConfig::retry_delay_min`].
+//!   Only versions acked after exactly one attempt are sampled (Karn's rule: an ack
+//!   after a re-send cannot be attributed to one send).
+//! - **No re-send while the transport still holds the last send.** The back-off clock
+//!   of an attempt starts when the link reports it handed the schedule to the transport
+//!   ([`Tracker::on_handed_off`]), not when it was queued for the link; until then only
+//!   the deadline is pending.
+//! - **Retry budget.** Re-sends (attempts after the first) draw from a fleet-wide token
+//!   bucket ([`TrackerConfig::retry_rate_per_s`], burst
+//!   [`TrackerConfig::retry_burst`], in the GCRA form); a re-send without a token is
+//!   given the next free slot instead, so a mass re-send is spread out rather than
+//!   flooding the broker and the agents. First attempts never wait for tokens.
 //! - Issuing a newer version marks an older, still unacknowledged version
 //!   `superseded` at once (its retries stop); an older version the agent already
 //!   acknowledged keeps its state until the agent reports it superseded.
@@ -24,6 +39,14 @@
 //! - Success rate: a version counts as a success once it was accepted (unless it later
 //!   failed), as a failure when rejected or failed, and not at all while pending or
 //!   when superseded before acceptance.
+//!
+//! # Restart
+//! [`Tracker::restore`] rebuilds the tracker from what the store kept (the newest
+//! version of every device with its delivery state, last seen): a version still
+//! `issued` is due again at once (a re-send of the same signed schedule, which the
+//! agent treats as a duplicate) and keeps its deadline; any other state is kept as is
+//! and never re-sent; a new roll-out must still be above the stored version. Restored
+//! versions join their stored roll-out, or one new roll-out when the store kept none.
 //!
 //! # Invariants ([`Tracker::check_invariants`])
 //! - At most one version per device is `issued`, and it is the newest; every `issued`
@@ -47,13 +70,27 @@ use voltex_dispatch::{Ack, DeviceId, Schedule, SignedSchedule};
 use voltex_market::UtcNanos;
 
 use super::TransportKind;
-use super::store::DeliveryUpdate;
+use super::store::{DeliveryUpdate, ResumeDevice};
+
+/// Latency samples needed before the retry bound follows the observed p99.
+pub const LATENCY_SAMPLES_MIN: usize = 16;
 
 /// Limits and timing of the tracker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrackerConfig {
-    /// Back-off bound after the first attempt.
+    /// Back-off bound after the first attempt while too few hand-off-to-ack latencies
+    /// have been observed (see the module doc).
     pub retry_delay_min: Duration,
+    /// Smallest first back-off bound derived from observed latencies.
+    pub retry_delay_floor: Duration,
+    /// The first back-off bound is this many times the observed p99 latency.
+    pub retry_latency_factor: u32,
+    /// Hand-off-to-ack latencies kept for the p99 (the most recent ones).
+    pub latency_window: usize,
+    /// Re-sends per second, fleet-wide, in steady state.
+    pub retry_rate_per_s: u32,
+    /// Re-sends allowed at once above the rate.
+    pub retry_burst: u32,
     /// Largest back-off bound.
     pub retry_delay_max: Duration,
     /// Deadline of a version issued without one: issue time plus this, but never after
@@ -74,11 +111,19 @@ pub struct TrackerConfig {
 }
 
 impl Default for TrackerConfig {
-    /// Retries from 1 s up to 60 s, 15 min deadline, offline after 3 min of silence,
-    /// 10 slowest devices, 1,000,000 devices, 8 versions each, 256 roll-outs.
+    /// First retry after 4 × the observed p99 hand-off-to-ack latency (at least
+    /// 100 ms; 1 s before 16 samples, window 1,024), doubling up to 60 s; 2,000
+    /// re-sends/s fleet-wide with a burst of 1,000; 15 min deadline, offline after
+    /// 3 min of silence, 10 slowest devices, 1,000,000 devices, 8 versions each, 256
+    /// roll-outs.
     fn default() -> Self {
         TrackerConfig {
             retry_delay_min: Duration::from_secs(1),
+            retry_delay_floor: Duration::from_millis(100),
+            retry_latency_factor: 4,
+            latency_window: 1_024,
+            retry_rate_per_s: 2_000,
+            retry_burst: 1_000,
             retry_delay_max: Duration::from_secs(60),
             delivery_timeout: Duration::from_secs(15 * 60),
             offline_after: Duration::from_secs(180),
@@ -406,6 +451,13 @@ struct Version {
     deadline: UtcNanos,
     first_ack_at: Option<UtcNanos>,
     next_attempt_at: Option<UtcNanos>,
+    /// The back-off drawn for the last attempt, while the link has not yet handed it
+    /// to the transport ([`Tracker::on_handed_off`] starts the clock).
+    awaiting_handoff: Option<Duration>,
+    /// When the last attempt was handed to the transport.
+    handed_off_at: Option<UtcNanos>,
+    /// This retry already holds a slot of the retry budget.
+    retry_slot_held: bool,
 }
 
 /// +1 success, -1 failure, 0 neither.
@@ -452,6 +504,17 @@ pub struct Tracker {
     rng: StdRng,
     n_succeeded: u64,
     n_failed: u64,
+    /// Recent hand-off-to-first-ack latencies (Karn-sampled), oldest first.
+    latencies: std::collections::VecDeque<Duration>,
+    /// Samples added since `latency_p99` was computed.
+    latencies_fresh: usize,
+    latency_p99: Option<Duration>,
+    /// GCRA theoretical arrival time of the next re-send.
+    retry_tat: UtcNanos,
+    /// Re-sends counted (attempts after the first).
+    n_retries: u64,
+    /// Re-sends that had to wait for the retry budget.
+    n_retries_deferred: u64,
 }
 
 fn nanos(duration: Duration) -> i64 {
@@ -494,6 +557,12 @@ impl Tracker {
             rng,
             n_succeeded: 0,
             n_failed: 0,
+            latencies: std::collections::VecDeque::new(),
+            latencies_fresh: 0,
+            latency_p99: None,
+            retry_tat: UtcNanos(i64::MIN),
+            n_retries: 0,
+            n_retries_deferred: 0,
         }
     }
 
@@ -640,6 +709,9 @@ impl Tracker {
                     deadline: deadline.max(now),
                     first_ack_at: None,
                     next_attempt_at: Some(now),
+                    awaiting_handoff: None,
+                    handed_off_at: None,
+                    retry_slot_held: false,
                 },
             );
             while device.versions.len() > self.config.versions_per_device_max.max(1) {
@@ -671,6 +743,122 @@ impl Tracker {
         Ok(id)
     }
 
+    /// Rebuilds the state of a restarted platform from the store's resume state (see
+    /// the module doc) at `now`; call it on an empty tracker, before any roll-out.
+    /// Returns how many versions are pending (`issued`) again. Devices beyond
+    /// [`TrackerConfig::devices_max`] are skipped.
+    pub fn restore(&mut self, now: UtcNanos, devices: Vec<ResumeDevice>) -> usize {
+        let fresh = RolloutId(
+            self.last_rollout
+                .saturating_add(1)
+                .max(u64::try_from(now.0).unwrap_or(0)),
+        );
+        let mut n_pending = 0;
+        for resume in devices {
+            if self.device_mut(&resume.device).is_none() {
+                tracing::warn!(device = %resume.device, "device bound reached: not restored");
+                continue;
+            }
+            let Some(device) = self.devices.get_mut(&resume.device) else {
+                continue;
+            };
+            if let Some(seen) = resume.last_seen {
+                device.last_seen = Some(device.last_seen.map_or(seen, |s| s.max(seen)));
+            }
+            if resume.last_soc_wh.is_some() {
+                device.last_soc_wh = resume.last_soc_wh;
+            }
+            let Some(latest) = resume.latest else {
+                continue;
+            };
+            let number = latest.signed.schedule.version;
+            if device
+                .versions
+                .last_key_value()
+                .is_some_and(|(newest, _)| *newest >= number)
+            {
+                continue;
+            }
+            let rollout_id = latest.rollout.unwrap_or(fresh);
+            let issued = latest.state == DeliveryState::Issued;
+            let issued_at = latest.signed.schedule.issued_at;
+            let mut version = Version {
+                rollout: rollout_id,
+                signed: latest.signed,
+                state: latest.state,
+                agent_final: false,
+                was_accepted: matches!(
+                    latest.state,
+                    DeliveryState::Accepted | DeliveryState::Started | DeliveryState::Completed
+                ),
+                attempts: latest.attempts,
+                issued_at,
+                deadline: latest.deadline,
+                first_ack_at: None,
+                next_attempt_at: None,
+                awaiting_handoff: None,
+                handed_off_at: None,
+                retry_slot_held: false,
+            };
+            if issued {
+                // Due at once; a deadline already passed fails it on the first take.
+                version.next_attempt_at = Some(now);
+                version.deadline = version.deadline.max(now);
+            }
+            // A state the platform decided (failed by deadline, superseded) may still be
+            // corrected by a late ack; one the agent reported we cannot tell apart, so
+            // final states stay as stored.
+            version.agent_final = matches!(
+                latest.state,
+                DeliveryState::Completed | DeliveryState::Rejected { .. }
+            ) || matches!(
+                latest.state,
+                DeliveryState::Failed { cause } if cause != FailureCause::DeadlinePassed
+            );
+            let sign = outcome(&version);
+            device.versions.insert(number, version);
+            match sign {
+                1 => {
+                    device.n_succeeded += 1;
+                    self.n_succeeded += 1;
+                }
+                -1 => {
+                    device.n_failed += 1;
+                    self.n_failed += 1;
+                }
+                _ => {}
+            }
+            let rollout = self.rollouts.entry(rollout_id).or_insert(Rollout {
+                started_at: issued_at,
+                finished_at: None,
+                members: Vec::new(),
+                n_pending: 0,
+            });
+            rollout.started_at = rollout.started_at.min(issued_at);
+            rollout.members.push((resume.device.clone(), number));
+            if issued {
+                rollout.n_pending += 1;
+                n_pending += 1;
+                self.n_due_pushed += 1;
+                self.due
+                    .push(Reverse((now, self.n_due_pushed, resume.device, number)));
+            }
+        }
+        for rollout in self.rollouts.values_mut() {
+            rollout.finished_at = match rollout.n_pending {
+                0 => Some(rollout.finished_at.unwrap_or(now)),
+                _ => None,
+            };
+        }
+        self.last_rollout = self
+            .last_rollout
+            .max(self.rollouts.keys().next_back().map_or(0, |id| id.0));
+        while self.rollouts.len() > self.config.rollouts_max.max(1) {
+            self.rollouts.pop_first();
+        }
+        n_pending
+    }
+
     /// One member of `rollout` stopped waiting for its first ack.
     fn settle(rollout: &mut Rollout, now: UtcNanos) {
         rollout.n_pending = rollout.n_pending.saturating_sub(1);
@@ -679,11 +867,73 @@ impl Tracker {
         }
     }
 
+    /// The first back-off bound: see the module doc.
+    pub fn first_retry_bound(&self) -> Duration {
+        match self.latency_p99 {
+            Some(p99) if self.latencies.len() >= LATENCY_SAMPLES_MIN => p99
+                .saturating_mul(self.config.retry_latency_factor.max(1))
+                .clamp(
+                    self.config.retry_delay_floor,
+                    self.config
+                        .retry_delay_max
+                        .max(self.config.retry_delay_floor),
+                ),
+            _ => self.config.retry_delay_min,
+        }
+    }
+
+    /// The p99 of the recent hand-off-to-ack latencies, if sampled yet.
+    pub fn latency_p99(&self) -> Option<Duration> {
+        self.latency_p99
+    }
+
+    /// Re-sends so far, and how many of them waited for the retry budget.
+    pub fn retry_counts(&self) -> (u64, u64) {
+        (self.n_retries, self.n_retries_deferred)
+    }
+
+    fn sample_latency(&mut self, latency: Duration) {
+        let window = self.config.latency_window.max(1);
+        while self.latencies.len() >= window {
+            self.latencies.pop_front();
+        }
+        self.latencies.push_back(latency);
+        self.latencies_fresh += 1;
+    }
+
+    /// Recomputes the p99 when enough new samples arrived (at most once per call).
+    fn refresh_p99(&mut self) {
+        let n = self.latencies.len();
+        let stale = self.latency_p99.is_none() || self.latencies_fresh >= (n / 16).max(1);
+        if n == 0 || self.latencies_fresh == 0 || !stale {
+            return;
+        }
+        let mut sorted: Vec<Duration> = self.latencies.iter().copied().collect();
+        sorted.sort_unstable();
+        self.latency_p99 = quantile(&sorted, 0.99);
+        self.latencies_fresh = 0;
+    }
+
+    /// GCRA: whether a re-send may go at `now`; if not, the time its reserved slot
+    /// comes (the slot is taken either way).
+    fn retry_budget(&mut self, now: UtcNanos) -> Result<(), UtcNanos> {
+        let rate = u64::from(self.config.retry_rate_per_s.max(1));
+        let interval = i64::try_from(1_000_000_000 / rate).unwrap_or(1).max(1);
+        let tolerance = interval.saturating_mul(i64::from(self.config.retry_burst));
+        let tat = self.retry_tat.0.max(now.0);
+        let earliest = tat.saturating_sub(tolerance);
+        self.retry_tat = UtcNanos(tat.saturating_add(interval));
+        if now.0 >= earliest {
+            Ok(())
+        } else {
+            Err(UtcNanos(earliest))
+        }
+    }
+
     fn backoff(&mut self, attempts: u32) -> Duration {
         let shift = attempts.saturating_sub(1).min(20);
         let bound = self
-            .config
-            .retry_delay_min
+            .first_retry_bound()
             .saturating_mul(1 << shift)
             .min(self.config.retry_delay_max)
             .max(Duration::from_millis(1));
@@ -707,6 +957,7 @@ impl Tracker {
         out: &mut Vec<Dispatch>,
         updates: &mut Vec<DeliveryUpdate>,
     ) {
+        self.refresh_p99();
         let mut n_taken = 0;
         while n_taken < max {
             let Some(Reverse((at, _, _, _))) = self.due.peek() else {
@@ -752,11 +1003,49 @@ impl Tracker {
                 }
                 continue;
             }
+            // While the last send awaits its hand-off, the only live entry is the
+            // deadline one, handled above.
+            let is_retry = version.attempts > 0;
+            let slot_held = std::mem::take(&mut version.retry_slot_held);
+            let deadline = version.deadline;
+            if is_retry && !slot_held {
+                if let Err(slot) = self.retry_budget(now) {
+                    let next = slot.min(deadline);
+                    self.n_retries_deferred += 1;
+                    let Some(version) = self
+                        .devices
+                        .get_mut(&device_id)
+                        .and_then(|d| d.versions.get_mut(&version_number))
+                    else {
+                        continue;
+                    };
+                    version.retry_slot_held = true;
+                    version.next_attempt_at = Some(next);
+                    self.n_due_pushed += 1;
+                    self.due.push(Reverse((
+                        next,
+                        self.n_due_pushed,
+                        device_id,
+                        version_number,
+                    )));
+                    continue;
+                }
+            }
+            let Some(version) = self
+                .devices
+                .get_mut(&device_id)
+                .and_then(|d| d.versions.get_mut(&version_number))
+            else {
+                continue;
+            };
             version.attempts += 1;
             let attempts = version.attempts;
-            let deadline = version.deadline;
             let signed = version.signed.clone();
+            if is_retry {
+                self.n_retries += 1;
+            }
             let delay = self.backoff(attempts);
+            // Persisted as the earliest next attempt; the live clock starts at hand-off.
             let next = UtcNanos(now.0.saturating_add(nanos(delay))).min(deadline);
             // Re-borrow after drawing from the RNG.
             let Some(version) = self
@@ -766,10 +1055,11 @@ impl Tracker {
             else {
                 continue;
             };
-            version.next_attempt_at = Some(next);
+            version.awaiting_handoff = Some(delay);
+            version.next_attempt_at = Some(deadline);
             self.n_due_pushed += 1;
             self.due.push(Reverse((
-                next,
+                deadline,
                 self.n_due_pushed,
                 device_id.clone(),
                 version_number,
@@ -789,6 +1079,38 @@ impl Tracker {
             });
             n_taken += 1;
         }
+    }
+
+    /// The link handed attempt `attempt` of a version to its transport at `now` (or
+    /// gave up on it: not connected, send error): the back-off clock starts. Returns
+    /// when the next attempt is due, if this changed it.
+    pub fn on_handed_off(
+        &mut self,
+        now: UtcNanos,
+        device_id: &DeviceId,
+        version_number: u64,
+        attempt: u32,
+    ) -> Option<UtcNanos> {
+        let version = self
+            .devices
+            .get_mut(device_id)?
+            .versions
+            .get_mut(&version_number)?;
+        if version.state != DeliveryState::Issued || version.attempts != attempt {
+            return None;
+        }
+        let delay = version.awaiting_handoff.take()?;
+        version.handed_off_at = Some(now);
+        let next = UtcNanos(now.0.saturating_add(nanos(delay))).min(version.deadline);
+        version.next_attempt_at = Some(next);
+        self.n_due_pushed += 1;
+        self.due.push(Reverse((
+            next,
+            self.n_due_pushed,
+            device_id.clone(),
+            version_number,
+        )));
+        Some(next)
     }
 
     /// Notes an uplink message from `device` over `transport` at `now`, carrying outbox
@@ -840,9 +1162,14 @@ impl Tracker {
             known: true,
             first_ack_latency: None,
         };
+        let mut sample = None;
         if version.first_ack_at.is_none() {
             version.first_ack_at = Some(now);
             effect.first_ack_latency = Some(since(now, version.issued_at));
+            // Karn's rule: only a version sent once tells the round-trip time.
+            if version.attempts == 1 {
+                sample = version.handed_off_at.map(|at| since(now, at));
+            }
         }
         let reported = DeliveryState::of_ack(ack.status);
         let current = version.state;
@@ -856,6 +1183,9 @@ impl Tracker {
             (!current.is_final() && reported.rank() > current.rank()) || deadline_failed
         };
         if !applies {
+            if let Some(latency) = sample {
+                self.sample_latency(latency);
+            }
             return effect;
         }
         let was_issued = current == DeliveryState::Issued;
@@ -867,6 +1197,7 @@ impl Tracker {
             DeliveryState::Accepted | DeliveryState::Started | DeliveryState::Completed
         );
         version.next_attempt_at = None;
+        version.awaiting_handoff = None;
         let after = outcome(version);
         let rollout_id = version.rollout;
         updates.push(DeliveryUpdate::State {
@@ -895,6 +1226,9 @@ impl Tracker {
         }
         if was_issued && let Some(rollout) = self.rollouts.get_mut(&rollout_id) {
             Self::settle(rollout, now);
+        }
+        if let Some(latency) = sample {
+            self.sample_latency(latency);
         }
         effect
     }
@@ -1162,6 +1496,10 @@ mod tests {
     fn due(tracker: &mut Tracker, now: i64, updates: &mut Vec<DeliveryUpdate>) -> Vec<u32> {
         let mut out = Vec::new();
         tracker.take_due(UtcNanos(now), usize::MAX, &mut out, updates);
+        for dispatch in &out {
+            let version = dispatch.signed.schedule.version;
+            tracker.on_handed_off(UtcNanos(now), &dispatch.device, version, dispatch.attempt);
+        }
         tracker.check_invariants();
         out.iter().map(|d| d.attempt).collect()
     }
@@ -1258,7 +1596,12 @@ mod tests {
         assert!(tracker.is_finished(first));
         let mut out = Vec::new();
         for now in [SECOND / 2, 2 * SECOND, 10 * SECOND, 60 * SECOND] {
+            let from = out.len();
             tracker.take_due(UtcNanos(now), usize::MAX, &mut out, &mut updates);
+            for dispatch in &out[from..] {
+                let version = dispatch.signed.schedule.version;
+                tracker.on_handed_off(UtcNanos(now), &dispatch.device, version, dispatch.attempt);
+            }
         }
         assert!(
             out.iter().all(|d| d.signed.schedule.version == 2),
@@ -1458,5 +1801,125 @@ mod tests {
             serde_json::to_string(&failed).unwrap(),
             r#"{"state":"failed","cause":"deadline_passed"}"#
         );
+    }
+
+    #[test]
+    fn no_resend_before_the_link_hands_the_last_send_to_the_transport() {
+        let mut tracker = tracker();
+        let a = device("a");
+        let mut updates = Vec::new();
+        tracker
+            .issue(
+                UtcNanos(0),
+                vec![(signed(&a, 1), UtcNanos(60 * SECOND))],
+                &mut updates,
+            )
+            .unwrap();
+        let mut out = Vec::new();
+        tracker.take_due(UtcNanos(0), usize::MAX, &mut out, &mut updates);
+        assert_eq!(out.len(), 1);
+        tracker.check_invariants();
+        // Still queued for the transport at 30 s: nothing is re-sent.
+        out.clear();
+        tracker.take_due(UtcNanos(30 * SECOND), usize::MAX, &mut out, &mut updates);
+        assert!(out.is_empty(), "{out:?}");
+        // Handed off at 30 s: the 1 s back-off bound runs from there.
+        let next = tracker
+            .on_handed_off(UtcNanos(30 * SECOND), &a, 1, 1)
+            .unwrap();
+        assert!(
+            next.0 >= 30 * SECOND + SECOND / 2 && next.0 <= 31 * SECOND,
+            "{next:?}"
+        );
+        tracker.take_due(next, usize::MAX, &mut out, &mut updates);
+        assert_eq!(out.iter().map(|d| d.attempt).collect::<Vec<_>>(), vec![2]);
+        // A late report about attempt 1 changes nothing.
+        assert_eq!(tracker.on_handed_off(next, &a, 1, 1), None);
+        tracker.check_invariants();
+        // Never handed off again: the deadline still fails it.
+        out.clear();
+        tracker.take_due(UtcNanos(60 * SECOND), usize::MAX, &mut out, &mut updates);
+        assert!(out.is_empty());
+        assert_eq!(
+            tracker.version_state(&a, 1),
+            Some(DeliveryState::Failed {
+                cause: FailureCause::DeadlinePassed
+            })
+        );
+        tracker.check_invariants();
+    }
+
+    #[test]
+    fn the_first_retry_bound_follows_the_observed_p99_latency() {
+        let mut tracker = tracker();
+        assert_eq!(tracker.first_retry_bound(), Duration::from_secs(1));
+        let mut updates = Vec::new();
+        let devices: Vec<DeviceId> = (0..100).map(|i| device(&format!("d{i}"))).collect();
+        let versions = devices
+            .iter()
+            .map(|d| (signed(d, 1), UtcNanos(60 * SECOND)))
+            .collect();
+        tracker.issue(UtcNanos(0), versions, &mut updates).unwrap();
+        assert_eq!(due(&mut tracker, 0, &mut updates).len(), 100);
+        let ms = 1_000_000;
+        // 98 acks 20 ms after the hand-off, 2 after 60 ms: the p99 is 60 ms.
+        for (i, d) in devices.iter().enumerate() {
+            let at = if i < 98 { 20 * ms } else { 60 * ms };
+            tracker.on_ack(UtcNanos(at), &ack(d, 1, AckStatus::Received), &mut updates);
+        }
+        due(&mut tracker, 60 * ms, &mut updates);
+        assert_eq!(tracker.latency_p99(), Some(Duration::from_millis(60)));
+        assert_eq!(tracker.first_retry_bound(), Duration::from_millis(240));
+        // A window (1,024) of 5 ms acks brings the bound down to the 100 ms floor.
+        let fast: Vec<DeviceId> = (0..1_100).map(|i| device(&format!("f{i}"))).collect();
+        let versions = fast
+            .iter()
+            .map(|d| (signed(d, 1), UtcNanos(60 * SECOND)))
+            .collect();
+        tracker
+            .issue(UtcNanos(SECOND), versions, &mut updates)
+            .unwrap();
+        due(&mut tracker, SECOND, &mut updates);
+        for d in &fast {
+            tracker.on_ack(
+                UtcNanos(SECOND + 5 * ms),
+                &ack(d, 1, AckStatus::Received),
+                &mut updates,
+            );
+        }
+        due(&mut tracker, SECOND + 5 * ms, &mut updates);
+        assert_eq!(tracker.latency_p99(), Some(Duration::from_millis(5)));
+        assert_eq!(tracker.first_retry_bound(), Duration::from_millis(100));
+        tracker.check_invariants();
+    }
+
+    #[test]
+    fn resends_beyond_the_burst_are_spread_at_the_retry_rate() {
+        let mut tracker = Tracker::new(TrackerConfig {
+            retry_delay_min: Duration::from_secs(1),
+            retry_delay_max: Duration::from_secs(1),
+            retry_rate_per_s: 10,
+            retry_burst: 5,
+            ..TrackerConfig::default()
+        });
+        let mut updates = Vec::new();
+        let devices: Vec<DeviceId> = (0..20).map(|i| device(&format!("d{i}"))).collect();
+        let versions = devices
+            .iter()
+            .map(|d| (signed(d, 1), UtcNanos(600 * SECOND)))
+            .collect();
+        tracker.issue(UtcNanos(0), versions, &mut updates).unwrap();
+        // First attempts never wait for the budget.
+        assert_eq!(due(&mut tracker, 0, &mut updates).len(), 20);
+        // Every first re-send is due by 1 s: the burst (5) plus one go at once ...
+        assert_eq!(due(&mut tracker, SECOND, &mut updates), vec![2; 6]);
+        assert_eq!(tracker.retry_counts(), (6, 14));
+        // ... and the other 14 follow one per 100 ms slot.
+        for step in 1..=14 {
+            let now = SECOND + step * SECOND / 10;
+            assert_eq!(due(&mut tracker, now, &mut updates), vec![2], "step {step}");
+        }
+        assert_eq!(tracker.retry_counts().0, 20);
+        tracker.check_invariants();
     }
 }
