@@ -356,13 +356,21 @@ async fn replay_days(
         let now = clock.now();
         let valid_from = UtcNanos(now.nanos() + 2 * 1_000_000_000);
         version += 1;
+        // An operator may have issued newer versions through `POST /api/v1/schedules`:
+        // each device gets a version above its newest, or the roll-out would be stale.
+        let version_of = |device: &DeviceId| {
+            orchestrator
+                .device_status(device)
+                .and_then(|status| status.latest)
+                .map_or(version, |(latest, _)| version.max(latest.saturating_add(1)))
+        };
         let schedules: Vec<Schedule> = devices
             .iter()
             .enumerate()
             .map(|(index, (device, _))| Schedule {
                 device: device.clone(),
                 schedule_id: ScheduleId(u128::from(version)),
-                version,
+                version: version_of(device),
                 issued_at: now,
                 valid_from,
                 valid_until: valid_from.plus_seconds(24 * hour_s),
