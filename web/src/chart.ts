@@ -7,6 +7,8 @@ export interface SeriesSpec {
   label: string;
   color: string;
   bars?: boolean;
+  /** Join points across missing samples (sparse telemetry). */
+  spanGaps?: boolean;
 }
 
 function cssVar(name: string): string {
@@ -42,7 +44,7 @@ export function makeChart(
         width: 2,
         fill: spec.bars ? spec.color + '99' : undefined,
         paths: spec.bars ? uPlot.paths.bars!({ size: [0.8, 80] }) : undefined,
-        spanGaps: false,
+        spanGaps: spec.spanGaps ?? false,
       })),
     ],
   };

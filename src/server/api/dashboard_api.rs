@@ -34,6 +34,8 @@ const VERSIONS_MAX: u32 = 50;
 const SLOWEST_MAX: i64 = 10;
 /// Most schedules whose plan is evaluated for the power chart.
 const PLAN_SCHEDULES_MAX: i64 = 20_000;
+/// Instants averaged per power bucket for the plan (one per second up to this).
+const PLAN_SAMPLES_PER_BUCKET_MAX: i64 = 10;
 /// Most trades per request.
 const TRADES_MAX: u32 = 200;
 
@@ -74,8 +76,9 @@ pub struct PowerPoint {
     /// Measured fleet power, W (discharge positive): the mean telemetry sample of the
     /// bucket times the devices that reported in it; `None` when none reported.
     pub measured_w: Option<i64>,
-    /// Scheduled fleet power, W: the sum of the active schedules' setpoints at the
-    /// bucket start (ramps and randomised starts ignored).
+    /// Scheduled fleet power, W: per device the newest schedule version covering the
+    /// instant, summed over devices, averaged over up to 10 instants of the bucket
+    /// (ramps and randomised starts ignored).
     pub plan_w: i64,
     /// Devices that reported telemetry in the bucket.
     pub n_reporting: i64,
@@ -103,6 +106,18 @@ fn soc_bin(soc_wh: i64, capacity_wh: i64) -> Option<usize> {
     }
     let fraction = (soc_wh.max(0) as f64 / capacity_wh as f64).min(1.0);
     Some(((fraction * SOC_BINS as f64) as usize).min(SOC_BINS - 1))
+}
+
+/// The planned power of one device at `at_ns`, W: the setpoint of the newest of
+/// `versions` (newest first) whose window covers it, 0 when none does.
+fn plan_at(versions: &[SignedSchedule], at_ns: i64) -> i64 {
+    versions
+        .iter()
+        .find(|signed| {
+            signed.schedule.valid_from.nanos() <= at_ns
+                && at_ns < signed.schedule.valid_until.nanos()
+        })
+        .map_or(0, |signed| setpoint_at(signed, at_ns))
 }
 
 /// Setpoint of `schedule` at `at_ns`, W (0 outside its window).
@@ -192,7 +207,7 @@ pub async fn fleet_summary(
 
     let active = sqlx::query(
         "SELECT payload_json FROM schedules WHERE valid_until_ns > $1 AND valid_from_ns <= $2 \
-         AND status NOT IN ('superseded', 'rejected', 'failed') LIMIT $3",
+         AND status NOT IN ('rejected', 'failed') ORDER BY device_id, version DESC LIMIT $3",
     )
     .bind(from_ns)
     .bind(now_ns)
@@ -200,14 +215,21 @@ pub async fn fleet_summary(
     .fetch_all(pool)
     .await
     .map_err(sql_error)?;
-    let mut schedules = Vec::with_capacity(active.len());
+    // Per device, newest version first: at any instant the newest version whose
+    // window covers it is the plan (a superseded version was the plan until then).
+    let mut by_device: BTreeMap<String, Vec<SignedSchedule>> = BTreeMap::new();
     for row in &active {
         let text: String = row.try_get("payload_json").map_err(sql_error)?;
         match serde_json::from_str::<SignedSchedule>(&text) {
-            Ok(schedule) => schedules.push(schedule),
+            Ok(schedule) => by_device
+                .entry(schedule.schedule.device.as_str().to_string())
+                .or_default()
+                .push(schedule),
             Err(error) => tracing::warn!(%error, "stored schedule payload does not parse"),
         }
     }
+    let n_samples = bucket_s.clamp(1, PLAN_SAMPLES_PER_BUCKET_MAX);
+    let step_ns = bucket_ns / n_samples;
     let mut power = Vec::new();
     let mut at_ns = from_ns;
     while at_ns <= now_ns {
@@ -215,10 +237,16 @@ pub async fn fleet_summary(
         power.push(PowerPoint {
             at_ns,
             measured_w: (n_reporting > 0).then_some(measured_w),
-            plan_w: schedules
-                .iter()
-                .map(|schedule| setpoint_at(schedule, at_ns))
-                .sum(),
+            plan_w: (0..n_samples)
+                .map(|sample| {
+                    let t_ns = at_ns + sample * step_ns;
+                    by_device
+                        .values()
+                        .map(|versions| plan_at(versions, t_ns))
+                        .sum::<i64>()
+                })
+                .sum::<i64>()
+                / n_samples,
             n_reporting,
         });
         at_ns += bucket_ns;
@@ -423,6 +451,60 @@ pub async fn recent_trades(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use voltex_dispatch::message::{DeviceId, Fallback, Schedule, ScheduleId, SchedulePeriod};
+    use voltex_market::UtcNanos;
+
+    fn version(version: u64, from_s: i64, until_s: i64, target_w: i64) -> SignedSchedule {
+        SignedSchedule {
+            schedule: Schedule {
+                device: DeviceId::new("pi-1").expect("device id"),
+                schedule_id: ScheduleId(1),
+                version,
+                issued_at: UtcNanos(0),
+                valid_from: UtcNanos(from_s * 1_000_000_000),
+                valid_until: UtcNanos(until_s * 1_000_000_000),
+                randomize_start_s: 0,
+                periods: vec![
+                    SchedulePeriod {
+                        offset_s: 0,
+                        target_w,
+                        ramp_s: 0,
+                    },
+                    SchedulePeriod {
+                        offset_s: 5,
+                        target_w: 2 * target_w,
+                        ramp_s: 0,
+                    },
+                ],
+                fallback: Fallback::Idle,
+            },
+            signature: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_plan_is_the_newest_version_covering_the_instant() {
+        // Newest first: v2 covers 10..20 s, v1 covers 0..30 s.
+        let versions = [version(2, 10, 20, -100), version(1, 0, 30, 300)];
+        let cases = [
+            (0, 300),
+            (4, 300),
+            (5, 600),
+            (10, -100),
+            (16, -200),
+            (20, 600),
+            (29, 600),
+            (30, 0),
+            (-1, 0),
+        ];
+        for (at_s, expected_w) in cases {
+            assert_eq!(
+                plan_at(&versions, at_s * 1_000_000_000),
+                expected_w,
+                "at {at_s} s"
+            );
+        }
+    }
 
     #[test]
     fn soc_bins_cover_empty_to_full() {

@@ -107,7 +107,7 @@ export function fleetPage(): Page {
       main.append(root);
       soc = makeChart(socBox, 'State of charge distribution', 'SoC bin centre (%)', 'devices (count)', [{ label: 'devices', color: '#3b82f6', bars: true }], false);
       power = makeChart(powerBox, 'Fleet power vs plan', 'time (local)', 'power (kW, + discharge)', [
-        { label: 'measured (kW)', color: '#10b981' },
+        { label: 'measured (kW)', color: '#10b981', spanGaps: true },
         { label: 'plan (kW)', color: '#f59e0b' },
       ], true);
       void getJson<DeviceRow[]>('/api/v1/devices?limit=50')
