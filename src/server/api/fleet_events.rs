@@ -20,7 +20,8 @@ use voltex_dispatch::{Ack, AckStatus, Heartbeat, TelemetryBatch};
 use voltex_market::UtcNanos;
 
 use crate::server::fleet::{
-    DeliveryState, DeliveryUpdate, DispatchStore, ScheduleVersionRow, StoreError, TransportKind,
+    DeliveryState, DeliveryUpdate, DispatchStore, ResumeDevice, ScheduleVersionRow, StoreError,
+    TransportKind,
 };
 
 /// Bound of the fleet-event broadcast channel (a slower client gets `lagged`).
@@ -190,5 +191,9 @@ impl<S: DispatchStore> DispatchStore for EventingStore<S> {
         received_at: UtcNanos,
     ) -> Result<(), StoreError> {
         self.inner.record_heartbeat(heartbeat, received_at).await
+    }
+
+    async fn load_resume_state(&self) -> Result<Vec<ResumeDevice>, StoreError> {
+        self.inner.load_resume_state().await
     }
 }
