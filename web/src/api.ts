@@ -201,8 +201,12 @@ export interface AggregateRow {
 export interface Alert {
   name: string;
   severity: string;
-  state: 'firing' | 'ok';
+  /** `pending`: the condition holds, for less than the rule's `for`. */
+  state: 'firing' | 'pending' | 'ok';
   expr: string;
   value: number | null;
+  for_s: number;
+  /** Since when the condition holds, s (server time base). */
+  active_since_s: number | null;
   summary: string;
 }

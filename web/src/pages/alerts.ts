@@ -18,7 +18,7 @@ export function alertsPage(): Page {
           `Alert rules (${alerts.filter((a) => a.state === 'firing').length} firing)`,
           ['State', 'Name', 'Severity', 'Value', 'Summary', 'Expression'],
           alerts.map((a) => [
-            el('span', { class: a.state === 'firing' ? 'badge firing' : 'badge ok' }, a.state),
+            el('span', { class: `badge ${a.state === 'firing' ? 'firing' : a.state === 'pending' ? 'pending' : 'ok'}` }, a.state),
             a.name,
             a.severity,
             a.value === null ? '—' : String(a.value),
