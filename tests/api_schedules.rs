@@ -643,3 +643,29 @@ async fn the_stream_carries_fleet_events_to_operators_and_only_own_ones_to_a_dev
     );
     harness.server.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_the_fleet_write_endpoints() {
+    let harness = start(false).await;
+    let doc: Value = harness
+        .http
+        .get(format!("{}/api/v1/openapi.json", harness.base))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let paths = &doc["paths"];
+    assert!(paths["/api/v1/schedules"]["post"].is_object(), "{paths}");
+    assert!(paths["/api/v1/rollouts/{rollout_id}"]["get"].is_object());
+    assert!(paths["/api/v1/devices"]["post"].is_object());
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["PostSchedules"].is_object());
+    assert!(schemas["FleetEvent"].is_object());
+    assert!(
+        schemas["StreamMessage"].to_string().contains("fleet"),
+        "the stream's schema has the fleet message"
+    );
+    harness.server.stop().await.expect("stop");
+}
