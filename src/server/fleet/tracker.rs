@@ -1008,28 +1008,29 @@ impl Tracker {
             let is_retry = version.attempts > 0;
             let slot_held = std::mem::take(&mut version.retry_slot_held);
             let deadline = version.deadline;
-            if is_retry && !slot_held {
-                if let Err(slot) = self.retry_budget(now) {
-                    let next = slot.min(deadline);
-                    self.n_retries_deferred += 1;
-                    let Some(version) = self
-                        .devices
-                        .get_mut(&device_id)
-                        .and_then(|d| d.versions.get_mut(&version_number))
-                    else {
-                        continue;
-                    };
-                    version.retry_slot_held = true;
-                    version.next_attempt_at = Some(next);
-                    self.n_due_pushed += 1;
-                    self.due.push(Reverse((
-                        next,
-                        self.n_due_pushed,
-                        device_id,
-                        version_number,
-                    )));
+            if is_retry
+                && !slot_held
+                && let Err(slot) = self.retry_budget(now)
+            {
+                let next = slot.min(deadline);
+                self.n_retries_deferred += 1;
+                let Some(version) = self
+                    .devices
+                    .get_mut(&device_id)
+                    .and_then(|d| d.versions.get_mut(&version_number))
+                else {
                     continue;
-                }
+                };
+                version.retry_slot_held = true;
+                version.next_attempt_at = Some(next);
+                self.n_due_pushed += 1;
+                self.due.push(Reverse((
+                    next,
+                    self.n_due_pushed,
+                    device_id,
+                    version_number,
+                )));
+                continue;
             }
             let Some(version) = self
                 .devices
