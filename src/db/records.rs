@@ -252,6 +252,42 @@ impl Db {
         Ok(id)
     }
 
+    /// Appends `entries` in one transaction (the audit writer's group commit): all
+    /// are stored or none.
+    ///
+    /// # Errors
+    /// [`DbError`] when the transaction fails; nothing of the batch is stored then.
+    pub async fn append_audit_batch(&self, entries: &[NewAuditEntry]) -> Result<(), DbError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for entry in entries {
+            let detail = entry
+                .detail
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?;
+            sqlx::query(
+                "INSERT INTO audit_log \
+                 (at_ns, actor, role, action, target, correlation_id, result, detail_json) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(entry.at_ns)
+            .bind(entry.actor.as_str())
+            .bind(entry.role.as_str())
+            .bind(entry.action.as_str())
+            .bind(entry.target.as_str())
+            .bind(entry.correlation_id.as_str())
+            .bind(entry.result.as_str())
+            .bind(detail)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Audit entries, newest first, below `before_audit_id`.
     ///
     /// # Errors

@@ -11,6 +11,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -166,12 +167,16 @@ impl RunningServer {
         exchange
             .list_products_ahead(config.intraday_hours_ahead)
             .await?;
+        // Ends by itself once the state (its last handle) is dropped, after storing
+        // what is queued.
+        let (audit_writer, _audit_task) = audit::AuditWriter::spawn(db.clone());
         let state = Arc::new(AppState {
             exchange: Arc::clone(&exchange),
             db,
             jwt,
             limiter: RateLimiter::new(config.rate_limit_orders_per_s, config.rate_limit_burst),
             alerts: Arc::new(alerts::AlertBoard::new(prometheus(), Arc::clone(&clock))?),
+            audit_writer,
             metrics: prometheus(),
             orchestrator: OnceLock::new(),
             fleet_events: tokio::sync::broadcast::channel(api::fleet_events::FLEET_EVENTS_LEN_MAX)

@@ -61,6 +61,8 @@ pub struct AppState {
     pub fleet_events: tokio::sync::broadcast::Sender<fleet_events::FleetEvent>,
     /// The shipped alert rules, evaluated over this process's metrics.
     pub alerts: Arc<crate::server::alerts::AlertBoard>,
+    /// Group commit of audit records.
+    pub audit_writer: crate::server::audit::AuditWriter,
 }
 
 impl std::fmt::Debug for AppState {
@@ -102,7 +104,7 @@ impl AppState {
             result: outcome,
             detail: None,
         };
-        if let Err(error) = self.db.append_audit(&entry).await {
+        if let Err(error) = self.audit_writer.append(entry).await {
             // The action itself already happened (it is in the journal); losing its
             // audit line is logged loudly rather than failing the caller.
             tracing::error!(%error, action, correlation_id = %ctx.correlation_id, "audit write failed");
