@@ -8,6 +8,8 @@
 //!
 //! Runs on SQLite (the repository suite covers PostgreSQL for the same queries).
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +23,6 @@ use voltex::server::auth::{Claims, JwtKeys, Role};
 use voltex::server::clock::{Clock, ManualClock};
 use voltex::server::config::ServerConfig;
 use voltex::server::fleet::{Orchestrator, OrchestratorConfig, TransportKind};
-use voltex_dispatch::transport::{PlatformLink, TransportError};
 use voltex_dispatch::{Ack, AckStatus, DeviceId, Message, ScheduleSigner};
 use voltex_market::UtcNanos;
 
@@ -43,29 +44,6 @@ fn token(subject: &str, role: Role) -> String {
     JwtKeys::from_secret(SECRET.as_bytes())
         .issue(&claims(subject, role))
         .expect("token")
-}
-
-/// A platform link driven by the test: it sees downlink and injects uplink.
-struct FakeLink {
-    uplink: mpsc::Receiver<(DeviceId, Message)>,
-    downlink: mpsc::Sender<(DeviceId, Message)>,
-}
-
-impl PlatformLink for FakeLink {
-    async fn send_to(
-        &mut self,
-        device: &DeviceId,
-        message: &Message,
-    ) -> Result<(), TransportError> {
-        self.downlink
-            .send((device.clone(), message.clone()))
-            .await
-            .map_err(|_| TransportError::Closed)
-    }
-
-    async fn recv(&mut self) -> Result<(DeviceId, Message), TransportError> {
-        self.uplink.recv().await.ok_or(TransportError::Closed)
-    }
 }
 
 struct Harness {
@@ -148,7 +126,7 @@ async fn start(with_orchestrator: bool) -> Harness {
         )
         .link(
             TransportKind::Mqtt,
-            FakeLink {
+            support::FakeLink {
                 uplink: uplink_rx,
                 downlink: downlink_tx,
             },

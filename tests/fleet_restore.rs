@@ -9,6 +9,8 @@
 //! unreachable is a skip unless `VOLTEX_REQUIRE_SERVICES=1`, which makes it a failure).
 //! Waits are bounded by [`GUARD`] only so a broken build fails instead of hanging.
 
+mod support;
+
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +25,6 @@ use voltex::server::fleet::{
     RolloutError, TrackerError, TransportKind,
 };
 use voltex_dispatch::message::{AckStatus, Fallback, SchedulePeriod};
-use voltex_dispatch::transport::{PlatformLink, TransportError};
 use voltex_dispatch::{Ack, DeviceId, Message, Schedule, ScheduleId, ScheduleSigner};
 
 /// Upper bound of any wait: a hang guard, not a performance expectation.
@@ -78,29 +79,6 @@ async fn guarded<F: Future>(what: &str, future: F) -> F::Output {
     }
 }
 
-/// A platform link driven by the test: it injects uplink messages and sees downlink.
-struct FakeLink {
-    uplink: mpsc::Receiver<(DeviceId, Message)>,
-    downlink: mpsc::Sender<(DeviceId, Message)>,
-}
-
-impl PlatformLink for FakeLink {
-    async fn send_to(
-        &mut self,
-        device: &DeviceId,
-        message: &Message,
-    ) -> Result<(), TransportError> {
-        self.downlink
-            .send((device.clone(), message.clone()))
-            .await
-            .map_err(|_| TransportError::Closed)
-    }
-
-    async fn recv(&mut self) -> Result<(DeviceId, Message), TransportError> {
-        self.uplink.recv().await.ok_or(TransportError::Closed)
-    }
-}
-
 type Uplink = mpsc::Sender<(DeviceId, Message)>;
 type Downlink = mpsc::Receiver<(DeviceId, Message)>;
 
@@ -108,7 +86,7 @@ fn start<S: DispatchStore>(store: S) -> (Orchestrator<S>, Uplink, Downlink) {
     let (uplink_tx, uplink) = mpsc::channel(64);
     let (downlink, downlink_rx) = mpsc::channel(64);
     let orchestrator = Orchestrator::builder(config(), store, signer(), clock())
-        .link(TransportKind::Quic, FakeLink { uplink, downlink })
+        .link(TransportKind::Quic, support::FakeLink { uplink, downlink })
         .start()
         .expect("orchestrator");
     (orchestrator, uplink_tx, downlink_rx)

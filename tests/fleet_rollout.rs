@@ -6,6 +6,8 @@
 //! Waits are bounded by [`GUARD`] only so that a broken build fails instead of hanging;
 //! no assertion depends on how long anything took.
 
+mod support;
+
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +21,7 @@ use voltex::server::fleet::{
 use voltex_dispatch::message::{AckStatus, Fallback, SchedulePeriod};
 use voltex_dispatch::transport::embedded_broker::free_port;
 use voltex_dispatch::transport::{
-    MqttConfig, PlatformLink, QuicPlatformConfig, TransportError, certs, mqtt_platform,
-    quic_platform, start_embedded_broker,
+    MqttConfig, QuicPlatformConfig, certs, mqtt_platform, quic_platform, start_embedded_broker,
 };
 use voltex_dispatch::{Ack, DeviceId, Message, Schedule, ScheduleId, ScheduleSigner};
 use voltex_market::UtcNanos;
@@ -383,36 +384,13 @@ async fn an_offline_device_is_retried_then_failed_at_the_deadline_and_a_newer_ve
     orchestrator.shutdown().await;
 }
 
-/// A platform link driven by the test: it injects uplink messages and sees downlink.
-struct FakeLink {
-    uplink: mpsc::Receiver<(DeviceId, Message)>,
-    downlink: mpsc::Sender<(DeviceId, Message)>,
-}
-
-impl PlatformLink for FakeLink {
-    async fn send_to(
-        &mut self,
-        device: &DeviceId,
-        message: &Message,
-    ) -> Result<(), TransportError> {
-        self.downlink
-            .send((device.clone(), message.clone()))
-            .await
-            .map_err(|_| TransportError::Closed)
-    }
-
-    async fn recv(&mut self) -> Result<(DeviceId, Message), TransportError> {
-        self.uplink.recv().await.ok_or(TransportError::Closed)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_ack_is_recorded_once_and_receipted_again() {
     let (uplink_tx, uplink) = mpsc::channel(16);
     let (downlink, mut downlink_rx) = mpsc::channel(16);
     let orchestrator =
         Orchestrator::builder(config(5_000), MemoryDispatchStore::new(), signer(), clock())
-            .link(TransportKind::Quic, FakeLink { uplink, downlink })
+            .link(TransportKind::Quic, support::FakeLink { uplink, downlink })
             .start()
             .expect("orchestrator");
     let device = DeviceId::new("dup-1").expect("id");
