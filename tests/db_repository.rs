@@ -1247,6 +1247,7 @@ async fn analytics_upsert_replaces_and_totals_sum_devices(db: Db) {
 
 async fn audit_log_lists_newest_first_with_paging(db: Db) {
     let mut ids = Vec::new();
+    let mut batch = Vec::new();
     for i in 0..5 {
         let entry = NewAuditEntry {
             at_ns: T0 + i,
@@ -1262,9 +1263,18 @@ async fn audit_log_lists_newest_first_with_paging(db: Db) {
             },
             detail: (i % 2 == 0).then(|| serde_json::json!({ "price": "50.00" })),
         };
-        ids.push(db.append_audit(&entry).await.expect("append"));
+        if i < 3 {
+            ids.push(db.append_audit(&entry).await.expect("append"));
+        } else {
+            batch.push(entry);
+        }
     }
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+    // The audit writer's group commit: the last two in one transaction, in order.
+    db.append_audit_batch(&batch).await.expect("append a batch");
+    db.append_audit_batch(&[])
+        .await
+        .expect("an empty batch is a no-op");
     let first = db.list_audit(None, 2).await.expect("page 1");
     let targets: Vec<&str> = first.iter().map(|a| a.target.as_str()).collect();
     assert_eq!(targets, ["order:4", "order:3"]);
