@@ -21,7 +21,8 @@ export function alertsPage(): Page {
             el('span', { class: `badge ${a.state === 'firing' ? 'firing' : a.state === 'pending' ? 'pending' : 'ok'}` }, a.state),
             a.name,
             a.severity,
-            a.value === null ? '—' : String(a.value),
+            // Four significant digits: a ratio or a mean in s, not a float dump.
+            a.value === null ? '—' : String(Number(a.value.toPrecision(4))),
             a.summary,
             el('code', {}, a.expr),
           ]),
