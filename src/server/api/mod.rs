@@ -15,6 +15,7 @@ pub mod devices;
 pub mod fleet;
 pub mod fleet_events;
 pub mod market;
+pub mod ml;
 pub mod ops;
 pub mod schedules;
 pub mod ws;
@@ -245,7 +246,7 @@ impl RateLimiter {
         fleet::acks_of, fleet::analytics, schedules::post_schedules, schedules::get_rollout,
         devices::register_device,
         dashboard_api::fleet_summary, dashboard_api::rollouts, dashboard_api::recent_trades,
-        ops::healthz, ops::readyz, ops::alerts,
+        ops::healthz, ops::readyz, ops::alerts, ml::optimize, ml::list_models,
     ),
     components(schemas(
         crate::server::problem::Problem, crate::server::exchange::ProductInfo,
@@ -256,9 +257,10 @@ impl RateLimiter {
         schedules::SchedulesAccepted, schedules::IssuedSchedule, fleet_events::FleetEvent,
         devices::RegisterDevice, devices::RegisteredDevice,
         crate::server::alerts::AlertStatus, ops::AlertsDto,
+        ml::OptimizeRequest, ml::OptimizeResponse, ml::BatteryDto, ml::TerminalDto,
     )),
     modifiers(&BearerAuth),
-    tags((name = "market"), (name = "orders"), (name = "accounts"), (name = "fleet"), (name = "ops"), (name = "dashboard"))
+    tags((name = "market"), (name = "orders"), (name = "accounts"), (name = "fleet"), (name = "ops"), (name = "dashboard"), (name = "ml"))
 )]
 pub struct ApiDoc;
 
@@ -336,6 +338,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/api/v1/alerts", get(ops::alerts))
+        .route("/api/v1/ml/optimize", axum::routing::post(ml::optimize))
+        .route("/api/v1/ml/models", get(ml::list_models))
         // The web dashboard for every other path; unknown /api/ paths stay 404.
         .fallback(crate::server::dashboard::serve)
         .layer(axum::middleware::from_fn(observe))
