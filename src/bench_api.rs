@@ -667,9 +667,9 @@ async fn measure(
     );
     for path in [&direct, &api] {
         let [submit, cancel, all] = path.histograms()?;
-        print_row(&format!("{}/submit", path.name), &submit);
-        print_row(&format!("{}/cancel", path.name), &cancel);
-        print_row(&format!("{}/all", path.name), &all);
+        crate::bench_book::print_histogram_row(&format!("{}/submit", path.name), &submit);
+        crate::bench_book::print_histogram_row(&format!("{}/cancel", path.name), &cancel);
+        crate::bench_book::print_histogram_row(&format!("{}/all", path.name), &all);
     }
     for path in [&direct, &api] {
         println!(
@@ -696,22 +696,6 @@ async fn measure(
     );
 
     verify(server, base, &direct, &api).await
-}
-
-fn print_row(label: &str, histogram: &Histogram<u64>) {
-    if histogram.is_empty() {
-        return;
-    }
-    println!(
-        "  {:<22} {:>9} {:>7} {:>7} {:>7} {:>8} {:>9}",
-        label,
-        histogram.len(),
-        histogram.value_at_quantile(0.50),
-        histogram.value_at_quantile(0.90),
-        histogram.value_at_quantile(0.99),
-        histogram.value_at_quantile(0.999),
-        histogram.max()
-    );
 }
 
 /// Fails unless every request got its expected answer, the server's resting orders

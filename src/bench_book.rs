@@ -145,7 +145,8 @@ fn mops(n_ops: usize, elapsed: Duration) -> f64 {
     n_ops as f64 / elapsed.as_secs_f64() / 1e6
 }
 
-fn print_histogram_row(label: &str, histogram: &Histogram<u64>) {
+/// One percentile row (count, p50, p90, p99, p99.9, max) of the `voltex bench` tables.
+pub(crate) fn print_histogram_row(label: &str, histogram: &Histogram<u64>) {
     if histogram.is_empty() {
         return;
     }
