@@ -8,7 +8,8 @@
 //! naive forecast over the same days, as in Lago et al. 2021) with the wall time.
 //! Each evaluated model is also entered in an in-memory
 //! [`voltex_engine::forecast::ModelRegistry`] with its hyper-parameters and metrics, which
-//! `--json` prints. Timings are reported, never asserted.
+//! `--json` prints and `--database-url` records in the `ml_models` table (the only other
+//! I/O). Timings are reported, never asserted.
 
 // The root binary measures wall time (clippy.toml forbids it only in market/ and engine/).
 #![allow(clippy::disallowed_methods)]
@@ -49,6 +50,11 @@ pub struct EvaluateArgs {
     /// Print the results (and the model registry records) as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also record every evaluated model, with its metrics, in this database's model
+    /// registry (`ml_models`, read by `GET /api/v1/ml/models` and the dashboard), e.g.
+    /// `sqlite://voltex-data/voltex.db` or `postgres://postgres@127.0.0.1/postgres`.
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 /// Runs a `voltex forecast` subcommand.
@@ -208,6 +214,11 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
         registry.register(record);
     }
 
+    if let Some(url) = &args.database_url {
+        for (name, version) in record_models(url, &series, &registry)? {
+            eprintln!("recorded {name} v{version} in ml_models");
+        }
+    }
     if args.json {
         println!("{}", to_json(&series, first_day, &rows, &registry));
     } else {
@@ -219,6 +230,76 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Records the registry's models in the database's `ml_models` table, each as
+/// `{model}@{file stem}` under a new version unless identical to the newest recorded.
+fn record_models(
+    url: &str,
+    series: &PriceSeries,
+    registry: &ModelRegistry,
+) -> Result<Vec<(String, u32)>> {
+    let stem = std::path::Path::new(series.name()).file_stem().map_or_else(
+        || series.name().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    let trained_at_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
+        });
+    let models: Vec<voltex::db::NewMlModel> = registry
+        .list()
+        .iter()
+        .map(|record| {
+            let metrics = record.validation.as_ref().map_or_else(
+                || serde_json::json!({}),
+                |validation| {
+                    let finite = |value: f64| value.is_finite().then_some(value);
+                    serde_json::json!({
+                        "mae_eur_per_mwh": finite(validation.metrics.mae),
+                        "smape_pct": finite(validation.metrics.smape_pct),
+                        "rmae": finite(validation.metrics.rmae),
+                        "n_periods": validation.metrics.n_periods,
+                        "validation_from": series.date(validation.first_day).to_string(),
+                        "validation_to": series.date(validation.end_day - 1).to_string(),
+                    })
+                },
+            );
+            voltex::db::NewMlModel {
+                name: format!("{}@{stem}", record.name),
+                version: 0,
+                kind: if record.name.starts_with("naive") { "naive" } else { "lear" }.to_string(),
+                trained_at_ns,
+                parameters: serde_json::json!({
+                    "prices": series.name(),
+                    "trained_through": record.trained_through_day.map(|day| series.date(day).to_string()),
+                    "calibration_window_days": record.calibration_window_days,
+                    "hyper_parameters": record.hyper_parameters,
+                }),
+                metrics,
+            }
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let db = voltex::db::Db::connect(url)
+            .await
+            .with_context(|| format!("connecting to {url}"))?;
+        let mut recorded = Vec::with_capacity(models.len());
+        for model in &models {
+            let row = db
+                .record_model_version(model)
+                .await
+                .with_context(|| format!("recording {}", model.name))?;
+            recorded.push((row.name, row.version));
+        }
+        db.close().await;
+        Ok(recorded)
+    })
 }
 
 fn print_table(series: &PriceSeries, first_day: usize, rows: &[Row], total_s: f64) {

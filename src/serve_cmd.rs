@@ -155,6 +155,10 @@ pub struct UpArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     pub run_for_s: Option<u64>,
+    /// Imbalance penalty on top of the clearing price, EUR/MWh: what the day-ahead
+    /// settlement charges per MWh the fleet did not deliver as committed.
+    #[arg(long, default_value = "20")]
+    pub imbalance_penalty_eur_per_mwh: rust_decimal::Decimal,
 }
 
 /// Runs `voltex up`.
@@ -165,6 +169,10 @@ pub fn run_up(args: &UpArgs) -> Result<()> {
         "--quic-per-mille is at most 1000"
     );
     anyhow::ensure!(args.hour_seconds > 0, "--hour-seconds must be positive");
+    anyhow::ensure!(
+        !args.imbalance_penalty_eur_per_mwh.is_sign_negative(),
+        "--imbalance-penalty-eur-per-mwh must not be negative"
+    );
     let server = args.serve.config()?;
     let config = voltex::server::up::UpConfig {
         server,
@@ -173,6 +181,7 @@ pub fn run_up(args: &UpArgs) -> Result<()> {
         prices_csv: args.prices_csv.clone(),
         hour_real_s: args.hour_seconds,
         run_for: args.run_for_s.map(std::time::Duration::from_secs),
+        imbalance_penalty_eur_per_mwh: args.imbalance_penalty_eur_per_mwh,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

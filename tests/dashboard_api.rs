@@ -1,8 +1,9 @@
 //! The dashboard over real HTTP: the embedded single-page app at `/` (and for deep
 //! links), problem 404s for unknown API paths, and the read endpoints made for it —
 //! fleet summary (SoC histogram, measured power against the plan), roll-out progress
-//! per schedule version with the slowest devices, and recent trades — each only to
-//! the roles that may read it.
+//! per schedule version with the slowest devices, recent trades, devices in fault,
+//! a device's telemetry history, and the day-ahead record (JSON and CSV) — each only
+//! to the roles that may read it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -291,5 +292,170 @@ async fn dashboard_pages_and_read_endpoints() {
     assert_eq!(trades[0]["price_eur_per_mwh"], "55.50", "{trades}");
     assert_eq!(trades[0]["qty_mw"], "1");
     assert_eq!(trades[0]["aggressor_side"], "buy");
+
+    // Devices in fault: by the flags of each device's newest sample only.
+    let sample = |device: &str, offset_s: i64, seq: u64, health: u32| TelemetryBatch {
+        device: DeviceId::new(device).expect("device id"),
+        samples: vec![Telemetry {
+            outbox_seq: seq,
+            at: UtcNanos(NOW.nanos() + offset_s * 1_000_000_000),
+            soc_wh: 4_000,
+            power_w: 0,
+            charged_wh: 0,
+            discharged_wh: 0,
+            temperature_mc: 61_000,
+            health: HealthFlags(health),
+        }],
+    };
+    for batch in [
+        sample(
+            "pi-0001",
+            1,
+            2,
+            HealthFlags::DRIVER_FAULT | HealthFlags::OVER_TEMPERATURE,
+        ),
+        sample("pi-0002", -60, 3, HealthFlags::EMERGENCY_STOP),
+        sample("pi-0002", 2, 4, HealthFlags::ON_FALLBACK),
+    ] {
+        db.insert_telemetry(&batch, NOW.nanos())
+            .await
+            .expect("telemetry");
+    }
+    let (status, faults) = client
+        .get("/api/v1/dashboard/faults", Some(&operator))
+        .await;
+    assert_eq!(status, 200, "{faults}");
+    assert_eq!(
+        faults,
+        json!([{"device_id": "pi-0001", "at_ns": NOW.nanos() + 1_000_000_000,
+                "health_flags": 17, "flags": ["driver_fault", "over_temperature"],
+                "soc_wh": 4_000, "temperature_mc": 61_000}]),
+        "pi-0002's emergency stop is older than its newest sample; on_fallback alone is no fault"
+    );
+    let (status, _) = client.get("/api/v1/dashboard/faults", Some(&trader)).await;
+    assert_eq!(status, 403);
+    let (status, problem) = client
+        .get("/api/v1/dashboard/faults?limit=0", Some(&operator))
+        .await;
+    assert_eq!((status, problem["code"].clone()), (400, json!("bad_limit")));
+    // Telemetry history of a device, oldest first, in a range.
+    let (status, history) = client
+        .get("/api/v1/devices/pi-0001/telemetry", Some(&operator))
+        .await;
+    assert_eq!(status, 200, "{history}");
+    let at: Vec<i64> = history
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|row| row["at_ns"].as_i64().expect("at_ns"))
+        .collect();
+    assert_eq!(at, vec![NOW.nanos(), NOW.nanos() + 1_000_000_000]);
+    let (status, history) = client
+        .get(
+            &format!(
+                "/api/v1/devices/pi-0001/telemetry?from_ns={}",
+                NOW.nanos() + 1
+            ),
+            Some(&operator),
+        )
+        .await;
+    assert_eq!((status, history.as_array().map(Vec::len)), (200, Some(1)));
+    for (query, code) in [("limit=0", "bad_limit"), ("from_ns=9&to_ns=3", "bad_range")] {
+        let (status, problem) = client
+            .get(
+                &format!("/api/v1/devices/pi-0001/telemetry?{query}"),
+                Some(&operator),
+            )
+            .await;
+        assert_eq!(
+            (status, problem["code"].clone()),
+            (400, json!(code)),
+            "{query}"
+        );
+    }
+    let (status, _) = client
+        .get("/api/v1/devices/pi-0001/telemetry", Some(&trader))
+        .await;
+    assert_eq!(status, 403);
+
+    // The day-ahead record: two periods, one settled, read back oldest first, as JSON
+    // and CSV, to fleet readers only; a bad query is a problem document.
+    let period = |hour: u8, settled: bool| voltex::db::DayAheadPeriodRow {
+        period_start_ns: NOW.nanos() + i64::from(hour) * 10_000_000_000,
+        period_len_s: 10,
+        delivery_day: "2016-12-27".into(),
+        delivery_hour: hour,
+        clearing_price_cents_per_mwh: 4_210 + i64::from(hour),
+        forecast_price_cents_per_mwh: 3_990,
+        model_name: "dayahead-naive".into(),
+        model_version: 1,
+        committed_w: -25_000,
+        perfect_foresight_w: -50_000,
+        trading_cents: -105,
+        perfect_foresight_cents: -212,
+        delivered_w: settled.then_some(-20_000),
+        imbalance_cents: settled.then_some(-31),
+        wear_cents: settled.then_some(4),
+        updated_at_ns: NOW.nanos(),
+    };
+    db.upsert_dayahead_periods(&[period(1, false), period(0, true)])
+        .await
+        .expect("day-ahead rows");
+    let (status, rows) = client
+        .get("/api/v1/dashboard/dayahead?limit=10", Some(&operator))
+        .await;
+    assert_eq!(status, 200, "{rows}");
+    let rows = rows.as_array().expect("array").clone();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["delivery_hour"], 0, "oldest first");
+    assert_eq!(rows[0]["clearing_price_cents_per_mwh"], 4_210);
+    assert_eq!(rows[0]["imbalance_cents"], -31);
+    assert_eq!(rows[0]["wear_cents"], 4);
+    assert_eq!(rows[1]["delivered_w"], Value::Null, "not settled yet");
+    let (status, newest) = client
+        .get("/api/v1/dashboard/dayahead?limit=1", Some(&operator))
+        .await;
+    assert_eq!(
+        (status, newest[0]["delivery_hour"].clone()),
+        (200, json!(1))
+    );
+    let (status, content_type, csv) = client
+        .send(
+            reqwest::Method::GET,
+            "/api/v1/dashboard/dayahead?format=csv",
+            Some(&operator),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "text/csv; charset=utf-8")
+    );
+    let csv = csv.as_str().expect("text").to_string();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[0].starts_with("period_start_ns,period_len_s,delivery_day,"));
+    assert!(lines[1].ends_with(",-20000,-31,4"), "{csv}");
+    assert!(lines[2].ends_with(",,,"), "unsettled: empty fields: {csv}");
+    let (status, _) = client
+        .get("/api/v1/dashboard/dayahead", Some(&trader))
+        .await;
+    assert_eq!(status, 403, "traders do not read the fleet's P&L");
+    for (query, code) in [
+        ("limit=0", "bad_limit"),
+        ("limit=1001", "bad_limit"),
+        ("format=xml", "bad_format"),
+        ("from_ns=5&to_ns=5", "bad_range"),
+        ("limit=minus", "malformed_query"),
+    ] {
+        let (status, problem) = client
+            .get(
+                &format!("/api/v1/dashboard/dayahead?{query}"),
+                Some(&operator),
+            )
+            .await;
+        assert_eq!(status, 400, "{query}: {problem}");
+        assert_eq!(problem["code"], code, "{query}: {problem}");
+    }
     server.stop().await.expect("stop");
 }

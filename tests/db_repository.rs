@@ -172,6 +172,9 @@ on_both_backends!(
     device_status_moves_forward_only,
     telemetry_resent_is_stored_once,
     ml_models_record_once_with_metrics,
+    model_versions_are_assigned_and_identical_reruns_reuse_them,
+    devices_in_fault_by_their_newest_sample,
+    dayahead_periods_upsert_settle_and_list_newest,
     analytics_upsert_replaces_and_totals_sum_devices,
     audit_log_lists_newest_first_with_paging,
     accounts_create_get_list,
@@ -1175,6 +1178,188 @@ async fn ml_models_record_once_with_metrics(db: Db) {
             .len(),
         1
     );
+}
+
+async fn model_versions_are_assigned_and_identical_reruns_reuse_them(db: Db) {
+    let model = |mae: f64| NewMlModel {
+        name: "lear@NP".into(),
+        version: 77, // ignored: the database assigns the version
+        kind: "lear".into(),
+        trained_at_ns: T0,
+        parameters: serde_json::json!({ "windows_days": "56,84" }),
+        metrics: serde_json::json!({ "mae_eur_per_mwh": mae }),
+    };
+    let first = db.record_model_version(&model(4.5)).await.expect("v1");
+    assert_eq!(first.version, 1);
+    let rerun = db.record_model_version(&model(4.5)).await.expect("rerun");
+    assert_eq!(
+        rerun.version, 1,
+        "the same evaluation again is the same version"
+    );
+    let better = db.record_model_version(&model(4.25)).await.expect("v2");
+    assert_eq!(better.version, 2);
+    let versions: Vec<u32> = db
+        .list_ml_models(Some("lear@NP"), 10)
+        .await
+        .expect("list")
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(versions, [2, 1]);
+    let empty = NewMlModel {
+        name: " ".into(),
+        ..model(1.0)
+    };
+    assert!(matches!(
+        db.record_model_version(&empty).await,
+        Err(DbError::InvalidInput { field: "name", .. })
+    ));
+}
+
+async fn devices_in_fault_by_their_newest_sample(db: Db) {
+    for id in ["bat-1", "bat-2", "bat-3"] {
+        db.register_device(&new_device(id)).await.expect("register");
+    }
+    let flagged = |seq: u64, at_s: i64, flags: u32| {
+        let mut sample = sample(seq, T0 + at_s * NS_PER_S);
+        sample.health = HealthFlags(flags);
+        sample
+    };
+    let batches = [
+        (
+            "bat-1",
+            vec![flagged(1, 1, 0), flagged(2, 5, HealthFlags::DRIVER_FAULT)],
+        ),
+        (
+            "bat-2",
+            vec![
+                flagged(1, 9, HealthFlags::EMERGENCY_STOP),
+                flagged(2, 10, 0),
+            ],
+        ),
+        (
+            "bat-3",
+            vec![flagged(
+                1,
+                3,
+                HealthFlags::ON_FALLBACK | HealthFlags::CLOCK_SKEW,
+            )],
+        ),
+    ];
+    for (id, samples) in batches {
+        let batch = TelemetryBatch {
+            device: DeviceId::new(id).expect("id"),
+            samples,
+        };
+        db.insert_telemetry(&batch, T0).await.expect("telemetry");
+    }
+    let mask = HealthFlags::DRIVER_FAULT | HealthFlags::EMERGENCY_STOP | HealthFlags::CLOCK_SKEW;
+    let faults: Vec<(String, u32)> = db
+        .devices_in_fault(mask, 10)
+        .await
+        .expect("faults")
+        .into_iter()
+        .map(|row| (row.device_id, row.health_flags))
+        .collect();
+    assert_eq!(
+        faults,
+        [
+            ("bat-1".to_string(), HealthFlags::DRIVER_FAULT),
+            (
+                "bat-3".to_string(),
+                HealthFlags::ON_FALLBACK | HealthFlags::CLOCK_SKEW
+            ),
+        ],
+        "newest sample first; bat-2 recovered after its emergency stop"
+    );
+    assert_eq!(db.devices_in_fault(mask, 1).await.expect("one").len(), 1);
+    assert!(
+        db.devices_in_fault(HealthFlags::OVER_TEMPERATURE, 10)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+    assert!(matches!(
+        db.devices_in_fault(mask, 0).await,
+        Err(DbError::InvalidInput { field: "limit", .. })
+    ));
+}
+
+async fn dayahead_periods_upsert_settle_and_list_newest(db: Db) {
+    let period = |hour: u8| voltex::db::DayAheadPeriodRow {
+        period_start_ns: T0 + i64::from(hour) * 10 * NS_PER_S,
+        period_len_s: 10,
+        delivery_day: "2017-01-02".into(),
+        delivery_hour: hour,
+        clearing_price_cents_per_mwh: -1_250 + i64::from(hour),
+        forecast_price_cents_per_mwh: 3_000,
+        model_name: "dayahead-naive".into(),
+        model_version: 3,
+        committed_w: -5_000,
+        perfect_foresight_w: 5_000,
+        trading_cents: 6,
+        perfect_foresight_cents: 12,
+        delivered_w: None,
+        imbalance_cents: None,
+        wear_cents: None,
+        updated_at_ns: T0,
+    };
+    let rows: Vec<_> = (0..24).map(period).collect();
+    assert_eq!(db.upsert_dayahead_periods(&rows).await.expect("commit"), 24);
+    // Settlement rewrites the same rows.
+    let settled: Vec<_> = rows
+        .iter()
+        .map(|row| voltex::db::DayAheadPeriodRow {
+            delivered_w: Some(-4_000),
+            imbalance_cents: Some(-2),
+            wear_cents: Some(1),
+            updated_at_ns: T0 + 1,
+            ..row.clone()
+        })
+        .collect();
+    db.upsert_dayahead_periods(&settled[..12])
+        .await
+        .expect("settle");
+    let all = db
+        .list_dayahead_periods(i64::MIN, i64::MAX, 100)
+        .await
+        .expect("all");
+    assert_eq!(all.len(), 24, "an upsert never duplicates a period");
+    assert_eq!(all[..12], settled[..12]);
+    assert_eq!(all[12..], rows[12..]);
+    let newest = db
+        .list_dayahead_periods(i64::MIN, i64::MAX, 3)
+        .await
+        .expect("newest");
+    let hours: Vec<u8> = newest.iter().map(|row| row.delivery_hour).collect();
+    assert_eq!(hours, [21, 22, 23], "the newest periods, oldest first");
+    let range = db
+        .list_dayahead_periods(T0 + 10 * NS_PER_S, T0 + 30 * NS_PER_S, 100)
+        .await
+        .expect("range");
+    assert_eq!(range.len(), 2);
+    let bad = voltex::db::DayAheadPeriodRow {
+        period_len_s: 0,
+        ..period(0)
+    };
+    assert!(matches!(
+        db.upsert_dayahead_periods(&[bad]).await,
+        Err(DbError::InvalidInput {
+            field: "period_len_s",
+            ..
+        })
+    ));
+    let unnamed = voltex::db::DayAheadPeriodRow {
+        model_name: String::new(),
+        ..period(0)
+    };
+    assert!(matches!(
+        db.upsert_dayahead_periods(&[unnamed]).await,
+        Err(DbError::InvalidInput {
+            field: "model_name",
+            ..
+        })
+    ));
 }
 
 async fn analytics_upsert_replaces_and_totals_sum_devices(db: Db) {

@@ -45,6 +45,7 @@ async fn run_and_check(database_url: String, mqtt_url: Option<String>) {
         prices_csv,
         hour_real_s: 1,
         run_for: Some(Duration::from_secs(6)),
+        imbalance_penalty_eur_per_mwh: rust_decimal::Decimal::from(20),
     };
     let mut api = String::new();
     let report = run(config, |address, _token| api = address.to_string())
@@ -95,6 +96,37 @@ async fn run_and_check(database_url: String, mqtt_url: Option<String>) {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].n_schedules, N_AGENTS as u64);
     assert_eq!(rows[0].revenue_cents, report.revenue_cents);
+
+    // The day-ahead record: one row per replayed hour, the trading column summing to
+    // the analytics revenue, and no settlement yet (the run stopped before the
+    // replayed day was over).
+    let periods = db.list_dayahead_periods(0, i64::MAX, 100).await.unwrap();
+    assert_eq!(periods.len(), 24, "{periods:?}");
+    assert_eq!(
+        periods.iter().map(|p| p.trading_cents).sum::<i64>(),
+        report.revenue_cents
+    );
+    assert!(
+        periods
+            .iter()
+            .all(|p| p.delivered_w.is_none() && p.imbalance_cents.is_none())
+    );
+    assert!(
+        periods
+            .windows(2)
+            .all(|w| w[0].period_start_ns < w[1].period_start_ns)
+    );
+    let models = db
+        .list_ml_models(Some(&periods[0].model_name), 10)
+        .await
+        .unwrap();
+    assert!(
+        models
+            .iter()
+            .any(|m| m.version == periods[0].model_version
+                && m.metrics.get("mae_eur_per_mwh").is_some()),
+        "{models:?}"
+    );
     db.close().await;
 }
 

@@ -667,6 +667,31 @@ impl Db {
         row.as_ref().map(telemetry_from_row).transpose()
     }
 
+    /// Devices whose newest telemetry sample has a flag of `fault_mask` set, newest
+    /// sample first, with that sample.
+    ///
+    /// # Errors
+    /// [`DbError::InvalidInput`] for a limit outside `1..=PAGE_LIMIT_MAX`.
+    pub async fn devices_in_fault(
+        &self,
+        fault_mask: u32,
+        limit: u32,
+    ) -> Result<Vec<TelemetryRow>, DbError> {
+        let limit = page_limit(limit)?;
+        // The correlated MAX uses the (device_id, at_ns) primary key.
+        let sql = format!(
+            "SELECT {TELEMETRY_COLUMNS} FROM telemetry t WHERE (health_flags & $1) <> 0 \
+             AND at_ns = (SELECT MAX(n.at_ns) FROM telemetry n WHERE n.device_id = t.device_id) \
+             ORDER BY at_ns DESC, device_id LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(i64::from(fault_mask))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(telemetry_from_row).collect()
+    }
+
     /// A device's samples with `from_ns <= at_ns < to_ns`, oldest first.
     ///
     /// # Errors

@@ -12,15 +12,24 @@
 use sqlx::any::AnyRow;
 
 use super::{
-    AggregateRow, AggregateScope, AuditRow, Db, DbError, FleetTotals, MlModelRow, NewAuditEntry,
-    NewMlModel, col, col_int, col_json, input_i64, page_limit,
+    AggregateRow, AggregateScope, AuditRow, DayAheadPeriodRow, Db, DbError, FleetTotals,
+    MlModelRow, NewAuditEntry, NewMlModel, col, col_int, col_int_opt, col_json, input_i64,
+    page_limit,
 };
 
 const AGGREGATE_COLUMNS: &str = "period_start_ns, period_len_s, device_id, charged_wh, \
      discharged_wh, n_schedules, n_acks_completed, n_acks_failed, revenue_cents, updated_at_ns";
 
+const DAYAHEAD_COLUMNS: &str = "period_start_ns, period_len_s, delivery_day, delivery_hour, \
+     clearing_price_cents_per_mwh, forecast_price_cents_per_mwh, model_name, model_version, \
+     committed_w, perfect_foresight_w, trading_cents, perfect_foresight_cents, delivered_w, \
+     imbalance_cents, wear_cents, updated_at_ns";
+
 const AUDIT_COLUMNS: &str = "audit_id, at_ns, actor, role, action, target, correlation_id, \
      result, detail_json";
+
+/// Versions [`Db::record_model_version`] tries before giving up on a busy name.
+pub const MODEL_VERSION_ATTEMPTS: usize = 3;
 
 /// `device_id` of the fleet-level aggregate rows.
 const FLEET_DEVICE_ID: &str = "";
@@ -66,6 +75,42 @@ impl Db {
             parameters: model.parameters.clone(),
             metrics: model.metrics.clone(),
         })
+    }
+
+    /// Records `model` under the next free version of its name, unless the newest
+    /// recorded version already has the same kind, parameters and metrics (a re-run of
+    /// the same evaluation), which is returned instead. `model.version` is ignored.
+    ///
+    /// # Errors
+    /// [`DbError::InvalidInput`] for an empty name; [`DbError::AlreadyExists`] only if
+    /// other writers took the next versions [`MODEL_VERSION_ATTEMPTS`] times in a row.
+    pub async fn record_model_version(&self, model: &NewMlModel) -> Result<MlModelRow, DbError> {
+        let mut last_error = None;
+        for _ in 0..MODEL_VERSION_ATTEMPTS {
+            let newest = self.list_ml_models(Some(&model.name), 1).await?;
+            if let Some(newest) = newest.first()
+                && newest.kind == model.kind
+                && newest.parameters == model.parameters
+                && newest.metrics == model.metrics
+            {
+                return Ok(newest.clone());
+            }
+            let version = newest.first().map_or(0, |row| row.version) + 1;
+            match self
+                .insert_ml_model(&NewMlModel {
+                    version,
+                    ..model.clone()
+                })
+                .await
+            {
+                Err(error @ DbError::AlreadyExists { .. }) => last_error = Some(error),
+                other => return other,
+            }
+        }
+        Err(last_error.unwrap_or(DbError::AlreadyExists {
+            entity: "ml_model",
+            key: model.name.clone(),
+        }))
     }
 
     /// Recorded models, by name then newest version first; only `name`'s if given.
@@ -191,6 +236,102 @@ impl Db {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(aggregate_from_row).collect()
+    }
+
+    /// Inserts or replaces day-ahead period rows (keyed by period start), all in one
+    /// transaction; returns how many rows were written. The cycle writes a day's rows
+    /// when it commits and again, with the settlement, once the day is delivered.
+    ///
+    /// # Errors
+    /// [`DbError::InvalidInput`] for a zero period length or an empty model name.
+    pub async fn upsert_dayahead_periods(
+        &self,
+        rows: &[DayAheadPeriodRow],
+    ) -> Result<u64, DbError> {
+        let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "INSERT INTO dayahead_periods ({DAYAHEAD_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             ON CONFLICT (period_start_ns) DO UPDATE SET \
+             period_len_s = excluded.period_len_s, delivery_day = excluded.delivery_day, \
+             delivery_hour = excluded.delivery_hour, \
+             clearing_price_cents_per_mwh = excluded.clearing_price_cents_per_mwh, \
+             forecast_price_cents_per_mwh = excluded.forecast_price_cents_per_mwh, \
+             model_name = excluded.model_name, model_version = excluded.model_version, \
+             committed_w = excluded.committed_w, perfect_foresight_w = excluded.perfect_foresight_w, \
+             trading_cents = excluded.trading_cents, \
+             perfect_foresight_cents = excluded.perfect_foresight_cents, \
+             delivered_w = excluded.delivered_w, imbalance_cents = excluded.imbalance_cents, \
+             wear_cents = excluded.wear_cents, updated_at_ns = excluded.updated_at_ns"
+        );
+        let mut n_written = 0;
+        for row in rows {
+            if row.period_len_s == 0 {
+                return Err(DbError::InvalidInput {
+                    field: "period_len_s",
+                    message: "must be positive".into(),
+                });
+            }
+            if row.model_name.is_empty() {
+                return Err(DbError::InvalidInput {
+                    field: "model_name",
+                    message: "must not be empty".into(),
+                });
+            }
+            n_written += sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(row.period_start_ns)
+                .bind(i64::from(row.period_len_s))
+                .bind(row.delivery_day.as_str())
+                .bind(i64::from(row.delivery_hour))
+                .bind(row.clearing_price_cents_per_mwh)
+                .bind(row.forecast_price_cents_per_mwh)
+                .bind(row.model_name.as_str())
+                .bind(i64::from(row.model_version))
+                .bind(row.committed_w)
+                .bind(row.perfect_foresight_w)
+                .bind(row.trading_cents)
+                .bind(row.perfect_foresight_cents)
+                .bind(row.delivered_w)
+                .bind(row.imbalance_cents)
+                .bind(row.wear_cents)
+                .bind(row.updated_at_ns)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n_written)
+    }
+
+    /// The newest `limit` day-ahead period rows with `from_ns <= period_start_ns <
+    /// to_ns`, oldest first.
+    ///
+    /// # Errors
+    /// [`DbError::InvalidInput`] for a limit outside `1..=PAGE_LIMIT_MAX`.
+    pub async fn list_dayahead_periods(
+        &self,
+        from_ns: i64,
+        to_ns: i64,
+        limit: u32,
+    ) -> Result<Vec<DayAheadPeriodRow>, DbError> {
+        let limit = page_limit(limit)?;
+        let sql = format!(
+            "SELECT {DAYAHEAD_COLUMNS} FROM dayahead_periods \
+             WHERE period_start_ns >= $1 AND period_start_ns < $2 \
+             ORDER BY period_start_ns DESC LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(from_ns)
+            .bind(to_ns)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut periods = rows
+            .iter()
+            .map(dayahead_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        periods.reverse();
+        Ok(periods)
     }
 
     /// Sums of the per-device aggregate rows with `from_ns <= period_start_ns < to_ns`.
@@ -346,6 +487,28 @@ fn aggregate_from_row(row: &AnyRow) -> Result<AggregateRow, DbError> {
         n_acks_completed: col_int(row, "analytics_aggregates", "n_acks_completed")?,
         n_acks_failed: col_int(row, "analytics_aggregates", "n_acks_failed")?,
         revenue_cents: col(row, "revenue_cents")?,
+        updated_at_ns: col(row, "updated_at_ns")?,
+    })
+}
+
+fn dayahead_from_row(row: &AnyRow) -> Result<DayAheadPeriodRow, DbError> {
+    const TABLE: &str = "dayahead_periods";
+    Ok(DayAheadPeriodRow {
+        period_start_ns: col(row, "period_start_ns")?,
+        period_len_s: col_int(row, TABLE, "period_len_s")?,
+        delivery_day: col(row, "delivery_day")?,
+        delivery_hour: col_int(row, TABLE, "delivery_hour")?,
+        clearing_price_cents_per_mwh: col(row, "clearing_price_cents_per_mwh")?,
+        forecast_price_cents_per_mwh: col(row, "forecast_price_cents_per_mwh")?,
+        model_name: col(row, "model_name")?,
+        model_version: col_int(row, TABLE, "model_version")?,
+        committed_w: col(row, "committed_w")?,
+        perfect_foresight_w: col(row, "perfect_foresight_w")?,
+        trading_cents: col(row, "trading_cents")?,
+        perfect_foresight_cents: col(row, "perfect_foresight_cents")?,
+        delivered_w: col_int_opt(row, TABLE, "delivered_w")?,
+        imbalance_cents: col_int_opt(row, TABLE, "imbalance_cents")?,
+        wear_cents: col_int_opt(row, TABLE, "wear_cents")?,
         updated_at_ns: col(row, "updated_at_ns")?,
     })
 }

@@ -621,6 +621,47 @@ pub struct AggregateRow {
     pub updated_at_ns: i64,
 }
 
+/// One delivery period of the day-ahead cycle that `voltex up` replays (table
+/// `dayahead_periods`): prices, positions and the P&L by component.
+///
+/// Money is euro cents, prices cents per MWh. The settlement fields are `None` until
+/// the period's day has been delivered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayAheadPeriodRow {
+    /// Wall-clock start of the period (the replay is accelerated), UTC ns.
+    pub period_start_ns: i64,
+    /// Wall-clock length, seconds.
+    pub period_len_s: u32,
+    /// The replayed market day this period stands for (`YYYY-MM-DD`, market-local).
+    pub delivery_day: String,
+    /// The replayed delivery hour (0..=23).
+    pub delivery_hour: u8,
+    /// The replayed market's clearing price.
+    pub clearing_price_cents_per_mwh: i64,
+    /// The forecast price the plan used.
+    pub forecast_price_cents_per_mwh: i64,
+    /// The forecasting model (`ml_models.name`).
+    pub model_name: String,
+    /// Its version (`ml_models.version`).
+    pub model_version: u32,
+    /// The fleet's committed net position, W (positive: sell / discharge).
+    pub committed_w: i64,
+    /// The plan with perfect foresight of the clearing prices, W.
+    pub perfect_foresight_w: i64,
+    /// Market cash of the committed position at the clearing price.
+    pub trading_cents: i64,
+    /// Net P&L of the perfect-foresight plan (market cash minus wear): the bound.
+    pub perfect_foresight_cents: i64,
+    /// What the fleet delivered, W; `None` before settlement.
+    pub delivered_w: Option<i64>,
+    /// Imbalance cash (committed minus delivered, at price plus penalty).
+    pub imbalance_cents: Option<i64>,
+    /// Wear cost of the delivered throughput (a cost: positive).
+    pub wear_cents: Option<i64>,
+    /// When this row was written.
+    pub updated_at_ns: i64,
+}
+
 /// Which aggregate rows a range query returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AggregateScope {

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod dashboard;
+pub mod dayahead;
 pub mod exchange;
 pub mod fleet;
 pub mod problem;

@@ -41,10 +41,12 @@ use super::RunningServer;
 use super::api::fleet_events::EventingStore;
 use super::clock::{Clock, SystemClock};
 use super::config::ServerConfig;
+use super::dayahead::{self, CommittedDay};
+use super::fleet::DeliveryState;
 use super::fleet::{
     Orchestrator, OrchestratorConfig, SimFleetConfig, SimQuic, TransportKind, spawn_simulated_fleet,
 };
-use crate::db::{AggregateRow, Db, NewDevice};
+use crate::db::{AggregateRow, DayAheadPeriodRow, Db, NewDevice, NewMlModel};
 
 /// What `voltex up` starts.
 #[derive(Clone, Debug)]
@@ -61,6 +63,9 @@ pub struct UpConfig {
     pub hour_real_s: u32,
     /// Stop after this long (real time); `None` runs until Ctrl-C.
     pub run_for: Option<Duration>,
+    /// Extra cost per MWh of imbalance (energy committed but not delivered, or
+    /// delivered but not committed), on top of the clearing price, EUR/MWh.
+    pub imbalance_penalty_eur_per_mwh: rust_decimal::Decimal,
 }
 
 /// Why `voltex up` stopped.
@@ -324,6 +329,7 @@ async fn replay_days(
     let mut forecaster = NaiveForecaster;
     // Replay the last weeks of the file: the start of the standard test period.
     let first_day = series.n_days().saturating_sub(728).max(7);
+    let model = register_forecast_model(db, config, series, first_day, clock).await?;
     let mut day = first_day;
     let mut version = clock.now().nanos().max(1) as u64 / 1_000_000_000;
     loop {
@@ -342,16 +348,17 @@ async fn replay_days(
         let allocation =
             allocate(&fleet, &commitment).map_err(|e| start_error("allocation")(&e))?;
         let realised = series.day_prices(day);
-        // Revenue of the plan at the realised prices: sum of price x net energy, exact.
-        let mut revenue_eur = rust_decimal::Decimal::ZERO;
-        for (price, net_w) in realised.iter().zip(&plan.net_w) {
-            revenue_eur += *price * rust_decimal::Decimal::from(*net_w)
-                / rust_decimal::Decimal::from(1_000_000);
-        }
-        let revenue_cents = (revenue_eur * rust_decimal::Decimal::from(100)).round();
-        let revenue_cents =
-            i64::try_from(revenue_cents.mantissa() / 10i128.pow(revenue_cents.scale()))
-                .unwrap_or(0);
+        // The bound: the same fleet and starting SoC, planned on the clearing prices.
+        let perfect_foresight =
+            plan_fleet(&fleet, series.day_prices_f64(day), &PlanConfig::hourly())
+                .map_err(|e| start_error("perfect-foresight plan")(&e))?;
+        let trading_eur = dayahead::trading_eur(&plan.net_w, realised, MARKET_PERIOD_S);
+        let bound_eur =
+            dayahead::net_of_wear_eur(spec, &perfect_foresight.net_w, realised, MARKET_PERIOD_S);
+        // Revenue of the plan at the realised prices, rounded to cents per period (the
+        // analytics row is the sum of the day-ahead rows).
+        let revenue_cents: i64 = trading_eur.iter().copied().map(dayahead::cents).sum();
+        let start_soc_wh: Vec<f64> = fleet.iter().map(|device| device.soc_wh as f64).collect();
 
         let now = clock.now();
         let valid_from = UtcNanos(now.nanos() + 2 * 1_000_000_000);
@@ -388,6 +395,28 @@ async fn replay_days(
             })
             .collect();
         let n = schedules.len() as u64;
+        let versions: Vec<u64> = schedules.iter().map(|schedule| schedule.version).collect();
+        let mut period_rows: Vec<DayAheadPeriodRow> = (0..plan.net_w.len())
+            .map(|period| DayAheadPeriodRow {
+                period_start_ns: valid_from.nanos() + period as i64 * hour_s * 1_000_000_000,
+                period_len_s: u32::try_from(hour_s).unwrap_or(u32::MAX),
+                delivery_day: series.date(day).to_string(),
+                delivery_hour: u8::try_from(period).unwrap_or(u8::MAX),
+                clearing_price_cents_per_mwh: dayahead::cents(realised[period]),
+                forecast_price_cents_per_mwh: dayahead::forecast_cents(forecast[period]),
+                model_name: model.0.clone(),
+                model_version: model.1,
+                committed_w: plan.net_w[period],
+                perfect_foresight_w: perfect_foresight.net_w[period],
+                trading_cents: dayahead::cents(trading_eur[period]),
+                perfect_foresight_cents: dayahead::cents(bound_eur[period]),
+                delivered_w: None,
+                imbalance_cents: None,
+                wear_cents: None,
+                updated_at_ns: now.nanos(),
+            })
+            .collect();
+        db.upsert_dayahead_periods(&period_rows).await?;
         let rollout = orchestrator
             .roll_out_with_deadline(schedules, Some(valid_from.plus_seconds(24 * hour_s)))
             .await
@@ -405,9 +434,6 @@ async fn replay_days(
             updated_at_ns: now.nanos(),
         }])
         .await?;
-        for (device, end_soc) in fleet.iter_mut().zip(&allocation.end_soc_wh) {
-            device.soc_wh = end_soc.round() as i64;
-        }
         report.n_days += 1;
         report.n_issued += n;
         report.revenue_cents += revenue_cents;
@@ -426,8 +452,118 @@ async fn replay_days(
             );
         }
         if stop {
+            // The day was cut short: its periods stay unsettled (NULL), not guessed.
             return Ok(report);
+        }
+        // The day is over: devices that took their schedule delivered it (as far as
+        // their physics allows), the others idled; settle against the commitment.
+        let took_schedule: Vec<bool> = devices
+            .iter()
+            .zip(&versions)
+            .map(|((device, _), version)| {
+                orchestrator
+                    .version_state(device, *version)
+                    .is_some_and(took_schedule)
+            })
+            .collect();
+        let delivery = dayahead::deliver_day(
+            &CommittedDay {
+                spec,
+                start_soc_wh: &start_soc_wh,
+                setpoints_w: &allocation.setpoints_w,
+                committed_w: &plan.net_w,
+                clearing_prices: realised,
+                period_s: MARKET_PERIOD_S,
+            },
+            &took_schedule,
+            config.imbalance_penalty_eur_per_mwh,
+        )
+        .map_err(|e| start_error("day-ahead settlement")(&e))?;
+        let settled_at = clock.now().nanos();
+        for (period, row) in period_rows.iter_mut().enumerate() {
+            row.delivered_w = Some(delivery.delivered_w[period]);
+            row.imbalance_cents = Some(dayahead::cents(delivery.imbalance_eur[period]));
+            row.wear_cents = Some(dayahead::cents(delivery.wear_eur[period]));
+            row.updated_at_ns = settled_at;
+        }
+        db.upsert_dayahead_periods(&period_rows).await?;
+        let n_took = took_schedule.iter().filter(|took| **took).count();
+        println!(
+            "  settled: {n_took}/{} devices delivered, imbalance {:.2} EUR, wear {:.2} EUR",
+            devices.len(),
+            delivery.imbalance_eur.iter().sum::<rust_decimal::Decimal>(),
+            delivery.wear_eur.iter().sum::<rust_decimal::Decimal>(),
+        );
+        for (device, end_soc) in fleet.iter_mut().zip(&delivery.end_soc_wh) {
+            device.soc_wh = end_soc.round() as i64;
         }
         day += 1;
     }
+}
+
+/// Length of the replayed market's delivery periods (hourly day-ahead products).
+const MARKET_PERIOD_S: i64 = 3600;
+
+/// Name under which the day-ahead cycle's forecaster is recorded in `ml_models`.
+const FORECAST_MODEL_NAME: &str = "dayahead-naive";
+
+/// Days before the replay start on which the recorded model is validated.
+const VALIDATION_DAYS: usize = 28;
+
+/// A schedule state in which the device has verified its schedule and will execute
+/// it (or has).
+fn took_schedule(state: DeliveryState) -> bool {
+    matches!(
+        state,
+        DeliveryState::Accepted | DeliveryState::Started | DeliveryState::Completed
+    )
+}
+
+/// Records the cycle's forecaster in `ml_models` (the model registry) with its
+/// validation metrics on the weeks before the replay (a new version only if these
+/// differ from the newest recorded); returns its name and version.
+async fn register_forecast_model(
+    db: &Db,
+    config: &UpConfig,
+    series: &PriceSeries,
+    first_day: usize,
+    clock: &dyn Clock,
+) -> Result<(String, u32), UpError> {
+    use voltex_engine::forecast::metrics::{mae, smape_pct};
+    let file = config.prices_csv.file_name().map_or_else(
+        || config.prices_csv.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let parameters = serde_json::json!({
+        "rule": "epftoolbox naive: Monday, Saturday and Sunday from a week before, Tuesday to Friday from the day before",
+        "prices": file,
+    });
+    let validation = first_day.saturating_sub(VALIDATION_DAYS).max(7)..first_day;
+    let forecast =
+        voltex_engine::forecast::forecast_days(&mut NaiveForecaster, series, validation.clone())
+            .map_err(|e| start_error("validation forecast")(&e))?;
+    let actual: Vec<f64> = validation
+        .clone()
+        .flat_map(|day| series.day_prices_f64(day).iter().copied())
+        .collect();
+    let metrics = match (mae(&actual, &forecast), smape_pct(&actual, &forecast)) {
+        (Ok(mae), Ok(smape)) => serde_json::json!({
+            "mae_eur_per_mwh": mae,
+            "smape_pct": smape,
+            "validation_days": validation.len(),
+            "validation_from": series.date(validation.start).to_string(),
+        }),
+        _ => serde_json::json!({ "validation_days": 0 }),
+    };
+    let model = db
+        .record_model_version(&NewMlModel {
+            name: FORECAST_MODEL_NAME.to_string(),
+            version: 0,
+            kind: "naive".to_string(),
+            trained_at_ns: clock.now().nanos(),
+            parameters,
+            metrics,
+        })
+        .await?;
+    Ok((model.name, model.version))
 }

@@ -1,6 +1,7 @@
 //! Read endpoints made for the web dashboard: fleet summary (SoC histogram, fleet
 //! power against the scheduled plan), roll-out progress per schedule version with
-//! the slowest devices, and recent trades of a product.
+//! the slowest devices, recent trades of a product, devices in fault, and the
+//! day-ahead cycle per delivery period (prices, positions and P&L by component).
 //!
 //! Everything is read from the database the dispatch orchestrator and the engine
 //! projection write; nothing here changes state. Each answer is bounded (named
@@ -13,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use utoipa::{IntoParams, ToSchema};
-use voltex_dispatch::message::SignedSchedule;
+use voltex_dispatch::message::{HealthFlags, SignedSchedule};
 use voltex_market::{Price, Qty, Side};
 
 use super::SharedState;
@@ -448,9 +449,270 @@ pub async fn recent_trades(
     ))
 }
 
+/// Health flags that put a device in the fault list. Running on the fallback control
+/// is a state, not a fault: it is named in `flags` but does not list a device alone.
+const FAULT_MASK: u32 = HealthFlags::DRIVER_FAULT
+    | HealthFlags::EMERGENCY_STOP
+    | HealthFlags::CLOCK_SKEW
+    | HealthFlags::OVER_TEMPERATURE;
+
+/// Names of the health flags, in bit order.
+const FLAG_NAMES: [(u32, &str); 5] = [
+    (HealthFlags::DRIVER_FAULT, "driver_fault"),
+    (HealthFlags::EMERGENCY_STOP, "emergency_stop"),
+    (HealthFlags::ON_FALLBACK, "on_fallback"),
+    (HealthFlags::CLOCK_SKEW, "clock_skew"),
+    (HealthFlags::OVER_TEMPERATURE, "over_temperature"),
+];
+
+/// Faults query.
+#[derive(Clone, Debug, Deserialize, IntoParams)]
+pub struct FaultsQuery {
+    /// Most devices (default 50, at most 1000).
+    pub limit: Option<u32>,
+}
+
+/// A device whose newest telemetry reports a fault.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct DeviceFault {
+    /// The device.
+    pub device_id: String,
+    /// Time of the sample, UTC ns (agent clock).
+    pub at_ns: i64,
+    /// The raw health flags.
+    pub health_flags: u32,
+    /// The flags by name (`driver_fault`, `emergency_stop`, `on_fallback`,
+    /// `clock_skew`, `over_temperature`; `unknown_bit_N` for others).
+    pub flags: Vec<String>,
+    /// SoC in that sample, Wh.
+    pub soc_wh: i64,
+    /// Temperature in that sample, milli-degrees Celsius.
+    pub temperature_mc: i32,
+}
+
+/// The names of the set bits of `health_flags`.
+fn flag_names(health_flags: u32) -> Vec<String> {
+    (0..32)
+        .map(|bit| 1_u32 << bit)
+        .filter(|flag| health_flags & flag != 0)
+        .map(|flag| {
+            FLAG_NAMES
+                .iter()
+                .find(|(known, _)| *known == flag)
+                .map_or_else(
+                    || format!("unknown_bit_{}", flag.trailing_zeros()),
+                    |(_, name)| (*name).to_string(),
+                )
+        })
+        .collect()
+}
+
+/// Devices in fault: those whose newest telemetry sample has a driver fault, an
+/// engaged emergency stop, clock skew or over-temperature, newest first.
+#[utoipa::path(get, path = "/api/v1/dashboard/faults", tag = "dashboard",
+    params(FaultsQuery), security(("bearer" = [])),
+    responses((status = 200, description = "Devices in fault", body = [DeviceFault]),
+        (status = 400, description = "Bad limit", body = crate::server::problem::Problem)))]
+pub async fn faults(
+    State(state): State<SharedState>,
+    auth: Auth,
+    query: Result<Query<FaultsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<DeviceFault>>, ApiError> {
+    auth.require(FLEET_READERS)?;
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=crate::db::PAGE_LIMIT_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "bad_limit",
+            format!("limit must be in 1..={}", crate::db::PAGE_LIMIT_MAX),
+        ));
+    }
+    let rows = state
+        .db
+        .devices_in_fault(FAULT_MASK, limit)
+        .await
+        .map_err(db_error)?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|row| DeviceFault {
+                flags: flag_names(row.health_flags),
+                device_id: row.device_id,
+                at_ns: row.at_ns,
+                health_flags: row.health_flags,
+                soc_wh: row.soc_wh,
+                temperature_mc: row.temperature_mc,
+            })
+            .collect(),
+    ))
+}
+
+/// Day-ahead query.
+#[derive(Clone, Debug, Deserialize, IntoParams)]
+pub struct DayAheadQuery {
+    /// Periods starting at or after this instant, UTC ns (default: all).
+    pub from_ns: Option<i64>,
+    /// Periods starting before this instant, UTC ns (default: all).
+    pub to_ns: Option<i64>,
+    /// The newest periods in the range (default 24 × 14, at most 1000).
+    pub limit: Option<u32>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+}
+
+/// One delivery period of the day-ahead cycle (see `dayahead_periods`). Money in euro
+/// cents, prices in cents per MWh, power in W (positive: sell / discharge).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct DayAheadPeriodDto {
+    /// Wall-clock period start, UTC ns (the replay is accelerated).
+    pub period_start_ns: i64,
+    /// Wall-clock length, seconds.
+    pub period_len_s: u32,
+    /// The replayed market day (`YYYY-MM-DD`).
+    pub delivery_day: String,
+    /// The replayed delivery hour.
+    pub delivery_hour: u8,
+    /// Clearing price of the replayed market.
+    pub clearing_price_cents_per_mwh: i64,
+    /// The forecast the plan used.
+    pub forecast_price_cents_per_mwh: i64,
+    /// Forecast model (`ml_models.name`).
+    pub model_name: String,
+    /// Its version.
+    pub model_version: u32,
+    /// Committed fleet position.
+    pub committed_w: i64,
+    /// Position planned with perfect foresight of the clearing prices.
+    pub perfect_foresight_w: i64,
+    /// Market cash of the committed position.
+    pub trading_cents: i64,
+    /// Net P&L of the perfect-foresight plan (the bound).
+    pub perfect_foresight_cents: i64,
+    /// Delivered fleet power; absent until the day is settled.
+    pub delivered_w: Option<i64>,
+    /// Imbalance cash (negative: a cost); absent until settled.
+    pub imbalance_cents: Option<i64>,
+    /// Wear cost (positive: a cost); absent until settled.
+    pub wear_cents: Option<i64>,
+}
+
+/// Most day-ahead periods per request.
+const DAYAHEAD_PERIODS_MAX: u32 = 1000;
+
+/// The day-ahead cycle per delivery period: clearing and forecast prices, committed,
+/// delivered and perfect-foresight positions, and the P&L by component.
+#[utoipa::path(get, path = "/api/v1/dashboard/dayahead", tag = "dashboard",
+    params(DayAheadQuery), security(("bearer" = [])),
+    responses((status = 200, description = "Periods, oldest first", body = [DayAheadPeriodDto]),
+        (status = 400, description = "Bad range, limit or format", body = crate::server::problem::Problem)))]
+pub async fn dayahead(
+    State(state): State<SharedState>,
+    auth: Auth,
+    query: Result<Query<DayAheadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    auth.require(FLEET_READERS)?;
+    let Query(query) = query?;
+    let from_ns = query.from_ns.unwrap_or(i64::MIN);
+    let to_ns = query.to_ns.unwrap_or(i64::MAX);
+    if from_ns >= to_ns {
+        return Err(ApiError::bad_request(
+            "bad_range",
+            "from_ns must be before to_ns",
+        ));
+    }
+    let limit = query.limit.unwrap_or(24 * 14);
+    if !(1..=DAYAHEAD_PERIODS_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "bad_limit",
+            format!("limit must be in 1..={DAYAHEAD_PERIODS_MAX}"),
+        ));
+    }
+    let csv = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_format",
+                format!("format {other:?}: use json or csv"),
+            ));
+        }
+    };
+    let rows = state
+        .db
+        .list_dayahead_periods(from_ns, to_ns, limit)
+        .await
+        .map_err(db_error)?;
+    let periods: Vec<DayAheadPeriodDto> = rows
+        .into_iter()
+        .map(|row| DayAheadPeriodDto {
+            period_start_ns: row.period_start_ns,
+            period_len_s: row.period_len_s,
+            delivery_day: row.delivery_day,
+            delivery_hour: row.delivery_hour,
+            clearing_price_cents_per_mwh: row.clearing_price_cents_per_mwh,
+            forecast_price_cents_per_mwh: row.forecast_price_cents_per_mwh,
+            model_name: row.model_name,
+            model_version: row.model_version,
+            committed_w: row.committed_w,
+            perfect_foresight_w: row.perfect_foresight_w,
+            trading_cents: row.trading_cents,
+            perfect_foresight_cents: row.perfect_foresight_cents,
+            delivered_w: row.delivered_w,
+            imbalance_cents: row.imbalance_cents,
+            wear_cents: row.wear_cents,
+        })
+        .collect();
+    if !csv {
+        return Ok(Json(periods).into_response());
+    }
+    let optional = |value: Option<i64>| value.map(|v| v.to_string()).unwrap_or_default();
+    let mut text = String::from(
+        "period_start_ns,period_len_s,delivery_day,delivery_hour,clearing_price_cents_per_mwh,\
+         forecast_price_cents_per_mwh,model_name,model_version,committed_w,perfect_foresight_w,\
+         trading_cents,perfect_foresight_cents,delivered_w,imbalance_cents,wear_cents\n",
+    );
+    for p in &periods {
+        // Model names are checked identifiers from the server's own registry, but quote
+        // them anyway: a CSV field never breaks the row.
+        text.push_str(&format!(
+            "{},{},{},{},{},{},\"{}\",{},{},{},{},{},{},{},{}\n",
+            p.period_start_ns,
+            p.period_len_s,
+            p.delivery_day,
+            p.delivery_hour,
+            p.clearing_price_cents_per_mwh,
+            p.forecast_price_cents_per_mwh,
+            p.model_name.replace('"', "\"\""),
+            p.model_version,
+            p.committed_w,
+            p.perfect_foresight_w,
+            p.trading_cents,
+            p.perfect_foresight_cents,
+            optional(p.delivered_w),
+            optional(p.imbalance_cents),
+            optional(p.wear_cents),
+        ));
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        text,
+    )
+        .into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_flags_are_named_and_unknown_bits_kept() {
+        assert!(flag_names(0).is_empty());
+        assert_eq!(
+            flag_names(HealthFlags::DRIVER_FAULT | HealthFlags::OVER_TEMPERATURE | (1 << 9)),
+            vec!["driver_fault", "over_temperature", "unknown_bit_9"]
+        );
+        assert_eq!(FAULT_MASK & HealthFlags::ON_FALLBACK, 0);
+    }
     use voltex_dispatch::message::{DeviceId, Fallback, Schedule, ScheduleId, SchedulePeriod};
     use voltex_market::UtcNanos;
 

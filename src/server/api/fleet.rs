@@ -172,6 +172,57 @@ pub async fn acks_of(
     ))
 }
 
+/// Telemetry history query.
+#[derive(Clone, Debug, Deserialize, IntoParams)]
+pub struct TelemetryQuery {
+    /// Samples at or after this instant, UTC ns (default: the first).
+    pub from_ns: Option<i64>,
+    /// Samples before this instant, UTC ns (default: no bound).
+    pub to_ns: Option<i64>,
+    /// Most samples, oldest first from `from_ns` (default 500, at most 1000).
+    pub limit: Option<u32>,
+}
+
+/// Telemetry samples of a device (SoC, power, energy counters, temperature, health
+/// flags), oldest first.
+#[utoipa::path(get, path = "/api/v1/devices/{device_id}/telemetry", tag = "fleet",
+    params(("device_id" = String, Path, description = "Device id"), TelemetryQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Telemetry samples"),
+        (status = 400, description = "Bad range or limit", body = crate::server::problem::Problem)))]
+pub async fn telemetry_of(
+    State(state): State<SharedState>,
+    auth: Auth,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    query: Result<Query<TelemetryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<TelemetryRow>>, ApiError> {
+    let Path(device_id) = path?;
+    let Query(query) = query?;
+    require_device_reader(&auth, &device_id)?;
+    let from_ns = query.from_ns.unwrap_or(i64::MIN);
+    let to_ns = query.to_ns.unwrap_or(i64::MAX);
+    if from_ns >= to_ns {
+        return Err(ApiError::bad_request(
+            "bad_range",
+            "from_ns must be before to_ns",
+        ));
+    }
+    let limit = query.limit.unwrap_or(500);
+    if !(1..=crate::db::PAGE_LIMIT_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "bad_limit",
+            format!("limit must be in 1..={}", crate::db::PAGE_LIMIT_MAX),
+        ));
+    }
+    Ok(Json(
+        state
+            .db
+            .list_telemetry(&device_id, from_ns, to_ns, limit)
+            .await
+            .map_err(db_error)?,
+    ))
+}
+
 /// Analytics query.
 #[derive(Clone, Debug, Deserialize, IntoParams)]
 pub struct AnalyticsQuery {

@@ -246,6 +246,7 @@ impl RateLimiter {
         fleet::acks_of, fleet::analytics, schedules::post_schedules, schedules::get_rollout,
         devices::register_device,
         dashboard_api::fleet_summary, dashboard_api::rollouts, dashboard_api::recent_trades,
+        dashboard_api::dayahead, dashboard_api::faults, fleet::telemetry_of,
         ops::healthz, ops::readyz, ops::alerts, ml::optimize, ml::list_models,
     ),
     components(schemas(
@@ -330,6 +331,12 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/stream", get(ws::stream))
         .route("/api/v1/dashboard/fleet", get(dashboard_api::fleet_summary))
         .route("/api/v1/dashboard/rollouts", get(dashboard_api::rollouts))
+        .route("/api/v1/dashboard/dayahead", get(dashboard_api::dayahead))
+        .route("/api/v1/dashboard/faults", get(dashboard_api::faults))
+        .route(
+            "/api/v1/devices/{device_id}/telemetry",
+            get(fleet::telemetry_of),
+        )
         .route(
             "/api/v1/dashboard/trades/{product}",
             get(dashboard_api::recent_trades),
