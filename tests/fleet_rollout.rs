@@ -385,6 +385,72 @@ async fn an_offline_device_is_retried_then_failed_at_the_deadline_and_a_newer_ve
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_report_holds_the_receipt_back_until_it_is_resent() {
+    let (uplink_tx, uplink) = mpsc::channel(16);
+    let (downlink, mut downlink_rx) = mpsc::channel(16);
+    let orchestrator =
+        Orchestrator::builder(config(5_000), MemoryDispatchStore::new(), signer(), clock())
+            .link(TransportKind::Mqtt, support::FakeLink { uplink, downlink })
+            .start()
+            .expect("orchestrator");
+    let device = DeviceId::new("lossy-1").expect("id");
+    orchestrator
+        .roll_out(vec![schedule(&device, 3, SystemClock.now())])
+        .await
+        .expect("roll-out");
+    let (_, message) = guarded("schedule sent", downlink_rx.recv())
+        .await
+        .expect("sent");
+    let Message::Schedule(signed) = message else {
+        panic!("expected a schedule, got {message:?}")
+    };
+    let ack = |outbox_seq: u64, status: AckStatus| Ack {
+        device: device.clone(),
+        outbox_seq,
+        schedule_id: signed.schedule.schedule_id,
+        version: 3,
+        status,
+        at: SystemClock.now(),
+    };
+    let mut receipt_after = async |message: Message| {
+        uplink_tx
+            .send((device.clone(), message))
+            .await
+            .expect("inject");
+        let (_, receipt) = guarded("receipt", downlink_rx.recv())
+            .await
+            .expect("receipt");
+        let Message::Receipt(receipt) = receipt else {
+            panic!("expected a receipt, got {receipt:?}")
+        };
+        receipt.through_seq
+    };
+    assert_eq!(
+        receipt_after(Message::Ack(ack(1, AckStatus::Received))).await,
+        1
+    );
+    // The broker lost seq 2 (the `accepted` ack); seq 3 arrives. A receipt through 3
+    // would make the agent drop seq 2 for good, so the receipt stays at 1.
+    assert_eq!(
+        receipt_after(Message::Ack(ack(3, AckStatus::Started))).await,
+        1
+    );
+    // The agent, seeing no progress, re-sends its unreceipted outbox.
+    assert_eq!(
+        receipt_after(Message::Ack(ack(2, AckStatus::Accepted))).await,
+        3
+    );
+    assert_eq!(
+        orchestrator.store().acks_of(&device, 3),
+        vec![AckStatus::Received, AckStatus::Started, AckStatus::Accepted],
+        "every report is stored, in arrival order"
+    );
+    assert_eq!(orchestrator.counters().receipt_seqs_given_up, 0);
+    orchestrator.check_invariants();
+    orchestrator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_ack_is_recorded_once_and_receipted_again() {
     let (uplink_tx, uplink) = mpsc::channel(16);
     let (downlink, mut downlink_rx) = mpsc::channel(16);

@@ -51,8 +51,8 @@ pub use store::{
     ScheduleVersionRow, StoreError,
 };
 pub use tracker::{
-    DeliveryState, DeviceStatus, FailureCause, FleetStatus, RolloutId, RolloutStatus, StateCounts,
-    Tracker, TrackerConfig, TrackerError,
+    DeliveryState, DeviceStatus, FailureCause, FleetStatus, Receipted, RolloutId, RolloutStatus,
+    StateCounts, Tracker, TrackerConfig, TrackerError,
 };
 
 /// How the platform reaches a device.

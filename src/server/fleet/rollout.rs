@@ -148,6 +148,9 @@ pub struct OrchestratorCounters {
     pub receipts_queued: u64,
     /// Receipts skipped because a link queue was full.
     pub receipts_skipped: u64,
+    /// Outbox sequence numbers never stored: holes a receipt skipped after waiting
+    /// (see "Receipts" in the tracker's doc).
+    pub receipt_seqs_given_up: u64,
     /// Acks stored for the first time.
     pub acks_new: u64,
     /// Acks that were already stored (re-sends).
@@ -173,6 +176,7 @@ struct Counters {
     unroutable: AtomicU64,
     receipts_queued: AtomicU64,
     receipts_skipped: AtomicU64,
+    receipt_seqs_given_up: AtomicU64,
     acks_new: AtomicU64,
     acks_duplicate: AtomicU64,
     telemetry_batches: AtomicU64,
@@ -195,6 +199,7 @@ impl Counters {
             unroutable: get(&self.unroutable),
             receipts_queued: get(&self.receipts_queued),
             receipts_skipped: get(&self.receipts_skipped),
+            receipt_seqs_given_up: get(&self.receipt_seqs_given_up),
             acks_new: get(&self.acks_new),
             acks_duplicate: get(&self.acks_duplicate),
             telemetry_batches: get(&self.telemetry_batches),
@@ -742,7 +747,7 @@ enum Stored {
         new: bool,
     },
     Telemetry {
-        seq_max: u64,
+        seqs: Vec<u64>,
         soc_wh: Option<i64>,
     },
     Heartbeat,
@@ -906,7 +911,7 @@ impl<S: DispatchStore> Core<S> {
                     .await
                     .map(|new| Stored::Ack { ack, new }),
                 Message::Telemetry(telemetry) => {
-                    let seq_max = telemetry.samples.iter().map(|s| s.outbox_seq).max();
+                    let seqs: Vec<u64> = telemetry.samples.iter().map(|s| s.outbox_seq).collect();
                     let soc_wh = telemetry
                         .samples
                         .iter()
@@ -915,10 +920,7 @@ impl<S: DispatchStore> Core<S> {
                     self.store
                         .record_telemetry(&telemetry, now)
                         .await
-                        .map(|_| Stored::Telemetry {
-                            seq_max: seq_max.unwrap_or(0),
-                            soc_wh,
-                        })
+                        .map(|_| Stored::Telemetry { seqs, soc_wh })
                 }
                 Message::Heartbeat(heartbeat) => self
                     .store
@@ -943,10 +945,14 @@ impl<S: DispatchStore> Core<S> {
         {
             let mut tracker = self.shared.tracker();
             for (kind, device, stored_message) in stored {
-                let (seq_max, soc_wh) = match &stored_message {
-                    Stored::Ack { ack, .. } => (Some(ack.outbox_seq), None),
-                    Stored::Telemetry { seq_max, soc_wh } => (Some(*seq_max), *soc_wh),
-                    Stored::Heartbeat => (None, None),
+                let receipted = match &stored_message {
+                    Stored::Ack { ack, .. } => {
+                        tracker.on_uplink(now, &device, kind, &[ack.outbox_seq], None)
+                    }
+                    Stored::Telemetry { seqs, soc_wh } => {
+                        tracker.on_uplink(now, &device, kind, seqs, *soc_wh)
+                    }
+                    Stored::Heartbeat => tracker.on_uplink(now, &device, kind, &[], None),
                 };
                 match stored_message {
                     Stored::Ack { ack, new: true } => {
@@ -959,7 +965,16 @@ impl<S: DispatchStore> Core<S> {
                     Stored::Telemetry { .. } => bump(&counters.telemetry_batches),
                     Stored::Heartbeat => bump(&counters.heartbeats),
                 }
-                if let Some(through) = tracker.on_uplink(now, &device, kind, seq_max, soc_wh) {
+                if let Some(receipted) = receipted {
+                    if receipted.n_skipped > 0 {
+                        counters
+                            .receipt_seqs_given_up
+                            .fetch_add(receipted.n_skipped, Ordering::Relaxed);
+                        metrics::counter!("voltex_dispatch_receipt_seqs_given_up_total")
+                            .increment(receipted.n_skipped);
+                        tracing::warn!(%device, n_skipped = receipted.n_skipped, "outbox sequence numbers never arrived; receipting past them");
+                    }
+                    let through = receipted.through_seq;
                     let receipt = receipts.entry(device).or_insert((kind, through));
                     *receipt = (kind, receipt.1.max(through));
                 }

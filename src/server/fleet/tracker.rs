@@ -40,6 +40,17 @@
 //!   failed), as a failure when rejected or failed, and not at all while pending or
 //!   when superseded before acceptance.
 //!
+//! # Receipts
+//! A receipt is cumulative: `through_seq` tells the agent to drop every report up to
+//! it. The tracker therefore receipts only the *contiguous* prefix of a device's
+//! outbox sequence numbers that is stored ([`Tracker::on_uplink`]): when a broker drops
+//! one ack and passes a later one, the receipt stops below the hole, and the agent,
+//! seeing no progress, re-sends its unreceipted outbox, hole included. Numbers above a
+//! hole are remembered (at most [`TrackerConfig::receipt_holes_seqs_max`] per device);
+//! a hole not filled within [`TrackerConfig::receipt_hole_wait`] (an agent whose
+//! bounded outbox dropped old telemetry leaves one for good) is skipped and counted.
+//! After a start or restore, a device's first report sets where its window starts.
+//!
 //! # Restart
 //! [`Tracker::restore`] rebuilds the tracker from what the store kept (the newest
 //! version of every device with its delivery state, last seen): a version still
@@ -58,7 +69,7 @@
 //!   [`TrackerConfig::rollouts_max`] roll-outs (oldest dropped).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,6 +117,13 @@ pub struct TrackerConfig {
     pub versions_per_device_max: usize,
     /// Most roll-outs kept (oldest dropped first).
     pub rollouts_max: usize,
+    /// How long a hole in a device's stored outbox sequence numbers holds back its
+    /// receipts before it is skipped (longer than the agents' re-send interval, 60 s by
+    /// default, so a lost report is re-sent first).
+    pub receipt_hole_wait: Duration,
+    /// Most sequence numbers remembered above a hole per device; beyond, the hole is
+    /// skipped at once.
+    pub receipt_holes_seqs_max: usize,
     /// Seed of the retry jitter.
     pub seed: u64,
 }
@@ -115,7 +133,7 @@ impl Default for TrackerConfig {
     /// 100 ms; 1 s before 16 samples, window 1,024), doubling up to 60 s; 2,000
     /// re-sends/s fleet-wide with a burst of 1,000; 15 min deadline, offline after
     /// 3 min of silence, 10 slowest devices, 1,000,000 devices, 8 versions each, 256
-    /// roll-outs.
+    /// roll-outs; a receipt hole waits 150 s (4,096 numbers above it at most).
     fn default() -> Self {
         TrackerConfig {
             retry_delay_min: Duration::from_secs(1),
@@ -131,6 +149,8 @@ impl Default for TrackerConfig {
             devices_max: 1_000_000,
             versions_per_device_max: 8,
             rollouts_max: 256,
+            receipt_hole_wait: Duration::from_secs(150),
+            receipt_holes_seqs_max: 4_096,
             seed: 0,
         }
     }
@@ -475,10 +495,78 @@ struct Device {
     heard_on: Option<TransportKind>,
     last_seen: Option<UtcNanos>,
     last_soc_wh: Option<i64>,
-    stored_through: u64,
+    receipts: ReceiptWindow,
     versions: BTreeMap<u64, Version>,
     n_succeeded: u64,
     n_failed: u64,
+}
+
+/// Which outbox sequence numbers of one device are stored: all through `through`, and
+/// `above` (beyond a hole), waited for since `hole_since`.
+#[derive(Clone, Debug, Default)]
+struct ReceiptWindow {
+    /// `None` until the first report since start (or restore).
+    through: Option<u64>,
+    above: BTreeSet<u64>,
+    hole_since: Option<UtcNanos>,
+}
+
+impl ReceiptWindow {
+    /// Notes `seqs` as stored at `now`; returns the receipt and how many sequence
+    /// numbers a skipped hole left out.
+    fn stored(
+        &mut self,
+        now: UtcNanos,
+        seqs: &[u64],
+        hole_wait: Duration,
+        above_max: usize,
+    ) -> Receipted {
+        let mut through = match self.through {
+            Some(through) => through,
+            None => seqs.iter().min().map_or(0, |min| min.saturating_sub(1)),
+        };
+        for &seq in seqs {
+            if seq > through {
+                self.above.insert(seq);
+            }
+        }
+        let mut n_skipped = 0;
+        loop {
+            while self.above.first() == Some(&(through + 1)) {
+                self.above.pop_first();
+                through += 1;
+            }
+            let Some(&next) = self.above.first() else {
+                self.hole_since = None;
+                break;
+            };
+            let since = *self.hole_since.get_or_insert(now);
+            let waited = now.nanos().saturating_sub(since.nanos());
+            let overdue = waited >= i64::try_from(hole_wait.as_nanos()).unwrap_or(i64::MAX);
+            if !overdue && self.above.len() <= above_max {
+                break;
+            }
+            // Skip the hole below `next`; a further hole waits afresh.
+            n_skipped += next - through - 1;
+            through = next - 1;
+            self.hole_since = Some(now);
+        }
+        self.through = Some(through);
+        Receipted {
+            through_seq: through,
+            n_skipped,
+        }
+    }
+}
+
+/// A receipt to send after an uplink message was stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipted {
+    /// Everything up to this outbox sequence number is stored.
+    pub through_seq: u64,
+    /// Sequence numbers given up on: a hole that stayed open past
+    /// [`TrackerConfig::receipt_hole_wait`] (or too many numbers above it).
+    pub n_skipped: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -1114,32 +1202,39 @@ impl Tracker {
         Some(next)
     }
 
-    /// Notes an uplink message from `device` over `transport` at `now`, carrying outbox
-    /// sequence numbers up to `seq_max` (acks, telemetry) and maybe a state of charge.
-    /// Returns the receipt's `through_seq` once the message is stored: the highest
-    /// sequence number stored for the device so far (the agent sends its outbox in
-    /// sequence order on every connection and re-sends from its oldest unreceipted
-    /// entry after a reconnect, so everything below it has arrived).
+    /// Notes an uplink message from `device_id` stored at `now`, carrying outbox
+    /// sequence numbers `seqs` (an ack's one, a telemetry batch's; none for a
+    /// heartbeat) and maybe a state of charge. Returns the receipt to send once the
+    /// message is stored: the contiguous stored prefix (see "Receipts" in the module
+    /// doc), or `None` for a message without sequence numbers.
     pub fn on_uplink(
         &mut self,
         now: UtcNanos,
         device_id: &DeviceId,
         transport: TransportKind,
-        seq_max: Option<u64>,
+        seqs: &[u64],
         soc_wh: Option<i64>,
-    ) -> Option<u64> {
+    ) -> Option<Receipted> {
+        let (hole_wait, above_max) = (
+            self.config.receipt_hole_wait,
+            self.config.receipt_holes_seqs_max,
+        );
         let Some(device) = self.device_mut(device_id) else {
             // Not tracked (device bound reached): the receipt covers this message only.
-            return seq_max;
+            return seqs.iter().max().map(|&through_seq| Receipted {
+                through_seq,
+                n_skipped: 0,
+            });
         };
         device.heard_on = Some(transport);
         device.last_seen = Some(device.last_seen.map_or(now, |seen| seen.max(now)));
         if soc_wh.is_some() {
             device.last_soc_wh = soc_wh;
         }
-        let seq_max = seq_max?;
-        device.stored_through = device.stored_through.max(seq_max);
-        Some(device.stored_through)
+        if seqs.is_empty() {
+            return None;
+        }
+        Some(device.receipts.stored(now, seqs, hole_wait, above_max))
     }
 
     /// Applies a stored ack (recorded for the first time) at `now`. State changes go to
@@ -1702,20 +1797,23 @@ mod tests {
     }
 
     #[test]
-    fn receipts_cover_the_highest_stored_sequence_number() {
+    fn receipts_cover_the_contiguous_stored_prefix() {
         let mut tracker = tracker();
         let a = device("a");
         let at = UtcNanos(0);
+        let through = |r: Option<Receipted>| r.map(|r| (r.through_seq, r.n_skipped));
+        // The first report since start sets the window's start.
         assert_eq!(
-            tracker.on_uplink(at, &a, TransportKind::Mqtt, Some(5), None),
-            Some(5)
+            through(tracker.on_uplink(at, &a, TransportKind::Mqtt, &[5], None)),
+            Some((5, 0))
         );
         assert_eq!(
-            tracker.on_uplink(at, &a, TransportKind::Mqtt, Some(3), None),
-            Some(5)
+            through(tracker.on_uplink(at, &a, TransportKind::Mqtt, &[3], None)),
+            Some((5, 0)),
+            "an old re-send changes nothing"
         );
         assert_eq!(
-            tracker.on_uplink(at, &a, TransportKind::Quic, None, Some(7)),
+            tracker.on_uplink(at, &a, TransportKind::Quic, &[], Some(7)),
             None
         );
         let status = tracker.device_status(&a, at).unwrap();
@@ -1731,6 +1829,64 @@ mod tests {
         let later = UtcNanos(1_000 * SECOND);
         assert!(!tracker.device_status(&a, later).unwrap().online);
         assert_eq!(tracker.n_online(later), 0);
+    }
+
+    #[test]
+    fn a_hole_holds_receipts_back_until_filled() {
+        let mut tracker = tracker();
+        let a = device("a");
+        let at = UtcNanos(0);
+        let through = |r: Option<Receipted>| r.map(|r| (r.through_seq, r.n_skipped));
+        let uplink = |tracker: &mut Tracker, seqs: &[u64]| {
+            through(tracker.on_uplink(at, &a, TransportKind::Mqtt, seqs, None))
+        };
+        assert_eq!(uplink(&mut tracker, &[1, 2]), Some((2, 0)));
+        // The broker dropped 3: later reports are stored but not receipted past 2, so
+        // the agent keeps 3 and re-sends it.
+        assert_eq!(uplink(&mut tracker, &[4]), Some((2, 0)));
+        assert_eq!(uplink(&mut tracker, &[5, 6]), Some((2, 0)));
+        assert_eq!(
+            uplink(&mut tracker, &[3]),
+            Some((6, 0)),
+            "the hole is filled"
+        );
+        assert_eq!(uplink(&mut tracker, &[3, 4, 5, 6, 7]), Some((7, 0)));
+    }
+
+    #[test]
+    fn a_hole_left_open_is_skipped_after_the_wait_or_when_too_much_is_above_it() {
+        let mut tracker = Tracker::new(TrackerConfig {
+            receipt_hole_wait: Duration::from_secs(150),
+            receipt_holes_seqs_max: 3,
+            ..TrackerConfig::default()
+        });
+        let a = device("a");
+        let at = |s: i64| UtcNanos(s * SECOND);
+        let through = |r: Option<Receipted>| r.map(|r| (r.through_seq, r.n_skipped));
+        assert_eq!(
+            through(tracker.on_uplink(at(0), &a, TransportKind::Mqtt, &[10], None)),
+            Some((10, 0))
+        );
+        // 11 and 12 never come (an agent's full outbox dropped old telemetry).
+        assert_eq!(
+            through(tracker.on_uplink(at(1), &a, TransportKind::Mqtt, &[13], None)),
+            Some((10, 0))
+        );
+        assert_eq!(
+            through(tracker.on_uplink(at(150), &a, TransportKind::Mqtt, &[14], None)),
+            Some((10, 0)),
+            "waited since the hole was first seen, 149 s"
+        );
+        assert_eq!(
+            through(tracker.on_uplink(at(151), &a, TransportKind::Mqtt, &[16], None)),
+            Some((14, 2)),
+            "skipped 11 and 12; the hole at 15 waits afresh"
+        );
+        // Too many numbers above a hole: skipped at once.
+        assert_eq!(
+            through(tracker.on_uplink(at(152), &a, TransportKind::Mqtt, &[17, 18, 19], None)),
+            Some((19, 1))
+        );
     }
 
     #[test]
