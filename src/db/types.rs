@@ -626,7 +626,7 @@ pub struct AggregateRow {
 ///
 /// Money is euro cents, prices cents per MWh. The settlement fields are `None` until
 /// the period's day has been delivered.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DayAheadPeriodRow {
     /// Wall-clock start of the period (the replay is accelerated), UTC ns.
     pub period_start_ns: i64,

@@ -520,13 +520,7 @@ pub async fn faults(
 ) -> Result<Json<Vec<DeviceFault>>, ApiError> {
     auth.require(FLEET_READERS)?;
     let Query(query) = query?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=crate::db::PAGE_LIMIT_MAX).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "bad_limit",
-            format!("limit must be in 1..={}", crate::db::PAGE_LIMIT_MAX),
-        ));
-    }
+    let limit = super::checked_limit(query.limit, 50, crate::db::PAGE_LIMIT_MAX)?;
     let rows = state
         .db
         .devices_in_fault(FAULT_MASK, limit)
@@ -559,42 +553,6 @@ pub struct DayAheadQuery {
     pub format: Option<String>,
 }
 
-/// One delivery period of the day-ahead cycle (see `dayahead_periods`). Money in euro
-/// cents, prices in cents per MWh, power in W (positive: sell / discharge).
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct DayAheadPeriodDto {
-    /// Wall-clock period start, UTC ns (the replay is accelerated).
-    pub period_start_ns: i64,
-    /// Wall-clock length, seconds.
-    pub period_len_s: u32,
-    /// The replayed market day (`YYYY-MM-DD`).
-    pub delivery_day: String,
-    /// The replayed delivery hour.
-    pub delivery_hour: u8,
-    /// Clearing price of the replayed market.
-    pub clearing_price_cents_per_mwh: i64,
-    /// The forecast the plan used.
-    pub forecast_price_cents_per_mwh: i64,
-    /// Forecast model (`ml_models.name`).
-    pub model_name: String,
-    /// Its version.
-    pub model_version: u32,
-    /// Committed fleet position.
-    pub committed_w: i64,
-    /// Position planned with perfect foresight of the clearing prices.
-    pub perfect_foresight_w: i64,
-    /// Market cash of the committed position.
-    pub trading_cents: i64,
-    /// Net P&L of the perfect-foresight plan (the bound).
-    pub perfect_foresight_cents: i64,
-    /// Delivered fleet power; absent until the day is settled.
-    pub delivered_w: Option<i64>,
-    /// Imbalance cash (negative: a cost); absent until settled.
-    pub imbalance_cents: Option<i64>,
-    /// Wear cost (positive: a cost); absent until settled.
-    pub wear_cents: Option<i64>,
-}
-
 /// Most day-ahead periods per request.
 const DAYAHEAD_PERIODS_MAX: u32 = 1000;
 
@@ -602,7 +560,7 @@ const DAYAHEAD_PERIODS_MAX: u32 = 1000;
 /// delivered and perfect-foresight positions, and the P&L by component.
 #[utoipa::path(get, path = "/api/v1/dashboard/dayahead", tag = "dashboard",
     params(DayAheadQuery), security(("bearer" = [])),
-    responses((status = 200, description = "Periods, oldest first", body = [DayAheadPeriodDto]),
+    responses((status = 200, description = "Periods, oldest first", body = [crate::db::DayAheadPeriodRow]),
         (status = 400, description = "Bad range, limit or format", body = crate::server::problem::Problem)))]
 pub async fn dayahead(
     State(state): State<SharedState>,
@@ -612,21 +570,8 @@ pub async fn dayahead(
     use axum::response::IntoResponse;
     auth.require(FLEET_READERS)?;
     let Query(query) = query?;
-    let from_ns = query.from_ns.unwrap_or(i64::MIN);
-    let to_ns = query.to_ns.unwrap_or(i64::MAX);
-    if from_ns >= to_ns {
-        return Err(ApiError::bad_request(
-            "bad_range",
-            "from_ns must be before to_ns",
-        ));
-    }
-    let limit = query.limit.unwrap_or(24 * 14);
-    if !(1..=DAYAHEAD_PERIODS_MAX).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "bad_limit",
-            format!("limit must be in 1..={DAYAHEAD_PERIODS_MAX}"),
-        ));
-    }
+    let (from_ns, to_ns) = super::time_range_ns(query.from_ns, query.to_ns)?;
+    let limit = super::checked_limit(query.limit, 24 * 14, DAYAHEAD_PERIODS_MAX)?;
     let csv = match query.format.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
@@ -637,31 +582,11 @@ pub async fn dayahead(
             ));
         }
     };
-    let rows = state
+    let periods = state
         .db
         .list_dayahead_periods(from_ns, to_ns, limit)
         .await
         .map_err(db_error)?;
-    let periods: Vec<DayAheadPeriodDto> = rows
-        .into_iter()
-        .map(|row| DayAheadPeriodDto {
-            period_start_ns: row.period_start_ns,
-            period_len_s: row.period_len_s,
-            delivery_day: row.delivery_day,
-            delivery_hour: row.delivery_hour,
-            clearing_price_cents_per_mwh: row.clearing_price_cents_per_mwh,
-            forecast_price_cents_per_mwh: row.forecast_price_cents_per_mwh,
-            model_name: row.model_name,
-            model_version: row.model_version,
-            committed_w: row.committed_w,
-            perfect_foresight_w: row.perfect_foresight_w,
-            trading_cents: row.trading_cents,
-            perfect_foresight_cents: row.perfect_foresight_cents,
-            delivered_w: row.delivered_w,
-            imbalance_cents: row.imbalance_cents,
-            wear_cents: row.wear_cents,
-        })
-        .collect();
     if !csv {
         return Ok(Json(periods).into_response());
     }

@@ -199,21 +199,8 @@ pub async fn telemetry_of(
     let Path(device_id) = path?;
     let Query(query) = query?;
     require_device_reader(&auth, &device_id)?;
-    let from_ns = query.from_ns.unwrap_or(i64::MIN);
-    let to_ns = query.to_ns.unwrap_or(i64::MAX);
-    if from_ns >= to_ns {
-        return Err(ApiError::bad_request(
-            "bad_range",
-            "from_ns must be before to_ns",
-        ));
-    }
-    let limit = query.limit.unwrap_or(500);
-    if !(1..=crate::db::PAGE_LIMIT_MAX).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "bad_limit",
-            format!("limit must be in 1..={}", crate::db::PAGE_LIMIT_MAX),
-        ));
-    }
+    let (from_ns, to_ns) = super::time_range_ns(query.from_ns, query.to_ns)?;
+    let limit = super::checked_limit(query.limit, 500, crate::db::PAGE_LIMIT_MAX)?;
     Ok(Json(
         state
             .db

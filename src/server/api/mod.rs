@@ -131,6 +131,36 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     }
 }
 
+/// The half-open range `from_ns..to_ns` of a query's optional bounds (unbounded where
+/// absent), or a `bad_range` problem when it is empty.
+pub(crate) fn time_range_ns(
+    from_ns: Option<i64>,
+    to_ns: Option<i64>,
+) -> Result<(i64, i64), ApiError> {
+    let (from_ns, to_ns) = (from_ns.unwrap_or(i64::MIN), to_ns.unwrap_or(i64::MAX));
+    if from_ns >= to_ns {
+        return Err(ApiError::bad_request(
+            "bad_range",
+            "from_ns must be before to_ns",
+        ));
+    }
+    Ok((from_ns, to_ns))
+}
+
+/// A query's `limit` (`default` when absent) if in `1..=max`, else a `bad_limit`
+/// problem.
+pub(crate) fn checked_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_request(
+            "bad_limit",
+            format!("limit must be in 1..={max}"),
+        ))
+    }
+}
+
 static NEXT_CORRELATION: AtomicU64 = AtomicU64::new(1);
 
 fn correlation_id_of(request: &Request) -> String {
