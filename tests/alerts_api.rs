@@ -2,11 +2,13 @@
 //! the server's own Prometheus exposition, with the server's clock driving the
 //! pending → firing → ok transitions; roles enforced.
 
+mod support;
+
 use std::sync::Arc;
 
 use serde_json::Value;
 use voltex::server::RunningServer;
-use voltex::server::auth::{Claims, JwtKeys, Role};
+use voltex::server::auth::Role;
 use voltex::server::clock::ManualClock;
 use voltex::server::config::ServerConfig;
 use voltex_market::UtcNanos;
@@ -17,15 +19,7 @@ const NOW: UtcNanos = UtcNanos(1_767_607_200_000_000_000);
 const SECOND_NS: i64 = 1_000_000_000;
 
 fn token(subject: &str, role: Role) -> String {
-    JwtKeys::from_secret(SECRET.as_bytes())
-        .issue(&Claims {
-            sub: subject.into(),
-            role,
-            accounts: vec![1],
-            iat: 0,
-            exp: 4_000_000_000,
-        })
-        .expect("a token")
+    support::token(SECRET, subject, role, vec![1])
 }
 
 async fn alerts(client: &reqwest::Client, base: &str, token: Option<&str>) -> (u16, Value) {

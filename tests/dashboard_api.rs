@@ -5,13 +5,15 @@
 //! a device's telemetry history, and the day-ahead record (JSON and CSV) — each only
 //! to the roles that may read it.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use voltex::db::{DeviceStatusUpdate, NewDevice, SocReading};
 use voltex::server::RunningServer;
-use voltex::server::auth::{Claims, JwtKeys, Role};
+use voltex::server::auth::Role;
 use voltex::server::clock::ManualClock;
 use voltex::server::config::ServerConfig;
 use voltex_dispatch::message::{
@@ -25,15 +27,7 @@ const SECRET: &str = "dashboard-test-secret-0123456789abcdef";
 const NOW: UtcNanos = UtcNanos(1_767_607_200_000_000_000);
 
 fn token(subject: &str, role: Role, accounts: Vec<u32>) -> String {
-    JwtKeys::from_secret(SECRET.as_bytes())
-        .issue(&Claims {
-            sub: subject.into(),
-            role,
-            accounts,
-            iat: 0,
-            exp: 4_000_000_000,
-        })
-        .expect("token")
+    support::token(SECRET, subject, role, accounts)
 }
 
 struct Client {

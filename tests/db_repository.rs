@@ -14,13 +14,12 @@
 //! Engine events come from the real engine (in-memory journal), so the persistence
 //! is tested against the event stream the sequencer really emits.
 
+mod support;
+
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use sqlx::Connection;
 use voltex::db::{
     AggregateRow, AggregateScope, Backend, Db, DbConfig, DbError, DeliveryStatus,
     DeviceStatusUpdate, NewAuditEntry, NewDevice, NewMlModel, OrderFilter, OrderStatus,
@@ -46,37 +45,6 @@ const T0: i64 = 1_795_737_600 * NS_PER_S;
 // Harness: one fresh database per scenario and backend.
 // ---------------------------------------------------------------------------------
 
-fn require_services() -> bool {
-    std::env::var("VOLTEX_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// Skips (prints why) or fails, as `VOLTEX_REQUIRE_SERVICES` says.
-fn unavailable(why: &str) {
-    assert!(
-        !require_services(),
-        "VOLTEX_REQUIRE_SERVICES=1 but PostgreSQL is unavailable: {why}"
-    );
-    eprintln!("skipping the PostgreSQL run: {why}");
-}
-
-/// `url` with its database name replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[after_scheme..]
-        .find('/')
-        .map_or(base.len(), |i| after_scheme + i);
-    let mut out = format!("{}/{name}", &base[..host_end]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
-
 async fn run_on_sqlite<F, Fut>(scenario: F)
 where
     F: FnOnce(Db) -> Fut,
@@ -95,45 +63,13 @@ where
     F: FnOnce(Db) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let Ok(admin_url) = std::env::var("VOLTEX_DATABASE_URL") else {
-        unavailable("VOLTEX_DATABASE_URL is not set");
-        return;
-    };
-    let mut admin = match sqlx::postgres::PgConnection::connect(&admin_url).await {
-        Ok(connection) => connection,
-        Err(error) => {
-            unavailable(&format!("cannot connect to {admin_url}: {error}"));
-            return;
-        }
-    };
-    let name = format!(
-        "voltex_test_{}_{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    );
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create the test database");
-    let outcome = AssertUnwindSafe(async {
-        let db = Db::connect(&with_database(&admin_url, &name))
-            .await
-            .expect("open PostgreSQL");
+    support::with_postgres_database("voltex_test", async |url| {
+        let db = Db::connect(&url).await.expect("open PostgreSQL");
         assert_eq!(db.backend(), Backend::Postgres);
         scenario(db.clone()).await;
         db.close().await;
     })
-    .catch_unwind()
     .await;
-    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await;
-    if let Err(payload) = outcome {
-        std::panic::resume_unwind(payload);
-    }
-    dropped.expect("drop the test database");
 }
 
 /// Declares each scenario as a test on SQLite and one on PostgreSQL.
@@ -1620,16 +1556,18 @@ async fn sqlite_file_survives_reopen_and_replay_after_restart() {
 #[test]
 fn with_database_replaces_only_the_database_name() {
     assert_eq!(
-        with_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
+        support::with_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
         "postgres://postgres@127.0.0.1:5432/t1"
     );
     assert_eq!(
-        with_database("postgres://u:p@h:5432?sslmode=disable", "t1"),
+        support::with_database("postgres://u:p@h:5432?sslmode=disable", "t1"),
         "postgres://u:p@h:5432/t1?sslmode=disable"
     );
     // The parsed URL names the new database.
-    let options =
-        sqlx::postgres::PgConnectOptions::from_str(&with_database("postgres://u@h/a", "b"))
-            .expect("parse");
+    let options = sqlx::postgres::PgConnectOptions::from_str(&support::with_database(
+        "postgres://u@h/a",
+        "b",
+    ))
+    .expect("parse");
     assert_eq!(options.get_database(), Some("b"));
 }

@@ -11,12 +11,9 @@
 
 mod support;
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use sqlx::Connection;
 use tokio::sync::mpsc;
 use voltex::db::{Db, DeliveryStatus, NewDevice};
 use voltex::server::clock::{Clock, SystemClock};
@@ -25,16 +22,12 @@ use voltex::server::fleet::{
     RolloutError, TrackerError, TransportKind,
 };
 use voltex_dispatch::message::{AckStatus, Fallback, SchedulePeriod};
-use voltex_dispatch::{Ack, DeviceId, Message, Schedule, ScheduleId, ScheduleSigner};
+use voltex_dispatch::{Ack, DeviceId, Message, Schedule, ScheduleId};
 
 /// Upper bound of any wait: a hang guard, not a performance expectation.
 const GUARD: Duration = Duration::from_secs(120);
 
 const DEVICES: [&str; 3] = ["restore-a", "restore-b", "restore-c"];
-
-fn signer() -> ScheduleSigner {
-    ScheduleSigner::from_seed(&[42; 32])
-}
 
 fn clock() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
@@ -73,10 +66,7 @@ fn schedule(device: &DeviceId, version: u64) -> Schedule {
 }
 
 async fn guarded<F: Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(GUARD, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("{what}: no progress within {GUARD:?} (hang guard)"),
-    }
+    support::guarded(what, GUARD, future).await
 }
 
 type Uplink = mpsc::Sender<(DeviceId, Message)>;
@@ -85,7 +75,7 @@ type Downlink = mpsc::Receiver<(DeviceId, Message)>;
 fn start<S: DispatchStore>(store: S) -> (Orchestrator<S>, Uplink, Downlink) {
     let (uplink_tx, uplink) = mpsc::channel(64);
     let (downlink, downlink_rx) = mpsc::channel(64);
-    let orchestrator = Orchestrator::builder(config(), store, signer(), clock())
+    let orchestrator = Orchestrator::builder(config(), store, support::signer(), clock())
         .link(TransportKind::Quic, support::FakeLink { uplink, downlink })
         .start()
         .expect("orchestrator");
@@ -265,58 +255,10 @@ async fn restart_resumes_from_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_resumes_from_postgres() {
-    let required = std::env::var("VOLTEX_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-    let unavailable = |why: String| {
-        assert!(
-            !required,
-            "VOLTEX_REQUIRE_SERVICES=1 but PostgreSQL is unavailable: {why}"
-        );
-        eprintln!("skipping the PostgreSQL run: {why}");
-    };
-    let Ok(admin_url) = std::env::var("VOLTEX_DATABASE_URL") else {
-        unavailable("VOLTEX_DATABASE_URL is not set".into());
-        return;
-    };
-    let mut admin = match sqlx::postgres::PgConnection::connect(&admin_url).await {
-        Ok(connection) => connection,
-        Err(error) => {
-            unavailable(format!("cannot connect to {admin_url}: {error}"));
-            return;
-        }
-    };
-    let name = format!(
-        "voltex_restore_{}_{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    );
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create the test database");
-    let (base, query) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
-    let host_end = base
-        .find("://")
-        .map(|i| i + 3)
-        .and_then(|start| base[start..].find('/').map(|i| start + i))
-        .unwrap_or(base.len());
-    let mut url = format!("{}/{name}", &base[..host_end]);
-    if !query.is_empty() {
-        url = format!("{url}?{query}");
-    }
-    let outcome = AssertUnwindSafe(async {
+    support::with_postgres_database("voltex_restore", async |url| {
         let db = Db::connect(&url).await.expect("open PostgreSQL");
         on_db(db.clone()).await;
         db.close().await;
     })
-    .catch_unwind()
     .await;
-    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await;
-    if let Err(payload) = outcome {
-        std::panic::resume_unwind(payload);
-    }
-    dropped.expect("drop the test database");
 }

@@ -23,17 +23,13 @@ use voltex_dispatch::transport::embedded_broker::free_port;
 use voltex_dispatch::transport::{
     MqttConfig, QuicPlatformConfig, certs, mqtt_platform, quic_platform, start_embedded_broker,
 };
-use voltex_dispatch::{Ack, DeviceId, Message, Schedule, ScheduleId, ScheduleSigner};
+use voltex_dispatch::{Ack, DeviceId, Message, Schedule, ScheduleId};
 use voltex_market::UtcNanos;
 
 /// Upper bound of any wait: a hang guard, not a performance expectation.
 const GUARD: Duration = Duration::from_secs(180);
 
 type Orch = Orchestrator<MemoryDispatchStore>;
-
-fn signer() -> ScheduleSigner {
-    ScheduleSigner::from_seed(&[42; 32])
-}
 
 fn clock() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
@@ -77,10 +73,7 @@ fn schedules(devices: &[(DeviceId, TransportKind)], version: u64) -> Vec<Schedul
 }
 
 async fn guarded<F: Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(GUARD, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("{what}: still waiting after {GUARD:?}"),
-    }
+    support::guarded(what, GUARD, future).await
 }
 
 async fn mqtt_link(port: u16, client_id: &str) -> voltex_dispatch::transport::MqttPlatformLink {
@@ -179,7 +172,7 @@ async fn roll_out_and_check(orchestrator: &Orch, fleet: &SimFleet, version: u64)
             .schedule(device, version)
             .expect("version saved");
         assert!(saved.attempts >= 1);
-        assert!(signer().verifier().verify(&saved.signed).is_ok());
+        assert!(support::signer().verifier().verify(&saved.signed).is_ok());
     }
     orchestrator.check_invariants();
     rollout
@@ -190,12 +183,16 @@ async fn rollout_to_50_agents_over_the_embedded_broker_is_all_acked_then_superse
     let broker = start_embedded_broker(free_port().expect("port")).expect("broker");
     let port = broker.addr().port();
     let link = mqtt_link(port, "voltex-test-embedded").await;
-    let orchestrator =
-        Orchestrator::builder(config(250), MemoryDispatchStore::new(), signer(), clock())
-            .link(TransportKind::Mqtt, link)
-            .start()
-            .expect("orchestrator");
-    let mut fleet_config = SimFleetConfig::new(50, signer().verifier());
+    let orchestrator = Orchestrator::builder(
+        config(250),
+        MemoryDispatchStore::new(),
+        support::signer(),
+        clock(),
+    )
+    .link(TransportKind::Mqtt, link)
+    .start()
+    .expect("orchestrator");
+    let mut fleet_config = SimFleetConfig::new(50, support::signer().verifier());
     fleet_config.id_prefix = "emb-".into();
     fleet_config.mqtt = Some(MqttConfig::new("127.0.0.1", port));
     let fleet = spawn_simulated_fleet(fleet_config).await.expect("fleet");
@@ -237,12 +234,16 @@ async fn rollout_to_50_agents_over_the_embedded_broker_is_all_acked_then_superse
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_to_50_agents_over_quic_is_all_acked() {
     let quic = quic_setup().await;
-    let orchestrator =
-        Orchestrator::builder(config(250), MemoryDispatchStore::new(), signer(), clock())
-            .link(TransportKind::Quic, quic.link)
-            .start()
-            .expect("orchestrator");
-    let mut fleet_config = SimFleetConfig::new(50, signer().verifier());
+    let orchestrator = Orchestrator::builder(
+        config(250),
+        MemoryDispatchStore::new(),
+        support::signer(),
+        clock(),
+    )
+    .link(TransportKind::Quic, quic.link)
+    .start()
+    .expect("orchestrator");
+    let mut fleet_config = SimFleetConfig::new(50, support::signer().verifier());
     fleet_config.id_prefix = "quic-".into();
     fleet_config.quic = Some(quic.sim);
     let fleet = spawn_simulated_fleet(fleet_config).await.expect("fleet");
@@ -258,16 +259,20 @@ async fn a_mixed_fleet_is_reached_over_each_devices_own_transport() {
     let broker = start_embedded_broker(free_port().expect("port")).expect("broker");
     let port = broker.addr().port();
     let quic = quic_setup().await;
-    let orchestrator =
-        Orchestrator::builder(config(250), MemoryDispatchStore::new(), signer(), clock())
-            .link(
-                TransportKind::Mqtt,
-                mqtt_link(port, "voltex-test-mixed").await,
-            )
-            .link(TransportKind::Quic, quic.link)
-            .start()
-            .expect("orchestrator");
-    let mut fleet_config = SimFleetConfig::new(40, signer().verifier());
+    let orchestrator = Orchestrator::builder(
+        config(250),
+        MemoryDispatchStore::new(),
+        support::signer(),
+        clock(),
+    )
+    .link(
+        TransportKind::Mqtt,
+        mqtt_link(port, "voltex-test-mixed").await,
+    )
+    .link(TransportKind::Quic, quic.link)
+    .start()
+    .expect("orchestrator");
+    let mut fleet_config = SimFleetConfig::new(40, support::signer().verifier());
     fleet_config.id_prefix = "mix-".into();
     fleet_config.mqtt = Some(MqttConfig::new("127.0.0.1", port));
     fleet_config.quic = Some(quic.sim);
@@ -294,11 +299,15 @@ async fn an_offline_device_is_retried_then_failed_at_the_deadline_and_a_newer_ve
  {
     let broker = start_embedded_broker(free_port().expect("port")).expect("broker");
     let link = mqtt_link(broker.addr().port(), "voltex-test-offline").await;
-    let orchestrator =
-        Orchestrator::builder(config(20), MemoryDispatchStore::new(), signer(), clock())
-            .link(TransportKind::Mqtt, link)
-            .start()
-            .expect("orchestrator");
+    let orchestrator = Orchestrator::builder(
+        config(20),
+        MemoryDispatchStore::new(),
+        support::signer(),
+        clock(),
+    )
+    .link(TransportKind::Mqtt, link)
+    .start()
+    .expect("orchestrator");
     let ghost = DeviceId::new("ghost-1").expect("id");
     let now = SystemClock.now();
 
@@ -388,11 +397,15 @@ async fn an_offline_device_is_retried_then_failed_at_the_deadline_and_a_newer_ve
 async fn a_lost_report_holds_the_receipt_back_until_it_is_resent() {
     let (uplink_tx, uplink) = mpsc::channel(16);
     let (downlink, mut downlink_rx) = mpsc::channel(16);
-    let orchestrator =
-        Orchestrator::builder(config(5_000), MemoryDispatchStore::new(), signer(), clock())
-            .link(TransportKind::Mqtt, support::FakeLink { uplink, downlink })
-            .start()
-            .expect("orchestrator");
+    let orchestrator = Orchestrator::builder(
+        config(5_000),
+        MemoryDispatchStore::new(),
+        support::signer(),
+        clock(),
+    )
+    .link(TransportKind::Mqtt, support::FakeLink { uplink, downlink })
+    .start()
+    .expect("orchestrator");
     let device = DeviceId::new("lossy-1").expect("id");
     orchestrator
         .roll_out(vec![schedule(&device, 3, SystemClock.now())])
@@ -454,11 +467,15 @@ async fn a_lost_report_holds_the_receipt_back_until_it_is_resent() {
 async fn a_duplicate_ack_is_recorded_once_and_receipted_again() {
     let (uplink_tx, uplink) = mpsc::channel(16);
     let (downlink, mut downlink_rx) = mpsc::channel(16);
-    let orchestrator =
-        Orchestrator::builder(config(5_000), MemoryDispatchStore::new(), signer(), clock())
-            .link(TransportKind::Quic, support::FakeLink { uplink, downlink })
-            .start()
-            .expect("orchestrator");
+    let orchestrator = Orchestrator::builder(
+        config(5_000),
+        MemoryDispatchStore::new(),
+        support::signer(),
+        clock(),
+    )
+    .link(TransportKind::Quic, support::FakeLink { uplink, downlink })
+    .start()
+    .expect("orchestrator");
     let device = DeviceId::new("dup-1").expect("id");
     let rollout = orchestrator
         .roll_out(vec![schedule(&device, 3, SystemClock.now())])
@@ -471,7 +488,7 @@ async fn a_duplicate_ack_is_recorded_once_and_receipted_again() {
     let Message::Schedule(signed) = message else {
         panic!("expected a schedule, got {message:?}")
     };
-    assert!(signer().verifier().verify(&signed).is_ok());
+    assert!(support::signer().verifier().verify(&signed).is_ok());
     let ack = Ack {
         device: device.clone(),
         outbox_seq: 4,
@@ -545,12 +562,16 @@ async fn rollout_to_50_agents_over_an_external_broker_is_all_acked() {
     platform.request_channel_len = 16_384;
     platform.inbound_channel_len = 16_384;
     let link = mqtt_platform(platform).await.expect("platform link");
-    let orchestrator =
-        Orchestrator::builder(config(250), MemoryDispatchStore::new(), signer(), clock())
-            .link(TransportKind::Mqtt, link)
-            .start()
-            .expect("orchestrator");
-    let mut fleet_config = SimFleetConfig::new(50, signer().verifier());
+    let orchestrator = Orchestrator::builder(
+        config(250),
+        MemoryDispatchStore::new(),
+        support::signer(),
+        clock(),
+    )
+    .link(TransportKind::Mqtt, link)
+    .start()
+    .expect("orchestrator");
+    let mut fleet_config = SimFleetConfig::new(50, support::signer().verifier());
     fleet_config.id_prefix = format!("mq{run}-");
     fleet_config.mqtt = Some(broker);
     let fleet = spawn_simulated_fleet(fleet_config).await.expect("fleet");

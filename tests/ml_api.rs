@@ -3,12 +3,14 @@
 //! every kind of bad input with its own problem code, and is for quants and
 //! operators only; `GET /api/v1/ml/models` lists what the `ml_models` table records.
 
+mod support;
+
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 use voltex::db::{Db, NewMlModel};
 use voltex::server::RunningServer;
-use voltex::server::auth::{Claims, JwtKeys, Role};
+use voltex::server::auth::Role;
 use voltex::server::clock::ManualClock;
 use voltex::server::config::ServerConfig;
 use voltex_market::UtcNanos;
@@ -18,15 +20,7 @@ const SECRET: &str = "ml-test-secret-0123456789abcdef-xyz";
 const NOW: UtcNanos = UtcNanos(1_767_607_200_000_000_000);
 
 fn token(subject: &str, role: Role) -> String {
-    JwtKeys::from_secret(SECRET.as_bytes())
-        .issue(&Claims {
-            sub: subject.into(),
-            role,
-            accounts: vec![1],
-            iat: 0,
-            exp: 4_000_000_000,
-        })
-        .expect("a token")
+    support::token(SECRET, subject, role, vec![1])
 }
 
 /// A day of prices: cheap at night (20), dear in the evening (120), 60 otherwise.

@@ -6,13 +6,14 @@
 //! Runs on SQLite always and on PostgreSQL when `VOLTEX_DATABASE_URL` is set (with
 //! `VOLTEX_REQUIRE_SERVICES=1` a missing PostgreSQL fails the test).
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sqlx::Connection;
 use voltex::server::RunningServer;
-use voltex::server::auth::{Claims, JwtKeys, Role};
+use voltex::server::auth::Role;
 use voltex::server::clock::ManualClock;
 use voltex::server::config::ServerConfig;
 use voltex_market::UtcNanos;
@@ -22,15 +23,7 @@ const SECRET: &str = "e2e-test-secret-0123456789abcdef-xyz";
 const NOW: UtcNanos = UtcNanos(1_767_607_200_000_000_000);
 
 fn token(subject: &str, role: Role, accounts: Vec<u32>) -> String {
-    JwtKeys::from_secret(SECRET.as_bytes())
-        .issue(&Claims {
-            sub: subject.into(),
-            role,
-            accounts,
-            iat: 0,
-            exp: 4_000_000_000,
-        })
-        .unwrap()
+    support::token(SECRET, subject, role, accounts)
 }
 
 fn config(data_dir: &std::path::Path, database_url: &str) -> ServerConfig {
@@ -42,41 +35,6 @@ fn config(data_dir: &std::path::Path, database_url: &str) -> ServerConfig {
         intraday_hours_ahead: 3,
         ..ServerConfig::default()
     }
-}
-
-/// A fresh PostgreSQL database, or `None` (skip) when none is configured.
-async fn postgres_database() -> Option<String> {
-    let required = std::env::var("VOLTEX_REQUIRE_SERVICES").is_ok_and(|value| value == "1");
-    let Ok(base) = std::env::var("VOLTEX_DATABASE_URL") else {
-        assert!(
-            !required,
-            "VOLTEX_REQUIRE_SERVICES=1 but VOLTEX_DATABASE_URL is not set"
-        );
-        eprintln!("skipping the PostgreSQL run: VOLTEX_DATABASE_URL is not set");
-        return None;
-    };
-    let mut admin = match sqlx::PgConnection::connect(&base).await {
-        Ok(connection) => connection,
-        Err(error) => {
-            assert!(
-                !required,
-                "PostgreSQL at {base} is required but unreachable: {error}"
-            );
-            eprintln!("skipping the PostgreSQL run: {error}");
-            return None;
-        }
-    };
-    let name = format!(
-        "voltex_e2e_{}_{}",
-        std::process::id(),
-        rand::random::<u32>()
-    );
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    Some(format!("{prefix}/{name}"))
 }
 
 struct Client {
@@ -358,10 +316,10 @@ async fn orders_trade_persist_and_survive_a_restart_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_trade_persist_and_survive_a_restart_on_postgres() {
-    let Some(url) = postgres_database().await else {
-        return;
-    };
-    trade_restart_and_check(&url).await;
+    support::with_postgres_database("voltex_e2e", async |url| {
+        trade_restart_and_check(&url).await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

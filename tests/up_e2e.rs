@@ -7,10 +7,11 @@
 //! Mosquitto when `VOLTEX_DATABASE_URL` and `VOLTEX_MQTT_URL` are set (with
 //! `VOLTEX_REQUIRE_SERVICES=1`, missing services fail the test).
 
+mod support;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sqlx::Connection;
 use voltex::db::{AggregateScope, Db, DeliveryStatus};
 use voltex::server::config::ServerConfig;
 use voltex::server::up::{UpConfig, run};
@@ -22,8 +23,10 @@ fn prices() -> Option<PathBuf> {
     if path.exists() {
         Some(path)
     } else {
-        let required = std::env::var("VOLTEX_REQUIRE_SERVICES").is_ok_and(|value| value == "1");
-        assert!(!required, "../shared/data/DE.csv is missing");
+        assert!(
+            !support::services_required(),
+            "../shared/data/DE.csv is missing"
+        );
         eprintln!("skipping: ../shared/data/DE.csv is missing");
         None
     }
@@ -139,37 +142,12 @@ async fn up_rolls_a_replayed_day_out_to_real_agents_on_embedded_defaults() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_rolls_a_replayed_day_out_on_postgres_and_mosquitto() {
-    let required = std::env::var("VOLTEX_REQUIRE_SERVICES").is_ok_and(|value| value == "1");
-    let (Ok(base), Ok(mqtt)) = (
-        std::env::var("VOLTEX_DATABASE_URL"),
-        std::env::var("VOLTEX_MQTT_URL"),
-    ) else {
-        assert!(
-            !required,
-            "VOLTEX_REQUIRE_SERVICES=1 needs VOLTEX_DATABASE_URL and VOLTEX_MQTT_URL"
-        );
-        eprintln!("skipping: VOLTEX_DATABASE_URL or VOLTEX_MQTT_URL is not set");
+    let Ok(mqtt) = std::env::var("VOLTEX_MQTT_URL") else {
+        support::service_unavailable("VOLTEX_MQTT_URL is not set");
         return;
     };
-    let mut admin = match sqlx::PgConnection::connect(&base).await {
-        Ok(connection) => connection,
-        Err(error) => {
-            assert!(!required, "PostgreSQL at {base} is required: {error}");
-            eprintln!("skipping: {error}");
-            return;
-        }
-    };
-    let name = format!("voltex_up_{}_{}", std::process::id(), rand::random::<u32>());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    run_and_check(format!("{prefix}/{name}"), Some(mqtt)).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    support::with_postgres_database("voltex_up", async |url| {
+        run_and_check(url, Some(mqtt)).await;
+    })
+    .await;
 }
