@@ -210,3 +210,66 @@ export interface Alert {
   active_since_s: number | null;
   summary: string;
 }
+
+/** One delivery period of the day-ahead cycle (`/api/v1/dashboard/dayahead`). */
+export interface DayAheadPeriod {
+  period_start_ns: number;
+  period_len_s: number;
+  delivery_day: string;
+  delivery_hour: number;
+  clearing_price_cents_per_mwh: number;
+  forecast_price_cents_per_mwh: number;
+  model_name: string;
+  model_version: number;
+  committed_w: number;
+  perfect_foresight_w: number;
+  trading_cents: number;
+  perfect_foresight_cents: number;
+  /** Absent (null) until the period's day is settled. */
+  delivered_w: number | null;
+  imbalance_cents: number | null;
+  wear_cents: number | null;
+}
+
+/** A model of the registry (`/api/v1/ml/models`). */
+export interface MlModel {
+  name: string;
+  version: number;
+  kind: string;
+  trained_at_ns: number;
+  parameters: Record<string, unknown>;
+  metrics: Record<string, unknown>;
+}
+
+/** A fill of an account (`/api/v1/accounts/{account}/fills`). */
+export interface Fill {
+  product_id: number;
+  trade_id: number;
+  event_seq: number;
+  at_ns: number;
+  order_id: number;
+  side: string;
+  /** 0.01 EUR/MWh. */
+  price_ticks: number;
+  qty_lots: number;
+  aggressor: boolean;
+}
+
+/** A device in fault (`/api/v1/dashboard/faults`). */
+export interface DeviceFault {
+  device_id: string;
+  at_ns: number;
+  health_flags: number;
+  flags: string[];
+  soc_wh: number;
+  temperature_mc: number;
+}
+
+/** A telemetry sample (`/api/v1/devices/{id}/telemetry`). */
+export interface TelemetrySample {
+  at_ns: number;
+  soc_wh: number;
+  power_w: number;
+  temperature_mc: number;
+  health_flags: number;
+}

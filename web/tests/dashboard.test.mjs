@@ -4,6 +4,8 @@
 // opens every page in Debian's Chromium through playwright-core (never a downloaded
 // browser), and checks: no console errors on any page, the order-book ladder and
 // the fleet charts change while the platform runs, a device search finds a device,
+// own fills and the day-ahead clearing prices are listed, the P&L shows its
+// components once a replayed day is settled, the ML view names the registered model,
 // and the CSV/JSON exports parse. Screenshots go to target/dashboard-screenshots/.
 //
 // It prints first contentful paint per page and frames per second while market data
@@ -257,6 +259,16 @@ async function main() {
     await page.press('#device-search', 'Enter');
     const found = await eventually(async () => (await page.textContent('#device-detail'))?.includes('sim-000007') && (await page.$('#device-result')), 10_000);
     check(Boolean(found), 'device search finds sim-000007 with its schedules and acks');
+    // Agents report telemetry every 30 s: the device's history has samples by now or soon.
+    const samples = await eventually(async () => {
+      const n = Number(await page.getAttribute('#device-detail', 'data-samples'));
+      if (n > 0) return n;
+      await page.click('form[role="search"] button[type="submit"]');
+      return 0;
+    }, 40_000, 2_000);
+    check(samples > 0 && Boolean(await page.$('#telemetry-chart .uplot')), `device telemetry history charted (${samples} samples)`);
+    const faultsCaption = await page.textContent('#faults caption');
+    check(Boolean(faultsCaption?.startsWith('Devices in fault')), `devices-in-fault view shown (${await page.getAttribute('section[aria-labelledby="fleet-title"]', 'data-faults')} listed)`);
     await page.screenshot({ path: path.join(shotDir, 'fleet-device.png'), fullPage: true });
 
     // Market: ladder live over the WebSocket while orders stream in.
@@ -297,6 +309,12 @@ async function main() {
     check(flow.count() > 0, `orders accepted by the API (${flow.count()} ok, ${flow.failed()} refused)`);
     const tradeRows = await page.$$eval('#trades tbody tr', (rows) => rows.length);
     check(tradeRows > 0, `recent trades listed (${tradeRows} rows)`);
+    // Account 1 (the page's default) is one of the flow's accounts, and the flow crosses.
+    const fillRows = await eventually(async () => page.$$eval('#fills tbody tr time', (cells) => cells.length), 10_000);
+    check(fillRows > 0, `own fills of account 1 listed (${fillRows} rows)`);
+    const dayaheadShown = await eventually(async () => Number(await page.getAttribute('#market', 'data-dayahead-periods')) >= 24, 15_000);
+    const dayaheadRows = await page.$$eval('#dayahead-day tbody tr td', (cells) => cells.length / 5);
+    check(Boolean(dayaheadShown) && dayaheadRows === 24, `day-ahead clearing prices of the newest replayed day shown (${dayaheadRows} hours)`);
 
     // Dispatch.
     await page.goto(`${base}/#/dispatch`);
@@ -322,6 +340,21 @@ async function main() {
     }
     const jsonRowsOk = Array.isArray(jsonRows) && jsonRows.length > 0 && jsonRows.every((row) => Number.isInteger(row.revenue_cents));
     check(jsonRowsOk, `JSON export parses (${jsonRows?.length} rows with revenue_cents)`);
+    // The day-ahead P&L by component: a replayed day lasts 24 s here, then it is settled.
+    const settled = await eventually(async () => Number(await page.getAttribute('#pnl', 'data-settled')) >= 24, 60_000);
+    const imbalanceText = await page.textContent('#pnl-imbalance');
+    const netText = await page.textContent('#pnl-net');
+    const boundText = await page.textContent('#pnl-bound');
+    check(Boolean(settled) && /EUR$/.test(imbalanceText ?? '') && /EUR$/.test(netText ?? '') && /EUR$/.test(boundText ?? ''),
+      `P&L by component after a settled day (imbalance ${imbalanceText}, net ${netText}, bound ${boundText})`);
+    const forecastText = (await page.textContent('#forecast-summary')) ?? '';
+    const models = await eventually(async () => (await page.textContent('#ml-models'))?.includes('dayahead-naive'), 10_000);
+    check(/Model dayahead-naive v\d+: MAE [\d.,]+ EUR\/MWh/.test(forecastText) && Boolean(models), `ML view: forecast against clearing price and the model registry (${forecastText})`);
+    const [dayaheadDownload] = await Promise.all([page.waitForEvent('download'), page.click('#export-dayahead-csv')]);
+    const dayaheadCsv = readFileSync(await dayaheadDownload.path(), 'utf8').trim().split('\n');
+    const dayaheadSettled = dayaheadCsv.slice(1).filter((line) => line.split(',').length === 15 && line.split(',')[12] !== '').length;
+    check(dayaheadCsv[0].startsWith('period_start_ns,period_len_s,delivery_day,') && dayaheadCsv.length > 24 && dayaheadSettled >= 24,
+      `day-ahead CSV export parses (${dayaheadCsv.length - 1} periods, ${dayaheadSettled} settled)`);
     await page.screenshot({ path: path.join(shotDir, 'pnl.png'), fullPage: true });
 
     // Alerts: the rules table, or the endpoint's absence said plainly.
@@ -358,10 +391,10 @@ async function main() {
     await page.waitForSelector('#fleet-title');
     await page.screenshot({ path: path.join(shotDir, 'fleet-dark.png'), fullPage: true });
     await page.setViewportSize({ width: 390, height: 844 });
-    for (const name of ['fleet', 'market']) {
+    for (const name of ['fleet', 'market', 'pnl']) {
       await page.goto(`${base}/#/${name}`);
       await page.waitForSelector(`#${name}-title`);
-      await sleep(500);
+      await sleep(1500);
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       check(overflow <= 1, `${name} fits a 390 px phone width (horizontal overflow ${overflow} px)`);
       await page.screenshot({ path: path.join(shotDir, `${name}-phone.png`), fullPage: true });

@@ -1,18 +1,41 @@
-// Fleet: devices online/offline, SoC histogram, fleet power against the plan, and a
-// device search showing its schedules and acks.
+// Fleet: devices online/offline, SoC histogram, fleet power against the plan, devices
+// in fault, and a device search showing its schedules, acks and telemetry history.
 import type uPlot from 'uplot';
-import { ApiFailure, getJson, type AckRow, type DeviceRow, type FleetSummary, type ScheduleRow } from '../api';
+import { ApiFailure, getJson, type AckRow, type DeviceFault, type DeviceRow, type FleetSummary, type ScheduleRow, type TelemetrySample } from '../api';
 import { makeChart } from '../chart';
 import { el, errorBox, fmtNum, nsToS, stat, table, timeEl } from '../format';
 import type { Page } from '../page';
 
 const POLL_MS = 2000;
+/** Devices in fault listed at most. */
+const FAULTS_SHOWN = 50;
+/** Telemetry history shown for a device (the last two hours). */
+const TELEMETRY_WINDOW_MS = 2 * 3600 * 1000;
 
 export function fleetPage(): Page {
   let timer = 0;
   let soc: uPlot | null = null;
   let power: uPlot | null = null;
+  let telemetryChart: uPlot | null = null;
   const root = el('section', { 'aria-labelledby': 'fleet-title' });
+  const faultsBox = el('div', { id: 'faults' });
+
+  async function refreshFaults(): Promise<void> {
+    try {
+      const faults = await getJson<DeviceFault[]>(`/api/v1/dashboard/faults?limit=${FAULTS_SHOWN}`);
+      root.dataset.faults = String(faults.length);
+      faultsBox.replaceChildren(
+        table(
+          `Devices in fault (newest telemetry; at most ${FAULTS_SHOWN})`,
+          ['Device', 'Since sample', 'Flags', 'SoC (Wh)', 'Temperature (°C)'],
+          faults.map((f) => [f.device_id, timeEl(f.at_ns), f.flags.join(', '), fmtNum(f.soc_wh), fmtNum(f.temperature_mc / 1000, 1)]),
+          'no device reports a fault',
+        ),
+      );
+    } catch (error) {
+      faultsBox.replaceChildren(errorBox(`faults: ${(error as Error).message}`));
+    }
+  }
 
   async function refresh(status: HTMLElement): Promise<void> {
     try {
@@ -29,6 +52,7 @@ export function fleetPage(): Page {
       power?.setData([xs, measured, plan]);
       root.dataset.updates = String(Number(root.dataset.updates ?? '0') + 1);
       status.textContent = '';
+      void refreshFaults();
     } catch (error) {
       status.replaceChildren(errorBox(`fleet summary: ${(error as Error).message}`));
     }
@@ -38,11 +62,14 @@ export function fleetPage(): Page {
     out.replaceChildren(el('p', { class: 'muted' }, `looking up ${id}…`));
     try {
       const enc = encodeURIComponent(id);
-      const [device, schedules, acks] = await Promise.all([
+      const fromNs = BigInt(Date.now() - TELEMETRY_WINDOW_MS) * 1_000_000n;
+      const [device, schedules, acks, samples] = await Promise.all([
         getJson<{ device: DeviceRow; latest_telemetry: Record<string, number> | null }>(`/api/v1/devices/${enc}`),
         getJson<ScheduleRow[]>(`/api/v1/schedules/${enc}?limit=5`),
         getJson<AckRow[]>(`/api/v1/devices/${enc}/acks?limit=20`),
+        getJson<TelemetrySample[]>(`/api/v1/devices/${enc}/telemetry?from_ns=${fromNs}&limit=1000`),
       ]);
+      const telemetryBox = el('div', { class: 'chart', id: 'telemetry-chart' });
       const d = device.device;
       const t = device.latest_telemetry;
       out.replaceChildren(
@@ -56,6 +83,7 @@ export function fleetPage(): Page {
           ' · last seen ',
           timeEl(d.last_seen_at_ns),
         ),
+        telemetryBox,
         table(
           'Schedule versions (newest first)',
           ['Version', 'Status', 'Issued', 'Valid from', 'Valid until', 'Attempts'],
@@ -67,6 +95,13 @@ export function fleetPage(): Page {
           acks.map((a) => [String(a.version ?? ''), String(a.status), timeEl(a.at_ns as number), timeEl(a.received_at_ns as number)]),
         ),
       );
+      telemetryChart?.destroy();
+      telemetryChart = makeChart(telemetryBox, `Telemetry of ${d.device_id} (last 2 h, ${samples.length} samples)`, 'time (local)', 'SoC (kWh) · power (kW, + discharge)', [
+        { label: 'SoC (kWh)', color: '#3b82f6' },
+        { label: 'power (kW)', color: '#10b981' },
+      ], true);
+      telemetryChart.setData([samples.map((x) => nsToS(x.at_ns)), samples.map((x) => x.soc_wh / 1000), samples.map((x) => x.power_w / 1000)]);
+      out.dataset.samples = String(samples.length);
     } catch (error) {
       const message = error instanceof ApiFailure && error.status === 404 ? `no device ${id}` : (error as Error).message;
       out.replaceChildren(errorBox(message));
@@ -100,6 +135,7 @@ export function fleetPage(): Page {
         el('div', { class: 'stats' }, stat('Devices', '…', 'fleet-n'), stat('Online', '…', 'fleet-online'), stat('Offline', '…', 'fleet-offline')),
         status,
         el('div', { class: 'grid2' }, socBox, powerBox),
+        faultsBox,
         el('h2', {}, 'Device'),
         form,
         result,
@@ -120,6 +156,7 @@ export function fleetPage(): Page {
       window.clearInterval(timer);
       soc?.destroy();
       power?.destroy();
+      telemetryChart?.destroy();
     },
   };
 }

@@ -1,17 +1,21 @@
 // Market: the L2 ladder of one product, live over the WebSocket stream (REST
-// snapshot, then increments newer than it), recent trades with a price chart, and
-// an account's open orders. Stream messages only update in-memory state; the DOM is
+// snapshot, then increments newer than it), recent trades with a price chart, the
+// day-ahead clearing prices of the replayed market, and an account's open orders and
+// fills. Stream messages only update in-memory state; the DOM is
 // redrawn at most once per animation frame, so a burst of updates costs one paint.
 import type uPlot from 'uplot';
-import { getJson, streamUrl, type Depth, type OrderView, type ProductInfo, type Trade } from '../api';
+import { ApiFailure, getJson, streamUrl, type DayAheadPeriod, type Depth, type Fill, type OrderView, type ProductInfo, type Trade } from '../api';
 import { makeChart } from '../chart';
-import { el, errorBox, nsToS, table, timeEl } from '../format';
+import { el, errorBox, fmtNum, nsToS, table, timeEl } from '../format';
 import type { Page } from '../page';
 
 const LEVELS_SHOWN = 10;
 const TRADES_KEPT = 30;
 const CHART_POINTS_MAX = 500;
 const SLOW_REDRAW_MS = 250;
+/** Day-ahead periods charted (a replayed week). */
+const DAYAHEAD_PERIODS = 24 * 7;
+const DAYAHEAD_REFRESH_MS = 5000;
 
 interface StreamMessage {
   type: 'depth' | 'trade' | 'phase' | 'order' | 'lagged';
@@ -35,6 +39,8 @@ export function marketPage(): Page {
   let ordersTimer = 0;
   let frame = 0;
   let chart: uPlot | null = null;
+  let dayaheadChart: uPlot | null = null;
+  let dayaheadTimer = 0;
   let product = 0;
   let snapshotSeq = 0;
   const bids = new Map<string, { qty: string; n: number }>();
@@ -52,6 +58,8 @@ export function marketPage(): Page {
   const ladderBox = el('div', { id: 'ladder', 'aria-live': 'off' });
   const tradesBox = el('div', { id: 'trades' });
   const ordersBox = el('div', { id: 'orders' });
+  const fillsBox = el('div', { id: 'fills' });
+  const dayaheadBox = el('div', { id: 'dayahead-day' });
   const status = el('p', { class: 'muted', id: 'stream-status', role: 'status' }, 'connecting…');
   const account = el('input', { id: 'account', type: 'number', min: '1', value: '1', inputmode: 'numeric' });
 
@@ -196,22 +204,72 @@ export function marketPage(): Page {
     } catch (error) {
       ordersBox.replaceChildren(errorBox(`orders: ${(error as Error).message}`));
     }
+    try {
+      const fills = await getJson<Fill[]>(`/api/v1/accounts/${encodeURIComponent(account.value)}/fills?limit=30`);
+      fillsBox.replaceChildren(
+        table(
+          `Fills of account ${account.value} (newest first)`,
+          ['Time', 'Product', 'Order', 'Side', 'Price (EUR/MWh)', 'Qty (lots)', 'Role'],
+          fills.map((f) => [timeEl(f.at_ns), String(f.product_id), String(f.order_id), f.side, fmtNum(f.price_ticks / 100, 2), fmtNum(f.qty_lots), f.aggressor ? 'taker' : 'maker']),
+          'no fills',
+        ),
+      );
+    } catch (error) {
+      fillsBox.replaceChildren(errorBox(`fills: ${(error as Error).message}`));
+    }
+  }
+
+  async function refreshDayAhead(): Promise<void> {
+    try {
+      const periods = await getJson<DayAheadPeriod[]>(`/api/v1/dashboard/dayahead?limit=${DAYAHEAD_PERIODS}`);
+      dayaheadChart?.setData([
+        periods.map((p) => nsToS(p.period_start_ns)),
+        periods.map((p) => p.clearing_price_cents_per_mwh / 100),
+      ]);
+      const newestDay = periods.length > 0 ? periods[periods.length - 1].delivery_day : '';
+      const day = periods.filter((p) => p.delivery_day === newestDay);
+      root.dataset.dayaheadPeriods = String(periods.length);
+      dayaheadBox.replaceChildren(
+        table(
+          newestDay ? `Day-ahead auction of ${newestDay} (replayed): clearing prices and the fleet's position` : 'Day-ahead auction',
+          ['Hour', 'Delivered at', 'Clearing (EUR/MWh)', 'Forecast (EUR/MWh)', 'Fleet position (kW)'],
+          day.map((p) => [
+            `${String(p.delivery_hour).padStart(2, '0')}:00`,
+            timeEl(p.period_start_ns),
+            fmtNum(p.clearing_price_cents_per_mwh / 100, 2),
+            fmtNum(p.forecast_price_cents_per_mwh / 100, 2),
+            fmtNum(p.committed_w / 1000, 1),
+          ]),
+          'no day-ahead day replayed yet',
+        ),
+      );
+    } catch (error) {
+      const message = error instanceof ApiFailure && error.status === 403 ? 'day-ahead results need an operator or quant token' : `day-ahead: ${(error as Error).message}`;
+      dayaheadBox.replaceChildren(errorBox(message));
+    }
   }
 
   return {
     title: 'Market',
     mount(main) {
       const chartBox = el('div', { class: 'chart', id: 'trade-chart' });
+      const dayaheadChartBox = el('div', { class: 'chart', id: 'dayahead-chart' });
       root.replaceChildren(
         el('h1', { id: 'market-title' }, 'Market'),
         el('div', { class: 'controls' }, el('label', { for: 'product-select' }, 'Product'), select, status),
         el('div', { class: 'grid2' }, ladderBox, el('div', {}, chartBox, tradesBox)),
-        el('h2', {}, 'Own orders'),
+        el('h2', {}, 'Day-ahead clearing prices'),
+        dayaheadChartBox,
+        dayaheadBox,
+        el('h2', {}, 'Own orders and fills'),
         el('div', { class: 'controls' }, el('label', { for: 'account' }, 'Account'), account),
-        ordersBox,
+        el('div', { class: 'grid2' }, ordersBox, fillsBox),
       );
       main.append(root);
       chart = makeChart(chartBox, 'Trade prices', 'time (local)', 'price (EUR/MWh)', [{ label: 'trade price (EUR/MWh)', color: '#8b5cf6' }], true);
+      dayaheadChart = makeChart(dayaheadChartBox, 'Day-ahead clearing price (replayed market)', 'delivery period (local time)', 'price (EUR/MWh)', [
+        { label: 'clearing price (EUR/MWh)', color: '#0ea5e9' },
+      ], true);
       select.addEventListener('change', () => {
         product = Number(select.value);
         void connect();
@@ -233,12 +291,16 @@ export function marketPage(): Page {
         .catch((error: Error) => status.replaceChildren(errorBox(`products: ${error.message}`)));
       void refreshOrders();
       ordersTimer = window.setInterval(() => void refreshOrders(), 3000);
+      void refreshDayAhead();
+      dayaheadTimer = window.setInterval(() => void refreshDayAhead(), DAYAHEAD_REFRESH_MS);
     },
     unmount() {
       const ws = socket;
       socket = null;
       ws?.close();
       window.clearInterval(ordersTimer);
+      window.clearInterval(dayaheadTimer);
+      dayaheadChart?.destroy();
       if (frame !== 0) cancelAnimationFrame(frame);
       window.clearTimeout(slowTimer);
       chart?.destroy();
