@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// External MQTT broker (`mqtt://host:port`); default: embedded broker.
     #[arg(long)]
     pub mqtt_url: Option<String>,
+    /// The platform's MQTT client id (default `voltex-platform`): stable per
+    /// deployment, distinct between deployments sharing a broker.
+    #[arg(long)]
+    pub mqtt_client_id: Option<String>,
     /// Data directory (journal, SQLite file, platform CA).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -51,6 +55,9 @@ impl ServeArgs {
         }
         if let Some(url) = &self.mqtt_url {
             config.mqtt_url = Some(url.clone());
+        }
+        if let Some(id) = &self.mqtt_client_id {
+            config.mqtt_client_id = id.clone();
         }
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();

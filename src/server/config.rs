@@ -47,6 +47,9 @@ pub enum ConfigError {
     },
 }
 
+/// Longest MQTT client id accepted in the configuration.
+pub const MQTT_CLIENT_ID_LEN_MAX: usize = 64;
+
 /// Everything `voltex serve` needs.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -59,6 +62,11 @@ pub struct ServerConfig {
     pub database_url: Option<String>,
     /// External MQTT broker (`mqtt://host:port`); `None` starts the embedded broker.
     pub mqtt_url: Option<String>,
+    /// The platform's MQTT client id. Its persistent session is keyed by it, so it
+    /// must be stable across restarts of one deployment and distinct between
+    /// deployments sharing a broker (a broker disconnects the older of two clients
+    /// with one id). 1 to 64 printable ASCII characters, no `/`, `+` or `#`.
+    pub mqtt_client_id: String,
     /// Port of the embedded MQTT broker (0: pick a free one).
     pub embedded_mqtt_port: u16,
     /// QUIC listen address for devices (port 0: pick a free one).
@@ -81,6 +89,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("voltex-data"),
             database_url: None,
             mqtt_url: None,
+            mqtt_client_id: "voltex-platform".into(),
             embedded_mqtt_port: 0,
             quic_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             jwt_secret: None,
@@ -116,7 +125,8 @@ impl ServerConfig {
     }
 
     /// Applies `VOLTEX_HTTP_ADDR`, `VOLTEX_DATA_DIR`, `VOLTEX_DATABASE_URL`,
-    /// `VOLTEX_MQTT_URL`, `VOLTEX_QUIC_ADDR` and `VOLTEX_JWT_SECRET` when set.
+    /// `VOLTEX_MQTT_URL`, `VOLTEX_MQTT_CLIENT_ID`, `VOLTEX_QUIC_ADDR` and
+    /// `VOLTEX_JWT_SECRET` when set.
     ///
     /// # Errors
     /// [`ConfigError::Env`] for an unparsable address.
@@ -142,6 +152,9 @@ impl ServerConfig {
         if let Some(value) = get("VOLTEX_MQTT_URL") {
             self.mqtt_url = Some(value);
         }
+        if let Some(value) = get("VOLTEX_MQTT_CLIENT_ID") {
+            self.mqtt_client_id = value;
+        }
         if let Some(value) = get("VOLTEX_JWT_SECRET") {
             self.jwt_secret = Some(value);
         }
@@ -163,6 +176,20 @@ impl ServerConfig {
             return Err(ConfigError::Invalid {
                 field: "intraday_hours_ahead",
                 message: "must be between 1 and 168".into(),
+            });
+        }
+        let id = &self.mqtt_client_id;
+        if id.is_empty()
+            || id.len() > MQTT_CLIENT_ID_LEN_MAX
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'+' | b'#'))
+        {
+            return Err(ConfigError::Invalid {
+                field: "mqtt_client_id",
+                message: format!(
+                    "{id:?}: 1 to {MQTT_CLIENT_ID_LEN_MAX} printable ASCII characters, no '/', '+' or '#'"
+                ),
             });
         }
         if let Some(secret) = &self.jwt_secret
@@ -235,6 +262,34 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn mqtt_client_id_comes_from_env_and_bad_ones_are_refused() {
+        let mut config = ServerConfig::default();
+        assert!(config.validate().is_ok());
+        config
+            .apply_env(|name| (name == "VOLTEX_MQTT_CLIENT_ID").then(|| "voltex-eu-1".to_string()))
+            .unwrap();
+        assert_eq!(config.mqtt_client_id, "voltex-eu-1");
+        for bad in ["", "a b", "voltex/eu", "x+", "#", "é", &"x".repeat(65)] {
+            let config = ServerConfig {
+                mqtt_client_id: bad.to_string(),
+                ..ServerConfig::default()
+            };
+            assert!(
+                matches!(
+                    config.validate(),
+                    Err(ConfigError::Invalid {
+                        field: "mqtt_client_id",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+        let parsed = ServerConfig::from_toml("mqtt_client_id = \"platform-7\"\n").unwrap();
+        assert_eq!(parsed.mqtt_client_id, "platform-7");
     }
 
     #[test]

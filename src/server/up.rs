@@ -170,7 +170,7 @@ pub async fn run(config: UpConfig, on_ready: impl FnOnce(&str, &str)) -> Result<
         }
     };
     let mut platform_mqtt = mqtt.clone();
-    platform_mqtt.client_id = "voltex-platform".into();
+    platform_mqtt.client_id = config.server.mqtt_client_id.clone();
     platform_mqtt.inflight_max = 1_000;
     platform_mqtt.request_channel_len = 16_384;
     platform_mqtt.inbound_channel_len = 16_384;
