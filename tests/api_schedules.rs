@@ -623,7 +623,7 @@ async fn the_stream_carries_fleet_events_to_operators_and_only_own_ones_to_a_dev
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_openapi_document_lists_the_fleet_write_endpoints() {
+async fn the_openapi_document_lists_the_fleet_endpoints() {
     let harness = start(false).await;
     let doc: Value = harness
         .http
@@ -638,8 +638,15 @@ async fn the_openapi_document_lists_the_fleet_write_endpoints() {
     assert!(paths["/api/v1/schedules"]["post"].is_object(), "{paths}");
     assert!(paths["/api/v1/rollouts/{rollout_id}"]["get"].is_object());
     assert!(paths["/api/v1/devices"]["post"].is_object());
+    assert!(paths["/api/v1/devices/{device_id}/certificate"]["post"].is_object());
+    assert!(paths["/api/v1/devices/{device_id}/telemetry"]["get"].is_object());
+    assert!(paths["/api/v1/dashboard/dayahead"]["get"].is_object());
+    assert!(paths["/api/v1/dashboard/faults"]["get"].is_object());
     let schemas = &doc["components"]["schemas"];
     assert!(schemas["PostSchedules"].is_object());
+    assert!(schemas["IssuedDeviceCertificate"].is_object());
+    assert!(schemas["DayAheadPeriodRow"].is_object());
+    assert!(schemas["DeviceFault"].is_object());
     assert!(schemas["FleetEvent"].is_object());
     assert!(
         schemas["StreamMessage"].to_string().contains("fleet"),

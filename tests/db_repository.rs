@@ -110,6 +110,7 @@ on_both_backends!(
     ml_models_record_once_with_metrics,
     model_versions_are_assigned_and_identical_reruns_reuse_them,
     devices_in_fault_by_their_newest_sample,
+    a_device_certificate_is_recorded_replaced_and_never_shared,
     dayahead_periods_upsert_settle_and_list_newest,
     analytics_upsert_replaces_and_totals_sum_devices,
     audit_log_lists_newest_first_with_paging,
@@ -1149,6 +1150,54 @@ async fn model_versions_are_assigned_and_identical_reruns_reuse_them(db: Db) {
     assert!(matches!(
         db.record_model_version(&empty).await,
         Err(DbError::InvalidInput { field: "name", .. })
+    ));
+}
+
+async fn a_device_certificate_is_recorded_replaced_and_never_shared(db: Db) {
+    for id in ["bat-1", "bat-2"] {
+        db.register_device(&new_device(id)).await.expect("register");
+    }
+    let first = "AB".repeat(32);
+    let row = db
+        .set_device_cert_fingerprint("bat-1", &first)
+        .await
+        .expect("first certificate");
+    assert_eq!(
+        row.cert_fingerprint_sha256.as_deref(),
+        Some(&*"ab".repeat(32))
+    );
+    let found = db
+        .get_device_by_cert_fingerprint(&"ab".repeat(32))
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(found.device_id, "bat-1");
+    // Re-issue: the new certificate replaces the old one.
+    let second = "cd".repeat(32);
+    db.set_device_cert_fingerprint("bat-1", &second)
+        .await
+        .expect("re-issue");
+    assert!(
+        db.get_device_by_cert_fingerprint(&"ab".repeat(32))
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert!(matches!(
+        db.set_device_cert_fingerprint("bat-2", &second).await,
+        Err(DbError::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        db.set_device_cert_fingerprint("bat-9", &"ef".repeat(32))
+            .await,
+        Err(DbError::NotFound { .. })
+    ));
+    assert!(matches!(
+        db.set_device_cert_fingerprint("bat-2", "xyz").await,
+        Err(DbError::InvalidInput {
+            field: "cert_fingerprint_sha256",
+            ..
+        })
     ));
 }
 

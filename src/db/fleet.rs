@@ -89,6 +89,51 @@ impl Db {
             .ok_or_else(|| not_found_device(&device.device_id))
     }
 
+    /// Records `fingerprint_sha256` (64 hex digits, stored lowercase) as the device's
+    /// current certificate, replacing the one before (a re-issue); returns the row.
+    ///
+    /// # Errors
+    /// [`DbError::NotFound`] for an unknown device, [`DbError::InvalidInput`] for a
+    /// fingerprint that is not 64 hex digits, [`DbError::AlreadyExists`] if another
+    /// device holds that certificate.
+    pub async fn set_device_cert_fingerprint(
+        &self,
+        device_id: &str,
+        fingerprint_sha256: &str,
+    ) -> Result<DeviceRow, DbError> {
+        checked_device_id(device_id)?;
+        if fingerprint_sha256.len() != 64
+            || !fingerprint_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(DbError::InvalidInput {
+                field: "cert_fingerprint_sha256",
+                message: "must be 64 hex digits".into(),
+            });
+        }
+        let fingerprint = fingerprint_sha256.to_ascii_lowercase();
+        if let Some(holder) = self.get_device_by_cert_fingerprint(&fingerprint).await?
+            && holder.device_id != device_id
+        {
+            return Err(DbError::AlreadyExists {
+                entity: "device certificate",
+                key: fingerprint,
+            });
+        }
+        let updated =
+            sqlx::query("UPDATE devices SET cert_fingerprint_sha256 = $2 WHERE device_id = $1")
+                .bind(device_id)
+                .bind(fingerprint.as_str())
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        if updated == 0 {
+            return Err(not_found_device(device_id));
+        }
+        self.get_device(device_id)
+            .await?
+            .ok_or_else(|| not_found_device(device_id))
+    }
+
     /// One device.
     ///
     /// # Errors

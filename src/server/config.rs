@@ -71,6 +71,12 @@ pub struct ServerConfig {
     pub embedded_mqtt_port: u16,
     /// QUIC listen address for devices (port 0: pick a free one).
     pub quic_addr: SocketAddr,
+    /// Directory holding the CA (`ca.pem`, `ca.key`, as `voltex certs init` writes
+    /// them) from which the server issues device certificates
+    /// (`POST /api/v1/devices/{id}/certificate`). `None`: the server holds no CA key
+    /// and that endpoint answers 503 (`voltex up` uses its own per-run CA). An
+    /// issuing CA online is a risk to weigh: prefer an intermediate CA here.
+    pub device_ca_dir: Option<PathBuf>,
     /// HS256 secret for JWT bearer tokens; `None` generates a random one per run
     /// (fine for `voltex up`, useless for tokens issued offline).
     pub jwt_secret: Option<String>,
@@ -92,6 +98,7 @@ impl Default for ServerConfig {
             mqtt_client_id: "voltex-platform".into(),
             embedded_mqtt_port: 0,
             quic_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            device_ca_dir: None,
             jwt_secret: None,
             rate_limit_orders_per_s: 2_000,
             rate_limit_burst: 4_000,

@@ -68,6 +68,14 @@ pub enum ServerError {
     /// The shipped alert rules do not parse.
     #[error(transparent)]
     Alerts(#[from] alerts::AlertRuleError),
+    /// The configured device CA could not be read.
+    #[error("device CA in {dir}: {message}")]
+    DeviceCa {
+        /// The configured directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        message: String,
+    },
 }
 
 /// Longest wait for the database projection to drain at shutdown.
@@ -180,9 +188,13 @@ impl RunningServer {
             audit_writer,
             metrics: prometheus(),
             orchestrator: OnceLock::new(),
+            device_ca: OnceLock::new(),
             fleet_events: tokio::sync::broadcast::channel(api::fleet_events::FLEET_EVENTS_LEN_MAX)
                 .0,
         });
+        if let Some(dir) = &config.device_ca_dir {
+            let _ = state.device_ca.set(load_device_ca(dir)?);
+        }
         let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
         let http_addr = listener.local_addr()?;
         let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
@@ -271,6 +283,28 @@ impl RunningServer {
         }
         Ok(())
     }
+}
+
+/// Reads the device-issuing CA (`ca.pem`, `ca.key`) from `dir` and checks that it can
+/// sign.
+fn load_device_ca(
+    dir: &std::path::Path,
+) -> Result<voltex_dispatch::transport::certs::CaFiles, ServerError> {
+    use voltex_dispatch::transport::certs;
+    let error = |message: String| ServerError::DeviceCa {
+        dir: dir.to_path_buf(),
+        message,
+    };
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).map_err(|e| error(format!("{name}: {e}")))
+    };
+    let ca = certs::CaFiles {
+        cert_pem: read("ca.pem")?,
+        key_pem: read("ca.key")?,
+    };
+    let probe = voltex_dispatch::DeviceId::new("ca-probe").map_err(|e| error(e.to_string()))?;
+    certs::issue_device(&ca, &probe).map_err(|e| error(format!("cannot sign: {e}")))?;
+    Ok(ca)
 }
 
 /// Most events written in one database transaction.

@@ -178,8 +178,17 @@ pub async fn run(config: UpConfig, on_ready: impl FnOnce(&str, &str)) -> Result<
         .await
         .map_err(|e| start_error("platform MQTT link")(&e))?;
 
-    // QUIC with a CA made for this run (`voltex certs` manages a persistent one).
-    let ca = certs::init_ca("voltex up CA").map_err(|e| start_error("CA")(&e))?;
+    // QUIC under the configured device CA (`device_ca_dir`), else one made for this
+    // run; the API's `POST /api/v1/devices/{id}/certificate` issues under the same CA,
+    // so a device certificate from it is trusted here.
+    let ca = match server.state.device_ca.get() {
+        Some(ca) => ca.clone(),
+        None => {
+            let ca = certs::init_ca("voltex up CA").map_err(|e| start_error("CA")(&e))?;
+            let _ = server.state.device_ca.set(ca.clone());
+            ca
+        }
+    };
     let server_cert = certs::issue_server(&ca, &["localhost".into()])
         .map_err(|e| start_error("server certificate")(&e))?;
     let quic_link = quic_platform(QuicPlatformConfig::new(

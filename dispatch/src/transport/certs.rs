@@ -2,8 +2,9 @@
 //!
 //! [`init_ca`] makes a self-signed CA; [`issue_device`] signs a client certificate whose
 //! subject common name is the device id (the platform reads the id from there, never from
-//! a message); [`issue_server`] signs the platform's server certificate. Everything is
-//! PEM text: files are the caller's business (`voltex certs` in the root crate).
+//! a message); [`issue_server`] signs the platform's server certificate;
+//! [`fingerprint_sha256`] names a certificate. Everything is PEM text: files are the
+//! caller's business (`voltex certs` in the root crate, the device API).
 //!
 //! # Invariants
 //! - A device certificate has exactly one common name, a valid [`DeviceId`], and the
@@ -142,6 +143,23 @@ pub fn device_id_from_cert_der(der: &[u8]) -> Result<DeviceId, CertError> {
     DeviceId::new(text).map_err(|error| CertError::NoDeviceId(error.to_string()))
 }
 
+/// The SHA-256 fingerprint of a certificate (of its DER encoding), lowercase hex: the
+/// form `devices.cert_fingerprint_sha256` stores.
+///
+/// # Errors
+/// [`CertError::Parse`] if `cert_pem` holds no PEM certificate.
+pub fn fingerprint_sha256(cert_pem: &str) -> Result<String, CertError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use sha2::Digest;
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|error| CertError::Parse(error.to_string()))?;
+    Ok(sha2::Sha256::digest(der.as_ref())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use rustls::pki_types::CertificateDer;
@@ -163,6 +181,27 @@ mod tests {
         ));
         assert!(matches!(
             device_id_from_cert_der(b"not a certificate"),
+            Err(CertError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn fingerprints_are_sha256_of_the_der_and_differ_per_certificate() {
+        let ca = init_ca("test CA").unwrap();
+        let device = DeviceId::new("bat-0042").unwrap();
+        let first = issue_device(&ca, &device).unwrap();
+        let second = issue_device(&ca, &device).unwrap();
+        let fingerprint = fingerprint_sha256(&first.cert_pem).unwrap();
+        assert_eq!(fingerprint.len(), 64);
+        assert!(
+            fingerprint
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        assert_eq!(fingerprint, fingerprint_sha256(&first.cert_pem).unwrap());
+        assert_ne!(fingerprint, fingerprint_sha256(&second.cert_pem).unwrap());
+        assert!(matches!(
+            fingerprint_sha256("no PEM here"),
             Err(CertError::Parse(_))
         ));
     }

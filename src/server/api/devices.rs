@@ -9,11 +9,16 @@
 //! id. A device id or certificate fingerprint registered already is a 409
 //! `device_exists`.
 //!
-//! The server holds no CA key, so it does not mint certificates here: the platform CA
-//! lives offline (`voltex certs`), and `voltex up` makes its own per-run CA.
+//! `POST /api/v1/devices/{device_id}/certificate` (operators) issues a registered
+//! device its QUIC client certificate (common name = device id, `clientAuth`),
+//! signed by the server's device CA, and records its SHA-256 fingerprint on the device
+//! (a re-issue replaces it). The key pair is generated here and the private key is
+//! returned once and never stored. Only a server given a CA (`device_ca_dir`, or
+//! `voltex up`'s per-run CA) issues certificates; any other answers 503 `no_device_ca`,
+//! and the CA stays offline (`voltex certs issue-device`).
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -147,6 +152,90 @@ pub async fn register_device(
     .await;
     state
         .audit(&ctx, &auth, "device.register", &target, &result)
+        .await;
+    Ok((StatusCode::CREATED, Json(result?)))
+}
+
+/// A device certificate, issued once.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct IssuedDeviceCertificate {
+    /// The device (the certificate's common name).
+    pub device_id: String,
+    /// The client certificate (PEM).
+    pub cert_pem: String,
+    /// Its private key (PKCS#8 PEM): store it on the device; the platform keeps none.
+    pub key_pem: String,
+    /// The CA certificate (PEM) that signed it and the platform's server certificate.
+    pub ca_cert_pem: String,
+    /// SHA-256 of the certificate's DER, hex, as recorded on the device.
+    pub cert_fingerprint_sha256: String,
+}
+
+/// Issues a registered device its QUIC client certificate.
+#[utoipa::path(post, path = "/api/v1/devices/{device_id}/certificate", tag = "fleet",
+    params(("device_id" = String, Path, description = "Device id")),
+    security(("bearer" = [])),
+    responses((status = 201, body = IssuedDeviceCertificate), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 503, body = Problem)))]
+pub async fn issue_certificate(
+    State(state): State<SharedState>,
+    auth: Auth,
+    ctx: Ctx,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<(StatusCode, Json<IssuedDeviceCertificate>), ApiError> {
+    use voltex_dispatch::transport::certs;
+    let mut target = "device:-".to_string();
+    let result: Result<IssuedDeviceCertificate, ApiError> = async {
+        auth.require(&[Role::Operator])?;
+        let Path(device_id) = path?;
+        target = format!("device:{device_id}");
+        let device = voltex_dispatch::DeviceId::new(device_id.clone()).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_device_id",
+                format!("{device_id:?} is not a valid device id"),
+            )
+        })?;
+        let ca = state.device_ca.get().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_device_ca",
+                "this server holds no device CA (set device_ca_dir, or use voltex certs issue-device)",
+            )
+        })?;
+        let db_error = |error: DbError| match error {
+            DbError::NotFound { .. } => {
+                ApiError::not_found(format!("device {device_id} is not registered"))
+            }
+            other if other.is_unavailable() => {
+                ApiError::unavailable(format!("database unavailable: {other}"))
+            }
+            other => ApiError::internal(other),
+        };
+        // Unknown devices get no certificate (and cost no key generation).
+        state
+            .db
+            .get_device(&device_id)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| ApiError::not_found(format!("device {device_id} is not registered")))?;
+        let issued = certs::issue_device(ca, &device).map_err(ApiError::internal)?;
+        let fingerprint = certs::fingerprint_sha256(&issued.cert_pem).map_err(ApiError::internal)?;
+        state
+            .db
+            .set_device_cert_fingerprint(&device_id, &fingerprint)
+            .await
+            .map_err(db_error)?;
+        Ok(IssuedDeviceCertificate {
+            device_id: device_id.clone(),
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+            ca_cert_pem: ca.cert_pem.clone(),
+            cert_fingerprint_sha256: fingerprint,
+        })
+    }
+    .await;
+    state
+        .audit(&ctx, &auth, "device.certificate", &target, &result)
         .await;
     Ok((StatusCode::CREATED, Json(result?)))
 }

@@ -58,6 +58,9 @@ pub struct AppState {
     /// The dispatch orchestrator, once one is attached (`voltex up`); plain
     /// `voltex serve` has none and the schedule endpoints answer 503.
     pub orchestrator: std::sync::OnceLock<Orchestrator<fleet_events::EventingStore<crate::db::Db>>>,
+    /// The CA that signs device certificates, if this server may issue them (see
+    /// `ServerConfig::device_ca_dir`; `voltex up` sets its per-run CA).
+    pub device_ca: std::sync::OnceLock<voltex_dispatch::transport::certs::CaFiles>,
     /// Delivery progress of schedule versions, for the stream (`fleet` messages).
     pub fleet_events: tokio::sync::broadcast::Sender<fleet_events::FleetEvent>,
     /// The shipped alert rules, evaluated over this process's metrics.
@@ -274,7 +277,7 @@ impl RateLimiter {
         account::positions, account::fills, account::order_history, account::audit_log,
         fleet::list_devices, fleet::fleet_status, fleet::get_device, fleet::schedules_of,
         fleet::acks_of, fleet::analytics, schedules::post_schedules, schedules::get_rollout,
-        devices::register_device,
+        devices::register_device, devices::issue_certificate,
         dashboard_api::fleet_summary, dashboard_api::rollouts, dashboard_api::recent_trades,
         dashboard_api::dayahead, dashboard_api::faults, fleet::telemetry_of,
         ops::healthz, ops::readyz, ops::alerts, ml::optimize, ml::list_models,
@@ -363,6 +366,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/dashboard/rollouts", get(dashboard_api::rollouts))
         .route("/api/v1/dashboard/dayahead", get(dashboard_api::dayahead))
         .route("/api/v1/dashboard/faults", get(dashboard_api::faults))
+        .route(
+            "/api/v1/devices/{device_id}/certificate",
+            axum::routing::post(devices::issue_certificate),
+        )
         .route(
             "/api/v1/devices/{device_id}/telemetry",
             get(fleet::telemetry_of),

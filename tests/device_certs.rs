@@ -1,0 +1,246 @@
+//! Device certificates from the API: a server given a device CA (`device_ca_dir`)
+//! issues a registered device its QUIC client certificate over
+//! `POST /api/v1/devices/{id}/certificate`, records the fingerprint on the device,
+//! and that certificate then opens a real mutual-TLS QUIC connection to a platform
+//! endpoint under the same CA, which reads the device id from it. Bad requests get
+//! their problem codes; a server without a CA answers 503; an unreadable CA directory
+//! stops the server at start.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use voltex::server::RunningServer;
+use voltex::server::auth::Role;
+use voltex::server::clock::ManualClock;
+use voltex::server::config::ServerConfig;
+use voltex_dispatch::DeviceId;
+use voltex_dispatch::message::{Heartbeat, Message};
+use voltex_dispatch::transport::certs::{self, CaFiles};
+use voltex_dispatch::transport::{
+    DeviceLink, PlatformLink, QuicDeviceConfig, QuicPlatformConfig, quic_device, quic_platform,
+};
+use voltex_market::UtcNanos;
+
+const SECRET: &str = "device-certs-test-secret-0123456789abcdef";
+/// 2026-01-05 10:00:00 UTC.
+const NOW: UtcNanos = UtcNanos(1_767_607_200_000_000_000);
+/// Hang guard, not a performance expectation.
+const GUARD: Duration = Duration::from_secs(60);
+
+fn config(data_dir: &std::path::Path, device_ca_dir: Option<std::path::PathBuf>) -> ServerConfig {
+    ServerConfig {
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: data_dir.to_path_buf(),
+        database_url: Some(format!(
+            "sqlite://{}?mode=rwc",
+            data_dir.join("certs.db").display()
+        )),
+        jwt_secret: Some(SECRET.into()),
+        intraday_hours_ahead: 2,
+        device_ca_dir,
+        ..ServerConfig::default()
+    }
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = http.post(url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issued_certificate_opens_a_mutual_tls_quic_connection_as_its_device() {
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let ca: CaFiles = certs::init_ca("device-certs test CA").expect("CA");
+    std::fs::write(ca_dir.path().join("ca.pem"), &ca.cert_pem).expect("ca.pem");
+    std::fs::write(ca_dir.path().join("ca.key"), &ca.key_pem).expect("ca.key");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let server = RunningServer::start(
+        config(data_dir.path(), Some(ca_dir.path().to_path_buf())),
+        Arc::new(ManualClock::new(NOW)),
+    )
+    .await
+    .expect("server");
+    let base = format!("http://{}", server.http_addr);
+    let http = reqwest::Client::new();
+    let operator = support::token(SECRET, "olga", Role::Operator, vec![]);
+    let trader = support::token(SECRET, "alice", Role::Trader, vec![1]);
+
+    let (status, body) = post(
+        &http,
+        format!("{base}/api/v1/devices"),
+        &operator,
+        Some(
+            json!({"device_id": "pi-cert-1", "name": "garage", "capacity_wh": 10_000,
+                    "max_charge_w": 5_000, "max_discharge_w": 5_000}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
+    let issue_url = format!("{base}/api/v1/devices/pi-cert-1/certificate");
+    let (status, issued) = post(&http, issue_url.clone(), &operator, None).await;
+    assert_eq!(status, 201, "{issued}");
+    assert_eq!(issued["device_id"], "pi-cert-1");
+    assert_eq!(issued["ca_cert_pem"], ca.cert_pem.as_str());
+    let cert_pem = issued["cert_pem"].as_str().expect("cert").to_string();
+    let key_pem = issued["key_pem"].as_str().expect("key").to_string();
+    let fingerprint = issued["cert_fingerprint_sha256"]
+        .as_str()
+        .expect("fingerprint");
+    assert_eq!(
+        fingerprint,
+        certs::fingerprint_sha256(&cert_pem).expect("fingerprint of the PEM")
+    );
+    let stored = server
+        .state
+        .db
+        .get_device("pi-cert-1")
+        .await
+        .expect("db")
+        .expect("device");
+    assert_eq!(stored.cert_fingerprint_sha256.as_deref(), Some(fingerprint));
+
+    // The certificate works: mutual TLS against a platform endpoint under the CA, the
+    // device id read from the certificate.
+    let server_cert = certs::issue_server(&ca, &["localhost".into()]).expect("server cert");
+    let mut platform = quic_platform(QuicPlatformConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        ca.cert_pem.clone(),
+        server_cert.cert_pem,
+        server_cert.key_pem,
+    ))
+    .await
+    .expect("QUIC platform");
+    let mut device = quic_device(QuicDeviceConfig::new(
+        platform.local_addr().expect("addr"),
+        "localhost",
+        ca.cert_pem.clone(),
+        cert_pem,
+        key_pem,
+    ))
+    .await
+    .expect("QUIC device");
+    let id = DeviceId::new("pi-cert-1").expect("id");
+    assert_eq!(device.device(), &id);
+    let heartbeat = Message::Heartbeat(Heartbeat {
+        device: id.clone(),
+        at: NOW,
+        uptime_s: 1,
+        active: None,
+        outbox_len: 0,
+    });
+    support::guarded("connected", GUARD, async {
+        while !platform.is_connected(&id) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    device.send(&heartbeat).await.expect("send");
+    let received = support::guarded("heartbeat", GUARD, platform.recv())
+        .await
+        .expect("received");
+    assert_eq!(received, (id, heartbeat));
+
+    // A re-issue replaces the recorded certificate.
+    let (status, again) = post(&http, issue_url.clone(), &operator, None).await;
+    assert_eq!(status, 201, "{again}");
+    assert_ne!(
+        again["cert_fingerprint_sha256"],
+        issued["cert_fingerprint_sha256"]
+    );
+
+    // Bad requests.
+    let (status, problem) = post(&http, issue_url.clone(), &trader, None).await;
+    assert_eq!(status, 403, "{problem}");
+    let (status, problem) = post(
+        &http,
+        format!("{base}/api/v1/devices/pi-unknown/certificate"),
+        &operator,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, problem["code"].clone()),
+        (404, json!("not_found")),
+        "{problem}"
+    );
+    let (status, problem) = post(
+        &http,
+        format!("{base}/api/v1/devices/bad%20id/certificate"),
+        &operator,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, problem["code"].clone()),
+        (400, json!("invalid_device_id")),
+        "{problem}"
+    );
+    // Each issue is audited.
+    let audit = server.state.db.list_audit(None, 100).await.expect("audit");
+    let issues = audit
+        .iter()
+        .filter(|entry| entry.action == "device.certificate")
+        .count();
+    assert!(issues >= 5, "{audit:?}");
+    server.stop().await.expect("stop");
+
+    // A server without a CA issues nothing.
+    let plain_dir = tempfile::tempdir().expect("tempdir");
+    let plain = RunningServer::start(
+        config(plain_dir.path(), None),
+        Arc::new(ManualClock::new(NOW)),
+    )
+    .await
+    .expect("server");
+    let (status, problem) = post(
+        &http,
+        format!(
+            "http://{}/api/v1/devices/pi-cert-1/certificate",
+            plain.http_addr
+        ),
+        &operator,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, problem["code"].clone()),
+        (503, json!("no_device_ca")),
+        "{problem}"
+    );
+    plain.stop().await.expect("stop");
+
+    // An unusable CA directory stops the server at start.
+    let broken_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(broken_dir.path().join("ca.pem"), "not a certificate").expect("write");
+    std::fs::write(broken_dir.path().join("ca.key"), "not a key").expect("write");
+    for dir in [
+        broken_dir.path().to_path_buf(),
+        broken_dir.path().join("missing"),
+    ] {
+        let data = tempfile::tempdir().expect("tempdir");
+        let error = RunningServer::start(
+            config(data.path(), Some(dir)),
+            Arc::new(ManualClock::new(NOW)),
+        )
+        .await
+        .expect_err("refused");
+        assert!(
+            matches!(error, voltex::server::ServerError::DeviceCa { .. }),
+            "{error}"
+        );
+    }
+}
