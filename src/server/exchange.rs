@@ -2,9 +2,15 @@
 //! product listing, order ids, a live index of resting orders and L2 depth, and the
 //! fan-out of committed events to WebSocket subscribers and the database projection.
 //!
+//! Async callers reach the sequencer through one bridge thread: it submits every
+//! command waiting (one group for the sequencer's group commit) and hands each reply
+//! to its caller's oneshot, so a request never parks a thread of its own.
+//!
 //! # Guarantees
 //! - An order is acknowledged to the API only after the sequencer journaled and
 //!   committed it ([`Exchange::execute`] returns after the sequencer's `Ack`).
+//! - Bounded: at most [`BRIDGE_QUEUE_LEN_MAX`] commands wait for the bridge; beyond,
+//!   [`Exchange::execute`] refuses with [`ExchangeError::Overloaded`] at once.
 //! - Every committed event reaches the persistence channel exactly once per process,
 //!   in event-seq order; the channel is bounded, so a slow database slows the
 //!   sequencer (back-pressure) instead of losing events. After a restart the journal
@@ -21,11 +27,13 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver as StdReceiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
-use voltex_engine::sequencer::{Sequencer, SequencerConfig, SequencerError};
+use voltex_engine::sequencer::{Sequencer, SequencerClient, SequencerConfig, SequencerError};
 use voltex_engine::state::ShardConfig;
 use voltex_engine::{
     Ack, CommandKind, Engine, EngineCommand, EngineConfig, EngineEvent, EventKind,
@@ -46,6 +54,16 @@ const RECENT_EVENTS_MAX: usize = 1 << 16;
 const BROADCAST_LEN_MAX: usize = 1 << 14;
 /// Bound of the persistence channel, in batches.
 pub const PERSIST_BATCHES_MAX: usize = 1024;
+/// Most commands waiting for the sequencer bridge.
+pub const BRIDGE_QUEUE_LEN_MAX: usize = 16_384;
+/// Most commands the bridge submits before it waits for their replies (well below the
+/// sequencer's queue bound, so submitting never blocks).
+const BRIDGE_GROUP_LEN_MAX: usize = 4_096;
+
+/// Where the bridge sends a command's outcome.
+type BridgeReply = tokio::sync::oneshot::Sender<Result<Ack, SequencerError>>;
+/// A command waiting for the bridge.
+type BridgeRequest = (EngineCommand, BridgeReply);
 
 /// Limits of the server's engine.
 #[derive(Clone, Debug)]
@@ -92,9 +110,9 @@ pub enum ExchangeError {
     /// more than `RECENT_EVENTS_MAX` events were committed while it waited).
     #[error("events of command {0} are no longer in memory")]
     EventsEvicted(u64),
-    /// The blocking task running the call failed.
-    #[error("task failed: {0}")]
-    Join(String),
+    /// Too many commands are waiting for the sequencer: try again later.
+    #[error("the sequencer's queue is full ({BRIDGE_QUEUE_LEN_MAX} commands waiting)")]
+    Overloaded,
 }
 
 /// A listed product, as the API shows it.
@@ -314,6 +332,9 @@ pub struct Executed {
 /// The running trading core. Cheap to share behind an `Arc`.
 pub struct Exchange {
     sequencer: Mutex<Option<Sequencer>>,
+    /// Commands to the bridge thread; taken at shutdown (the thread then ends).
+    bridge: Mutex<Option<SyncSender<BridgeRequest>>>,
+    bridge_thread: Mutex<Option<JoinHandle<()>>>,
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,
     rules: MarketRules,
@@ -392,6 +413,11 @@ impl Exchange {
             }
         });
         let sequencer = Sequencer::spawn(engine, SequencerConfig::default(), sink)?;
+        let (bridge, inbox) = std::sync::mpsc::sync_channel(BRIDGE_QUEUE_LEN_MAX);
+        let client = sequencer.client();
+        let bridge_thread = std::thread::Builder::new()
+            .name("voltex-sequencer-bridge".into())
+            .spawn(move || run_bridge(client, &inbox))?;
         // Microseconds, so ids stay below 2^53 and survive JSON numbers in browsers.
         let start_id = u64::try_from(clock.now().nanos() / 1_000).unwrap_or(0);
         let next_order_id = AtomicU64::new(
@@ -401,6 +427,8 @@ impl Exchange {
         );
         Ok(Exchange {
             sequencer: Mutex::new(Some(sequencer)),
+            bridge: Mutex::new(Some(bridge)),
+            bridge_thread: Mutex::new(Some(bridge_thread)),
             shared,
             clock,
             rules: config.rules.clone(),
@@ -429,16 +457,19 @@ impl Exchange {
     /// # Errors
     /// [`ExchangeError::ShutDown`], [`ExchangeError::Sequencer`] (journal failure).
     pub async fn execute(&self, command: EngineCommand) -> Result<Executed, ExchangeError> {
-        let mut client = lock(&self.sequencer)
+        let bridge = lock(&self.bridge)
             .as_ref()
-            .map(Sequencer::client)
+            .cloned()
             .ok_or(ExchangeError::ShutDown)?;
         let started = super::clock::monotonic();
-        // Each call blocks one pool thread for about one group commit; concurrent
-        // calls share fsyncs.
-        let ack = tokio::task::spawn_blocking(move || client.call(command))
-            .await
-            .map_err(|error| ExchangeError::Join(error.to_string()))??;
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        bridge
+            .try_send((command, reply))
+            .map_err(|error| match error {
+                TrySendError::Full(_) => ExchangeError::Overloaded,
+                TrySendError::Disconnected(_) => ExchangeError::ShutDown,
+            })?;
+        let ack = outcome.await.map_err(|_| ExchangeError::ShutDown)??;
         metrics::histogram!("voltex_sequencer_call_seconds")
             .record(started.elapsed().as_secs_f64());
         let events = self.events_of(&ack)?;
@@ -632,11 +663,40 @@ impl Exchange {
     /// # Errors
     /// The engine's error if it had failed.
     pub fn shutdown(&self) -> Result<(), ExchangeError> {
+        // The bridge ends once its queue is closed and what it holds is answered.
+        drop(lock(&self.bridge).take());
         let sequencer = lock(&self.sequencer).take();
-        if let Some(sequencer) = sequencer {
-            sequencer.shutdown()?;
+        let stopped = sequencer.map_or(Ok(()), |sequencer| sequencer.shutdown().map(drop));
+        if let Some(thread) = lock(&self.bridge_thread).take() {
+            let _ = thread.join();
         }
-        Ok(())
+        stopped.map_err(ExchangeError::from)
+    }
+}
+
+/// The bridge thread: blocks for one command, submits it with every other one waiting
+/// (up to [`BRIDGE_GROUP_LEN_MAX`]), then answers each from the sequencer's replies,
+/// which come in submission order. Ends when the queue is closed.
+fn run_bridge(mut client: SequencerClient, inbox: &StdReceiver<BridgeRequest>) {
+    let mut waiting: VecDeque<BridgeReply> = VecDeque::with_capacity(BRIDGE_GROUP_LEN_MAX);
+    while let Ok(first) = inbox.recv() {
+        let mut next = Some(first);
+        while let Some((command, reply)) = next.take().or_else(|| inbox.try_recv().ok()) {
+            match client.submit(command) {
+                Ok(_) => waiting.push_back(reply),
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            if waiting.len() >= BRIDGE_GROUP_LEN_MAX {
+                break;
+            }
+        }
+        while let Some(reply) = waiting.pop_front() {
+            let result = client.recv_reply().and_then(|answer| answer.result);
+            // A caller that went away (request cancelled) needs no answer.
+            let _ = reply.send(result);
+        }
     }
 }
 

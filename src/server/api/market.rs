@@ -434,7 +434,13 @@ async fn execute_book_command(
         .exchange
         .execute(command)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(|error| match error {
+            // Back-pressure, not a fault: the client may retry.
+            crate::server::exchange::ExchangeError::Overloaded => {
+                ApiError::unavailable(error.to_string())
+            }
+            other => ApiError::internal(other),
+        })?;
     ack_from_events(state, order, &executed)
 }
 
