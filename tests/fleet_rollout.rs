@@ -393,24 +393,41 @@ async fn an_offline_device_is_retried_then_failed_at_the_deadline_and_a_newer_ve
     orchestrator.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_report_holds_the_receipt_back_until_it_is_resent() {
+/// An orchestrator on a [`support::FakeLink`] of `transport`, with version 3 of a
+/// day-long schedule rolled out to `device`: the orchestrator, the uplink to inject
+/// device messages, the downlink the orchestrator sends to, and the roll-out.
+async fn one_device_rollout(
+    transport: TransportKind,
+    device: &DeviceId,
+) -> (
+    Orch,
+    mpsc::Sender<(DeviceId, Message)>,
+    mpsc::Receiver<(DeviceId, Message)>,
+    RolloutId,
+) {
     let (uplink_tx, uplink) = mpsc::channel(16);
-    let (downlink, mut downlink_rx) = mpsc::channel(16);
+    let (downlink, downlink_rx) = mpsc::channel(16);
     let orchestrator = Orchestrator::builder(
         config(5_000),
         MemoryDispatchStore::new(),
         support::signer(),
         clock(),
     )
-    .link(TransportKind::Mqtt, support::FakeLink { uplink, downlink })
+    .link(transport, support::FakeLink { uplink, downlink })
     .start()
     .expect("orchestrator");
-    let device = DeviceId::new("lossy-1").expect("id");
-    orchestrator
-        .roll_out(vec![schedule(&device, 3, SystemClock.now())])
+    let rollout = orchestrator
+        .roll_out(vec![schedule(device, 3, SystemClock.now())])
         .await
         .expect("roll-out");
+    (orchestrator, uplink_tx, downlink_rx, rollout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_report_holds_the_receipt_back_until_it_is_resent() {
+    let device = DeviceId::new("lossy-1").expect("id");
+    let (orchestrator, uplink_tx, mut downlink_rx, _) =
+        one_device_rollout(TransportKind::Mqtt, &device).await;
     let (_, message) = guarded("schedule sent", downlink_rx.recv())
         .await
         .expect("sent");
@@ -465,22 +482,9 @@ async fn a_lost_report_holds_the_receipt_back_until_it_is_resent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_ack_is_recorded_once_and_receipted_again() {
-    let (uplink_tx, uplink) = mpsc::channel(16);
-    let (downlink, mut downlink_rx) = mpsc::channel(16);
-    let orchestrator = Orchestrator::builder(
-        config(5_000),
-        MemoryDispatchStore::new(),
-        support::signer(),
-        clock(),
-    )
-    .link(TransportKind::Quic, support::FakeLink { uplink, downlink })
-    .start()
-    .expect("orchestrator");
     let device = DeviceId::new("dup-1").expect("id");
-    let rollout = orchestrator
-        .roll_out(vec![schedule(&device, 3, SystemClock.now())])
-        .await
-        .expect("roll-out");
+    let (orchestrator, uplink_tx, mut downlink_rx, rollout) =
+        one_device_rollout(TransportKind::Quic, &device).await;
     let (to, message) = guarded("schedule sent", downlink_rx.recv())
         .await
         .expect("sent");
