@@ -96,11 +96,14 @@ export function fleetPage(): Page {
         ),
       );
       telemetryChart?.destroy();
-      telemetryChart = makeChart(telemetryBox, `Telemetry of ${d.device_id} (last 2 h, ${samples.length} samples)`, 'time (local)', 'SoC (kWh) · power (kW, + discharge)', [
+      telemetryChart = makeChart(telemetryBox, `Telemetry of ${d.device_id} (last 2 h, ${samples.length} samples)`, 'time (local)', 'kWh · kW', [
         { label: 'SoC (kWh)', color: '#3b82f6' },
         { label: 'power (kW)', color: '#10b981' },
       ], true);
       telemetryChart.setData([samples.map((x) => nsToS(x.at_ns)), samples.map((x) => x.soc_wh / 1000), samples.map((x) => x.power_w / 1000)]);
+      // The window, not the samples, sets the time axis (one sample would span years).
+      const nowS = Date.now() / 1000;
+      telemetryChart.setScale('x', { min: nowS - TELEMETRY_WINDOW_MS / 1000, max: nowS });
       out.dataset.samples = String(samples.length);
     } catch (error) {
       const message = error instanceof ApiFailure && error.status === 404 ? `no device ${id}` : (error as Error).message;
