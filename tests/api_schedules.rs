@@ -541,8 +541,15 @@ type Socket =
 
 /// The next `n` `fleet` messages on `socket` (other message types are skipped).
 async fn fleet_messages(socket: &mut Socket, n: usize) -> Vec<Value> {
+    fleet_messages_and_others(socket, n).await.0
+}
+
+/// The next `n` `fleet` messages on `socket`, and the types of the other messages
+/// received before them.
+async fn fleet_messages_and_others(socket: &mut Socket, n: usize) -> (Vec<Value>, Vec<String>) {
     use futures_util::StreamExt;
     let mut out = Vec::new();
+    let mut others = Vec::new();
     while out.len() < n {
         let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
             .await
@@ -553,21 +560,20 @@ async fn fleet_messages(socket: &mut Socket, n: usize) -> Vec<Value> {
             let value: Value = serde_json::from_str(&text).expect("json message");
             if value["type"] == "fleet" {
                 out.push(value);
+            } else {
+                others.push(value["type"].as_str().unwrap_or_default().to_string());
             }
         }
     }
-    out
+    (out, others)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_carries_fleet_events_to_operators_and_only_own_ones_to_a_device() {
     let harness = start(true).await;
     let operator = token("olga", Role::Operator);
-    let connect = |token: String| {
-        let url = format!(
-            "ws://{}/api/v1/stream?token={token}",
-            harness.server.http_addr
-        );
+    let connect = |query: String| {
+        let url = format!("ws://{}/api/v1/stream?{query}", harness.server.http_addr);
         async move {
             tokio_tungstenite::connect_async(url)
                 .await
@@ -575,16 +581,41 @@ async fn the_stream_carries_fleet_events_to_operators_and_only_own_ones_to_a_dev
                 .0
         }
     };
-    let mut operator_socket = connect(operator.clone()).await;
-    let mut device_socket = connect(token("bat-2", Role::Device)).await;
-    // Both stream tasks subscribed (the handshake answer can precede the subscription).
+    let mut operator_socket = connect(format!("token={operator}")).await;
+    let mut device_socket = connect(format!("token={}", token("bat-2", Role::Device))).await;
+    let mut fleet_only_socket = connect(format!("market=false&token={operator}")).await;
+    // All stream tasks subscribed (the handshake answer can precede the subscription).
     for _ in 0..200 {
-        if harness.server.state.fleet_events.receiver_count() >= 2 {
+        if harness.server.state.fleet_events.receiver_count() >= 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(harness.server.state.fleet_events.receiver_count() >= 2);
+    assert!(harness.server.state.fleet_events.receiver_count() >= 3);
+
+    // Market data first: an order rests, which the default stream carries as depth.
+    let products: Value = harness
+        .http
+        .get(format!("{}/api/v1/products", harness.base))
+        .send()
+        .await
+        .expect("products")
+        .json()
+        .await
+        .expect("json");
+    let product = products[0]["product_id"]
+        .as_u64()
+        .expect("a listed product");
+    let response = harness
+        .http
+        .post(format!("{}/api/v1/orders", harness.base))
+        .bearer_auth(&operator)
+        .json(&json!({"account": 1, "product": product, "side": "buy",
+                      "price_eur_per_mwh": "40.00", "qty_mw": "1"}))
+        .send()
+        .await
+        .expect("order");
+    assert_eq!(response.status().as_u16(), 201);
 
     // bat-1 first: if a device could see another device's events, bat-2's socket
     // would get bat-1's `issued` before its own.
@@ -597,7 +628,17 @@ async fn the_stream_carries_fleet_events_to_operators_and_only_own_ones_to_a_dev
             .await;
         assert_eq!(status, 202, "{body}");
     }
-    let seen = fleet_messages(&mut operator_socket, 2).await;
+    let (seen, market_before) = fleet_messages_and_others(&mut operator_socket, 2).await;
+    assert!(
+        market_before.iter().any(|kind| kind == "depth"),
+        "the default stream carries market data: {market_before:?}"
+    );
+    let (fleet_only, others) = fleet_messages_and_others(&mut fleet_only_socket, 2).await;
+    assert!(
+        others.is_empty(),
+        "market=false carries no market data: {others:?}"
+    );
+    assert_eq!(fleet_only, seen, "the same fleet events");
     assert_eq!(
         seen.iter()
             .map(|m| (

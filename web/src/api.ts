@@ -73,6 +73,14 @@ export function streamUrl(product: number): string {
   return `${scheme}://${window.location.host}/api/v1/stream?product=${product}${auth}`;
 }
 
+/** The WebSocket URL of the fleet events alone (`market=false`: no market data). */
+export function fleetStreamUrl(): string {
+  const scheme = window.location.protocol === 'https:' ? 'wss' : 'ws';
+  const bearer = token();
+  const auth = bearer ? `&token=${encodeURIComponent(bearer)}` : '';
+  return `${scheme}://${window.location.host}/api/v1/stream?market=false${auth}`;
+}
+
 // Shapes of the API answers the pages read.
 
 export interface FleetCounts {

@@ -4,7 +4,8 @@
 // opens every page in Debian's Chromium through playwright-core (never a downloaded
 // browser), and checks: no console errors on any page, the order-book ladder and
 // the fleet charts change while the platform runs, a device search finds a device,
-// own fills and the day-ahead clearing prices are listed, the P&L shows its
+// a schedule posted through the API shows on the live Dispatch page, own fills and
+// the day-ahead clearing prices are listed, the P&L shows its
 // components once a replayed day is settled, the ML view names the registered model,
 // and the CSV/JSON exports parse. Screenshots go to target/dashboard-screenshots/.
 //
@@ -321,6 +322,32 @@ async function main() {
     await page.waitForSelector('#dispatch-title');
     const rollouts = await eventually(async () => (await page.$$eval('#rollouts tbody tr td', (cells) => cells.length)) > 1, 30_000);
     check(Boolean(rollouts), 'dispatch lists roll-outs per schedule version');
+    // Live: a schedule posted through the API reaches the page over the fleet stream.
+    const dispatchLive = await eventually(async () => (await page.textContent('#dispatch-live'))?.startsWith('live'), 10_000);
+    const postedAt = Date.now();
+    const scheduleResponse = await fetch(`${base}/api/v1/schedules`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({
+        valid_from: new Date(postedAt + 60_000).toISOString(),
+        valid_until: new Date(postedAt + 3_600_000).toISOString(),
+        devices: [{ device_id: 'sim-000003', periods: [{ offset_s: 0, target_w: 1000 }] }],
+      }),
+    });
+    const accepted = await scheduleResponse.json().catch(() => ({}));
+    const postedVersion = String(accepted.schedules?.[0]?.version ?? '');
+    const eventToScreenMs = await page
+      .waitForFunction(
+        (version) => [...document.querySelectorAll('#rollouts tbody tr td:first-child')].some((cell) => cell.textContent === version),
+        postedVersion,
+        { timeout: 15_000 },
+      )
+      .then(() => Date.now() - postedAt)
+      .catch(() => null);
+    check(
+      Boolean(dispatchLive) && scheduleResponse.status === 202 && eventToScreenMs !== null,
+      `a schedule posted through the API shows on the live Dispatch page (version ${postedVersion}, ${eventToScreenMs} ms from the POST)`,
+    );
     await page.screenshot({ path: path.join(shotDir, 'dispatch.png'), fullPage: true });
 
     // P&L with exports.
@@ -408,6 +435,7 @@ async function main() {
       console.log(`first contentful paint ${name.padEnd(9)} ${fcp === null ? 'n/a' : `${fcp.toFixed(0)} ms`}  (page title visible after ${visible} ms)`);
     }
     console.log(`market streaming: ${fps.toFixed(1)} frames/s over ${measureS} s while the page received ${messagesPerS.toFixed(0)} stream messages/s (${ordersPerS.toFixed(0)} orders/s sent; ${renders} ladder renders so far)`);
+    console.log(`dispatch live: schedule POST to its row on screen in ${eventToScreenMs} ms (fleet event over the WebSocket, then a REST refresh)`);
     console.log(`screenshots: ${shotDir}`);
   } finally {
     if (flow) await flow.stop();

@@ -7,6 +7,8 @@
 //! client that falls behind the bounded broadcast gets a `lagged` message and must
 //! resnapshot; it never slows the sequencer.
 //!
+//! `market=false` leaves out market data (fleet events only).
+//!
 //! Fleet events (`type: fleet`: a schedule version issued, received, accepted, started,
 //! completed, rejected, superseded or failed; see `super::fleet_events`) go to operator
 //! and quant tokens for every device and to a device token for its own device only;
@@ -33,6 +35,9 @@ use crate::server::problem::ApiError;
 pub struct StreamQuery {
     /// Only this product (default: all).
     pub product: Option<u32>,
+    /// `false`: no market data at all, only fleet events (the dashboard's Dispatch
+    /// page). Default `true`.
+    pub market: Option<bool>,
     /// Bearer token, for own order events.
     pub token: Option<String>,
 }
@@ -260,12 +265,14 @@ pub async fn stream(
         ),
         None => None,
     };
-    Ok(upgrade.on_upgrade(move |socket| run(socket, state, query.product, claims)))
+    let market = query.market.unwrap_or(true);
+    Ok(upgrade.on_upgrade(move |socket| run(socket, state, market, query.product, claims)))
 }
 
 async fn run(
     mut socket: WebSocket,
     state: SharedState,
+    market: bool,
     product: Option<u32>,
     claims: Option<Claims>,
 ) {
@@ -280,7 +287,7 @@ async fn run(
     let mut out = Vec::new();
     loop {
         tokio::select! {
-            received = events.recv() => {
+            received = events.recv(), if market => {
                 out.clear();
                 match received {
                     Ok(event) => {
