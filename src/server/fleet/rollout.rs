@@ -348,6 +348,7 @@ impl<S: DispatchStore> OrchestratorBuilder<S> {
         let store = Arc::new(self.store);
         let core = Core {
             shared: shared.clone(),
+            store_warnings: WarnThrottle::default(),
             store: store.clone(),
             routes,
             default_transport,
@@ -753,9 +754,46 @@ enum Stored {
     Heartbeat,
 }
 
+/// Shortest time between two warnings of one kind from the core loop.
+const STORE_WARNING_INTERVAL_NS: i64 = 1_000_000_000;
+
+/// Lets a repeated warning through at most once per [`STORE_WARNING_INTERVAL_NS`] and
+/// counts the ones it holds back, so a flood of bad messages cannot flood the log.
+#[derive(Debug)]
+struct WarnThrottle {
+    last_ns: AtomicI64,
+    held_back: AtomicU64,
+}
+
+impl Default for WarnThrottle {
+    fn default() -> WarnThrottle {
+        WarnThrottle {
+            last_ns: AtomicI64::new(i64::MIN),
+            held_back: AtomicU64::new(0),
+        }
+    }
+}
+
+impl WarnThrottle {
+    /// `Some(n held back since the last one)` if a warning may go out at `now`.
+    fn allow(&self, now: UtcNanos) -> Option<u64> {
+        let last = self.last_ns.load(Ordering::Relaxed);
+        if last != i64::MIN && now.nanos().saturating_sub(last) < STORE_WARNING_INTERVAL_NS {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.last_ns.store(now.nanos(), Ordering::Relaxed);
+        Some(self.held_back.swap(0, Ordering::Relaxed))
+    }
+}
+
 /// The core loop. See the module doc.
 struct Core<S> {
     shared: Arc<Shared>,
+    /// Warnings about uplink messages that could not be stored (a device sending for
+    /// an id this platform does not know, say) are let through at most once per
+    /// [`STORE_WARNING_INTERVAL_NS`].
+    store_warnings: WarnThrottle,
     store: Arc<S>,
     routes: Vec<(TransportKind, mpsc::Sender<Outbound>)>,
     default_transport: TransportKind,
@@ -934,7 +972,14 @@ impl<S: DispatchStore> Core<S> {
                 Ok(stored_message) => stored.push((kind, device, stored_message)),
                 Err(error) => {
                     bump(&counters.store_errors);
-                    tracing::warn!(%device, %error, "could not store an uplink message; no receipt");
+                    metrics::counter!("voltex_dispatch_uplink_store_errors_total").increment(1);
+                    if let Some(held_back) = self.store_warnings.allow(now) {
+                        tracing::warn!(
+                            %device, %error, held_back,
+                            "could not store an uplink message; no receipt \
+                             (held_back: like warnings suppressed since the last one)"
+                        );
+                    }
                 }
             }
         }
@@ -1028,4 +1073,22 @@ fn nanos(duration: Duration) -> i64 {
 
 fn until_from(now: UtcNanos, then: UtcNanos) -> Duration {
     Duration::from_nanos(u64::try_from(then.0.saturating_sub(now.0)).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_warning_goes_out_once_per_interval_with_the_count_held_back() {
+        let throttle = WarnThrottle::default();
+        let at = |ms: i64| UtcNanos(1_000_000_000_000 + ms * 1_000_000);
+        assert_eq!(throttle.allow(at(0)), Some(0));
+        assert_eq!(throttle.allow(at(400)), None);
+        assert_eq!(throttle.allow(at(999)), None);
+        assert_eq!(throttle.allow(at(1_000)), Some(2));
+        assert_eq!(throttle.allow(at(1_500)), None);
+        assert_eq!(throttle.allow(at(5_000)), Some(1));
+        assert_eq!(throttle.allow(at(5_001)), None);
+    }
 }
