@@ -18,7 +18,7 @@
 
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
-use voltex_engine::commit::settle::{SettleConfig, SettleError, execute_and_settle};
+use voltex_engine::commit::settle::{SettleConfig, SettleError, energy_mwh, execute_and_settle};
 use voltex_market::battery::BatterySpec;
 
 /// One day of the fleet as committed, before delivery. All per-period slices have the
@@ -80,11 +80,6 @@ fn check_len(what: &'static str, expected: usize, got: usize) -> Result<(), DayA
             got,
         })
     }
-}
-
-/// Energy of `power_w` held for `period_s`, MWh, exact.
-pub fn energy_mwh(power_w: i64, period_s: i64) -> Decimal {
-    Decimal::from(i128::from(power_w) * i128::from(period_s)) / Decimal::from(3_600_000_000_i64)
 }
 
 /// Market cash of a position per period: price × energy, EUR.

@@ -65,7 +65,7 @@ pub enum SettleError {
 }
 
 /// Energy in MWh of `power_w` held for `period_s`, exact.
-fn mwh(power_w: i64, period_s: i64) -> Decimal {
+pub fn energy_mwh(power_w: i64, period_s: i64) -> Decimal {
     Decimal::from(i128::from(power_w) * i128::from(period_s)) / Decimal::from(3_600_000_000_i64)
 }
 
@@ -100,8 +100,8 @@ pub fn execute_and_settle(
         let delivered = spec.feasible_power_w(soc, accepted, period_s);
         soc = super::step(spec, soc, delivered, period_s);
         out.delivered_w.push(delivered);
-        let accepted_mwh = mwh(accepted, period_s);
-        let delivered_mwh = mwh(delivered, period_s);
+        let accepted_mwh = energy_mwh(accepted, period_s);
+        let delivered_mwh = energy_mwh(delivered, period_s);
         let short_mwh = accepted_mwh - delivered_mwh;
         out.market_eur += price * accepted_mwh;
         out.imbalance_eur -= price * short_mwh;
