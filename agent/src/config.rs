@@ -51,7 +51,7 @@ use serde::Deserialize;
 use voltex_dispatch::{DeviceId, Fallback, ScheduleVerifier};
 use voltex_market::battery::BatterySpec;
 
-use crate::acceptance::{AcceptanceConfig, AcceptancePolicy, DeviceLimits};
+use crate::acceptance::{AcceptanceConfig, AcceptancePolicy, DeviceLimits, SignatureCheck};
 use crate::core::CoreConfig;
 use crate::executor::{ExecutorConfig, splitmix64};
 use crate::outbox::OutboxConfig;
@@ -430,7 +430,7 @@ impl AgentConfig {
             acceptance: AcceptanceConfig {
                 device: self.device_id.clone(),
                 limits: self.limits,
-                verifier: self.verifier()?,
+                signature: SignatureCheck::Verify(self.verifier()?),
                 policy: AcceptancePolicy {
                     late_grace_s: timing.late_grace_s,
                     clock_skew_tolerance_s: timing.clock_skew_tolerance_s,

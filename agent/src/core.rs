@@ -33,6 +33,8 @@
 //! - Records beyond [`CoreConfig::records_max`] are only terminal ones (pruned oldest
 //!   first; undecided and live records are never pruned).
 
+use std::sync::Arc;
+
 use voltex_dispatch::message::{AckStatus, FailureReason, HealthFlags, ScheduleRejection};
 use voltex_dispatch::{DeviceId, Heartbeat, Receipt, SignedSchedule};
 use voltex_market::UtcNanos;
@@ -129,7 +131,7 @@ impl AgentCore {
             .max_by_key(|r| r.signed.schedule.version);
         if let Some(record) = newest_accepted {
             if record.status == RecordStatus::Accepted {
-                executor.load(record.key(), &record.signed.schedule, record.started);
+                executor.load(record.key(), Arc::clone(&record.signed), record.started);
             } else {
                 executor.set_fallback(record.signed.schedule.fallback.clone());
             }
@@ -203,7 +205,10 @@ impl AgentCore {
 
     /// Step 1 of the module doc: stores a received schedule with its `Received` ack,
     /// unless its key is already stored (a duplicate: empty batch, no ack).
-    pub fn receive(&mut self, signed: SignedSchedule, now: UtcNanos) -> Received {
+    /// Takes the schedule as an `Arc` too, so that a caller holding one (the simulator)
+    /// shares it instead of copying it.
+    pub fn receive(&mut self, signed: impl Into<Arc<SignedSchedule>>, now: UtcNanos) -> Received {
+        let signed: Arc<SignedSchedule> = signed.into();
         let key = ScheduleKey::of(&signed);
         let mut batch = WriteBatch::default();
         if let Some(idx) = self.records.iter().position(|r| r.key() == key) {
@@ -289,7 +294,7 @@ impl AgentCore {
             match decision.verdict {
                 Verdict::Accept { .. } => {
                     self.executor
-                        .load(key, &self.records[idx].signed.schedule, false);
+                        .load(key, Arc::clone(&self.records[idx].signed), false);
                     decided.accepted.push(key);
                 }
                 Verdict::Reject(_) => decided.rejected.push(key),

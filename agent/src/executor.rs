@@ -36,9 +36,11 @@
 //! - `Started`, `Completed`, `Failed` and `Missed` are reported at most once per loaded
 //!   schedule, and at most one of the last three.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use voltex_dispatch::message::FailureReason;
-use voltex_dispatch::{Fallback, Schedule};
+use voltex_dispatch::{Fallback, SignedSchedule};
 use voltex_market::UtcNanos;
 
 use crate::acceptance::{DeviceLimits, NANOS_PER_S, ScheduleKey};
@@ -133,7 +135,8 @@ pub enum ExecEvent {
 #[derive(Clone, Debug)]
 struct Plan {
     key: ScheduleKey,
-    schedule: Schedule,
+    /// Shared with the agent's stored record (the executor needs only the schedule).
+    signed: Arc<SignedSchedule>,
     start: UtcNanos,
     started: bool,
     finished: bool,
@@ -236,13 +239,14 @@ impl Executor {
     /// Makes `schedule` (accepted, not finished) the one to execute, replacing any other.
     /// `started` says whether `Started` was already reported (after a restart), so it is
     /// not reported again. Its fallback becomes the fallback from now on.
-    pub fn load(&mut self, key: ScheduleKey, schedule: &Schedule, started: bool) {
+    pub fn load(&mut self, key: ScheduleKey, signed: Arc<SignedSchedule>, started: bool) {
+        let schedule = &signed.schedule;
         let delay_s = start_delay_s(self.config.seed, key, schedule.randomize_start_s);
         self.fallback = schedule.fallback.clone();
         self.plan = Some(Plan {
             key,
             start: schedule.valid_from.plus_seconds(i64::from(delay_s)),
-            schedule: schedule.clone(),
+            signed,
             started,
             finished: false,
         });
@@ -370,7 +374,7 @@ impl Executor {
     /// Segment, target and ramp at schedule time `now`; advances the plan's lifecycle.
     fn segment_at(&mut self, now: UtcNanos, events: &mut Vec<ExecEvent>) -> (Segment, i64, u32) {
         if let Some(plan) = self.plan.as_mut().filter(|p| !p.finished) {
-            let schedule = &plan.schedule;
+            let schedule = &plan.signed.schedule;
             if now >= schedule.valid_until {
                 plan.finished = true;
                 events.push(if plan.started {
@@ -417,7 +421,7 @@ impl Executor {
             }
         };
         if let Some(plan) = self.plan.as_ref().filter(|p| !p.finished) {
-            let schedule = &plan.schedule;
+            let schedule = &plan.signed.schedule;
             consider(schedule.valid_from.0);
             consider(plan.start.0);
             consider(schedule.valid_until.0);

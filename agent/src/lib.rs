@@ -28,7 +28,7 @@
 //! virtual time; it does not use [`runtime`].
 //!
 //! ```
-//! use voltex_agent::acceptance::{AcceptanceConfig, AcceptancePolicy, DeviceLimits};
+//! use voltex_agent::acceptance::{AcceptanceConfig, AcceptancePolicy, DeviceLimits, SignatureCheck};
 //! use voltex_agent::core::{AgentCore, CoreConfig};
 //! use voltex_agent::executor::{ExecutorConfig, MonoNanos};
 //! use voltex_agent::outbox::OutboxConfig;
@@ -44,7 +44,7 @@
 //!     acceptance: AcceptanceConfig {
 //!         device: device.clone(),
 //!         limits,
-//!         verifier: signer.verifier(),
+//!         signature: SignatureCheck::Verify(signer.verifier()),
 //!         policy: AcceptancePolicy::default(),
 //!     },
 //!     executor: ExecutorConfig {

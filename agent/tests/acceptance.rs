@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use voltex_agent::acceptance::{AckDraft, Decision, Held, ScheduleKey, Verdict, decide};
+use voltex_agent::acceptance::{
+    AckDraft, Decision, Held, ScheduleKey, SignatureCheck, Verdict, decide,
+};
 use voltex_agent::core::AgentCore;
 use voltex_agent::store::{PersistedState, RecordStatus};
 use voltex_dispatch::SignedSchedule;
@@ -205,6 +207,37 @@ fn acceptance_table_gives_the_expected_verdict_and_acks() {
         );
         assert_eq!(decision.clock_skew_s, None, "case {}", case.name);
     }
+}
+
+#[test]
+fn only_the_simulators_trusted_check_skips_the_signature() {
+    let mut forged = sign(hour_schedule(1, 1));
+    forged.signature[0] ^= 1;
+    let mut unsigned = forged.clone();
+    unsigned.signature.clear();
+    let mut config = core_config().acceptance;
+    assert!(matches!(config.signature, SignatureCheck::Verify(_)));
+    for received in [&forged, &unsigned] {
+        let decision = decide(None, received, at(-60), &config);
+        assert_eq!(
+            decision.verdict,
+            reject(ScheduleRejection::InvalidSignature)
+        );
+    }
+    config.signature = SignatureCheck::TrustedSimulation;
+    for received in [&forged, &unsigned] {
+        let decision = decide(None, received, at(-60), &config);
+        assert_eq!(decision.verdict, Verdict::Accept { supersedes: None });
+    }
+    // Every other check still runs: a schedule for another device is refused.
+    let mut other_device = hour_schedule(1, 1);
+    other_device.device = DeviceId::new("bat-0002").expect("valid");
+    let unsigned_other = SignedSchedule {
+        schedule: other_device,
+        signature: Vec::new(),
+    };
+    let decision = decide(None, &unsigned_other, at(-60), &config);
+    assert_eq!(decision.verdict, reject(ScheduleRejection::WrongDevice));
 }
 
 #[test]

@@ -5,10 +5,14 @@
 mod common;
 
 use common::*;
+use std::sync::Arc;
+
 use proptest::prelude::*;
 use voltex_agent::acceptance::{DeviceLimits, ScheduleKey};
 use voltex_agent::executor::{ExecEvent, Executor, ExecutorConfig, Mode, MonoNanos, start_delay_s};
-use voltex_dispatch::message::{FailureReason, Fallback, Schedule, ScheduleId, SchedulePeriod};
+use voltex_dispatch::message::{
+    FailureReason, Fallback, Schedule, ScheduleId, SchedulePeriod, SignedSchedule,
+};
 use voltex_market::UtcNanos;
 
 fn tick(executor: &mut Executor, s: i64) -> (i64, Mode, Vec<ExecEvent>) {
@@ -17,13 +21,21 @@ fn tick(executor: &mut Executor, s: i64) -> (i64, Mode, Vec<ExecEvent>) {
     (setpoint.target_w, setpoint.mode, events)
 }
 
+/// The executor needs no signature (acceptance checked it before).
+fn unsigned(schedule: &Schedule) -> Arc<SignedSchedule> {
+    Arc::new(SignedSchedule {
+        schedule: schedule.clone(),
+        signature: Vec::new(),
+    })
+}
+
 fn loaded(schedule: &Schedule) -> (Executor, ScheduleKey) {
     let mut executor = Executor::new(executor_config());
     let key = ScheduleKey {
         schedule_id: schedule.schedule_id,
         version: schedule.version,
     };
-    executor.load(key, schedule, false);
+    executor.load(key, unsigned(schedule), false);
     (executor, key)
 }
 
@@ -259,7 +271,7 @@ fn randomised_start_holds_the_previous_setpoint_then_starts_late() {
         default_fallback: Fallback::Hold { target_w: 500 },
         ..config
     });
-    executor.load(k, &schedule, false);
+    executor.load(k, unsigned(&schedule), false);
     assert_eq!(
         tick(&mut executor, -10).0,
         0,
@@ -326,7 +338,7 @@ fn restored_started_schedule_resumes_at_the_current_period_without_a_second_star
         schedule_id: schedule.schedule_id,
         version: 1,
     };
-    executor.load(k, &schedule, true);
+    executor.load(k, unsigned(&schedule), true);
     let (w, mode, events) = tick(&mut executor, 1_850);
     assert_eq!(
         (w, mode),
@@ -391,7 +403,7 @@ proptest! {
             clock_step_tolerance_s: 5,
         });
         let k = ScheduleKey { schedule_id: schedule.schedule_id, version: 1 };
-        executor.load(k, &schedule, false);
+        executor.load(k, unsigned(&schedule), false);
         let mut s = -100;
         let mut events = Vec::new();
         for (advance_s, estop, wall_jitter_s) in steps {

@@ -10,6 +10,8 @@
 //! - `verify(sign(s)) == Ok(())`; changing any field of `s` or any bit of the
 //!   signature makes verification fail (tests in `tests/signing.rs`).
 
+use std::sync::Arc;
+
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use crate::message::{Schedule, SignedSchedule};
@@ -55,7 +57,7 @@ impl ScheduleSigner {
     /// The matching public key, to distribute to agents.
     pub fn verifier(&self) -> ScheduleVerifier {
         ScheduleVerifier {
-            key: self.key.verifying_key(),
+            key: Arc::new(self.key.verifying_key()),
         }
     }
 
@@ -73,9 +75,12 @@ impl ScheduleSigner {
 }
 
 /// The platform's public dispatch key, as held by agents.
+///
+/// Cheap to clone (the expanded key, about 200 bytes, is shared): a simulator holds
+/// one per virtual battery.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScheduleVerifier {
-    key: VerifyingKey,
+    key: Arc<VerifyingKey>,
 }
 
 impl ScheduleVerifier {
@@ -85,7 +90,7 @@ impl ScheduleVerifier {
     /// [`SignatureError::InvalidKey`] if the bytes are not a valid ed25519 point.
     pub fn from_public_bytes(bytes: &[u8; 32]) -> Result<ScheduleVerifier, SignatureError> {
         VerifyingKey::from_bytes(bytes)
-            .map(|key| ScheduleVerifier { key })
+            .map(|key| ScheduleVerifier { key: Arc::new(key) })
             .map_err(|error| SignatureError::InvalidKey(error.to_string()))
     }
 

@@ -21,6 +21,14 @@
 //!   reboot), which the executor documents as sufficient when no ramp and no emergency
 //!   stop are in play (the platform sends `ramp_s = 0`, the simulator never engages the
 //!   stop). Between boundaries the commanded setpoint is read back unchanged.
+//! - **Signatures on a sample.** Devices `0, n, 2n, ...` (`n` =
+//!   `network.verify_signatures_one_in`, default 1) get ed25519-signed schedules and
+//!   verify them; the others get unsigned ones and run with
+//!   [`SignatureCheck::TrustedSimulation`] ([`signature_check`]). Every other
+//!   acceptance check runs for every device.
+//! - **Schedules are shared, not copied.** A device's schedule is one
+//!   `Arc<SignedSchedule>`, held by the platform until acked, the core's record, the
+//!   executor and the store alike (the agent's own types share it the same way).
 //! - **No telemetry samples** are queued: the platform reads delivered energy and the SoC
 //!   sensors from the world directly, so the outbox carries acks only.
 //!
@@ -29,7 +37,7 @@
 //!   reboot (`AgentCore::restore(config, store.state())`) sees every accepted schedule.
 //! - [`schedule_periods`] describes exactly the same setpoint per interval as its input.
 
-use voltex_agent::acceptance::{AcceptanceConfig, AcceptancePolicy, DeviceLimits};
+use voltex_agent::acceptance::{AcceptanceConfig, AcceptancePolicy, DeviceLimits, SignatureCheck};
 use voltex_agent::core::{AgentCore, CoreConfig};
 use voltex_agent::executor::ExecutorConfig;
 use voltex_agent::outbox::OutboxConfig;
@@ -52,8 +60,27 @@ pub fn device_id(index: usize) -> DeviceId {
     DeviceId::new(format!("d{index}")).expect("d<digits> is a valid device id")
 }
 
+/// Whether device `index` gets signed schedules and verifies them: every
+/// `verify_one_in`-th device, starting with device 0.
+pub fn verifies_signatures(index: usize, verify_one_in: u32) -> bool {
+    index % (verify_one_in.max(1) as usize) == 0
+}
+
+/// The signature check of device `index` (see [`verifies_signatures`]).
+pub fn signature_check(
+    index: usize,
+    verify_one_in: u32,
+    verifier: &ScheduleVerifier,
+) -> SignatureCheck {
+    if verifies_signatures(index, verify_one_in) {
+        SignatureCheck::Verify(verifier.clone())
+    } else {
+        SignatureCheck::TrustedSimulation
+    }
+}
+
 /// The agent configuration of device `index` of a group with `spec`.
-pub fn core_config(index: usize, spec: &BatterySpec, verifier: &ScheduleVerifier) -> CoreConfig {
+pub fn core_config(index: usize, spec: &BatterySpec, signature: SignatureCheck) -> CoreConfig {
     let limits = DeviceLimits {
         max_charge_w: spec.max_charge_w,
         max_discharge_w: spec.max_discharge_w,
@@ -62,7 +89,7 @@ pub fn core_config(index: usize, spec: &BatterySpec, verifier: &ScheduleVerifier
         acceptance: AcceptanceConfig {
             device: device_id(index),
             limits,
-            verifier: verifier.clone(),
+            signature,
             policy: AcceptancePolicy::default(),
         },
         executor: ExecutorConfig {
@@ -131,7 +158,7 @@ impl VirtualAgent {
             .state()
             .records
             .iter()
-            .any(|r| r.signed == *signed)
+            .any(|r| *r.signed == *signed)
     }
 }
 

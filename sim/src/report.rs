@@ -1,7 +1,9 @@
 //! `report.html`: one self-contained page (inline SVG, no scripts, no external files)
-//! with the P&L table and line charts of price, committed vs delivered power and fleet
-//! SoC per interval. Long runs are thinned to at most [`POINTS_MAX`] points per chart
-//! (every k-th interval); the CSV keeps every interval.
+//! with the P&L table and charts per interval: price, committed vs delivered fleet
+//! power, the fleet's SoC band (lowest device, fleet mean, highest device), cumulative
+//! profit, and imbalance (delivered − committed energy). Long runs are thinned to at
+//! most [`POINTS_MAX`] points per chart (every k-th interval; the cumulative profit is
+//! sampled, not summed, so its end point is exact); the CSV keeps every interval.
 
 use std::fmt::Write;
 
@@ -28,8 +30,54 @@ fn polyline(values: &[f64], lo: f64, hi: f64, colour: &str) -> String {
     format!("<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1\" points=\"{points}\"/>")
 }
 
+/// A filled band between `lower` and `upper` (same length).
+fn band(lower: &[f64], upper: &[f64], lo: f64, hi: f64, colour: &str) -> String {
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let n = lower.len().max(2) - 1;
+    let point = |i: usize, v: f64| {
+        let x = i as f64 / n as f64 * WIDTH;
+        let y = HEIGHT - (v - lo) / span * HEIGHT;
+        format!("{x:.1},{y:.1} ")
+    };
+    let mut points = String::new();
+    for (i, v) in upper.iter().enumerate() {
+        points.push_str(&point(i, *v));
+    }
+    for (i, v) in lower.iter().enumerate().rev() {
+        points.push_str(&point(i, *v));
+    }
+    format!(
+        "<polygon fill=\"{colour}\" fill-opacity=\"0.25\" stroke=\"none\" points=\"{points}\"/>"
+    )
+}
+
+/// Everything the report draws besides the summary and the rows.
+pub struct Series<'a> {
+    /// Length of an interval, s.
+    pub interval_s: i64,
+    /// Total capacity of the fleet, Wh (for the mean SoC in %).
+    pub fleet_capacity_wh: f64,
+    /// Cumulative profit after each interval, EUR (one per row).
+    pub cumulative_profit_eur: &'a [f64],
+}
+
 fn chart(title: &str, lines: &[(&str, &str, Vec<f64>)]) -> String {
-    let all = lines.iter().flat_map(|(_, _, v)| v.iter().copied());
+    chart_with_band(title, lines, None)
+}
+
+/// A chart of `lines`, optionally over a shaded band `(name, colour, lower, upper)`.
+fn chart_with_band(
+    title: &str,
+    lines: &[(&str, &str, Vec<f64>)],
+    shaded: Option<(&str, &str, &[f64], &[f64])>,
+) -> String {
+    let band_values = shaded
+        .iter()
+        .flat_map(|(_, _, lower, upper)| lower.iter().chain(upper.iter()).copied());
+    let all = lines
+        .iter()
+        .flat_map(|(_, _, v)| v.iter().copied())
+        .chain(band_values);
     let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
     });
@@ -46,10 +94,16 @@ fn chart(title: &str, lines: &[(&str, &str, Vec<f64>)]) -> String {
             "<line x1=\"0\" x2=\"{WIDTH}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#999\"/>"
         );
     }
+    if let Some((_, colour, lower, upper)) = shaded {
+        svg.push_str(&band(lower, upper, lo, hi, colour));
+    }
     for (_, colour, values) in lines {
         svg.push_str(&polyline(values, lo, hi, colour));
     }
     svg.push_str("</svg><p>");
+    if let Some((name, colour, _, _)) = shaded {
+        let _ = write!(svg, "<span style=\"color:{colour}\">▒ {name}</span> ");
+    }
     for (name, colour, _) in lines {
         let _ = write!(svg, "<span style=\"color:{colour}\">■ {name}</span> ");
     }
@@ -58,9 +112,15 @@ fn chart(title: &str, lines: &[(&str, &str, Vec<f64>)]) -> String {
 }
 
 /// The report for a finished run.
-pub fn report_html(summary: &Summary, rows: &[IntervalRow], interval_s: i64) -> String {
+pub fn report_html(summary: &Summary, rows: &[IntervalRow], series: &Series<'_>) -> String {
+    let interval_s = series.interval_s;
     let stride = rows.len().div_ceil(POINTS_MAX).max(1);
-    let thin: Vec<&IntervalRow> = rows.iter().step_by(stride).collect();
+    // Every stride-th interval, and always the last one (where the totals are).
+    let picked: Vec<usize> = (0..rows.len())
+        .step_by(stride)
+        .chain(rows.len().checked_sub(1).filter(|last| last % stride != 0))
+        .collect();
+    let thin: Vec<&IntervalRow> = picked.iter().map(|&k| &rows[k]).collect();
     let price: Vec<f64> = thin
         .iter()
         .map(|r| r.price.to_f64().unwrap_or(0.0))
@@ -70,7 +130,21 @@ pub fn report_html(summary: &Summary, rows: &[IntervalRow], interval_s: i64) -> 
         .iter()
         .map(|r| r.delivered_j as f64 / interval_s.max(1) as f64 / 1e6)
         .collect();
-    let soc: Vec<f64> = thin.iter().map(|r| r.fleet_soc_wh / 1e6).collect();
+    let capacity_wh = series.fleet_capacity_wh.max(1.0);
+    let soc_mean: Vec<f64> = thin
+        .iter()
+        .map(|r| r.fleet_soc_wh / capacity_wh * 100.0)
+        .collect();
+    let soc_min: Vec<f64> = thin.iter().map(|r| r.soc_min_pct).collect();
+    let soc_max: Vec<f64> = thin.iter().map(|r| r.soc_max_pct).collect();
+    let profit: Vec<f64> = picked
+        .iter()
+        .map(|&k| series.cumulative_profit_eur.get(k).copied().unwrap_or(0.0))
+        .collect();
+    let imbalance: Vec<f64> = thin
+        .iter()
+        .map(|r| (r.delivered_j - r.committed_w * interval_s) as f64 / 3.6e9)
+        .collect();
     let p = &summary.pnl;
     let mut html = String::new();
     let _ = write!(
@@ -109,9 +183,23 @@ pub fn report_html(summary: &Summary, rows: &[IntervalRow], interval_s: i64) -> 
             ("delivered", "#d62728", delivered),
         ],
     ));
+    html.push_str(&chart_with_band(
+        "Fleet state of charge (% of capacity)",
+        &[("fleet mean", "#9467bd", soc_mean)],
+        Some((
+            "lowest to highest device",
+            "#9467bd",
+            soc_min.as_slice(),
+            soc_max.as_slice(),
+        )),
+    ));
     html.push_str(&chart(
-        "Fleet state of charge (MWh)",
-        &[("SoC", "#9467bd", soc)],
+        "Cumulative profit (EUR, market + imbalance − wear)",
+        &[("profit", "#ff7f0e", profit)],
+    ));
+    html.push_str(&chart(
+        "Imbalance per interval (MWh, delivered − committed)",
+        &[("imbalance", "#8c564b", imbalance)],
     ));
     let _ = writeln!(
         html,

@@ -7,6 +7,7 @@
 //! compared for bit-identical results by one string.
 
 use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 use voltex_market::series::PriceSeries;
 
@@ -109,7 +110,7 @@ fn csv(rows: &[IntervalRow]) -> String {
     let mut out = String::with_capacity(rows.len() * 96);
     out.push_str(
         "interval_start_utc,price_eur_per_mwh,committed_w,delivered_j,imbalance_j,\
-         throughput_j,fleet_soc_wh,n_fallback,n_down\n",
+         throughput_j,fleet_soc_wh,soc_min_pct,soc_max_pct,n_fallback,n_down\n",
     );
     let interval_s = rows
         .get(1)
@@ -120,12 +121,14 @@ fn csv(rows: &[IntervalRow]) -> String {
             .format("%Y-%m-%dT%H:%M:%SZ");
         let imbalance = row.delivered_j - row.committed_w * interval_s;
         out.push_str(&format!(
-            "{start},{},{},{},{imbalance},{},{:.3},{},{}\n",
+            "{start},{},{},{},{imbalance},{},{:.3},{:.3},{:.3},{},{}\n",
             row.price,
             row.committed_w,
             row.delivered_j,
             row.throughput_j,
             row.fleet_soc_wh,
+            row.soc_min_pct,
+            row.soc_max_pct,
             row.n_fallback,
             row.n_down
         ));
@@ -134,7 +137,8 @@ fn csv(rows: &[IntervalRow]) -> String {
 }
 
 /// What the virtual batteries run, as named in the summary.
-pub const DEVICE_LOGIC: &str = "voltex-agent AgentCore + MemoryStore, ed25519-signed schedules";
+pub const DEVICE_LOGIC: &str =
+    "voltex-agent AgentCore + MemoryStore, ed25519-signed schedules (every device, or a sample)";
 
 /// Runs `scenario` over `series`: every virtual battery runs the real agent core.
 ///
@@ -220,7 +224,24 @@ fn output(scenario: &Scenario, world: &World<'_>) -> SimOutput {
             .as_bytes(),
     );
     summary.result_hash = hasher.finalize().to_hex().to_string();
-    let report_html = crate::report::report_html(&summary, rows, interval_s);
+    // Cumulative profit after each interval, EUR (exact sums; f64 only for drawing).
+    let mut profit_m = 0_i128;
+    let cumulative_profit_eur: Vec<f64> = world
+        .money_by_interval()
+        .map(|(market, imbalance, wear)| {
+            profit_m += market + imbalance - wear;
+            to_eur(profit_m, scale).to_f64().unwrap_or(0.0)
+        })
+        .collect();
+    let report_html = crate::report::report_html(
+        &summary,
+        rows,
+        &crate::report::Series {
+            interval_s,
+            fleet_capacity_wh: world.fleet_capacity_wh(),
+            cumulative_profit_eur: &cumulative_profit_eur,
+        },
+    );
     SimOutput {
         summary,
         intervals_csv,

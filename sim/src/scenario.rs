@@ -210,6 +210,12 @@ pub struct NetworkSpec {
     pub retry_s: Spanned<u32>,
     /// Resends per schedule before the platform gives up.
     pub max_retries: u32,
+    /// Every n-th device (indices 0, n, 2n, ...) gets ed25519-signed schedules and
+    /// verifies them; the others run their agent with
+    /// `SignatureCheck::TrustedSimulation` and get unsigned ones (the simulator's
+    /// schedules never leave the process). Default 1: every device.
+    #[serde(default)]
+    pub verify_signatures_one_in: Option<Spanned<u32>>,
     /// Partitions: a fraction of a group unreachable over a window.
     #[serde(default)]
     pub partitions: Vec<Spanned<WindowSpec>>,
@@ -225,6 +231,7 @@ impl Default for NetworkSpec {
             duplicate: zero(0.0),
             retry_s: Spanned::new(0..0, 60),
             max_retries: 0,
+            verify_signatures_one_in: None,
             partitions: Vec::new(),
         }
     }
@@ -494,6 +501,15 @@ impl Scenario {
         }
         if *net.retry_s.get_ref() == 0 {
             return Err(c.at(net.retry_s.span().start, "retry_s", "must be >= 1"));
+        }
+        if let Some(one_in) = &net.verify_signatures_one_in
+            && *one_in.get_ref() == 0
+        {
+            return Err(c.at(
+                one_in.span().start,
+                "verify_signatures_one_in",
+                "must be >= 1",
+            ));
         }
         for window in &net.partitions {
             let w = window.get_ref();

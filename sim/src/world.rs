@@ -66,7 +66,9 @@ use voltex_market::UtcNanos;
 use voltex_market::battery::BatterySpec;
 use voltex_market::series::PriceSeries;
 
-use crate::agent::{VirtualAgent, core_config, device_id, schedule_periods};
+use crate::agent::{
+    VirtualAgent, core_config, device_id, schedule_periods, signature_check, verifies_signatures,
+};
 use crate::des::{Model, Scheduler};
 use crate::network::{Delivery, Network};
 use crate::scenario::{FaultKind, Scenario, StrategyKind};
@@ -201,6 +203,11 @@ struct Group {
 pub struct Counters {
     /// Events handled by the DES.
     pub n_events: u64,
+    /// Schedules the platform signed with ed25519 (devices that verify; see
+    /// `network.verify_signatures_one_in`).
+    pub schedules_signed: u64,
+    /// Schedules built for devices that do not verify, left unsigned.
+    pub schedules_unsigned: u64,
     /// Schedule messages sent (first sends and resends).
     pub schedules_sent: u64,
     /// Resends.
@@ -313,6 +320,10 @@ pub struct IntervalRow {
     pub throughput_j: i64,
     /// Sum of the true SoC at the end of the interval, Wh.
     pub fleet_soc_wh: f64,
+    /// Lowest true SoC of any device at the end of the interval, % of its capacity.
+    pub soc_min_pct: f64,
+    /// Highest true SoC of any device at the end of the interval, % of its capacity.
+    pub soc_max_pct: f64,
     /// Devices on fallback.
     pub n_fallback: u32,
     /// Devices down.
@@ -328,6 +339,8 @@ const FLAG_FALLBACK: u8 = 1;
 pub struct World<'a> {
     signer: ScheduleSigner,
     verifier: ScheduleVerifier,
+    /// Every n-th device signs and verifies (see [`crate::agent::signature_check`]).
+    verify_one_in: u32,
     series: &'a PriceSeries,
     strategy: StrategyKind,
     history_days: usize,
@@ -556,14 +569,23 @@ impl<'a> World<'a> {
         let mut key_rng = ChaCha8Rng::seed_from_u64(scenario.seed ^ 0xd15b_a7c4);
         let signer = ScheduleSigner::from_seed(&key_rng.random::<[u8; 32]>());
         let verifier = signer.verifier();
+        let verify_one_in = scenario
+            .network
+            .verify_signatures_one_in
+            .as_ref()
+            .map_or(1, |n| *n.get_ref());
         let agents = groups
             .iter()
             .flat_map(|g| (g.first..g.end).map(move |i| (i, g)))
-            .map(|(i, g)| VirtualAgent::boot(core_config(i, &g.spec, &verifier)))
+            .map(|(i, g)| {
+                let signature = signature_check(i, verify_one_in, &verifier);
+                VirtualAgent::boot(core_config(i, &g.spec, signature))
+            })
             .collect();
         Ok(World {
             signer,
             verifier,
+            verify_one_in,
             series,
             strategy,
             history_days,
@@ -602,6 +624,8 @@ impl<'a> World<'a> {
                 .map(|k| IntervalRow {
                     start_ns: t0_ns + k as i64 * interval_s * NS_PER_S,
                     price: series_prices[k / per_hour_series],
+                    soc_min_pct: f64::INFINITY,
+                    soc_max_pct: f64::NEG_INFINITY,
                     ..IntervalRow::default()
                 })
                 .collect(),
@@ -897,16 +921,28 @@ impl<'a> World<'a> {
         };
         let (first, end) = (self.groups[g].first, self.groups[g].end);
         let signer = &self.signer;
+        let verify_one_in = self.verify_one_in;
         let sign = |device: usize| {
             let mut schedule = template.clone();
             schedule.device = device_id(device);
             schedule.schedule_id = ScheduleId(device as u128 + 1);
+            if !verifies_signatures(device, verify_one_in) {
+                return Some(Arc::new(SignedSchedule {
+                    schedule,
+                    signature: Vec::new(),
+                }));
+            }
             // A schedule built from checked scenario values always encodes.
             signer.sign(schedule).ok().map(Arc::new)
         };
         let pending = &mut self.pending[first..end];
         let mid = pending.len() / 2;
         let (a, b) = pending.split_at_mut(mid);
+        let n_signed = (first..end)
+            .filter(|&device| verifies_signatures(device, verify_one_in))
+            .count() as u64;
+        self.counters.schedules_signed += n_signed;
+        self.counters.schedules_unsigned += (end - first) as u64 - n_signed;
         // Signatures are deterministic: two threads give the same bytes as one.
         std::thread::scope(|scope| {
             scope.spawn(|| {
@@ -998,7 +1034,12 @@ impl<'a> World<'a> {
 
     /// A schedule reaches `device`: the agent core stores and decides it, then the
     /// device sends its unreceipted acks.
-    fn deliver(&mut self, sched: &mut Scheduler<Event>, device: usize, signed: &SignedSchedule) {
+    fn deliver(
+        &mut self,
+        sched: &mut Scheduler<Event>,
+        device: usize,
+        signed: Arc<SignedSchedule>,
+    ) {
         let now = sched.now_ns();
         if self.is_down(device, now) {
             self.counters.schedules_to_down_device += 1;
@@ -1009,7 +1050,7 @@ impl<'a> World<'a> {
         let Some(core) = agent.core_mut() else {
             return;
         };
-        let received = core.receive(signed.clone(), t_dev);
+        let received = core.receive(signed, t_dev);
         let decided = core.decide_pending(t_dev);
         if received.duplicate {
             self.counters.schedules_duplicate += 1;
@@ -1180,6 +1221,7 @@ impl<'a> World<'a> {
         let mut delivered_j: i64 = 0;
         let mut throughput_j: i64 = 0;
         let mut soc_sum = 0.0;
+        let (mut soc_lo_wh, mut soc_hi_wh) = (f64::INFINITY, f64::NEG_INFINITY);
         let (mut n_fallback, mut n_down) = (0_u32, 0_u32);
         for i in first..end {
             let bits = self.mask[i] & active;
@@ -1187,7 +1229,9 @@ impl<'a> World<'a> {
                 // Down: no power; standing loss still applies.
                 n_down += 1;
                 self.apply(&spec, i, 0, dt);
-                soc_sum += self.soc_wh[i];
+                let soc = self.soc_wh[i];
+                soc_sum += soc;
+                (soc_lo_wh, soc_hi_wh) = (soc_lo_wh.min(soc), soc_hi_wh.max(soc));
                 continue;
             }
             let stuck = match self.effect(bits, |e| matches!(e, Effect::Stuck(_))) {
@@ -1241,12 +1285,17 @@ impl<'a> World<'a> {
             if stuck.is_some() {
                 self.counters.device_intervals_stuck += 1;
             }
-            soc_sum += self.soc_wh[i];
+            let soc = self.soc_wh[i];
+            soc_sum += soc;
+            (soc_lo_wh, soc_hi_wh) = (soc_lo_wh.min(soc), soc_hi_wh.max(soc));
         }
+        let pct = 100.0 / spec.capacity_wh as f64;
         let row = &mut self.rows[k];
         row.delivered_j += delivered_j;
         row.throughput_j += throughput_j;
         row.fleet_soc_wh += soc_sum;
+        row.soc_min_pct = row.soc_min_pct.min(soc_lo_wh * pct);
+        row.soc_max_pct = row.soc_max_pct.max(soc_hi_wh * pct);
         row.n_fallback += n_fallback;
         row.n_down += n_down;
         row.wear_m += i128::from(throughput_j) * self.groups[g].wear_m;
@@ -1298,7 +1347,8 @@ impl<'a> World<'a> {
                 continue;
             }
             let g = self.group_of(i);
-            let config = core_config(i, &self.groups[g].spec, &self.verifier);
+            let signature = signature_check(i, self.verify_one_in, &self.verifier);
+            let config = core_config(i, &self.groups[g].spec, signature);
             let t_dev = UtcNanos(self.device_clock(i, now));
             let agent = &mut self.agents[i];
             agent.restore(config);
@@ -1314,16 +1364,32 @@ impl<'a> World<'a> {
 
     /// Settlement of the whole run: (market, imbalance, wear) in money units.
     pub fn money(&self) -> (i128, i128, i128) {
-        let (mut market, mut imbalance, mut wear) = (0_i128, 0_i128, 0_i128);
-        for (k, row) in self.rows.iter().enumerate() {
+        self.money_by_interval()
+            .fold((0, 0, 0), |(m, i, w), (dm, di, dw)| {
+                (m + dm, i + di, w + dw)
+            })
+    }
+
+    /// [`World::money`] of each interval, in order.
+    pub fn money_by_interval(&self) -> impl Iterator<Item = (i128, i128, i128)> + '_ {
+        self.rows.iter().enumerate().map(|(k, row)| {
             let price = self.prices_m[k];
             let committed_j = i128::from(row.committed_w) * i128::from(self.interval_s);
             let diff_j = i128::from(row.delivered_j) - committed_j;
-            market += committed_j * price;
-            imbalance += diff_j * price - diff_j.abs() * self.penalty_m;
-            wear += row.wear_m;
-        }
-        (market, imbalance, wear)
+            (
+                committed_j * price,
+                diff_j * price - diff_j.abs() * self.penalty_m,
+                row.wear_m,
+            )
+        })
+    }
+
+    /// Total capacity of the fleet, Wh.
+    pub fn fleet_capacity_wh(&self) -> f64 {
+        self.groups
+            .iter()
+            .map(|g| g.spec.capacity_wh as f64 * (g.end - g.first) as f64)
+            .sum()
     }
 }
 
@@ -1345,7 +1411,7 @@ impl Model for World<'_> {
                 day,
                 attempt,
             } => self.send(sched, group, day, attempt),
-            Event::Deliver { device, signed } => self.deliver(sched, device as usize, &signed),
+            Event::Deliver { device, signed } => self.deliver(sched, device as usize, signed),
             Event::AckArrive { device, ack } => self.ack_arrive(sched, device as usize, &ack),
             Event::ReceiptArrive {
                 device,

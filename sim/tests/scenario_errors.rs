@@ -103,6 +103,23 @@ fn bad_values_are_reported_at_their_line_with_the_field() {
 }
 
 #[test]
+fn a_zero_signature_sample_is_refused_at_its_line() {
+    let network = "\n[network]\nlatency_ms_median = 1.0\nlatency_ms_p99 = 1.0\nloss = 0.0\n\
+                   duplicate = 0.0\nretry_s = 60\nmax_retries = 1\n";
+    let good = format!("{GOOD}{network}verify_signatures_one_in = 100\n");
+    let scenario = parse(&good).expect("1 in 100 is fine");
+    let one_in = scenario
+        .network
+        .verify_signatures_one_in
+        .map(|n| *n.get_ref());
+    assert_eq!(one_in, Some(100));
+    let bad = format!("{GOOD}{network}verify_signatures_one_in = 0\n");
+    let err = parse(&bad).unwrap_err();
+    assert_eq!(err.field(), Some("verify_signatures_one_in"), "{err}");
+    assert_eq!(err.line(), bad.lines().count(), "{err}");
+}
+
+#[test]
 fn fault_kind_specific_fields_are_required() {
     let text = format!(
         "{GOOD}\n[[faults]]\nkind = \"stuck\"\ngroup = \"a\"\nfraction = 0.5\n\

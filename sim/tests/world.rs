@@ -304,15 +304,67 @@ fn same_seed_gives_identical_results_and_another_seed_does_not() {
 }
 
 #[test]
+fn a_signature_sample_signs_and_verifies_only_its_devices_and_changes_no_result() {
+    let all = go(&scenario(4, 1, ""), 1);
+    let sampled = go(
+        &scenario(
+            4,
+            1,
+            "[network]\nlatency_ms_median = 1.0\nlatency_ms_p99 = 1.0\n\
+                          loss = 0.0\nduplicate = 0.0\nretry_s = 60\nmax_retries = 0\n\
+                          verify_signatures_one_in = 2\n",
+        ),
+        1,
+    );
+    let (a, s) = (&all.summary.counters, &sampled.summary.counters);
+    assert_eq!((a.schedules_signed, a.schedules_unsigned), (4, 0));
+    assert_eq!(
+        (s.schedules_signed, s.schedules_unsigned),
+        (2, 2),
+        "devices 0 and 2"
+    );
+    assert_eq!(
+        s.schedules_accepted, 4,
+        "unsigned ones pass the trusted check"
+    );
+    assert_eq!(s.ack_status.rejected_invalid_signature, 0);
+    assert_eq!(all.summary.pnl, sampled.summary.pnl);
+    assert_eq!(all.intervals_csv, sampled.intervals_csv);
+}
+
+#[test]
 fn report_is_self_contained_and_shows_the_pnl() {
     let out = go(&scenario(2, 1, ""), 1);
     let html = &out.report_html;
     assert!(html.contains("<b>212.00 EUR</b>"), "{html}");
     assert_eq!(
         html.matches("<polyline").count(),
-        4,
-        "price, committed, delivered, SoC"
+        6,
+        "price, committed, delivered, mean SoC, cumulative profit, imbalance"
     );
+    assert_eq!(html.matches("<polygon").count(), 1, "the SoC band");
+    let profit_chart = html
+        .split("<h2>Cumulative profit")
+        .nth(1)
+        .expect("a cumulative profit chart");
+    assert!(
+        profit_chart.contains("max 212.00"),
+        "the curve ends at the profit: {profit_chart}"
+    );
+    // Both devices are identical: the band is a line, from empty to full and back.
+    let soc_pct: Vec<(f64, f64)> = out
+        .intervals_csv
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let cols: Vec<&str> = line.split(',').collect();
+            (cols[7].parse().expect("min"), cols[8].parse().expect("max"))
+        })
+        .collect();
+    assert!(soc_pct.iter().all(|(lo, hi)| lo == hi));
+    assert_eq!(soc_pct[0], (0.0, 0.0));
+    assert_eq!(soc_pct[3], (100.0, 100.0), "charged in hour 3");
+    assert_eq!(soc_pct[18], (0.0, 0.0), "discharged in hour 18");
     assert!(
         !html.contains("<script") && !html.contains("src="),
         "no external resources"

@@ -18,6 +18,7 @@ pub mod memory;
 pub mod sqlite;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use voltex_dispatch::SignedSchedule;
@@ -75,8 +76,9 @@ pub struct ScheduleRecord {
     pub arrival: u64,
     /// When it was received, on the agent's clock.
     pub received_at: UtcNanos,
-    /// The schedule as received.
-    pub signed: SignedSchedule,
+    /// The schedule as received, shared with the core's copy of the record and the
+    /// executor (one allocation per received schedule, however many holders).
+    pub signed: Arc<SignedSchedule>,
     /// Where it stands.
     pub status: RecordStatus,
     /// Whether its first period started (`Started` was acked).

@@ -2,7 +2,9 @@
 //! schedule builders on a fixed time origin.
 #![allow(dead_code)]
 
-use voltex_agent::acceptance::{AcceptanceConfig, AcceptancePolicy, DeviceLimits, ScheduleKey};
+use voltex_agent::acceptance::{
+    AcceptanceConfig, AcceptancePolicy, DeviceLimits, ScheduleKey, SignatureCheck,
+};
 use voltex_agent::core::CoreConfig;
 use voltex_agent::executor::{ExecutorConfig, MonoNanos};
 use voltex_agent::outbox::OutboxConfig;
@@ -43,7 +45,7 @@ pub fn core_config() -> CoreConfig {
         acceptance: AcceptanceConfig {
             device: device(),
             limits: limits(),
-            verifier: signer().verifier(),
+            signature: SignatureCheck::Verify(signer().verifier()),
             policy: AcceptancePolicy {
                 late_grace_s: 60,
                 clock_skew_tolerance_s: 5,

@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use voltex_agent::acceptance::{AcceptanceConfig, AcceptancePolicy, DeviceLimits};
+use voltex_agent::acceptance::{AcceptanceConfig, AcceptancePolicy, DeviceLimits, SignatureCheck};
 use voltex_agent::core::CoreConfig;
 use voltex_agent::driver::DriverError;
 use voltex_agent::driver::sim::SimulatedBattery;
@@ -429,7 +429,7 @@ async fn start_agent<L: AgentLink + Send + 'static>(
         acceptance: AcceptanceConfig {
             device: device.clone(),
             limits: config.limits,
-            verifier: config.verifier.clone(),
+            signature: SignatureCheck::Verify(config.verifier.clone()),
             policy: AcceptancePolicy::default(),
         },
         executor: ExecutorConfig {
