@@ -36,6 +36,7 @@
 
 pub mod codec;
 pub mod message;
+pub mod receipt;
 pub mod signing;
 pub mod topics;
 pub mod transport;

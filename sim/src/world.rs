@@ -15,14 +15,18 @@
 //! version = day + 1) valid from the planning moment to the end of day `d`: the rest
 //! of the day in progress (as already planned) followed by day `d`, so the new version
 //! supersedes the old one without a gap. The platform signs it with its ed25519 key
-//! ([`ScheduleSigner`], both cores in parallel, deterministic) and sends it through the
+//! ([`ScheduleSigner`], both cores in parallel, deterministic; only every
+//! `verify_signatures_one_in`-th device's, see [`crate::agent`]) and sends it through the
 //! virtual network, resending to devices that have not acknowledged it every
 //! `retry_s`, up to `max_retries` times. Devices run the real agent core
 //! ([`crate::agent`]): `receive` + `decide_pending` on delivery, then they send their
-//! outbox (real [`Ack`] messages) back through the network; the platform stores acks in
-//! outbox-sequence order (go-back-N: an ack after a gap is dropped and comes again with
-//! the next flush), counts their statuses and answers with a [`Receipt`]. A device
-//! re-sends every unreceipted ack whenever a schedule reaches it and after a reboot.
+//! outbox (real [`Ack`] messages) back through the network; the platform stores each
+//! ack once (by outbox sequence number), counts their statuses and answers with a [`Receipt`] over the contiguous stored
+//! prefix of the device's outbox sequence numbers — the platform tracker's own
+//! [`ReceiptWindow`], so an ack after a gap is stored and the receipt waits for the
+//! gap to fill. A device re-sends every unreceipted ack whenever a schedule reaches it,
+//! after a reboot, and when its re-send timer (the runtime's `resend_after`, 60 s)
+//! finds reports still unreceipted.
 //!
 //! Each battery group steps as **one cohort event per interval boundary**: the event
 //! walks the group's contiguous struct-of-arrays state (SoC, fault mask, energy
@@ -55,6 +59,7 @@ use rust_decimal::Decimal;
 use voltex_agent::executor::{Mode, MonoNanos};
 use voltex_agent::outbox::next_messages;
 use voltex_dispatch::message::{AckStatus, ScheduleRejection};
+use voltex_dispatch::receipt::ReceiptWindow;
 use voltex_dispatch::{
     Ack, Fallback, Message, Receipt, Schedule, ScheduleId, ScheduleSigner, ScheduleVerifier,
     SignedSchedule,
@@ -154,6 +159,11 @@ pub enum Event {
         /// Highest outbox sequence number the platform has stored.
         through_seq: u64,
     },
+    /// A device's agent checks whether what it sent `RESEND_AFTER_NS` ago is receipted.
+    ResendCheck {
+        /// Device index.
+        device: u32,
+    },
     /// Cohort step: every device of `group` executes interval `interval`.
     Step {
         /// Group index.
@@ -210,6 +220,11 @@ pub struct Counters {
     pub schedules_unsigned: u64,
     /// Schedule messages sent (first sends and resends).
     pub schedules_sent: u64,
+    /// Times an agent re-sent its unreceipted outbox after `resend_after` (60 s).
+    pub agent_resends: u64,
+    /// Outbox sequence numbers the platform gave up waiting for (a hole open longer
+    /// than the tracker's `receipt_hole_wait`); their acks are not stored.
+    pub ack_seqs_given_up: u64,
     /// Resends.
     pub schedules_resent: u64,
     /// Messages lost by the network (loss probability).
@@ -232,7 +247,8 @@ pub struct Counters {
     pub acks_received: u64,
     /// Acks that arrived again after being stored (re-sends, duplicates).
     pub acks_repeated: u64,
-    /// Acks dropped by the platform because an earlier one was missing (go-back-N).
+    /// Acks stored above a hole (an earlier one missing); the receipt waits for the
+    /// hole to fill, as the platform tracker's receipt window does.
     pub acks_out_of_order: u64,
     /// Stored acks by status, as the devices reported them.
     pub ack_status: AckCounts,
@@ -334,6 +350,18 @@ pub struct IntervalRow {
 
 /// Per-device flags of the simulator (not agent state).
 const FLAG_FALLBACK: u8 = 1;
+/// A [`Event::ResendCheck`] is queued for the device.
+const FLAG_RESEND_DUE: u8 = 2;
+
+/// The agent runtime's `resend_after`: with reports still unreceipted this long after
+/// it sent them, the agent sends its whole outbox again.
+const RESEND_AFTER_NS: i64 = 60 * NS_PER_S;
+/// The platform tracker's default `receipt_hole_wait`: a hole in a device's outbox
+/// sequence numbers open this long is skipped (longer than the agents' re-send).
+const RECEIPT_HOLE_WAIT: std::time::Duration = std::time::Duration::from_secs(150);
+/// Most sequence numbers the platform remembers above a hole, per device (as the
+/// tracker).
+const RECEIPT_ABOVE_MAX: usize = 4_096;
 
 /// The simulated world; see the [module docs](self).
 pub struct World<'a> {
@@ -375,8 +403,8 @@ pub struct World<'a> {
     // Platform.
     /// Per device: the newest version any ack was received for (resends stop).
     acked: Vec<u32>,
-    /// Per device: highest outbox seq stored in order.
-    stored_through: Vec<u64>,
+    /// Per device: which outbox seqs are stored, as the platform tracker keeps it.
+    receipts: Vec<ReceiptWindow>,
     /// Per device: the schedule being sent until acknowledged.
     pending: Vec<Option<Arc<SignedSchedule>>>,
     messages: Vec<(Message, u64)>,
@@ -615,7 +643,7 @@ impl<'a> World<'a> {
             grid_out_wh: vec![0.0; n_devices],
             loss_wh: vec![0.0; n_devices],
             acked: vec![0; n_devices],
-            stored_through: vec![0; n_devices],
+            receipts: vec![ReceiptWindow::starting_after(0); n_devices],
             pending: vec![None; n_devices],
             messages: Vec::new(),
             schedules: vec![vec![Vec::new(); n_days as usize]; n_groups],
@@ -1065,7 +1093,27 @@ impl<'a> World<'a> {
         self.flush(sched, device);
     }
 
-    /// Sends `device`'s unsent outbox entries (real [`Ack`] messages) to the platform.
+    /// The agent's re-send timer: reports still unreceipted `RESEND_AFTER_NS` after
+    /// they were sent go out again, all of them (as the runtime does when no receipt
+    /// advanced for `resend_after`).
+    fn resend_check(&mut self, sched: &mut Scheduler<Event>, device: usize) {
+        self.flags[device] &= !FLAG_RESEND_DUE;
+        if self.is_down(device, sched.now_ns()) {
+            return; // The reboot's restore flushes again.
+        }
+        let Some(core) = self.agents[device].core_mut() else {
+            return;
+        };
+        if core.outbox().is_empty() {
+            return;
+        }
+        core.outbox_mut().reconnected();
+        self.counters.agent_resends += 1;
+        self.flush(sched, device);
+    }
+
+    /// Sends `device`'s unsent outbox entries (real [`Ack`] messages) to the platform,
+    /// and arms the agent's re-send timer.
     fn flush(&mut self, sched: &mut Scheduler<Event>, device: usize) {
         let now = sched.now_ns();
         let mut messages = std::mem::take(&mut self.messages);
@@ -1076,6 +1124,15 @@ impl<'a> World<'a> {
             if let Some(&(_, last)) = messages.last() {
                 core.outbox_mut().mark_sent(last);
             }
+        }
+        if !messages.is_empty() && self.flags[device] & FLAG_RESEND_DUE == 0 {
+            self.flags[device] |= FLAG_RESEND_DUE;
+            sched.schedule_in(
+                RESEND_AFTER_NS,
+                Event::ResendCheck {
+                    device: device as u32,
+                },
+            );
         }
         let partitioned = !messages.is_empty() && self.is_partitioned(device, now);
         for (message, _) in messages.drain(..) {
@@ -1130,18 +1187,24 @@ impl<'a> World<'a> {
                 self.pending[device] = None;
             }
         }
-        let through = &mut self.stored_through[device];
-        if ack.outbox_seq == *through + 1 {
-            *through = ack.outbox_seq;
-            self.counters.acks_received += 1;
-            self.counters.ack_status.count(ack.status);
-        } else if ack.outbox_seq <= *through {
+        let window = &mut self.receipts[device];
+        if window.contains(ack.outbox_seq) {
             self.counters.acks_repeated += 1;
         } else {
-            self.counters.acks_out_of_order += 1;
-            return;
+            if window.through().is_some_and(|t| ack.outbox_seq > t + 1) {
+                self.counters.acks_out_of_order += 1;
+            }
+            self.counters.acks_received += 1;
+            self.counters.ack_status.count(ack.status);
         }
-        let through_seq = *through;
+        let receipted = window.stored(
+            UtcNanos(now),
+            &[ack.outbox_seq],
+            RECEIPT_HOLE_WAIT,
+            RECEIPT_ABOVE_MAX,
+        );
+        self.counters.ack_seqs_given_up += receipted.n_skipped;
+        let through_seq = receipted.through_seq;
         self.counters.receipts_sent += 1;
         if self.is_partitioned(device, now) {
             self.counters.messages_partitioned += 1;
@@ -1417,6 +1480,7 @@ impl Model for World<'_> {
                 device,
                 through_seq,
             } => self.receipt_arrive(device as usize, through_seq, sched.now_ns()),
+            Event::ResendCheck { device } => self.resend_check(sched, device as usize),
             Event::Step { group, interval } => self.step(sched, group as usize, interval as usize),
             Event::Reboot { window, start } => self.reboot(sched, window as usize, start),
         }

@@ -304,6 +304,34 @@ fn same_seed_gives_identical_results_and_another_seed_does_not() {
 }
 
 #[test]
+fn acks_lost_or_reordered_on_the_way_are_all_stored_in_the_end() {
+    let lossy = "[network]\nlatency_ms_median = 100.0\nlatency_ms_p99 = 3000.0\nloss = 0.05\n\
+                 duplicate = 0.01\nretry_s = 60\nmax_retries = 30\n";
+    let out = go(&scenario(60, 3, lossy), 3);
+    let c = &out.summary.counters;
+    assert!(c.messages_lost > 0, "the network loses messages");
+    assert!(c.acks_out_of_order > 0, "jitter reorders acks: {c:?}");
+    assert!(
+        c.agent_resends > 0,
+        "lost acks are re-sent by the agents' timer"
+    );
+    assert_eq!(c.ack_seqs_given_up, 0, "every hole filled in time");
+    let decided = c.schedules_accepted + c.schedules_rejected;
+    assert_eq!(decided, 180, "60 devices × 3 days");
+    assert_eq!(
+        c.ack_status.received, decided,
+        "one Received ack per schedule"
+    );
+    assert_eq!(c.ack_status.accepted, c.schedules_accepted);
+    assert!(
+        c.acks_sent < 4 * c.acks_received,
+        "no re-send storm: {} sent for {} stored",
+        c.acks_sent,
+        c.acks_received
+    );
+}
+
+#[test]
 fn a_signature_sample_signs_and_verifies_only_its_devices_and_changes_no_result() {
     let all = go(&scenario(4, 1, ""), 1);
     let sampled = go(

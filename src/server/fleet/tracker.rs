@@ -69,7 +69,7 @@
 //!   [`TrackerConfig::rollouts_max`] roll-outs (oldest dropped).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +77,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use voltex_dispatch::message::{AckStatus, FailureReason, ScheduleRejection};
+use voltex_dispatch::receipt::ReceiptWindow;
+pub use voltex_dispatch::receipt::Receipted;
 use voltex_dispatch::{Ack, DeviceId, Schedule, SignedSchedule};
 use voltex_market::UtcNanos;
 
@@ -499,74 +501,6 @@ struct Device {
     versions: BTreeMap<u64, Version>,
     n_succeeded: u64,
     n_failed: u64,
-}
-
-/// Which outbox sequence numbers of one device are stored: all through `through`, and
-/// `above` (beyond a hole), waited for since `hole_since`.
-#[derive(Clone, Debug, Default)]
-struct ReceiptWindow {
-    /// `None` until the first report since start (or restore).
-    through: Option<u64>,
-    above: BTreeSet<u64>,
-    hole_since: Option<UtcNanos>,
-}
-
-impl ReceiptWindow {
-    /// Notes `seqs` as stored at `now`; returns the receipt and how many sequence
-    /// numbers a skipped hole left out.
-    fn stored(
-        &mut self,
-        now: UtcNanos,
-        seqs: &[u64],
-        hole_wait: Duration,
-        above_max: usize,
-    ) -> Receipted {
-        let mut through = match self.through {
-            Some(through) => through,
-            None => seqs.iter().min().map_or(0, |min| min.saturating_sub(1)),
-        };
-        for &seq in seqs {
-            if seq > through {
-                self.above.insert(seq);
-            }
-        }
-        let mut n_skipped = 0;
-        loop {
-            while self.above.first() == Some(&(through + 1)) {
-                self.above.pop_first();
-                through += 1;
-            }
-            let Some(&next) = self.above.first() else {
-                self.hole_since = None;
-                break;
-            };
-            let since = *self.hole_since.get_or_insert(now);
-            let waited = now.nanos().saturating_sub(since.nanos());
-            let overdue = waited >= i64::try_from(hole_wait.as_nanos()).unwrap_or(i64::MAX);
-            if !overdue && self.above.len() <= above_max {
-                break;
-            }
-            // Skip the hole below `next`; a further hole waits afresh.
-            n_skipped += next - through - 1;
-            through = next - 1;
-            self.hole_since = Some(now);
-        }
-        self.through = Some(through);
-        Receipted {
-            through_seq: through,
-            n_skipped,
-        }
-    }
-}
-
-/// A receipt to send after an uplink message was stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Receipted {
-    /// Everything up to this outbox sequence number is stored.
-    pub through_seq: u64,
-    /// Sequence numbers given up on: a hole that stayed open past
-    /// [`TrackerConfig::receipt_hole_wait`] (or too many numbers above it).
-    pub n_skipped: u64,
 }
 
 #[derive(Clone, Debug)]
