@@ -43,12 +43,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use voltex_market::auction::{CurveKind, CurvePoint};
 use voltex_market::book::{BookCommand, BookConfig, BookEvent, BookSnapshot, OrderBook, Phase};
 use voltex_market::time::NANOS_PER_SECOND;
-use voltex_market::{DeliveryPeriod, MarketRules, ProductId, UtcNanos};
-
-use voltex_market::auction::{CurveKind, CurvePoint};
-use voltex_market::{AccountId, Side};
+use voltex_market::{AccountId, DeliveryPeriod, MarketRules, ProductId, Side, UtcNanos};
 
 use crate::auction::{AuctionSnapshot, CurveReject, ProductAuction};
 use crate::command::{CommandKind, EngineCommand, EngineEvent, EngineReject, EventKind};
