@@ -150,6 +150,23 @@ async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) ->
     panic!("{what} never held");
 }
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next JSON text message on `socket`, if one arrives within `wait`.
+async fn next_message_within(socket: &mut Socket, wait: Duration) -> Option<Value> {
+    use futures_util::StreamExt;
+    loop {
+        let frame = tokio::time::timeout(wait, socket.next())
+            .await
+            .ok()??
+            .ok()?;
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+            return serde_json::from_str(&text).ok();
+        }
+    }
+}
+
 async fn check_cleared_over_http(client: &Client, alice: &str, bob: &str) {
     let path = format!("/api/v1/auction/results/{}", product_id());
     let (status, result) = client.get(&path, alice).await;
@@ -268,7 +285,46 @@ async fn submit_clear_and_check(database_url: &str) {
     assert_eq!(open["auction_phase"], "open");
     assert_eq!(open["clearing_price_eur_per_mwh"], Value::Null);
 
+    // Alice follows the product on the stream: her own curve changes, the clearing and
+    // her award. A replaced curve's message also shows her subscription is live.
+    let url = format!(
+        "ws://{}/api/v1/stream?product={}&token={alice}",
+        server.http_addr,
+        product_id()
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut replaced = None;
+    for _ in 0..100 {
+        let (status, _) = client
+            .post("/api/v1/auction/curves", &alice, alice_curve())
+            .await;
+        assert_eq!(status, 201);
+        if let Some(message) = next_message_within(&mut socket, Duration::from_millis(200)).await {
+            replaced = Some(message);
+            break;
+        }
+    }
+    assert_eq!(
+        replaced.expect("a curve message")["event"],
+        "replaced",
+        "own curve changes are streamed"
+    );
     pass_the_gate(&server, &clock).await;
+    let mut auction_messages = Vec::new();
+    while auction_messages.len() < 2 {
+        let message = next_message_within(&mut socket, Duration::from_secs(10))
+            .await
+            .expect("the clearing on the stream");
+        if message["type"] != "depth" && message["type"] != "phase" {
+            auction_messages.push(message);
+        }
+    }
+    assert_eq!(auction_messages[0]["type"], "auction_cleared");
+    assert_eq!(auction_messages[0]["price_eur_per_mwh"], "40.00");
+    assert_eq!(auction_messages[0]["volume_mw"], "1.5");
+    assert_eq!(auction_messages[1]["type"], "auction_award");
+    assert_eq!(auction_messages[1]["account"], 1, "only her own award");
+    assert_eq!(auction_messages[1]["qty_mw"], "1.5");
     check_cleared_over_http(&client, &alice, &bob).await;
     check_cleared_in_database(&server).await;
 
