@@ -15,8 +15,13 @@
 //! - Decoding arbitrary bytes returns `Err`, never panics.
 
 use serde::{Deserialize, Serialize};
+use voltex_market::auction::{CurveKind, CurvePoint};
 use voltex_market::book::{BookCommand, BookEvent};
-use voltex_market::{DeliveryPeriod, MarketRules, ProductId, UtcNanos};
+use voltex_market::{
+    AccountId, DeliveryPeriod, MarketRules, Price, ProductId, Qty, Side, UtcNanos,
+};
+
+use crate::auction::{AUCTION_POINTS_PER_CURVE_MAX, CurveReject};
 
 /// One command to the sequencer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +54,32 @@ pub enum CommandKind {
     },
     /// Only advance the engine's time (closing every book whose gate has passed).
     AdvanceTime,
+    /// Submit or replace `account`'s `side` curve in `product`'s day-ahead auction.
+    ///
+    /// Callers must send at most [`AUCTION_POINTS_PER_CURVE_MAX`] points: a longer
+    /// command is refused by `Engine::process_batch` before it is journaled
+    /// ([`EngineCommand::check_size`]).
+    SubmitCurve {
+        /// Target product (delivery period).
+        product: ProductId,
+        /// The bidding account.
+        account: AccountId,
+        /// Buy or sell.
+        side: Side,
+        /// Stepwise or piecewise-linear.
+        kind: CurveKind,
+        /// Points by strictly increasing price.
+        points: Vec<CurvePoint>,
+    },
+    /// Withdraw `account`'s `side` curve from `product`'s day-ahead auction.
+    WithdrawCurve {
+        /// Target product.
+        product: ProductId,
+        /// The bidding account.
+        account: AccountId,
+        /// Buy or sell.
+        side: Side,
+    },
 }
 
 impl EngineCommand {
@@ -82,6 +113,22 @@ impl EngineCommand {
         EngineCommand {
             now,
             kind: CommandKind::AdvanceTime,
+        }
+    }
+
+    /// Checks the command fits a journal entry: a `SubmitCurve` has at most
+    /// [`AUCTION_POINTS_PER_CURVE_MAX`] points.
+    ///
+    /// # Errors
+    /// The number of points of an oversized curve.
+    pub fn check_size(&self) -> Result<(), usize> {
+        match &self.kind {
+            CommandKind::SubmitCurve { points, .. }
+                if points.len() > AUCTION_POINTS_PER_CURVE_MAX =>
+            {
+                Err(points.len())
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -122,6 +169,68 @@ pub enum EventKind {
     },
     /// An event of the product's book.
     Book(BookEvent),
+    /// A bid curve was stored in the product's day-ahead auction; its points follow
+    /// as `n_points` [`EventKind::CurvePointAccepted`] events of the same command.
+    CurveAccepted {
+        /// Owner.
+        account: AccountId,
+        /// Buy or sell.
+        side: Side,
+        /// How the points are read.
+        kind: CurveKind,
+        /// Number of points.
+        n_points: u32,
+        /// Whether it replaced the account's earlier curve on this side.
+        replaced: bool,
+    },
+    /// One point of the curve accepted just before.
+    CurvePointAccepted {
+        /// Owner.
+        account: AccountId,
+        /// Buy or sell.
+        side: Side,
+        /// Index of the point in the curve.
+        point_idx: u32,
+        /// Its price.
+        price: Price,
+        /// Its quantity (step or total, by the curve's kind).
+        qty: Qty,
+    },
+    /// A bid curve was withdrawn.
+    CurveWithdrawn {
+        /// Owner.
+        account: AccountId,
+        /// Buy or sell.
+        side: Side,
+    },
+    /// A curve command was refused; no curve changed.
+    CurveRejected {
+        /// The account named by the command.
+        account: AccountId,
+        /// The side named by the command.
+        side: Side,
+        /// Why.
+        reason: CurveReject,
+    },
+    /// The product's day-ahead auction cleared at its gate; one
+    /// [`EventKind::AuctionAward`] per account and side that bid follows.
+    AuctionCleared {
+        /// Uniform price; `None` when nothing traded.
+        price: Option<Price>,
+        /// Traded volume.
+        volume: Qty,
+        /// Curves that took part.
+        n_curves: u32,
+    },
+    /// One account's accepted quantity on one side.
+    AuctionAward {
+        /// The account.
+        account: AccountId,
+        /// Buy or sell.
+        side: Side,
+        /// Accepted quantity, possibly zero.
+        qty: Qty,
+    },
 }
 
 /// One event out of the sequencer.

@@ -57,7 +57,7 @@ use crate::state::{ShardConfig, ShardState};
 /// [`EngineCommand`] encodes well below it (a unit test checks the largest one), and
 /// [`EngineConfig::validate`] requires `record_len_max >= ENTRY_LEN_MAX`, so an append
 /// can never be refused for its size.
-pub const ENTRY_LEN_MAX: usize = 512;
+pub const ENTRY_LEN_MAX: usize = 4096;
 
 /// Name of the journal file inside an engine directory.
 pub const JOURNAL_FILE_NAME: &str = "journal.log";
@@ -166,6 +166,16 @@ pub enum EngineError {
     /// Encoding a command failed (cannot happen for these types).
     #[error("encoding a command failed: {0}")]
     Encode(postcard::Error),
+    /// A command too large for a journal entry (a bid curve with more than
+    /// `AUCTION_POINTS_PER_CURVE_MAX` points); nothing of its group was journaled and
+    /// the engine is not poisoned.
+    #[error("command {index} of the batch is too large: {n_points} curve points")]
+    CommandTooLarge {
+        /// Position of the command in the group.
+        index: usize,
+        /// Its number of points.
+        n_points: usize,
+    },
     /// An earlier commit failed; recover from disk.
     #[error("engine poisoned by an earlier journal failure; recover to continue")]
     Poisoned,
@@ -415,6 +425,11 @@ impl Engine {
         if self.poisoned {
             return Err(EngineError::Poisoned);
         }
+        for (index, command) in group.iter().enumerate() {
+            command
+                .check_size()
+                .map_err(|n_points| EngineError::CommandTooLarge { index, n_points })?;
+        }
         let first_seq = self.state.last_seq() + 1;
         if let Err(error) = self.write_group(first_seq, group) {
             return Err(self.poison(error, first_seq));
@@ -592,6 +607,19 @@ mod tests {
                     price: Price(i64::MIN),
                     qty: Qty(i64::MIN),
                 },
+            },
+            CommandKind::SubmitCurve {
+                product,
+                account: AccountId(u32::MAX),
+                side: Side::Sell,
+                kind: voltex_market::auction::CurveKind::PiecewiseLinear,
+                points: vec![
+                    voltex_market::auction::CurvePoint {
+                        price: Price(i64::MIN),
+                        qty: Qty(i64::MIN),
+                    };
+                    crate::auction::AUCTION_POINTS_PER_CURVE_MAX
+                ],
             },
         ];
         for kind in kinds {

@@ -1,11 +1,14 @@
 //! # voltex-engine: the live core — sequencer, command journal, snapshots
 //!
 //! One shard of products is owned by one single-writer sequencer:
-//! - [`command`]: [`EngineCommand`] in (add a product, a book command, advance time),
+//! - [`command`]: [`EngineCommand`] in (add a product, a book command, advance time,
+//!   submit or withdraw a day-ahead bid curve),
 //!   [`EngineEvent`]s and an [`Ack`] per command out; the journal record encoding.
 //! - [`state`]: [`ShardState`], the books of the shard and the pure, deterministic
 //!   transition `apply(seq, command) -> events`, gate closure by time, and
 //!   [`ShardState::state_hash`] (blake3 of a canonical serialization).
+//! - [`auction`]: each product's day-ahead call auction (curves until the day-ahead
+//!   gate, cleared once when engine time passes it), its limits and reject reasons.
 //! - [`journal`]: the append-only, checksummed, group-committed [`Journal`] (file and
 //!   in-memory), and torn-tail detection and repair.
 //! - [`snapshot`]: atomic snapshots of the whole state, newest valid one first.
@@ -62,6 +65,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod auction;
 pub mod bidding;
 pub mod command;
 pub mod commit;

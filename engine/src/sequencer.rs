@@ -67,6 +67,13 @@ pub enum SequencerError {
     /// The sequencer has shut down (or its thread is gone).
     #[error("sequencer stopped")]
     Stopped,
+    /// A bid curve with more points than `AUCTION_POINTS_PER_CURVE_MAX`; refused
+    /// before it was queued (the engine is unaffected).
+    #[error("command too large: {n_points} curve points")]
+    CommandTooLarge {
+        /// Its number of points.
+        n_points: usize,
+    },
     /// `call` was used while earlier submissions still await replies.
     #[error("replies pending: use recv_reply for pipelined submissions")]
     RepliesPending,
@@ -192,8 +199,13 @@ impl SequencerClient {
     /// Queues a command (blocking while the queue is full) and returns its token.
     ///
     /// # Errors
-    /// [`SequencerError::Stopped`] if the sequencer is gone.
+    /// [`SequencerError::Stopped`] if the sequencer is gone;
+    /// [`SequencerError::CommandTooLarge`] (nothing queued) for a command that does not
+    /// fit a journal entry ([`EngineCommand::check_size`]).
     pub fn submit(&mut self, command: EngineCommand) -> Result<u64, SequencerError> {
+        if let Err(n_points) = command.check_size() {
+            return Err(SequencerError::CommandTooLarge { n_points });
+        }
         let token = self.next_token;
         let request = Request::Command {
             command,

@@ -15,6 +15,16 @@
 //! gate closure reaches a closed book and is rejected with `Closed`, and an
 //! `AdvanceTime` command closes books even when nobody trades.
 //!
+//! # Day-ahead auctions
+//! Every product also holds a day-ahead call auction ([`crate::auction`]) whose gate is
+//! `period.start - DAY_AHEAD_GATE_CLOSURE_LEAD_S`. `SubmitCurve` / `WithdrawCurve`
+//! change its curves while it is open; the same time step that closes due books clears
+//! every auction whose gate is `<= time`. Due gates are handled in order of gate time,
+//! an auction before a book at the same instant, then by product id, so the events of
+//! a clearing (`AuctionCleared`, then one `AuctionAward` per account and side) come out
+//! at the same place on every replay. Curves, auction phase and outcome are part of
+//! the snapshot and so of [`ShardState::state_hash`].
+//!
 //! # Invariants
 //! - `last_seq` is the seq of the last applied command; `apply` takes exactly
 //!   `last_seq + 1` (commands are applied once, in order, without gaps).
@@ -23,6 +33,9 @@
 //! - `open_gates` holds exactly the (gate time, id) of every product whose book is not
 //!   closed, and when `apply` returns every such gate time is later than the engine time.
 //! - Every book keeps its own invariants (`OrderBook::check_invariants`).
+//! - `auction_gates` holds exactly the (gate time, id) of every open auction, and when
+//!   `apply` returns every such gate time is later than the engine time; every auction
+//!   keeps its own invariants (`ProductAuction::check_invariants`).
 //! - At most `products_max` products.
 //!
 //! [`ShardState::check_invariants`] asserts all of the above.
@@ -30,10 +43,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use voltex_market::auction::{CurveKind, CurvePoint};
 use voltex_market::book::{BookCommand, BookConfig, BookEvent, BookSnapshot, OrderBook, Phase};
 use voltex_market::time::NANOS_PER_SECOND;
-use voltex_market::{DeliveryPeriod, MarketRules, ProductId, UtcNanos};
+use voltex_market::{AccountId, DeliveryPeriod, MarketRules, ProductId, Side, UtcNanos};
 
+use crate::auction::{AuctionSnapshot, CurveReject, ProductAuction};
 use crate::command::{CommandKind, EngineCommand, EngineEvent, EngineReject, EventKind};
 
 /// Limits of one shard.
@@ -84,6 +99,8 @@ pub struct ProductSnapshot {
     pub rules: MarketRules,
     /// The book.
     pub book: BookSnapshot,
+    /// The day-ahead auction.
+    pub auction: AuctionSnapshot,
 }
 
 /// Everything needed to rebuild a [`ShardState`] exactly. Its postcard encoding is
@@ -109,6 +126,7 @@ struct Listing {
     period: DeliveryPeriod,
     gate_closure: UtcNanos,
     book: OrderBook,
+    auction: ProductAuction,
 }
 
 /// The books of one shard and the engine's clock and counters.
@@ -117,6 +135,7 @@ pub struct ShardState {
     config: ShardConfig,
     products: BTreeMap<ProductId, Listing>,
     open_gates: BTreeSet<(UtcNanos, ProductId)>,
+    auction_gates: BTreeSet<(UtcNanos, ProductId)>,
     last_seq: u64,
     next_event_seq: u64,
     now: UtcNanos,
@@ -137,6 +156,7 @@ impl ShardState {
             config,
             products: BTreeMap::new(),
             open_gates: BTreeSet::new(),
+            auction_gates: BTreeSet::new(),
             last_seq: 0,
             next_event_seq: 1,
             now: UtcNanos(i64::MIN),
@@ -174,6 +194,11 @@ impl ShardState {
         self.products.get(&product).map(|listing| &listing.book)
     }
 
+    /// A product's day-ahead auction, for reads (tests).
+    pub fn auction(&self, product: ProductId) -> Option<&ProductAuction> {
+        self.products.get(&product).map(|listing| &listing.auction)
+    }
+
     /// A product's delivery period.
     pub fn period(&self, product: ProductId) -> Option<DeliveryPeriod> {
         self.products.get(&product).map(|listing| listing.period)
@@ -202,6 +227,18 @@ impl ShardState {
             }
             CommandKind::Book { product, command } => self.apply_book(*product, command, out),
             CommandKind::AdvanceTime => {}
+            CommandKind::SubmitCurve {
+                product,
+                account,
+                side,
+                kind,
+                points,
+            } => self.submit_curve(*product, *account, *side, *kind, points, out),
+            CommandKind::WithdrawCurve {
+                product,
+                account,
+                side,
+            } => self.withdraw_curve(*product, *account, *side, out),
         }
     }
 
@@ -217,13 +254,129 @@ impl ShardState {
     }
 
     fn close_due_gates(&mut self, out: &mut Vec<EngineEvent>) {
-        while let Some(&(gate, product)) = self.open_gates.first() {
-            if gate > self.now {
-                break;
+        let now = self.now;
+        let due = |gates: &BTreeSet<(UtcNanos, ProductId)>| {
+            gates.first().copied().filter(|(gate, _)| *gate <= now)
+        };
+        loop {
+            match (due(&self.auction_gates), due(&self.open_gates)) {
+                (None, None) => break,
+                (Some(auction), Some(book)) if book.0 < auction.0 => {
+                    self.open_gates.pop_first();
+                    self.apply_to_book(book.1, &BookCommand::Close, out);
+                }
+                (Some((_, product)), _) => {
+                    self.auction_gates.pop_first();
+                    self.clear_auction(product, out);
+                }
+                (None, Some((_, product))) => {
+                    self.open_gates.pop_first();
+                    self.apply_to_book(product, &BookCommand::Close, out);
+                }
             }
-            self.open_gates.pop_first();
-            self.apply_to_book(product, &BookCommand::Close, out);
         }
+    }
+
+    fn clear_auction(&mut self, product: ProductId, out: &mut Vec<EngineEvent>) {
+        let Some(listing) = self.products.get_mut(&product) else {
+            return;
+        };
+        let outcome = listing.auction.clear().clone();
+        self.emit(
+            product,
+            EventKind::AuctionCleared {
+                price: outcome.price,
+                volume: outcome.volume,
+                n_curves: outcome.n_curves,
+            },
+            out,
+        );
+        for award in outcome.awards {
+            self.emit(
+                product,
+                EventKind::AuctionAward {
+                    account: award.account,
+                    side: award.side,
+                    qty: award.qty,
+                },
+                out,
+            );
+        }
+    }
+
+    fn submit_curve(
+        &mut self,
+        product: ProductId,
+        account: AccountId,
+        side: Side,
+        kind: CurveKind,
+        points: &[CurvePoint],
+        out: &mut Vec<EngineEvent>,
+    ) {
+        let verdict = match self.products.get_mut(&product) {
+            None => Err(CurveReject::UnknownProduct),
+            Some(listing) => listing.auction.submit(account, side, kind, points),
+        };
+        match verdict {
+            Ok(submitted) => {
+                let n_points = u32::try_from(points.len()).unwrap_or(u32::MAX);
+                self.emit(
+                    product,
+                    EventKind::CurveAccepted {
+                        account,
+                        side,
+                        kind,
+                        n_points,
+                        replaced: submitted.replaced,
+                    },
+                    out,
+                );
+                for (point_idx, point) in (0_u32..).zip(points) {
+                    self.emit(
+                        product,
+                        EventKind::CurvePointAccepted {
+                            account,
+                            side,
+                            point_idx,
+                            price: point.price,
+                            qty: point.qty,
+                        },
+                        out,
+                    );
+                }
+            }
+            Err(reason) => self.emit(
+                product,
+                EventKind::CurveRejected {
+                    account,
+                    side,
+                    reason,
+                },
+                out,
+            ),
+        }
+    }
+
+    fn withdraw_curve(
+        &mut self,
+        product: ProductId,
+        account: AccountId,
+        side: Side,
+        out: &mut Vec<EngineEvent>,
+    ) {
+        let verdict = match self.products.get_mut(&product) {
+            None => Err(CurveReject::UnknownProduct),
+            Some(listing) => listing.auction.withdraw(account, side),
+        };
+        let kind = match verdict {
+            Ok(()) => EventKind::CurveWithdrawn { account, side },
+            Err(reason) => EventKind::CurveRejected {
+                account,
+                side,
+                reason,
+            },
+        };
+        self.emit(product, kind, out);
     }
 
     fn add_product(
@@ -245,12 +398,17 @@ impl ShardState {
         };
         match verdict {
             Ok(book) => {
+                let auction = ProductAuction::new(&period, self.now);
+                if auction.is_open() {
+                    self.auction_gates.insert((auction.gate_closure(), product));
+                }
                 self.products.insert(
                     product,
                     Listing {
                         period,
                         gate_closure: gate,
                         book,
+                        auction,
                     },
                 );
                 self.open_gates.insert((gate, product));
@@ -317,6 +475,7 @@ impl ShardState {
                     period: listing.period,
                     rules: listing.book.rules().clone(),
                     book: listing.book.snapshot(),
+                    auction: listing.auction.snapshot(),
                 })
                 .collect(),
         }
@@ -366,10 +525,23 @@ impl ShardState {
                 }
                 state.open_gates.insert((gate, product.product));
             }
+            let auction = ProductAuction::from_snapshot(&product.period, &product.auction)
+                .map_err(RestoreError::Inconsistent)?;
+            if auction.is_open() {
+                if auction.gate_closure() <= state.now {
+                    return Err(RestoreError::Inconsistent(
+                        "open auction past its gate closure",
+                    ));
+                }
+                state
+                    .auction_gates
+                    .insert((auction.gate_closure(), product.product));
+            }
             let listing = Listing {
                 period: product.period,
                 gate_closure: gate,
                 book,
+                auction,
             };
             if state.products.insert(product.product, listing).is_some() {
                 return Err(RestoreError::Inconsistent("duplicate product id"));
@@ -388,7 +560,7 @@ impl ShardState {
     /// blake3 of the canonical serialization of all books, the time and the counters.
     /// Equal hashes mean equal states, whatever path (live, replay, snapshot) led there.
     pub fn state_hash(&self) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new_derive_key("voltex-engine shard state v1");
+        let mut hasher = blake3::Hasher::new_derive_key("voltex-engine shard state v2");
         hasher.update(&self.canonical_bytes());
         *hasher.finalize().as_bytes()
     }
@@ -407,10 +579,15 @@ impl ShardState {
             "at most products_max"
         );
         let mut expected_open = BTreeSet::new();
+        let mut expected_auctions = BTreeSet::new();
         for (product, listing) in &self.products {
             listing.book.check_invariants();
+            listing.auction.check_invariants();
             if listing.book.phase() != Phase::Closed {
                 expected_open.insert((listing.gate_closure, *product));
+            }
+            if listing.auction.is_open() {
+                expected_auctions.insert((listing.auction.gate_closure(), *product));
             }
         }
         assert_eq!(
@@ -419,6 +596,13 @@ impl ShardState {
         );
         if let Some(&(gate, _)) = self.open_gates.first() {
             assert!(gate > self.now, "no open book is past its gate closure");
+        }
+        assert_eq!(
+            self.auction_gates, expected_auctions,
+            "auction_gates lists exactly the open auctions"
+        );
+        if let Some(&(gate, _)) = self.auction_gates.first() {
+            assert!(gate > self.now, "no open auction is past its gate closure");
         }
     }
 }

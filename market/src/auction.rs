@@ -172,7 +172,7 @@ impl AuctionConfig {
 }
 
 /// How a curve's points are read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum CurveKind {
     /// Independent steps whose quantities add up (each point is a limit order).
     Stepwise,
@@ -181,7 +181,7 @@ pub enum CurveKind {
 }
 
 /// One point of a bid curve.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CurvePoint {
     /// Price of the point.
     pub price: Price,

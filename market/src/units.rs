@@ -180,8 +180,8 @@ impl fmt::Display for Qty {
     }
 }
 
-/// Buy or sell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Buy or sell. Ordered buy before sell (map keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Side {
     /// Buy (bid).
     Buy,

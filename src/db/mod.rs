@@ -8,8 +8,9 @@
 //! CONFLICT`); the two migration directories differ only in how an auto-assigned id
 //! column is spelled, and a unit test below keeps them otherwise identical.
 //!
-//! The methods live in three files: `trading.rs` (accounts, the engine's event stream
-//! into orders, trades and positions), `fleet.rs` (devices, schedules, acks,
+//! The methods live in four files: `trading.rs` (accounts, the engine's event stream
+//! into orders, trades and positions), `auction.rs` (the day-ahead auction's curves,
+//! results and awards from the same stream), `fleet.rs` (devices, schedules, acks,
 //! telemetry) and `records.rs` (models, analytics, audit log). Row types are in
 //! [`types`]. Every method takes the time it stamps (`*_at_ns`) from the caller: the
 //! layer reads no clock, so tests and the simulator drive it in virtual time.
@@ -29,6 +30,7 @@
 //! its future rolls back an open transaction; a dropped call may or may not have
 //! committed if it was dropped after the commit was sent.
 
+mod auction;
 mod fleet;
 mod records;
 mod trading;
@@ -41,6 +43,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Any, AnyPool, ConnectOptions, Row, Transaction};
 
+pub use auction::{AuctionAwardRow, AuctionCurveRow, AuctionResultRow};
 pub use types::*;
 
 /// Largest page any list method returns.

@@ -413,6 +413,12 @@ fn event_kind_name(kind: &EventKind) -> &'static str {
     match kind {
         EventKind::ProductAdded { .. } => "product_added",
         EventKind::Rejected { .. } => "engine_rejected",
+        EventKind::CurveAccepted { .. } => "curve_accepted",
+        EventKind::CurvePointAccepted { .. } => "curve_point_accepted",
+        EventKind::CurveWithdrawn { .. } => "curve_withdrawn",
+        EventKind::CurveRejected { .. } => "curve_rejected",
+        EventKind::AuctionCleared { .. } => "auction_cleared",
+        EventKind::AuctionAward { .. } => "auction_award",
         EventKind::Book(book) => match book {
             BookEvent::Accepted { .. } => "accepted",
             BookEvent::Rejected { .. } => "rejected",
@@ -491,7 +497,14 @@ async fn apply_event(tx: &mut Tx, event: &EngineEvent) -> Result<(), DbError> {
             .execute(&mut **tx)
             .await?;
         }
-        EventKind::Rejected { .. } => {}
+        EventKind::Rejected { .. } | EventKind::CurveRejected { .. } => {}
+        EventKind::CurveAccepted { .. }
+        | EventKind::CurvePointAccepted { .. }
+        | EventKind::CurveWithdrawn { .. }
+        | EventKind::AuctionCleared { .. }
+        | EventKind::AuctionAward { .. } => {
+            super::auction::apply_auction_event(tx, event).await?;
+        }
         EventKind::Book(book) => match book {
             BookEvent::Accepted {
                 id,

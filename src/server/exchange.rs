@@ -19,6 +19,10 @@
 //! - WebSocket subscribers get events through a bounded broadcast channel; a
 //!   subscriber that falls behind is told it lagged and must resynchronise from the
 //!   REST snapshot. They never slow the sequencer.
+//! - The live index also holds every product's day-ahead auction as the events tell
+//!   it: the stored curves with their points, and after the gate the clearing price,
+//!   volume and awards. It is rebuilt by the same replay, so curves journaled before a
+//!   restart are there after it.
 //! - Order ids are strictly increasing within a process and start above the wall
 //!   clock's microseconds at start-up, so ids from before a restart are never reused
 //!   (unless the clock jumps back by more than the restart took; the book then rejects
@@ -38,6 +42,7 @@ use voltex_engine::state::ShardConfig;
 use voltex_engine::{
     Ack, CommandKind, Engine, EngineCommand, EngineConfig, EngineEvent, EventKind,
 };
+use voltex_market::auction::{CurveKind, CurvePoint};
 use voltex_market::book::{BookConfig, BookEvent, Phase};
 use voltex_market::time::NANOS_PER_SECOND;
 use voltex_market::{
@@ -138,6 +143,10 @@ pub struct ProductInfo {
     pub price_max_eur_per_mwh: String,
     /// Lot size in MW.
     pub lot_mw: String,
+    /// Day-ahead gate closure (curves accepted before it), UTC nanoseconds.
+    pub auction_gate_closure_ns: i64,
+    /// Day-ahead auction: `open`, `cleared`, or `not_held` (listed after its gate).
+    pub auction_phase: String,
 }
 
 /// A resting order in the live index.
@@ -177,12 +186,56 @@ pub struct Depth {
     pub as_of_event_seq: u64,
 }
 
+/// A bid curve stored in a product's day-ahead auction, as the events tell it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveCurve {
+    /// Its product.
+    pub product: ProductId,
+    /// Owner.
+    pub account: AccountId,
+    /// Buy or sell.
+    pub side: Side,
+    /// How the points are read.
+    pub kind: CurveKind,
+    /// Points by increasing price.
+    pub points: Vec<CurvePoint>,
+    /// Event seq of its acceptance.
+    pub accepted_event_seq: u64,
+}
+
+/// The result of a product's day-ahead auction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveClearing {
+    /// Uniform price; `None` when nothing traded.
+    pub price: Option<Price>,
+    /// Traded volume.
+    pub volume: Qty,
+    /// Curves that took part.
+    pub n_curves: u32,
+    /// Accepted quantity per (account, side) that bid.
+    pub awards: BTreeMap<(AccountId, Side), Qty>,
+    /// Event seq of the clearing.
+    pub event_seq: u64,
+}
+
+/// A product's day-ahead auction in the live index.
+#[derive(Clone, Debug, Default)]
+pub struct LiveAuction {
+    /// Whether it was open when the product was listed.
+    pub held: bool,
+    /// Curves by (account, side).
+    pub curves: BTreeMap<(AccountId, Side), LiveCurve>,
+    /// The result, once cleared.
+    pub clearing: Option<LiveClearing>,
+}
+
 #[derive(Debug, Default)]
 struct ProductState {
     period: Option<DeliveryPeriod>,
     phase: Option<Phase>,
     bids: BTreeMap<Price, Level>,
     asks: BTreeMap<Price, Level>,
+    auction: LiveAuction,
 }
 
 /// What the events say the books look like now.
@@ -204,8 +257,61 @@ impl LiveIndex {
             EventKind::ProductAdded { period } => {
                 product.period = Some(period);
                 product.phase = Some(Phase::Open);
+                product.auction.held =
+                    voltex_engine::auction::auction_gate_closure(&period) > event.now;
             }
-            EventKind::Rejected { .. } => {}
+            EventKind::Rejected { .. } | EventKind::CurveRejected { .. } => {}
+            EventKind::CurveAccepted {
+                account,
+                side,
+                kind,
+                n_points,
+                ..
+            } => {
+                product.auction.curves.insert(
+                    (account, side),
+                    LiveCurve {
+                        product: event.product,
+                        account,
+                        side,
+                        kind,
+                        points: Vec::with_capacity(n_points as usize),
+                        accepted_event_seq: event.event_seq,
+                    },
+                );
+            }
+            EventKind::CurvePointAccepted {
+                account,
+                side,
+                price,
+                qty,
+                ..
+            } => {
+                if let Some(curve) = product.auction.curves.get_mut(&(account, side)) {
+                    curve.points.push(CurvePoint { price, qty });
+                }
+            }
+            EventKind::CurveWithdrawn { account, side } => {
+                product.auction.curves.remove(&(account, side));
+            }
+            EventKind::AuctionCleared {
+                price,
+                volume,
+                n_curves,
+            } => {
+                product.auction.clearing = Some(LiveClearing {
+                    price,
+                    volume,
+                    n_curves,
+                    awards: BTreeMap::new(),
+                    event_seq: event.event_seq,
+                });
+            }
+            EventKind::AuctionAward { account, side, qty } => {
+                if let Some(clearing) = product.auction.clearing.as_mut() {
+                    clearing.awards.insert((account, side), qty);
+                }
+            }
             EventKind::Book(book_event) => match book_event {
                 BookEvent::Accepted {
                     id,
@@ -559,7 +665,7 @@ impl Exchange {
             .iter()
             .filter_map(|(id, state)| {
                 let period = state.period?;
-                Some(self.product_info(*id, &period, state.phase))
+                Some(self.product_info(*id, &period, state))
             })
             .collect()
     }
@@ -569,15 +675,16 @@ impl Exchange {
         let live = lock(&self.shared.live);
         let state = live.products.get(&product)?;
         let period = state.period?;
-        Some(self.product_info(product, &period, state.phase))
+        Some(self.product_info(product, &period, state))
     }
 
     fn product_info(
         &self,
         id: ProductId,
         period: &DeliveryPeriod,
-        phase: Option<Phase>,
+        state: &ProductState,
     ) -> ProductInfo {
+        let phase = state.phase;
         let gate = voltex_engine::state::gate_closure(period, &self.rules);
         ProductInfo {
             product_id: id.0,
@@ -595,7 +702,29 @@ impl Exchange {
             price_min_eur_per_mwh: self.rules.price_min.to_decimal().to_string(),
             price_max_eur_per_mwh: self.rules.price_max.to_decimal().to_string(),
             lot_mw: self.rules.qty_to_mw(Qty(1)).to_string(),
+            auction_gate_closure_ns: voltex_engine::auction::auction_gate_closure(period).nanos(),
+            auction_phase: auction_phase(&state.auction).to_string(),
         }
+    }
+
+    /// The day-ahead auction of `product` (curves of every account), if listed.
+    pub fn auction(&self, product: ProductId) -> Option<LiveAuction> {
+        let live = lock(&self.shared.live);
+        live.products
+            .get(&product)
+            .filter(|state| state.period.is_some())
+            .map(|state| state.auction.clone())
+    }
+
+    /// The stored curves of `account` over all products, by product then side.
+    pub fn curves_of(&self, account: AccountId) -> Vec<LiveCurve> {
+        let live = lock(&self.shared.live);
+        live.products
+            .values()
+            .flat_map(|state| state.auction.curves.values())
+            .filter(|curve| curve.account == account)
+            .cloned()
+            .collect()
     }
 
     /// A resting order, if it is in a book now.
@@ -671,6 +800,15 @@ impl Exchange {
             let _ = thread.join();
         }
         stopped.map_err(ExchangeError::from)
+    }
+}
+
+/// `open`, `cleared` or `not_held`.
+pub fn auction_phase(auction: &LiveAuction) -> &'static str {
+    match (auction.held, &auction.clearing) {
+        (_, Some(_)) => "cleared",
+        (true, None) => "open",
+        (false, None) => "not_held",
     }
 }
 

@@ -10,6 +10,7 @@
 //!   correlation id and result (success or the problem code).
 
 pub mod account;
+pub mod auction;
 pub mod dashboard_api;
 pub mod devices;
 pub mod fleet;
@@ -274,6 +275,8 @@ impl RateLimiter {
         market::list_products, market::get_product, market::get_depth,
         market::submit_order, market::cancel_order, market::modify_order,
         market::list_orders, market::get_order,
+        auction::submit_curve, auction::withdraw_curve, auction::list_curves,
+        auction::get_result,
         account::positions, account::fills, account::order_history, account::audit_log,
         fleet::list_devices, fleet::fleet_status, fleet::get_device, fleet::schedules_of,
         fleet::acks_of, fleet::analytics, schedules::post_schedules, schedules::get_rollout,
@@ -286,7 +289,9 @@ impl RateLimiter {
         crate::server::problem::Problem, crate::server::exchange::ProductInfo,
         market::SubmitOrder, market::ModifyOrder, market::OrderAck, market::OrderView,
         market::FillDto, market::DepthDto, market::LevelDto, market::SideDto,
-        market::TifDto, market::StpDto, ws::StreamMessage, account::PositionDto,
+        market::TifDto, market::StpDto, auction::SubmitCurve, auction::CurvePointDto,
+        auction::CurveKindDto, auction::CurveAck, auction::CurveView, auction::AwardDto,
+        auction::AuctionResultDto, ws::StreamMessage, account::PositionDto,
         schedules::PostSchedules, schedules::DeviceScheduleDto, schedules::PeriodDto,
         schedules::SchedulesAccepted, schedules::IssuedSchedule, fleet_events::FleetEvent,
         devices::RegisterDevice, devices::RegisteredDevice,
@@ -294,7 +299,7 @@ impl RateLimiter {
         ml::OptimizeRequest, ml::OptimizeResponse, ml::BatteryDto, ml::TerminalDto,
     )),
     modifiers(&BearerAuth),
-    tags((name = "market"), (name = "orders"), (name = "accounts"), (name = "fleet"), (name = "ops"), (name = "dashboard"), (name = "ml"))
+    tags((name = "market"), (name = "orders"), (name = "auction"), (name = "accounts"), (name = "fleet"), (name = "ops"), (name = "dashboard"), (name = "ml"))
 )]
 pub struct ApiDoc;
 
@@ -336,6 +341,18 @@ pub fn router(state: SharedState) -> Router {
             get(market::get_order)
                 .delete(market::cancel_order)
                 .patch(market::modify_order),
+        )
+        .route(
+            "/api/v1/auction/curves",
+            get(auction::list_curves).post(auction::submit_curve),
+        )
+        .route(
+            "/api/v1/auction/curves/{product}/{account}/{side}",
+            axum::routing::delete(auction::withdraw_curve),
+        )
+        .route(
+            "/api/v1/auction/results/{product}",
+            get(auction::get_result),
         )
         .route(
             "/api/v1/accounts/{account}/positions",

@@ -9,6 +9,11 @@
 //!
 //! `market=false` leaves out market data (fleet events only).
 //!
+//! Day-ahead auctions: every client gets `auction_cleared` (price and volume of a
+//! product's auction when its gate passed); a token also gets `curve` messages for its
+//! own accounts' bid curves (accepted, replaced, withdrawn, rejected) and
+//! `auction_award` messages with its own accepted quantities (operators: all).
+//!
 //! Fleet events (`type: fleet`: a schedule version issued, received, accepted, started,
 //! completed, rejected, superseded or failed; see `super::fleet_events`) go to operator
 //! and quant tokens for every device and to a device token for its own device only;
@@ -98,6 +103,43 @@ pub enum StreamMessage {
         /// `accepted`, `filled_part`, `cancelled`, `expired`, `restated`.
         event: String,
     },
+    /// A product's day-ahead auction cleared.
+    AuctionCleared {
+        /// Event sequence number.
+        event_seq: u64,
+        /// Product.
+        product: u32,
+        /// Clearing price, EUR/MWh; absent when nothing traded.
+        price_eur_per_mwh: Option<String>,
+        /// Traded volume, MW.
+        volume_mw: String,
+    },
+    /// One of the caller's accounts' accepted quantity in a cleared auction.
+    AuctionAward {
+        /// Event sequence number.
+        event_seq: u64,
+        /// Product.
+        product: u32,
+        /// Account.
+        account: u32,
+        /// Side.
+        side: SideDto,
+        /// Accepted quantity, MW.
+        qty_mw: String,
+    },
+    /// A change of one of the caller's accounts' bid curves.
+    Curve {
+        /// Event sequence number.
+        event_seq: u64,
+        /// Product.
+        product: u32,
+        /// Account.
+        account: u32,
+        /// Side.
+        side: SideDto,
+        /// `accepted`, `replaced`, `withdrawn` or `rejected`.
+        event: String,
+    },
     /// Delivery progress of one schedule version (operators and quants: every device;
     /// a device token: its own).
     Fleet {
@@ -162,8 +204,66 @@ fn messages(
             claims.role == Role::Operator || claims.accounts.contains(&account)
         })
     };
-    let EventKind::Book(book_event) = event.kind else {
-        return;
+    let day_ahead = MarketRules::day_ahead_default();
+    let curve =
+        |account: voltex_market::AccountId, curve_side: Side, name: &str| StreamMessage::Curve {
+            event_seq,
+            product,
+            account: account.0,
+            side: side(curve_side),
+            event: name.into(),
+        };
+    let book_event = match event.kind {
+        EventKind::Book(book_event) => book_event,
+        EventKind::AuctionCleared { price, volume, .. } => {
+            out.push(StreamMessage::AuctionCleared {
+                event_seq,
+                product,
+                price_eur_per_mwh: price.map(|price| price.to_decimal().to_string()),
+                volume_mw: day_ahead.qty_to_mw(volume).normalize().to_string(),
+            });
+            return;
+        }
+        EventKind::AuctionAward {
+            account,
+            side: award_side,
+            qty,
+        } if owns(account.0) => {
+            out.push(StreamMessage::AuctionAward {
+                event_seq,
+                product,
+                account: account.0,
+                side: side(award_side),
+                qty_mw: day_ahead.qty_to_mw(qty).normalize().to_string(),
+            });
+            return;
+        }
+        EventKind::CurveAccepted {
+            account,
+            side: curve_side,
+            replaced,
+            ..
+        } if owns(account.0) => {
+            let name = if replaced { "replaced" } else { "accepted" };
+            out.push(curve(account, curve_side, name));
+            return;
+        }
+        EventKind::CurveWithdrawn {
+            account,
+            side: curve_side,
+        } if owns(account.0) => {
+            out.push(curve(account, curve_side, "withdrawn"));
+            return;
+        }
+        EventKind::CurveRejected {
+            account,
+            side: curve_side,
+            ..
+        } if owns(account.0) => {
+            out.push(curve(account, curve_side, "rejected"));
+            return;
+        }
+        _ => return,
     };
     match book_event {
         BookEvent::Depth {
@@ -335,4 +435,74 @@ async fn send_all(socket: &mut WebSocket, messages: &[StreamMessage]) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use voltex_market::{AccountId, Price, ProductId, Qty, UtcNanos};
+
+    fn event(kind: EventKind) -> EngineEvent {
+        EngineEvent {
+            event_seq: 9,
+            command_seq: 4,
+            now: UtcNanos(0),
+            product: ProductId(3),
+            kind,
+        }
+    }
+
+    fn trader(accounts: Vec<u32>) -> Claims {
+        Claims {
+            sub: "alice".into(),
+            role: Role::Trader,
+            accounts,
+            iat: 0,
+            exp: 0,
+        }
+    }
+
+    #[test]
+    fn auction_results_go_to_everyone_and_awards_and_curves_to_their_owners() {
+        let rules = MarketRules::intraday_default();
+        let cleared = event(EventKind::AuctionCleared {
+            price: Some(Price(4_000)),
+            volume: Qty(15),
+            n_curves: 2,
+        });
+        let award = event(EventKind::AuctionAward {
+            account: AccountId(1),
+            side: Side::Buy,
+            qty: Qty(15),
+        });
+        let replaced = event(EventKind::CurveAccepted {
+            account: AccountId(1),
+            side: Side::Buy,
+            kind: voltex_market::auction::CurveKind::Stepwise,
+            n_points: 2,
+            replaced: true,
+        });
+        let alice = trader(vec![1]);
+        let bob = trader(vec![2]);
+        let mut out = Vec::new();
+        messages(&cleared, &rules, None, &mut out);
+        let json = serde_json::to_value(&out).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([{"type": "auction_cleared", "event_seq": 9, "product": 3,
+                "price_eur_per_mwh": "40.00", "volume_mw": "1.5"}])
+        );
+        for (claims, n_expected) in [(Some(&alice), 2), (Some(&bob), 0), (None, 0)] {
+            out.clear();
+            messages(&award, &rules, claims, &mut out);
+            messages(&replaced, &rules, claims, &mut out);
+            assert_eq!(out.len(), n_expected, "{claims:?}");
+        }
+        out.clear();
+        messages(&replaced, &rules, Some(&alice), &mut out);
+        assert_eq!(
+            serde_json::to_value(&out).unwrap()[0]["event"],
+            serde_json::json!("replaced")
+        );
+    }
 }

@@ -1,0 +1,324 @@
+//! The day-ahead auction's projection: the engine's curve and clearing events into
+//! `auction_curves`, `auction_curve_points`, `auction_results` and `auction_awards`
+//! (migration 0003), and the reads of those tables.
+//!
+//! [`apply_auction_event`] runs inside the transaction of
+//! [`Db::persist_engine_events`], so like every other projection it sees each event once
+//! and in event-seq order (the cursor skips what was persisted before). The writes are
+//! upserts keyed by (product, account, side) or product and carry the event seq, so even
+//! applied twice they leave the same rows: a replacement deletes the old points before
+//! its own point events re-insert them.
+
+use sqlx::any::AnyRow;
+use voltex_engine::command::{EngineEvent, EventKind};
+use voltex_market::Side;
+use voltex_market::auction::CurveKind;
+
+use super::types::side_text;
+use super::{Db, DbError, col, col_enum, col_int, col_int_opt, input_i64};
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Stored name of a curve kind.
+pub(crate) const fn kind_text(kind: CurveKind) -> &'static str {
+    match kind {
+        CurveKind::Stepwise => "stepwise",
+        CurveKind::PiecewiseLinear => "piecewise_linear",
+    }
+}
+
+fn parse_kind(text: &str) -> Option<CurveKind> {
+    match text {
+        "stepwise" => Some(CurveKind::Stepwise),
+        "piecewise_linear" => Some(CurveKind::PiecewiseLinear),
+        _ => None,
+    }
+}
+
+/// A stored bid curve with its points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuctionCurveRow {
+    /// Product.
+    pub product_id: u32,
+    /// Owner.
+    pub account_id: u32,
+    /// Buy or sell.
+    pub side: Side,
+    /// How the points are read.
+    pub kind: CurveKind,
+    /// `active` or `withdrawn`.
+    pub status: String,
+    /// `(price_ticks, qty_lots)` by point index (empty once withdrawn).
+    pub points: Vec<(i64, i64)>,
+    /// Event seq of the last change.
+    pub updated_event_seq: u64,
+}
+
+/// A cleared auction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuctionResultRow {
+    /// Product.
+    pub product_id: u32,
+    /// Clearing price in ticks; `None` when nothing traded.
+    pub price_ticks: Option<i64>,
+    /// Traded volume in lots.
+    pub volume_lots: i64,
+    /// Curves that took part.
+    pub n_curves: u32,
+    /// Engine time of the clearing.
+    pub cleared_at_ns: i64,
+}
+
+/// One award.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuctionAwardRow {
+    /// Product.
+    pub product_id: u32,
+    /// Account.
+    pub account_id: u32,
+    /// Buy or sell.
+    pub side: Side,
+    /// Accepted quantity in lots.
+    pub qty_lots: i64,
+}
+
+/// Applies one auction event (other events are ignored).
+pub(crate) async fn apply_auction_event(tx: &mut Tx, event: &EngineEvent) -> Result<(), DbError> {
+    let product_id = i64::from(event.product.0);
+    let at_ns = event.now.0;
+    let seq = input_i64("event_seq", event.event_seq)?;
+    match event.kind {
+        EventKind::CurveAccepted {
+            account,
+            side,
+            kind,
+            n_points,
+            ..
+        } => {
+            sqlx::query(
+                "DELETE FROM auction_curve_points \
+                 WHERE product_id = $1 AND account_id = $2 AND side = $3",
+            )
+            .bind(product_id)
+            .bind(i64::from(account.0))
+            .bind(side_text::as_str(side))
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO auction_curves (product_id, account_id, side, kind, n_points, \
+                 status, accepted_at_ns, updated_at_ns, accepted_event_seq, updated_event_seq) \
+                 VALUES ($1, $2, $3, $4, $5, 'active', $6, $6, $7, $7) \
+                 ON CONFLICT (product_id, account_id, side) DO UPDATE SET \
+                 kind = excluded.kind, n_points = excluded.n_points, status = 'active', \
+                 accepted_at_ns = excluded.accepted_at_ns, \
+                 updated_at_ns = excluded.updated_at_ns, \
+                 accepted_event_seq = excluded.accepted_event_seq, \
+                 updated_event_seq = excluded.updated_event_seq",
+            )
+            .bind(product_id)
+            .bind(i64::from(account.0))
+            .bind(side_text::as_str(side))
+            .bind(kind_text(kind))
+            .bind(i64::from(n_points))
+            .bind(at_ns)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventKind::CurvePointAccepted {
+            account,
+            side,
+            point_idx,
+            price,
+            qty,
+        } => {
+            sqlx::query(
+                "INSERT INTO auction_curve_points \
+                 (product_id, account_id, side, point_idx, price_ticks, qty_lots, event_seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (product_id, account_id, side, point_idx) DO UPDATE SET \
+                 price_ticks = excluded.price_ticks, qty_lots = excluded.qty_lots, \
+                 event_seq = excluded.event_seq",
+            )
+            .bind(product_id)
+            .bind(i64::from(account.0))
+            .bind(side_text::as_str(side))
+            .bind(i64::from(point_idx))
+            .bind(price.0)
+            .bind(qty.0)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventKind::CurveWithdrawn { account, side } => {
+            sqlx::query(
+                "DELETE FROM auction_curve_points \
+                 WHERE product_id = $1 AND account_id = $2 AND side = $3",
+            )
+            .bind(product_id)
+            .bind(i64::from(account.0))
+            .bind(side_text::as_str(side))
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query(
+                "UPDATE auction_curves SET status = 'withdrawn', n_points = 0, \
+                 updated_at_ns = $1, updated_event_seq = $2 \
+                 WHERE product_id = $3 AND account_id = $4 AND side = $5",
+            )
+            .bind(at_ns)
+            .bind(seq)
+            .bind(product_id)
+            .bind(i64::from(account.0))
+            .bind(side_text::as_str(side))
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventKind::AuctionCleared {
+            price,
+            volume,
+            n_curves,
+        } => {
+            sqlx::query(
+                "INSERT INTO auction_results \
+                 (product_id, price_ticks, volume_lots, n_curves, cleared_at_ns, event_seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (product_id) DO UPDATE SET price_ticks = excluded.price_ticks, \
+                 volume_lots = excluded.volume_lots, n_curves = excluded.n_curves, \
+                 cleared_at_ns = excluded.cleared_at_ns, event_seq = excluded.event_seq",
+            )
+            .bind(product_id)
+            .bind(price.map(|price| price.0))
+            .bind(volume.0)
+            .bind(i64::from(n_curves))
+            .bind(at_ns)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventKind::AuctionAward { account, side, qty } => {
+            sqlx::query(
+                "INSERT INTO auction_awards (product_id, account_id, side, qty_lots, event_seq) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (product_id, account_id, side) DO UPDATE SET \
+                 qty_lots = excluded.qty_lots, event_seq = excluded.event_seq",
+            )
+            .bind(product_id)
+            .bind(i64::from(account.0))
+            .bind(side_text::as_str(side))
+            .bind(qty.0)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventKind::CurveRejected { .. }
+        | EventKind::ProductAdded { .. }
+        | EventKind::Rejected { .. }
+        | EventKind::Book(_) => {}
+    }
+    Ok(())
+}
+
+fn award_from_row(row: &AnyRow) -> Result<AuctionAwardRow, DbError> {
+    Ok(AuctionAwardRow {
+        product_id: col_int(row, "auction_awards", "product_id")?,
+        account_id: col_int(row, "auction_awards", "account_id")?,
+        side: col_enum(row, "auction_awards", "side", side_text::parse)?,
+        qty_lots: col(row, "qty_lots")?,
+    })
+}
+
+impl Db {
+    /// The curves of `account_id` (active and withdrawn) with their points, by product
+    /// and side.
+    ///
+    /// # Errors
+    /// Database errors; [`DbError::Corrupt`] for a stored value out of range.
+    pub async fn auction_curves_of(
+        &self,
+        account_id: u32,
+    ) -> Result<Vec<AuctionCurveRow>, DbError> {
+        let account = i64::from(account_id);
+        let curves = sqlx::query(
+            "SELECT product_id, account_id, side, kind, status, updated_event_seq \
+             FROM auction_curves WHERE account_id = $1 ORDER BY product_id, side",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        let points = sqlx::query(
+            "SELECT product_id, side, point_idx, price_ticks, qty_lots \
+             FROM auction_curve_points WHERE account_id = $1 \
+             ORDER BY product_id, side, point_idx",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(curves.len());
+        for row in &curves {
+            out.push(AuctionCurveRow {
+                product_id: col_int(row, "auction_curves", "product_id")?,
+                account_id: col_int(row, "auction_curves", "account_id")?,
+                side: col_enum(row, "auction_curves", "side", side_text::parse)?,
+                kind: col_enum(row, "auction_curves", "kind", parse_kind)?,
+                status: col(row, "status")?,
+                points: Vec::new(),
+                updated_event_seq: col_int(row, "auction_curves", "updated_event_seq")?,
+            });
+        }
+        for row in &points {
+            let product_id: u32 = col_int(row, "auction_curve_points", "product_id")?;
+            let side = col_enum(row, "auction_curve_points", "side", side_text::parse)?;
+            if let Some(curve) = out
+                .iter_mut()
+                .find(|curve| curve.product_id == product_id && curve.side == side)
+            {
+                curve
+                    .points
+                    .push((col(row, "price_ticks")?, col(row, "qty_lots")?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The result of `product_id`'s auction, once cleared.
+    ///
+    /// # Errors
+    /// Database errors; [`DbError::Corrupt`] for a stored value out of range.
+    pub async fn auction_result(
+        &self,
+        product_id: u32,
+    ) -> Result<Option<AuctionResultRow>, DbError> {
+        let row = sqlx::query(
+            "SELECT product_id, price_ticks, volume_lots, n_curves, cleared_at_ns \
+             FROM auction_results WHERE product_id = $1",
+        )
+        .bind(i64::from(product_id))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(AuctionResultRow {
+                product_id: col_int(&row, "auction_results", "product_id")?,
+                price_ticks: col_int_opt(&row, "auction_results", "price_ticks")?,
+                volume_lots: col(&row, "volume_lots")?,
+                n_curves: col_int(&row, "auction_results", "n_curves")?,
+                cleared_at_ns: col(&row, "cleared_at_ns")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The awards of `product_id`'s auction, by account and side.
+    ///
+    /// # Errors
+    /// Database errors; [`DbError::Corrupt`] for a stored value out of range.
+    pub async fn auction_awards(&self, product_id: u32) -> Result<Vec<AuctionAwardRow>, DbError> {
+        let rows = sqlx::query(
+            "SELECT product_id, account_id, side, qty_lots FROM auction_awards \
+             WHERE product_id = $1 ORDER BY account_id, side",
+        )
+        .bind(i64::from(product_id))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(award_from_row).collect()
+    }
+}

@@ -1,0 +1,584 @@
+//! Day-ahead bid curves over the trader API, end to end: two traders submit curves
+//! over HTTP, the server's time passes the day-ahead gate, the engine clears the
+//! auction, and the clearing price, volume and awards are checked over HTTP and in the
+//! database. One case per kind of bad input, each a problem document with its stable
+//! code; a restart keeps the journaled curves and clears them identically.
+//!
+//! Runs on SQLite always and on PostgreSQL when `VOLTEX_DATABASE_URL` is set (with
+//! `VOLTEX_REQUIRE_SERVICES=1` a missing PostgreSQL fails the test).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use voltex::server::RunningServer;
+use voltex::server::auth::Role;
+use voltex::server::clock::ManualClock;
+use voltex::server::config::ServerConfig;
+use voltex_engine::auction::{AUCTION_POINTS_PER_CURVE_MAX, DAY_AHEAD_GATE_CLOSURE_LEAD_S};
+use voltex_market::UtcNanos;
+
+const SECRET: &str = "dayahead-test-secret-0123456789abcdef";
+/// 2026-01-05 10:00:00 UTC.
+const NOW: UtcNanos = UtcNanos(1_767_607_200_000_000_000);
+const HOUR_NS: i64 = 3_600_000_000_000;
+
+fn token(subject: &str, role: Role, accounts: Vec<u32>) -> String {
+    support::token(SECRET, subject, role, accounts)
+}
+
+fn config(data_dir: &std::path::Path, database_url: &str) -> ServerConfig {
+    ServerConfig {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_path_buf(),
+        database_url: Some(database_url.to_string()),
+        jwt_secret: Some(SECRET.into()),
+        intraday_hours_ahead: 24,
+        ..ServerConfig::default()
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, token, None).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
+        self.send(reqwest::Method::DELETE, path, token, None).await
+    }
+}
+
+async fn start(
+    data_dir: &std::path::Path,
+    database_url: &str,
+    clock: &Arc<ManualClock>,
+) -> (RunningServer, Client) {
+    let server = RunningServer::start(
+        config(data_dir, database_url),
+        Arc::clone(clock) as Arc<dyn voltex::server::clock::Clock>,
+    )
+    .await
+    .unwrap();
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", server.http_addr),
+    };
+    (server, client)
+}
+
+/// The product delivering 14 hours after `NOW`: its day-ahead gate is 2 hours ahead.
+fn product_id() -> u64 {
+    u64::try_from(NOW.0 / HOUR_NS + 14).unwrap()
+}
+
+fn gate_ns() -> i64 {
+    (NOW.0 / HOUR_NS + 14) * HOUR_NS - DAY_AHEAD_GATE_CLOSURE_LEAD_S * 1_000_000_000
+}
+
+fn curve(account: u32, side: &str, kind: &str, points: &[(&str, &str)]) -> Value {
+    json!({
+        "account": account,
+        "product": product_id(),
+        "side": side,
+        "kind": kind,
+        "points": points
+            .iter()
+            .map(|(price, qty)| json!({"price_eur_per_mwh": price, "qty_mw": qty}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// Alice buys 2.0 MW up to 40.00 and 1.0 MW more up to 60.00; Bob sells 1.5 MW from
+/// 30.00 and 1.5 MW more from 50.00. They clear at 40.00 EUR/MWh with 1.5 MW: only
+/// 40.00 carries 1.5 MW with every in-the-money quantity accepted.
+fn alice_curve() -> Value {
+    curve(1, "buy", "stepwise", &[("40.00", "2.0"), ("60.00", "1.0")])
+}
+
+fn bob_curve() -> Value {
+    curve(2, "sell", "stepwise", &[("30.00", "1.5"), ("50.00", "1.5")])
+}
+
+/// Moves the server's clock past the gate and the engine with it.
+async fn pass_the_gate(server: &RunningServer, clock: &ManualClock) {
+    clock.set(UtcNanos(gate_ns() + 1_000_000_000));
+    server.state.exchange.advance_time().await.unwrap();
+}
+
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..400 {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{what} never held");
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next JSON text message on `socket`, if one arrives within `wait`.
+async fn next_message_within(socket: &mut Socket, wait: Duration) -> Option<Value> {
+    use futures_util::StreamExt;
+    loop {
+        let frame = tokio::time::timeout(wait, socket.next())
+            .await
+            .ok()??
+            .ok()?;
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+            return serde_json::from_str(&text).ok();
+        }
+    }
+}
+
+async fn check_cleared_over_http(client: &Client, alice: &str, bob: &str) {
+    let path = format!("/api/v1/auction/results/{}", product_id());
+    let (status, result) = client.get(&path, alice).await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["auction_phase"], "cleared", "{result}");
+    assert_eq!(result["clearing_price_eur_per_mwh"], "40.00", "{result}");
+    assert_eq!(result["volume_mw"], "1.5", "{result}");
+    assert_eq!(result["n_curves"], 2, "{result}");
+    assert_eq!(
+        result["awards"],
+        json!([{"account": 1, "side": "buy", "qty_mw": "1.5"}]),
+        "a trader sees only their own award"
+    );
+    let (_, result) = client.get(&path, bob).await;
+    assert_eq!(
+        result["awards"],
+        json!([{"account": 2, "side": "sell", "qty_mw": "1.5"}])
+    );
+}
+
+async fn check_cleared_in_database(server: &RunningServer) {
+    let product = u32::try_from(product_id()).unwrap();
+    let db = &server.state.db;
+    let result = eventually("the auction result is persisted", async || {
+        db.auction_result(product).await.unwrap()
+    })
+    .await;
+    assert_eq!(result.price_ticks, Some(4_000));
+    assert_eq!(result.volume_lots, 15);
+    assert_eq!(result.n_curves, 2);
+    let awards = db.auction_awards(product).await.unwrap();
+    let awards: Vec<_> = awards
+        .iter()
+        .map(|award| (award.account_id, award.side, award.qty_lots))
+        .collect();
+    assert_eq!(
+        awards,
+        vec![
+            (1, voltex_market::Side::Buy, 15),
+            (2, voltex_market::Side::Sell, 15)
+        ]
+    );
+    let curves = db.auction_curves_of(1).await.unwrap();
+    assert_eq!(curves.len(), 1);
+    assert_eq!(curves[0].status, "active");
+    assert_eq!(curves[0].points, vec![(4_000, 20), (6_000, 10)]);
+}
+
+async fn submit_clear_and_check(database_url: &str) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(NOW));
+    let alice = token("alice", Role::Trader, vec![1]);
+    let bob = token("bob", Role::Trader, vec![2]);
+    let carol = token("carol", Role::Trader, vec![3]);
+    let operator = token("olga", Role::Operator, vec![]);
+    let (server, client) = start(data_dir.path(), database_url, &clock).await;
+
+    let (status, product) = client
+        .get(&format!("/api/v1/products/{}", product_id()), &alice)
+        .await;
+    assert_eq!(status, 200, "{product}");
+    assert_eq!(product["auction_phase"], "open");
+    assert_eq!(product["auction_gate_closure_ns"], gate_ns());
+
+    let (status, ack) = client
+        .post("/api/v1/auction/curves", &alice, alice_curve())
+        .await;
+    assert_eq!((status, &ack["status"]), (201, &json!("accepted")), "{ack}");
+    assert!(ack["command_seq"].as_u64().unwrap() > 0, "journaled");
+    let (status, ack) = client
+        .post("/api/v1/auction/curves", &alice, alice_curve())
+        .await;
+    assert_eq!((status, &ack["status"]), (201, &json!("replaced")), "{ack}");
+    let (status, ack) = client
+        .post("/api/v1/auction/curves", &bob, bob_curve())
+        .await;
+    assert_eq!((status, &ack["status"]), (201, &json!("accepted")), "{ack}");
+
+    // Carol bids and withdraws: her curve takes no part.
+    let carol_curve = curve(3, "buy", "piecewise_linear", &[("0", "5"), ("100", "0")]);
+    let (status, ack) = client
+        .post("/api/v1/auction/curves", &carol, carol_curve)
+        .await;
+    assert_eq!(status, 201, "{ack}");
+    let withdraw = format!("/api/v1/auction/curves/{}/3/buy", product_id());
+    let (status, ack) = client.delete(&withdraw, &carol).await;
+    assert_eq!(
+        (status, &ack["status"]),
+        (200, &json!("withdrawn")),
+        "{ack}"
+    );
+    let (status, problem) = client.delete(&withdraw, &carol).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (404, Some("curve_not_found"))
+    );
+    let (_, carol_curves) = client.get("/api/v1/auction/curves?account=3", &carol).await;
+    assert_eq!(carol_curves, json!([]));
+
+    let (status, curves) = client.get("/api/v1/auction/curves?account=1", &alice).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        curves,
+        json!([{
+            "product": product_id(), "account": 1, "side": "buy", "kind": "stepwise",
+            "points": [{"price_eur_per_mwh": "40.00", "qty_mw": "2"},
+                       {"price_eur_per_mwh": "60.00", "qty_mw": "1"}],
+            "accepted_event_seq": curves[0]["accepted_event_seq"],
+        }])
+    );
+    let (status, _) = client.get("/api/v1/auction/curves?account=1", &bob).await;
+    assert_eq!(status, 403, "bob may not read alice's curves");
+
+    let path = format!("/api/v1/auction/results/{}", product_id());
+    let (_, open) = client.get(&path, &alice).await;
+    assert_eq!(open["auction_phase"], "open");
+    assert_eq!(open["clearing_price_eur_per_mwh"], Value::Null);
+
+    // Alice follows the product on the stream: her own curve changes, the clearing and
+    // her award. A replaced curve's message also shows her subscription is live.
+    let url = format!(
+        "ws://{}/api/v1/stream?product={}&token={alice}",
+        server.http_addr,
+        product_id()
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut replaced = None;
+    for _ in 0..100 {
+        let (status, _) = client
+            .post("/api/v1/auction/curves", &alice, alice_curve())
+            .await;
+        assert_eq!(status, 201);
+        if let Some(message) = next_message_within(&mut socket, Duration::from_millis(200)).await {
+            replaced = Some(message);
+            break;
+        }
+    }
+    assert_eq!(
+        replaced.expect("a curve message")["event"],
+        "replaced",
+        "own curve changes are streamed"
+    );
+    pass_the_gate(&server, &clock).await;
+    let mut auction_messages = Vec::new();
+    while auction_messages.len() < 2 {
+        let message = next_message_within(&mut socket, Duration::from_secs(10))
+            .await
+            .expect("the clearing on the stream");
+        if message["type"] != "depth" && message["type"] != "phase" {
+            auction_messages.push(message);
+        }
+    }
+    assert_eq!(auction_messages[0]["type"], "auction_cleared");
+    assert_eq!(auction_messages[0]["price_eur_per_mwh"], "40.00");
+    assert_eq!(auction_messages[0]["volume_mw"], "1.5");
+    assert_eq!(auction_messages[1]["type"], "auction_award");
+    assert_eq!(auction_messages[1]["account"], 1, "only her own award");
+    assert_eq!(auction_messages[1]["qty_mw"], "1.5");
+    check_cleared_over_http(&client, &alice, &bob).await;
+    check_cleared_in_database(&server).await;
+
+    let (status, problem) = client
+        .post("/api/v1/auction/curves", &alice, alice_curve())
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (422, Some("auction_gate_closed")),
+        "{problem}"
+    );
+
+    // Every mutating call is audited, the refused ones included.
+    let audit = eventually("the curve calls are audited", async || {
+        let (_, audit) = client.get("/api/v1/audit?limit=100", &operator).await;
+        let rows = audit.as_array()?.clone();
+        let n_curve_calls = rows
+            .iter()
+            .filter(|row| {
+                row["action"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("curve."))
+            })
+            .count();
+        (n_curve_calls >= 7).then_some(rows)
+    })
+    .await;
+    assert!(
+        audit
+            .iter()
+            .any(|row| row["action"] == "curve.withdraw" && row["result"] == "curve_not_found")
+    );
+    assert!(audit.iter().any(|row| row["action"] == "curve.submit"
+        && row["result"] == "auction_gate_closed"
+        && row["actor"] == "alice"));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_traders_bid_and_the_auction_clears_on_sqlite() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        db_dir.path().join("dayahead.db").display()
+    );
+    submit_clear_and_check(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_traders_bid_and_the_auction_clears_on_postgres() {
+    support::with_postgres_database("voltex_dayahead", async |url| {
+        submit_clear_and_check(&url).await;
+    })
+    .await;
+}
+
+async fn restart_keeps_and_clears_curves(database_url: &str) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(NOW));
+    let alice = token("alice", Role::Trader, vec![1]);
+    let bob = token("bob", Role::Trader, vec![2]);
+    let (server, client) = start(data_dir.path(), database_url, &clock).await;
+    for (who, body) in [(&alice, alice_curve()), (&bob, bob_curve())] {
+        let (status, ack) = client.post("/api/v1/auction/curves", who, body).await;
+        assert_eq!(status, 201, "{ack}");
+    }
+    let (_, before) = client.get("/api/v1/auction/curves?account=1", &alice).await;
+    server.stop().await.unwrap();
+
+    let (server, client) = start(data_dir.path(), database_url, &clock).await;
+    let (_, after) = client.get("/api/v1/auction/curves?account=1", &alice).await;
+    assert_eq!(after, before, "journaled curves survive the restart");
+    assert_eq!(after.as_array().map(Vec::len), Some(1));
+    pass_the_gate(&server, &clock).await;
+    check_cleared_over_http(&client, &alice, &bob).await;
+    check_cleared_in_database(&server).await;
+    server.stop().await.unwrap();
+
+    // And once more: the cleared result replays identically, without duplicates.
+    let (server, client) = start(data_dir.path(), database_url, &clock).await;
+    check_cleared_over_http(&client, &alice, &bob).await;
+    check_cleared_in_database(&server).await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curves_journaled_before_a_restart_clear_identically_on_sqlite() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        db_dir.path().join("restart.db").display()
+    );
+    restart_keeps_and_clears_curves(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curves_journaled_before_a_restart_clear_identically_on_postgres() {
+    support::with_postgres_database("voltex_dayahead_restart", async |url| {
+        restart_keeps_and_clears_curves(&url).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_bad_curve_input_gets_its_problem_code() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        db_dir.path().join("bad.db").display()
+    );
+    let data_dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(NOW));
+    let alice = token("alice", Role::Trader, vec![1]);
+    let (server, client) = start(data_dir.path(), &url, &clock).await;
+    let too_many: Vec<(String, &str)> = (0..=AUCTION_POINTS_PER_CURVE_MAX)
+        .map(|index| (format!("{index}.00"), "0.1"))
+        .collect();
+    let too_many: Vec<(&str, &str)> = too_many
+        .iter()
+        .map(|(price, qty)| (price.as_str(), *qty))
+        .collect();
+    let mut unknown_product = alice_curve();
+    unknown_product["product"] = json!(1);
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        (
+            "malformed body",
+            json!({"account": 1, "product": product_id(), "side": "buy"}),
+            422,
+            "malformed_body",
+        ),
+        (
+            "unknown side",
+            curve(1, "sideways", "stepwise", &[("40.00", "1")]),
+            422,
+            "malformed_body",
+        ),
+        (
+            "off-grid price",
+            curve(1, "buy", "stepwise", &[("40.001", "1")]),
+            400,
+            "price_off_grid",
+        ),
+        (
+            "price above the day-ahead limit",
+            curve(1, "buy", "stepwise", &[("4000.01", "1")]),
+            400,
+            "price_out_of_limits",
+        ),
+        (
+            "not a number",
+            curve(1, "buy", "stepwise", &[("forty", "1")]),
+            400,
+            "bad_number",
+        ),
+        (
+            "quantity off the lot",
+            curve(1, "buy", "stepwise", &[("40.00", "0.15")]),
+            400,
+            "qty_off_lot",
+        ),
+        (
+            "unsorted points",
+            curve(1, "buy", "stepwise", &[("50.00", "1"), ("40.00", "1")]),
+            400,
+            "points_not_increasing",
+        ),
+        (
+            "duplicate points",
+            curve(1, "buy", "stepwise", &[("40.00", "1"), ("40.00", "1")]),
+            400,
+            "points_not_increasing",
+        ),
+        (
+            "no points",
+            curve(1, "buy", "stepwise", &[]),
+            400,
+            "curve_empty",
+        ),
+        (
+            "rising piecewise-linear buy curve",
+            curve(
+                1,
+                "buy",
+                "piecewise_linear",
+                &[("10.00", "1"), ("20.00", "2")],
+            ),
+            400,
+            "curve_not_monotone",
+        ),
+        (
+            "too many points",
+            curve(1, "buy", "stepwise", &too_many),
+            400,
+            "too_many_points",
+        ),
+        ("unknown product", unknown_product, 422, "unknown_product"),
+        (
+            "another trader's account",
+            curve(2, "buy", "stepwise", &[("40.00", "1")]),
+            403,
+            "forbidden",
+        ),
+    ];
+    for (case, body, status, code) in cases {
+        let (got_status, problem) = client.post("/api/v1/auction/curves", &alice, body).await;
+        assert_eq!(
+            (got_status, problem["code"].as_str()),
+            (status, Some(code)),
+            "{case}: {problem}"
+        );
+        assert_eq!(problem["status"], status, "{case}: a problem document");
+        assert_eq!(
+            problem["type"],
+            format!("urn:voltex:problem:{code}"),
+            "{case}"
+        );
+    }
+    let (status, problem) = client
+        .delete(
+            &format!("/api/v1/auction/curves/{}/2/buy", product_id()),
+            &alice,
+        )
+        .await;
+    assert_eq!((status, problem["code"].as_str()), (403, Some("forbidden")));
+    let (status, problem) = client.get("/api/v1/auction/results/1", &alice).await;
+    assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
+
+    pass_the_gate(&server, &clock).await;
+    let (status, problem) = client
+        .post("/api/v1/auction/curves", &alice, alice_curve())
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (422, Some("auction_gate_closed"))
+    );
+    let (_, result) = client
+        .get(&format!("/api/v1/auction/results/{}", product_id()), &alice)
+        .await;
+    assert_eq!(result["auction_phase"], "cleared");
+    assert_eq!(
+        result["volume_mw"], "0",
+        "no valid curve reached the auction"
+    );
+
+    let (_, openapi) = client.get("/api/v1/openapi.json", &alice).await;
+    for path in [
+        "/api/v1/auction/curves",
+        "/api/v1/auction/curves/{product}/{account}/{side}",
+        "/api/v1/auction/results/{product}",
+    ] {
+        assert!(
+            openapi["paths"][path].is_object(),
+            "{path} in the OpenAPI document"
+        );
+    }
+    server.stop().await.unwrap();
+}
