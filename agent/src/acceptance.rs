@@ -29,8 +29,8 @@
 //!
 //! # Invariants
 //! - An accepted schedule has a valid signature (under [`SignatureCheck::Verify`], the
-//!    only check a real agent can run), names this device, is strictly newer
-//!   than the held one, has not ended, and every target is within the device limits.
+//!   only check a real agent can run), names this device, is strictly newer than the
+//!   held one, has not ended, and every target is within the device limits.
 //! - A superseded ack is produced only for a held schedule that is still live.
 
 use serde::{Deserialize, Serialize};

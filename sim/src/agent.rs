@@ -63,7 +63,7 @@ pub fn device_id(index: usize) -> DeviceId {
 /// Whether device `index` gets signed schedules and verifies them: every
 /// `verify_one_in`-th device, starting with device 0.
 pub fn verifies_signatures(index: usize, verify_one_in: u32) -> bool {
-    index % (verify_one_in.max(1) as usize) == 0
+    index.is_multiple_of(verify_one_in.max(1) as usize)
 }
 
 /// The signature check of device `index` (see [`verifies_signatures`]).
