@@ -11,8 +11,8 @@
 
 use sqlx::any::AnyRow;
 use voltex_engine::command::{EngineEvent, EventKind};
-use voltex_market::Side;
 use voltex_market::auction::CurveKind;
+use voltex_market::{AccountId, Side};
 
 use super::types::side_text;
 use super::{Db, DbError, col, col_enum, col_int, col_int_opt, input_i64};
@@ -82,6 +82,25 @@ pub struct AuctionAwardRow {
     pub qty_lots: i64,
 }
 
+/// Forgets the points of a (product, account, side) curve (replaced or withdrawn).
+async fn delete_curve_points(
+    tx: &mut Tx,
+    product_id: i64,
+    account: AccountId,
+    side: Side,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "DELETE FROM auction_curve_points \
+         WHERE product_id = $1 AND account_id = $2 AND side = $3",
+    )
+    .bind(product_id)
+    .bind(i64::from(account.0))
+    .bind(side_text::as_str(side))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Applies one auction event (other events are ignored).
 pub(crate) async fn apply_auction_event(tx: &mut Tx, event: &EngineEvent) -> Result<(), DbError> {
     let product_id = i64::from(event.product.0);
@@ -95,15 +114,7 @@ pub(crate) async fn apply_auction_event(tx: &mut Tx, event: &EngineEvent) -> Res
             n_points,
             ..
         } => {
-            sqlx::query(
-                "DELETE FROM auction_curve_points \
-                 WHERE product_id = $1 AND account_id = $2 AND side = $3",
-            )
-            .bind(product_id)
-            .bind(i64::from(account.0))
-            .bind(side_text::as_str(side))
-            .execute(&mut **tx)
-            .await?;
+            delete_curve_points(tx, product_id, account, side).await?;
             sqlx::query(
                 "INSERT INTO auction_curves (product_id, account_id, side, kind, n_points, \
                  status, accepted_at_ns, updated_at_ns, accepted_event_seq, updated_event_seq) \
@@ -151,15 +162,7 @@ pub(crate) async fn apply_auction_event(tx: &mut Tx, event: &EngineEvent) -> Res
             .await?;
         }
         EventKind::CurveWithdrawn { account, side } => {
-            sqlx::query(
-                "DELETE FROM auction_curve_points \
-                 WHERE product_id = $1 AND account_id = $2 AND side = $3",
-            )
-            .bind(product_id)
-            .bind(i64::from(account.0))
-            .bind(side_text::as_str(side))
-            .execute(&mut **tx)
-            .await?;
+            delete_curve_points(tx, product_id, account, side).await?;
             sqlx::query(
                 "UPDATE auction_curves SET status = 'withdrawn', n_points = 0, \
                  updated_at_ns = $1, updated_event_seq = $2 \
