@@ -16,6 +16,7 @@
 //! every decoded message, so nothing out of bounds reaches an agent's logic.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use voltex_market::UtcNanos;
@@ -56,9 +57,12 @@ fn invalid(field: &'static str, rule: &'static str) -> ProtocolError {
 }
 
 /// A device's identity: the common name of its certificate and its MQTT client id.
+///
+/// Shared text (`Arc<str>`): every ack, receipt, schedule and log line of a device carries
+/// its id, so a clone is a reference count, not an allocation.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct DeviceId(String);
+pub struct DeviceId(Arc<str>);
 
 impl DeviceId {
     /// Checks and wraps a device id.
@@ -73,7 +77,7 @@ impl DeviceId {
         if id.is_empty() || id.len() > DEVICE_ID_LEN_MAX || !id.chars().all(allowed) {
             return Err(ProtocolError::InvalidDeviceId(id));
         }
-        Ok(DeviceId(id))
+        Ok(DeviceId(Arc::from(id)))
     }
 
     /// The id as text.
@@ -91,7 +95,7 @@ impl TryFrom<String> for DeviceId {
 
 impl From<DeviceId> for String {
     fn from(id: DeviceId) -> String {
-        id.0
+        id.0.to_string()
     }
 }
 

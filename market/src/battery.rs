@@ -6,6 +6,9 @@
 //! optimiser, the allocator, the simulator's virtual batteries and the backtest all step
 //! the state of charge with [`BatterySpec::soc_after_wh`] and clip requests with
 //! [`BatterySpec::feasible_power_w`], so they cannot disagree about what is feasible.
+//! Both are [`PeriodPhysics`] methods underneath: a caller stepping many batteries over
+//! the same period length takes [`BatterySpec::period`] once and saves the standing-loss
+//! `powf` per call (the simulator's hot loop); the results are the same bits.
 //!
 //! Sign convention: a **positive** power is a **discharge** (energy sold to the grid), a
 //! negative power is a charge (energy bought from the grid).
@@ -16,7 +19,8 @@
 //! - Efficiencies in `(0, 1]`, standing loss per hour in `[0, 1)`, wear cost `>= 0`.
 //! - [`BatterySpec::feasible_power_w`] never returns a power whose
 //!   [`BatterySpec::soc_after_wh`] leaves `[soc_min_wh, soc_max_wh]` (from a SoC inside it)
-//!   or exceeds the power limits.
+//!   or exceeds the power limits — except that standing loss alone can take an idle
+//!   battery below `soc_min_wh` (the result is then 0 or a charge, never a discharge).
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -132,6 +136,22 @@ impl BatterySpec {
         (1.0 - self.standing_loss_per_hour).powf(period_s as f64 / SECONDS_PER_HOUR)
     }
 
+    /// The physics of one period of `period_s` seconds, with the standing retention
+    /// computed once (see [`PeriodPhysics`]).
+    pub fn period(&self, period_s: i64) -> PeriodPhysics {
+        PeriodPhysics {
+            period_s,
+            hours: period_s as f64 / SECONDS_PER_HOUR,
+            retention: self.standing_retention(period_s),
+            charge_efficiency: self.charge_efficiency,
+            discharge_efficiency: self.discharge_efficiency,
+            soc_min_wh: self.soc_min_wh as f64,
+            soc_max_wh: self.soc_max_wh as f64,
+            max_charge_w: self.max_charge_w,
+            max_discharge_w: self.max_discharge_w,
+        }
+    }
+
     /// The state of charge clamped into `[soc_min_wh, soc_max_wh]`.
     pub fn clamp_soc_wh(&self, soc_wh: f64) -> f64 {
         soc_wh.clamp(self.soc_min_wh as f64, self.soc_max_wh as f64)
@@ -140,30 +160,14 @@ impl BatterySpec {
     /// The SoC after holding grid-side power `power_w` (positive = discharge) for one
     /// period of `period_s` seconds, starting from `soc_wh`.
     pub fn soc_after_wh(&self, soc_wh: f64, power_w: i64, period_s: i64) -> f64 {
-        let hours = period_s as f64 / SECONDS_PER_HOUR;
-        let kept = soc_wh * self.standing_retention(period_s);
-        if power_w >= 0 {
-            kept - power_w as f64 * hours / self.discharge_efficiency
-        } else {
-            kept - power_w as f64 * hours * self.charge_efficiency
-        }
+        self.period(period_s).soc_after_wh(soc_wh, power_w)
     }
 
     /// The power closest to `requested_w` (towards zero) that keeps the power limits and
     /// keeps the SoC inside `[soc_min_wh, soc_max_wh]` after one period, starting from
     /// `soc_wh`. Rounded towards zero to whole W, so the result is always feasible.
     pub fn feasible_power_w(&self, soc_wh: f64, requested_w: i64, period_s: i64) -> i64 {
-        let hours = period_s as f64 / SECONDS_PER_HOUR;
-        let kept = soc_wh * self.standing_retention(period_s);
-        if requested_w >= 0 {
-            let room_wh = (kept - self.soc_min_wh as f64).max(0.0);
-            let by_soc = (room_wh * self.discharge_efficiency / hours).floor() as i64;
-            requested_w.min(self.max_discharge_w).min(by_soc).max(0)
-        } else {
-            let room_wh = (self.soc_max_wh as f64 - kept).max(0.0);
-            let by_soc = (room_wh / (self.charge_efficiency * hours)).floor() as i64;
-            -((-requested_w).min(self.max_charge_w).min(by_soc).max(0))
-        }
+        self.period(period_s).feasible_power_w(soc_wh, requested_w)
     }
 
     /// This spec scaled to `n` identical devices operated as one unit (powers and energies
@@ -176,6 +180,60 @@ impl BatterySpec {
             soc_min_wh: self.soc_min_wh * n,
             soc_max_wh: self.soc_max_wh * n,
             ..self.clone()
+        }
+    }
+}
+
+/// A [`BatterySpec`]'s physics over periods of one fixed length: what
+/// [`BatterySpec::soc_after_wh`] and [`BatterySpec::feasible_power_w`] compute, with the
+/// period's standing retention (a `powf`) computed once by [`BatterySpec::period`].
+/// Those two methods are these, so the two paths give the same bits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PeriodPhysics {
+    period_s: i64,
+    hours: f64,
+    retention: f64,
+    charge_efficiency: f64,
+    discharge_efficiency: f64,
+    soc_min_wh: f64,
+    soc_max_wh: f64,
+    max_charge_w: i64,
+    max_discharge_w: i64,
+}
+
+impl PeriodPhysics {
+    /// The period's length, seconds.
+    pub fn period_s(&self) -> i64 {
+        self.period_s
+    }
+
+    /// Fraction of the stored energy kept over the period
+    /// ([`BatterySpec::standing_retention`]).
+    pub fn standing_retention(&self) -> f64 {
+        self.retention
+    }
+
+    /// [`BatterySpec::soc_after_wh`] over this period.
+    pub fn soc_after_wh(&self, soc_wh: f64, power_w: i64) -> f64 {
+        let kept = soc_wh * self.retention;
+        if power_w >= 0 {
+            kept - power_w as f64 * self.hours / self.discharge_efficiency
+        } else {
+            kept - power_w as f64 * self.hours * self.charge_efficiency
+        }
+    }
+
+    /// [`BatterySpec::feasible_power_w`] over this period.
+    pub fn feasible_power_w(&self, soc_wh: f64, requested_w: i64) -> i64 {
+        let kept = soc_wh * self.retention;
+        if requested_w >= 0 {
+            let room_wh = (kept - self.soc_min_wh).max(0.0);
+            let by_soc = (room_wh * self.discharge_efficiency / self.hours).floor() as i64;
+            requested_w.min(self.max_discharge_w).min(by_soc).max(0)
+        } else {
+            let room_wh = (self.soc_max_wh - kept).max(0.0);
+            let by_soc = (room_wh / (self.charge_efficiency * self.hours)).floor() as i64;
+            -((-requested_w).min(self.max_charge_w).min(by_soc).max(0))
         }
     }
 }

@@ -79,15 +79,21 @@ pub fn signature_check(
     }
 }
 
-/// The agent configuration of device `index` of a group with `spec`.
-pub fn core_config(index: usize, spec: &BatterySpec, signature: SignatureCheck) -> CoreConfig {
+/// The agent configuration of device `index` (id `device`, from [`device_id`]) of a
+/// group with `spec`.
+pub fn core_config(
+    index: usize,
+    device: DeviceId,
+    spec: &BatterySpec,
+    signature: SignatureCheck,
+) -> CoreConfig {
     let limits = DeviceLimits {
         max_charge_w: spec.max_charge_w,
         max_discharge_w: spec.max_discharge_w,
     };
     CoreConfig {
         acceptance: AcceptanceConfig {
-            device: device_id(index),
+            device,
             limits,
             signature,
             policy: AcceptancePolicy::default(),

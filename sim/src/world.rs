@@ -58,7 +58,7 @@ use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
 use voltex_agent::executor::{Mode, MonoNanos};
 use voltex_agent::outbox::next_messages;
-use voltex_dispatch::message::{AckStatus, ScheduleRejection};
+use voltex_dispatch::message::{AckStatus, DeviceId, ScheduleRejection};
 use voltex_dispatch::receipt::ReceiptWindow;
 use voltex_dispatch::{
     Ack, Fallback, Message, Receipt, Schedule, ScheduleId, ScheduleSigner, ScheduleVerifier,
@@ -68,7 +68,7 @@ use voltex_engine::forecast::{ForecastError, Forecaster, Lear, LearConfig, Naive
 use voltex_engine::optimise::rule::DailyRule;
 use voltex_engine::optimise::{LpBackend, OptimiseError, PlanConfig, TerminalSoc, plan_battery};
 use voltex_market::UtcNanos;
-use voltex_market::battery::BatterySpec;
+use voltex_market::battery::{BatterySpec, PeriodPhysics};
 use voltex_market::series::PriceSeries;
 
 use crate::agent::{
@@ -391,6 +391,8 @@ pub struct World<'a> {
     prices_m: Vec<i128>,
     // Devices, struct of arrays.
     soc_wh: Vec<f64>,
+    /// `d<index>`, shared by the device's agent config and its schedules.
+    device_ids: Vec<DeviceId>,
     agents: Vec<VirtualAgent>,
     /// Sim time of the device's next executor boundary (tick then).
     next_tick: Vec<i64>,
@@ -602,12 +604,13 @@ impl<'a> World<'a> {
             .verify_signatures_one_in
             .as_ref()
             .map_or(1, |n| *n.get_ref());
+        let device_ids: Vec<DeviceId> = (0..n_devices).map(device_id).collect();
         let agents = groups
             .iter()
             .flat_map(|g| (g.first..g.end).map(move |i| (i, g)))
             .map(|(i, g)| {
                 let signature = signature_check(i, verify_one_in, &verifier);
-                VirtualAgent::boot(core_config(i, &g.spec, signature))
+                VirtualAgent::boot(core_config(i, device_ids[i].clone(), &g.spec, signature))
             })
             .collect();
         Ok(World {
@@ -635,6 +638,7 @@ impl<'a> World<'a> {
             penalty_m: mantissa_at(penalty, scale),
             prices_m,
             soc_wh,
+            device_ids,
             agents,
             next_tick: vec![i64::MIN; n_devices],
             flags: vec![0; n_devices],
@@ -937,7 +941,7 @@ impl<'a> World<'a> {
         let periods = schedule_periods(&targets, self.interval_s as u32);
         let valid_from = UtcNanos(day_start - n_before as i64 * self.interval_ns);
         let template = Schedule {
-            device: device_id(0),
+            device: self.device_ids[self.groups[g].first].clone(),
             schedule_id: ScheduleId(0),
             version: u64::from(day) + 1,
             issued_at: UtcNanos(now),
@@ -950,9 +954,10 @@ impl<'a> World<'a> {
         let (first, end) = (self.groups[g].first, self.groups[g].end);
         let signer = &self.signer;
         let verify_one_in = self.verify_one_in;
+        let device_ids = &self.device_ids;
         let sign = |device: usize| {
             let mut schedule = template.clone();
-            schedule.device = device_id(device);
+            schedule.device = device_ids[device].clone();
             schedule.schedule_id = ScheduleId(device as u128 + 1);
             if !verifies_signatures(device, verify_one_in) {
                 return Some(Arc::new(SignedSchedule {
@@ -1281,6 +1286,8 @@ impl<'a> World<'a> {
         let spec = self.groups[g].spec.clone();
         let (first, end) = (self.groups[g].first, self.groups[g].end);
         let dt = self.interval_s;
+        // The interval's physics once per cohort (a skewed clock's segments take their own).
+        let whole = spec.period(dt);
         let mut delivered_j: i64 = 0;
         let mut throughput_j: i64 = 0;
         let mut soc_sum = 0.0;
@@ -1291,7 +1298,7 @@ impl<'a> World<'a> {
             if bits & down_bits != 0 {
                 // Down: no power; standing loss still applies.
                 n_down += 1;
-                self.apply(&spec, i, 0, dt);
+                self.apply(&spec, &whole, i, 0);
                 let soc = self.soc_wh[i];
                 soc_sum += soc;
                 (soc_lo_wh, soc_hi_wh) = (soc_lo_wh.min(soc), soc_hi_wh.max(soc));
@@ -1326,22 +1333,27 @@ impl<'a> World<'a> {
                 // every segment (a clock step or a window edge is not a boundary).
                 let requested = self.agent_setpoint(sched, i, t_dev, mono, bits != 0);
                 mono += seconds * NS_PER_S;
+                let physics = if seconds == dt {
+                    whole
+                } else {
+                    spec.period(seconds)
+                };
                 let power = if let Some(w) = stuck {
                     // Stuck hardware ignores the executor; only physics limits it.
-                    spec.feasible_power_w(self.soc_wh[i], w, seconds)
+                    physics.feasible_power_w(self.soc_wh[i], w)
                 } else {
                     if self.flags[i] & FLAG_FALLBACK != 0 {
                         n_fallback += 1;
                     }
                     let sensed = self.sensed_soc(i, now);
-                    let by_executor = spec.feasible_power_w(sensed, requested, seconds);
+                    let by_executor = physics.feasible_power_w(sensed, requested);
                     if sensed == self.soc_wh[i] {
                         by_executor
                     } else {
-                        spec.feasible_power_w(self.soc_wh[i], by_executor, seconds)
+                        physics.feasible_power_w(self.soc_wh[i], by_executor)
                     }
                 };
-                self.apply(&spec, i, power, seconds);
+                self.apply(&spec, &physics, i, power);
                 delivered_j += power * seconds;
                 throughput_j += power.abs() * seconds;
             }
@@ -1376,13 +1388,13 @@ impl<'a> World<'a> {
         }
     }
 
-    /// Holds `power_w` on device `i` for `seconds`: SoC by the shared physics, and the
-    /// energy split into grid in/out and losses (computed independently, so the
-    /// conservation test checks the physics).
-    fn apply(&mut self, spec: &BatterySpec, i: usize, power_w: i64, seconds: i64) {
+    /// Holds `power_w` on device `i` for one period of `physics`: SoC by the shared
+    /// physics, and the energy split into grid in/out and losses (computed independently
+    /// from the spec's efficiencies, so the conservation test checks the physics).
+    fn apply(&mut self, spec: &BatterySpec, physics: &PeriodPhysics, i: usize, power_w: i64) {
         let soc = self.soc_wh[i];
-        let hours = seconds as f64 / 3_600.0;
-        let standing = soc * (1.0 - spec.standing_retention(seconds));
+        let hours = physics.period_s() as f64 / 3_600.0;
+        let standing = soc * (1.0 - physics.standing_retention());
         let grid_wh = power_w.unsigned_abs() as f64 * hours;
         let conversion = if power_w >= 0 {
             self.grid_out_wh[i] += grid_wh;
@@ -1392,7 +1404,7 @@ impl<'a> World<'a> {
             grid_wh * (1.0 - spec.charge_efficiency)
         };
         self.loss_wh[i] += standing + conversion;
-        self.soc_wh[i] = spec.soc_after_wh(soc, power_w, seconds);
+        self.soc_wh[i] = physics.soc_after_wh(soc, power_w);
     }
 
     /// A reboot window starts (every hit device loses its agent core) or ends (each
@@ -1411,7 +1423,12 @@ impl<'a> World<'a> {
             }
             let g = self.group_of(i);
             let signature = signature_check(i, self.verify_one_in, &self.verifier);
-            let config = core_config(i, &self.groups[g].spec, signature);
+            let config = core_config(
+                i,
+                self.device_ids[i].clone(),
+                &self.groups[g].spec,
+                signature,
+            );
             let t_dev = UtcNanos(self.device_clock(i, now));
             let agent = &mut self.agents[i];
             agent.restore(config);
