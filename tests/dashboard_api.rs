@@ -156,7 +156,8 @@ async fn dashboard_pages_and_read_endpoints() {
                 offset_s: 0,
                 target_w: -2_000,
                 ramp_s: 0,
-            }],
+            }]
+            .into(),
             fallback: Fallback::Idle,
         };
         db.insert_schedule(

@@ -551,7 +551,8 @@ fn signed_schedule(device: &str, version: u64, target_w: i64) -> SignedSchedule 
                 offset_s: 0,
                 target_w,
                 ramp_s: 0,
-            }],
+            }]
+            .into(),
             fallback: Fallback::Idle,
         },
         signature: vec![7; 64],

@@ -60,7 +60,8 @@ fn schedule(device: &DeviceId, version: u64) -> Schedule {
             offset_s: 0,
             target_w: -1_000,
             ramp_s: 0,
-        }],
+        }]
+        .into(),
         fallback: Fallback::Idle,
     }
 }

@@ -407,7 +407,8 @@ async fn fleet_api_shows_devices_schedules_and_analytics_to_permitted_roles_only
                 offset_s: 0,
                 target_w: -2_000,
                 ramp_s: 0,
-            }],
+            }]
+            .into(),
             fallback: Fallback::Idle,
         };
         db.insert_schedule(&signer.sign(schedule).unwrap(), NOW.nanos() + 1_000_000_000)

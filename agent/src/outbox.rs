@@ -135,10 +135,16 @@ impl Outbox {
         Pushed { entry, dropped_seq }
     }
 
-    /// Drops every entry with `seq <= through_seq`; returns how many.
+    /// Drops every entry with `seq <= through_seq`; returns how many. A fully drained
+    /// outbox frees its buffer: an agent spends most of its life with nothing
+    /// unreceipted, and should not keep the high-water mark of its last outage (nor
+    /// should each of a simulated fleet's thousands of agents).
     pub fn receipt(&mut self, through_seq: u64) -> usize {
         let covered = self.entries.partition_point(|e| e.seq <= through_seq);
         self.entries.drain(..covered);
+        if self.entries.is_empty() {
+            self.entries = VecDeque::new();
+        }
         covered
     }
 

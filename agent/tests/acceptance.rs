@@ -32,15 +32,15 @@ fn cases() -> Vec<Case> {
     let mut other_device = hour_schedule(1, 1);
     other_device.device = DeviceId::new("bat-0002").expect("valid");
     let mut too_much_discharge = hour_schedule(1, 1);
-    too_much_discharge.periods[1].target_w = 4_001;
+    std::sync::Arc::make_mut(&mut too_much_discharge.periods)[1].target_w = 4_001;
     let mut too_much_charge = hour_schedule(1, 1);
-    too_much_charge.periods[0].target_w = -5_001;
+    std::sync::Arc::make_mut(&mut too_much_charge.periods)[0].target_w = -5_001;
     let mut fallback_too_high = hour_schedule(1, 1);
     fallback_too_high.fallback = Fallback::Hold { target_w: 9_000 };
     let mut no_periods = hour_schedule(1, 1);
-    no_periods.periods.clear();
+    no_periods.periods = Vec::new().into();
     let mut same_version_other_content = hour_schedule(1, 5);
-    same_version_other_content.periods[0].target_w = -1_000;
+    std::sync::Arc::make_mut(&mut same_version_other_content.periods)[0].target_w = -1_000;
     let held_v5 = (sign(hour_schedule(1, 5)), true);
     vec![
         Case {
@@ -354,7 +354,7 @@ fn core_forged_copy_received_first_does_not_shadow_the_real_schedule() {
     let mut core = AgentCore::restore(core_config(), PersistedState::default());
     let genuine = sign(hour_schedule(1, 1));
     let mut forged = genuine.clone();
-    forged.schedule.periods[0].target_w = 4_000; // altered by the broker; signature kept
+    std::sync::Arc::make_mut(&mut forged.schedule.periods)[0].target_w = 4_000; // altered by the broker; signature kept
     core.receive(forged, at(-60));
     assert_eq!(core.decide_pending(at(-60)).rejected, vec![key(1, 1)]);
     let received = core.receive(genuine, at(-50));

@@ -378,7 +378,7 @@ fn arb_schedule() -> impl Strategy<Value = Schedule> {
             }
             let len_s = i64::from(offset_s) + 1_000;
             let mut schedule = schedule(9, 1, 0, len_s, &[]);
-            schedule.periods = periods;
+            schedule.periods = periods.into();
             schedule.randomize_start_s = randomize_start_s;
             schedule.fallback = fallback;
             schedule

@@ -25,7 +25,7 @@
 //!     valid_from: UtcNanos(0),
 //!     valid_until: UtcNanos(3_600_000_000_000),
 //!     randomize_start_s: 0,
-//!     periods: vec![SchedulePeriod { offset_s: 0, target_w: -2_000, ramp_s: 0 }],
+//!     periods: vec![SchedulePeriod { offset_s: 0, target_w: -2_000, ramp_s: 0 }].into(),
 //!     fallback: Fallback::Idle,
 //! };
 //! let frame = encode_binary(&Message::Schedule(signer.sign(schedule).unwrap())).unwrap();

@@ -203,8 +203,10 @@ pub struct Schedule {
     /// Upper bound of a random start delay, in seconds, so a fleet does not step at
     /// once (2030.5 `randomizeStart`). 0 = none.
     pub randomize_start_s: u32,
-    /// Setpoint periods, offsets strictly increasing, the first at 0.
-    pub periods: Vec<SchedulePeriod>,
+    /// Setpoint periods, offsets strictly increasing, the first at 0. Shared, not
+    /// copied: the devices of a fleet group usually get the same periods, and a
+    /// platform holds every device's schedule until it is acknowledged.
+    pub periods: Arc<[SchedulePeriod]>,
     /// What to do outside the window.
     pub fallback: Fallback,
 }
@@ -242,7 +244,7 @@ impl Schedule {
                 return Err(invalid("periods", "offsets must increase strictly"));
             }
         }
-        for period in &self.periods {
+        for period in self.periods.iter() {
             if i64::from(period.offset_s) >= window_s {
                 return Err(invalid("periods", "a period starts after valid_until"));
             }

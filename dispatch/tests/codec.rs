@@ -33,7 +33,8 @@ fn schedule() -> Schedule {
                 target_w: 5_000,
                 ramp_s: 60,
             },
-        ],
+        ]
+        .into(),
         fallback: Fallback::Idle,
     }
 }
@@ -95,7 +96,7 @@ fn arb_schedule() -> impl Strategy<Value = Schedule> {
                     valid_from,
                     valid_until: UtcNanos(valid_from.0 + i64::from(hours) * HOUR_NS),
                     randomize_start_s: randomize,
-                    periods,
+                    periods: periods.into(),
                     fallback,
                 }
             },
@@ -281,7 +282,7 @@ fn every_schedule_rule_is_enforced() {
         ("randomise too long", |s| {
             s.randomize_start_s = RAMP_S_MAX + 1
         }),
-        ("no periods", |s| s.periods.clear()),
+        ("no periods", |s| s.periods = Vec::new().into()),
         ("too many periods", |s| {
             s.valid_until = UtcNanos(s.valid_from.0 + 30 * 24 * HOUR_NS);
             s.periods = (0..=PERIODS_MAX as u32)
@@ -292,12 +293,20 @@ fn every_schedule_rule_is_enforced() {
                 })
                 .collect();
         }),
-        ("first offset not zero", |s| s.periods[0].offset_s = 5),
-        ("offsets not increasing", |s| s.periods[1].offset_s = 0),
-        ("period after the window", |s| s.periods[1].offset_s = 3_600),
-        ("ramp too long", |s| s.periods[1].ramp_s = RAMP_S_MAX + 1),
+        ("first offset not zero", |s| {
+            std::sync::Arc::make_mut(&mut s.periods)[0].offset_s = 5
+        }),
+        ("offsets not increasing", |s| {
+            std::sync::Arc::make_mut(&mut s.periods)[1].offset_s = 0
+        }),
+        ("period after the window", |s| {
+            std::sync::Arc::make_mut(&mut s.periods)[1].offset_s = 3_600
+        }),
+        ("ramp too long", |s| {
+            std::sync::Arc::make_mut(&mut s.periods)[1].ramp_s = RAMP_S_MAX + 1
+        }),
         ("target too large", |s| {
-            s.periods[0].target_w = TARGET_W_ABS_MAX + 1
+            std::sync::Arc::make_mut(&mut s.periods)[0].target_w = TARGET_W_ABS_MAX + 1
         }),
         ("fallback hold too large", |s| {
             s.fallback = Fallback::Hold {

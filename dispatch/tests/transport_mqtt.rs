@@ -104,7 +104,8 @@ fn schedule(device: &DeviceId, version: u64) -> Message {
             offset_s: 0,
             target_w: -2_000,
             ramp_s: 0,
-        }],
+        }]
+        .into(),
         fallback: Fallback::Idle,
     };
     Message::Schedule(signer.sign(schedule).unwrap())

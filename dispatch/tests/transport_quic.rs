@@ -80,7 +80,8 @@ fn schedule(device: &DeviceId) -> Message {
             offset_s: 0,
             target_w: 1_500,
             ramp_s: 0,
-        }],
+        }]
+        .into(),
         fallback: Fallback::Idle,
     };
     Message::Schedule(signer.sign(schedule).unwrap())

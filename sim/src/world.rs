@@ -938,7 +938,8 @@ impl<'a> World<'a> {
         };
         targets.resize(n_before, 0);
         targets.extend_from_slice(&self.schedules[g][day as usize]);
-        let periods = schedule_periods(&targets, self.interval_s as u32);
+        // One periods slice for the whole group: each device's schedule shares it.
+        let periods = schedule_periods(&targets, self.interval_s as u32).into();
         let valid_from = UtcNanos(day_start - n_before as i64 * self.interval_ns);
         let template = Schedule {
             device: self.device_ids[self.groups[g].first].clone(),

@@ -63,7 +63,8 @@ fn schedule(charge_w: i64, discharge_w: i64) -> Schedule {
             period(4, 0),
             period(18, discharge_w),
             period(19, 0),
-        ],
+        ]
+        .into(),
         fallback: Fallback::Idle,
     }
 }

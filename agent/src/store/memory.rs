@@ -59,6 +59,11 @@ impl MemoryStore {
         if let Some(through) = batch.outbox_drain_through {
             state.outbox.retain(|e| e.seq > through);
         }
+        if state.outbox.is_empty() {
+            // Drained: free the buffer (see `Outbox::receipt`; thousands of simulated
+            // agents each hold a store).
+            state.outbox = Vec::new();
+        }
         if let Some(next_seq) = batch.next_seq {
             state.next_seq = state.next_seq.max(next_seq);
         }

@@ -662,7 +662,8 @@ mod tests {
                         target_w: 2 * target_w,
                         ramp_s: 0,
                     },
-                ],
+                ]
+                .into(),
                 fallback: Fallback::Idle,
             },
             signature: Vec::new(),

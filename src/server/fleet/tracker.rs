@@ -1497,7 +1497,8 @@ mod tests {
                 offset_s: 0,
                 target_w: 1_000,
                 ramp_s: 0,
-            }],
+            }]
+            .into(),
             fallback: Fallback::Idle,
         };
         Arc::new(ScheduleSigner::from_seed(&[1; 32]).sign(schedule).unwrap())
