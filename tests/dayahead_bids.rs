@@ -1,7 +1,8 @@
 //! Day-ahead bid curves over the trader API, end to end: two traders submit curves
 //! over HTTP, the server's time passes the day-ahead gate, the engine clears the
 //! auction, and the clearing price, volume and awards are checked over HTTP and in the
-//! database. One case per kind of bad input, each a problem document with its stable
+//! database, and so are the awards in each trader's positions (with the cash P&L) and
+//! fills, which another trader cannot read. One case per kind of bad input, each a problem document with its stable
 //! code; a restart keeps the journaled curves and clears them identically.
 //!
 //! Runs on SQLite always and on PostgreSQL when `VOLTEX_DATABASE_URL` is set (with
@@ -215,6 +216,65 @@ async fn check_cleared_in_database(server: &RunningServer) {
     assert_eq!(curves[0].points, vec![(4_000, 20), (6_000, 10)]);
 }
 
+/// What the traders' account endpoints show after the clearing, hand-computed: 1.5 MW
+/// for the one-hour product at 40.00 EUR/MWh is 1.5 MWh for 60 EUR, paid by Alice
+/// (buy) and received by Bob (sell), as one fill of source `auction` each. The cash is
+/// the account's P&L (positions are not marked to market).
+async fn check_awards_in_accounts(client: &Client, alice: &str, bob: &str) {
+    let position = |net: &str, bought: &str, sold: &str, paid: &str, got: &str, cash: &str| {
+        json!([{
+            "product_id": product_id(), "net_mw": net, "bought_mwh": bought,
+            "sold_mwh": sold, "bought_eur": paid, "sold_eur": got, "cash_eur": cash,
+            "n_trades": 1,
+        }])
+    };
+    for (account, token, expected) in [
+        (1, alice, position("1.5", "1.5", "0", "60", "0", "-60")),
+        (2, bob, position("-1.5", "0", "1.5", "0", "60", "60")),
+    ] {
+        let path = format!("/api/v1/accounts/{account}/positions");
+        let positions = eventually("the award reaches the positions", async || {
+            let (status, positions) = client.get(&path, token).await;
+            assert_eq!(status, 200, "{positions}");
+            (!positions.as_array()?.is_empty()).then_some(positions)
+        })
+        .await;
+        assert_eq!(positions, expected, "account {account}");
+    }
+
+    let mut award_seqs = Vec::new();
+    for (account, token, side) in [(1, alice, "buy"), (2, bob, "sell")] {
+        let (status, fills) = client
+            .get(&format!("/api/v1/accounts/{account}/fills"), token)
+            .await;
+        assert_eq!(status, 200, "{fills}");
+        let event_seq = fills[0]["event_seq"].as_u64().expect("an event seq");
+        assert_eq!(
+            fills,
+            json!([{
+                "source": "auction", "product_id": product_id(), "trade_id": null,
+                "event_seq": event_seq, "at_ns": gate_ns() + 1_000_000_000,
+                "account_id": account, "order_id": null, "side": side,
+                "price_ticks": 4_000, "qty_lots": 15, "price_eur_per_mwh": "40.00",
+                "qty_mw": "1.5", "aggressor": null,
+            }]),
+            "account {account}: exactly its own award at the clearing price"
+        );
+        award_seqs.push(event_seq);
+    }
+    assert_ne!(award_seqs[0], award_seqs[1], "one event per award");
+
+    // A trader cannot read another account's auction fills or positions.
+    for path in ["/api/v1/accounts/1/fills", "/api/v1/accounts/1/positions"] {
+        let (status, problem) = client.get(path, bob).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (403, Some("forbidden")),
+            "bob reads {path}: {problem}"
+        );
+    }
+}
+
 async fn submit_clear_and_check(database_url: &str) {
     let data_dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(NOW));
@@ -327,6 +387,7 @@ async fn submit_clear_and_check(database_url: &str) {
     assert_eq!(auction_messages[1]["qty_mw"], "1.5");
     check_cleared_over_http(&client, &alice, &bob).await;
     check_cleared_in_database(&server).await;
+    check_awards_in_accounts(&client, &alice, &bob).await;
 
     let (status, problem) = client
         .post("/api/v1/auction/curves", &alice, alice_curve())
@@ -401,12 +462,15 @@ async fn restart_keeps_and_clears_curves(database_url: &str) {
     pass_the_gate(&server, &clock).await;
     check_cleared_over_http(&client, &alice, &bob).await;
     check_cleared_in_database(&server).await;
+    check_awards_in_accounts(&client, &alice, &bob).await;
     server.stop().await.unwrap();
 
-    // And once more: the cleared result replays identically, without duplicates.
+    // And once more: the cleared result replays identically, without duplicates (the
+    // awards count once in positions and fills after the journal's replay).
     let (server, client) = start(data_dir.path(), database_url, &clock).await;
     check_cleared_over_http(&client, &alice, &bob).await;
     check_cleared_in_database(&server).await;
+    check_awards_in_accounts(&client, &alice, &bob).await;
     server.stop().await.unwrap();
 }
 
@@ -578,6 +642,19 @@ async fn every_kind_of_bad_curve_input_gets_its_problem_code() {
         assert!(
             openapi["paths"][path].is_object(),
             "{path} in the OpenAPI document"
+        );
+    }
+    let fill = &openapi["components"]["schemas"]["AccountFill"]["properties"];
+    for field in [
+        "source",
+        "trade_id",
+        "order_id",
+        "price_eur_per_mwh",
+        "qty_mw",
+    ] {
+        assert!(
+            fill[field].is_object(),
+            "AccountFill.{field} in the OpenAPI document"
         );
     }
     server.stop().await.unwrap();
