@@ -374,7 +374,7 @@ impl Db {
         // Each source gives at most `limit` rows older than `before`; every fill is its
         // own event, so the newest `limit` of the union are the page.
         fills.extend(self.auction_fills(account_id, before, limit).await?);
-        fills.sort_unstable_by(|a, b| b.event_seq.cmp(&a.event_seq));
+        fills.sort_unstable_by_key(|fill| std::cmp::Reverse(fill.event_seq));
         fills.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(fills)
     }
