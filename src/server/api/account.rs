@@ -16,12 +16,12 @@ use axum::extract::{Path, Query, State};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use voltex_market::MarketRules;
 
 use super::SharedState;
 use crate::db::{AuditRow, FillRow, OrderFilter, OrderRow};
 use crate::server::auth::{Auth, Role};
 use crate::server::problem::ApiError;
-use voltex_market::MarketRules;
 
 /// Paging of list endpoints.
 #[derive(Clone, Debug, Deserialize, IntoParams)]
