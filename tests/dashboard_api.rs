@@ -30,45 +30,6 @@ fn token(subject: &str, role: Role, accounts: Vec<u32>) -> String {
     support::token(SECRET, subject, role, accounts)
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Client {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, String, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let text = response.text().await.expect("body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, content_type, body)
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        let (status, _, body) = self.send(reqwest::Method::GET, path, token, None).await;
-        (status, body)
-    }
-}
-
 async fn register(db: &voltex::db::Db, device_id: &str, soc_wh: i64) {
     db.register_device(&NewDevice {
         device_id: device_id.into(),
@@ -99,10 +60,7 @@ async fn register(db: &voltex::db::Db, device_id: &str, soc_wh: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_pages_and_read_endpoints() {
     let data_dir = tempfile::tempdir().expect("tempdir");
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        data_dir.path().join("d.db").display()
-    );
+    let url = support::sqlite_url(&data_dir.path().join("d.db"));
     let config = ServerConfig {
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         data_dir: data_dir.path().to_path_buf(),
@@ -114,17 +72,15 @@ async fn dashboard_pages_and_read_endpoints() {
     let server = RunningServer::start(config, Arc::new(ManualClock::new(NOW)))
         .await
         .expect("server");
-    let client = Client {
-        http: reqwest::Client::new(),
-        base: format!("http://{}", server.http_addr),
-    };
+    let client = support::Client::new(server.http_addr);
     let operator = token("olga", Role::Operator, vec![]);
     let trader = token("alice", Role::Trader, vec![1]);
 
     // The app: index at `/` and for deep links, problem 404 for unknown API paths.
     for path in ["/", "/fleet/deep/link"] {
-        let (status, content_type, body) =
-            client.send(reqwest::Method::GET, path, None, None).await;
+        let (status, content_type, body) = client
+            .send_typed(reqwest::Method::GET, path, None, None)
+            .await;
         assert_eq!(
             (status, content_type.as_str()),
             (200, "text/html; charset=utf-8")
@@ -262,7 +218,7 @@ async fn dashboard_pages_and_read_endpoints() {
         .as_u64()
         .expect("a listed product");
     for (side, account) in [("sell", 2), ("buy", 1)] {
-        let (status, _, body) = client
+        let (status, body) = client
             .send(
                 reqwest::Method::POST,
                 "/api/v1/orders",
@@ -415,7 +371,7 @@ async fn dashboard_pages_and_read_endpoints() {
         (200, json!(1))
     );
     let (status, content_type, csv) = client
-        .send(
+        .send_typed(
             reqwest::Method::GET,
             "/api/v1/dashboard/dayahead?format=csv",
             Some(&operator),

@@ -1,7 +1,8 @@
 //! Day-ahead bid curves over the trader API, end to end: two traders submit curves
 //! over HTTP, the server's time passes the day-ahead gate, the engine clears the
 //! auction, and the clearing price, volume and awards are checked over HTTP and in the
-//! database. One case per kind of bad input, each a problem document with its stable
+//! database, and so are the awards in each trader's positions (with the cash P&L) and
+//! fills, which another trader cannot read. One case per kind of bad input, each a problem document with its stable
 //! code; a restart keeps the journaled curves and clears them identically.
 //!
 //! Runs on SQLite always and on PostgreSQL when `VOLTEX_DATABASE_URL` is set (with
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::Client;
 use voltex::server::RunningServer;
 use voltex::server::auth::Role;
 use voltex::server::clock::ManualClock;
@@ -40,49 +42,6 @@ fn config(data_dir: &std::path::Path, database_url: &str) -> ServerConfig {
     }
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Client {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        self.send(reqwest::Method::GET, path, token, None).await
-    }
-
-    async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        self.send(reqwest::Method::POST, path, token, Some(body))
-            .await
-    }
-
-    async fn delete(&self, path: &str, token: &str) -> (u16, Value) {
-        self.send(reqwest::Method::DELETE, path, token, None).await
-    }
-}
-
 async fn start(
     data_dir: &std::path::Path,
     database_url: &str,
@@ -94,10 +53,7 @@ async fn start(
     )
     .await
     .unwrap();
-    let client = Client {
-        http: reqwest::Client::new(),
-        base: format!("http://{}", server.http_addr),
-    };
+    let client = Client::new(server.http_addr);
     (server, client)
 }
 
@@ -169,7 +125,7 @@ async fn next_message_within(socket: &mut Socket, wait: Duration) -> Option<Valu
 
 async fn check_cleared_over_http(client: &Client, alice: &str, bob: &str) {
     let path = format!("/api/v1/auction/results/{}", product_id());
-    let (status, result) = client.get(&path, alice).await;
+    let (status, result) = client.get(&path, Some(alice)).await;
     assert_eq!(status, 200, "{result}");
     assert_eq!(result["auction_phase"], "cleared", "{result}");
     assert_eq!(result["clearing_price_eur_per_mwh"], "40.00", "{result}");
@@ -180,7 +136,7 @@ async fn check_cleared_over_http(client: &Client, alice: &str, bob: &str) {
         json!([{"account": 1, "side": "buy", "qty_mw": "1.5"}]),
         "a trader sees only their own award"
     );
-    let (_, result) = client.get(&path, bob).await;
+    let (_, result) = client.get(&path, Some(bob)).await;
     assert_eq!(
         result["awards"],
         json!([{"account": 2, "side": "sell", "qty_mw": "1.5"}])
@@ -215,6 +171,65 @@ async fn check_cleared_in_database(server: &RunningServer) {
     assert_eq!(curves[0].points, vec![(4_000, 20), (6_000, 10)]);
 }
 
+/// What the traders' account endpoints show after the clearing, hand-computed: 1.5 MW
+/// for the one-hour product at 40.00 EUR/MWh is 1.5 MWh for 60 EUR, paid by Alice
+/// (buy) and received by Bob (sell), as one fill of source `auction` each. The cash is
+/// the account's P&L (positions are not marked to market).
+async fn check_awards_in_accounts(client: &Client, alice: &str, bob: &str) {
+    let position = |net: &str, bought: &str, sold: &str, paid: &str, got: &str, cash: &str| {
+        json!([{
+            "product_id": product_id(), "net_mw": net, "bought_mwh": bought,
+            "sold_mwh": sold, "bought_eur": paid, "sold_eur": got, "cash_eur": cash,
+            "n_trades": 1,
+        }])
+    };
+    for (account, token, expected) in [
+        (1, alice, position("1.5", "1.5", "0", "60", "0", "-60")),
+        (2, bob, position("-1.5", "0", "1.5", "0", "60", "60")),
+    ] {
+        let path = format!("/api/v1/accounts/{account}/positions");
+        let positions = eventually("the award reaches the positions", async || {
+            let (status, positions) = client.get(&path, Some(token)).await;
+            assert_eq!(status, 200, "{positions}");
+            (!positions.as_array()?.is_empty()).then_some(positions)
+        })
+        .await;
+        assert_eq!(positions, expected, "account {account}");
+    }
+
+    let mut award_seqs = Vec::new();
+    for (account, token, side) in [(1, alice, "buy"), (2, bob, "sell")] {
+        let (status, fills) = client
+            .get(&format!("/api/v1/accounts/{account}/fills"), Some(token))
+            .await;
+        assert_eq!(status, 200, "{fills}");
+        let event_seq = fills[0]["event_seq"].as_u64().expect("an event seq");
+        assert_eq!(
+            fills,
+            json!([{
+                "source": "auction", "product_id": product_id(), "trade_id": null,
+                "event_seq": event_seq, "at_ns": gate_ns() + 1_000_000_000,
+                "account_id": account, "order_id": null, "side": side,
+                "price_ticks": 4_000, "qty_lots": 15, "price_eur_per_mwh": "40.00",
+                "qty_mw": "1.5", "aggressor": null,
+            }]),
+            "account {account}: exactly its own award at the clearing price"
+        );
+        award_seqs.push(event_seq);
+    }
+    assert_ne!(award_seqs[0], award_seqs[1], "one event per award");
+
+    // A trader cannot read another account's auction fills or positions.
+    for path in ["/api/v1/accounts/1/fills", "/api/v1/accounts/1/positions"] {
+        let (status, problem) = client.get(path, Some(bob)).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (403, Some("forbidden")),
+            "bob reads {path}: {problem}"
+        );
+    }
+}
+
 async fn submit_clear_and_check(database_url: &str) {
     let data_dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(NOW));
@@ -225,48 +240,52 @@ async fn submit_clear_and_check(database_url: &str) {
     let (server, client) = start(data_dir.path(), database_url, &clock).await;
 
     let (status, product) = client
-        .get(&format!("/api/v1/products/{}", product_id()), &alice)
+        .get(&format!("/api/v1/products/{}", product_id()), Some(&alice))
         .await;
     assert_eq!(status, 200, "{product}");
     assert_eq!(product["auction_phase"], "open");
     assert_eq!(product["auction_gate_closure_ns"], gate_ns());
 
     let (status, ack) = client
-        .post("/api/v1/auction/curves", &alice, alice_curve())
+        .post("/api/v1/auction/curves", Some(&alice), alice_curve())
         .await;
     assert_eq!((status, &ack["status"]), (201, &json!("accepted")), "{ack}");
     assert!(ack["command_seq"].as_u64().unwrap() > 0, "journaled");
     let (status, ack) = client
-        .post("/api/v1/auction/curves", &alice, alice_curve())
+        .post("/api/v1/auction/curves", Some(&alice), alice_curve())
         .await;
     assert_eq!((status, &ack["status"]), (201, &json!("replaced")), "{ack}");
     let (status, ack) = client
-        .post("/api/v1/auction/curves", &bob, bob_curve())
+        .post("/api/v1/auction/curves", Some(&bob), bob_curve())
         .await;
     assert_eq!((status, &ack["status"]), (201, &json!("accepted")), "{ack}");
 
     // Carol bids and withdraws: her curve takes no part.
     let carol_curve = curve(3, "buy", "piecewise_linear", &[("0", "5"), ("100", "0")]);
     let (status, ack) = client
-        .post("/api/v1/auction/curves", &carol, carol_curve)
+        .post("/api/v1/auction/curves", Some(&carol), carol_curve)
         .await;
     assert_eq!(status, 201, "{ack}");
     let withdraw = format!("/api/v1/auction/curves/{}/3/buy", product_id());
-    let (status, ack) = client.delete(&withdraw, &carol).await;
+    let (status, ack) = client.delete(&withdraw, Some(&carol)).await;
     assert_eq!(
         (status, &ack["status"]),
         (200, &json!("withdrawn")),
         "{ack}"
     );
-    let (status, problem) = client.delete(&withdraw, &carol).await;
+    let (status, problem) = client.delete(&withdraw, Some(&carol)).await;
     assert_eq!(
         (status, problem["code"].as_str()),
         (404, Some("curve_not_found"))
     );
-    let (_, carol_curves) = client.get("/api/v1/auction/curves?account=3", &carol).await;
+    let (_, carol_curves) = client
+        .get("/api/v1/auction/curves?account=3", Some(&carol))
+        .await;
     assert_eq!(carol_curves, json!([]));
 
-    let (status, curves) = client.get("/api/v1/auction/curves?account=1", &alice).await;
+    let (status, curves) = client
+        .get("/api/v1/auction/curves?account=1", Some(&alice))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(
         curves,
@@ -277,11 +296,13 @@ async fn submit_clear_and_check(database_url: &str) {
             "accepted_event_seq": curves[0]["accepted_event_seq"],
         }])
     );
-    let (status, _) = client.get("/api/v1/auction/curves?account=1", &bob).await;
+    let (status, _) = client
+        .get("/api/v1/auction/curves?account=1", Some(&bob))
+        .await;
     assert_eq!(status, 403, "bob may not read alice's curves");
 
     let path = format!("/api/v1/auction/results/{}", product_id());
-    let (_, open) = client.get(&path, &alice).await;
+    let (_, open) = client.get(&path, Some(&alice)).await;
     assert_eq!(open["auction_phase"], "open");
     assert_eq!(open["clearing_price_eur_per_mwh"], Value::Null);
 
@@ -296,7 +317,7 @@ async fn submit_clear_and_check(database_url: &str) {
     let mut replaced = None;
     for _ in 0..100 {
         let (status, _) = client
-            .post("/api/v1/auction/curves", &alice, alice_curve())
+            .post("/api/v1/auction/curves", Some(&alice), alice_curve())
             .await;
         assert_eq!(status, 201);
         if let Some(message) = next_message_within(&mut socket, Duration::from_millis(200)).await {
@@ -327,9 +348,10 @@ async fn submit_clear_and_check(database_url: &str) {
     assert_eq!(auction_messages[1]["qty_mw"], "1.5");
     check_cleared_over_http(&client, &alice, &bob).await;
     check_cleared_in_database(&server).await;
+    check_awards_in_accounts(&client, &alice, &bob).await;
 
     let (status, problem) = client
-        .post("/api/v1/auction/curves", &alice, alice_curve())
+        .post("/api/v1/auction/curves", Some(&alice), alice_curve())
         .await;
     assert_eq!(
         (status, problem["code"].as_str()),
@@ -339,7 +361,7 @@ async fn submit_clear_and_check(database_url: &str) {
 
     // Every mutating call is audited, the refused ones included.
     let audit = eventually("the curve calls are audited", async || {
-        let (_, audit) = client.get("/api/v1/audit?limit=100", &operator).await;
+        let (_, audit) = client.get("/api/v1/audit?limit=100", Some(&operator)).await;
         let rows = audit.as_array()?.clone();
         let n_curve_calls = rows
             .iter()
@@ -366,10 +388,7 @@ async fn submit_clear_and_check(database_url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_traders_bid_and_the_auction_clears_on_sqlite() {
     let db_dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        db_dir.path().join("dayahead.db").display()
-    );
+    let url = support::sqlite_url(&db_dir.path().join("dayahead.db"));
     submit_clear_and_check(&url).await;
 }
 
@@ -388,35 +407,39 @@ async fn restart_keeps_and_clears_curves(database_url: &str) {
     let bob = token("bob", Role::Trader, vec![2]);
     let (server, client) = start(data_dir.path(), database_url, &clock).await;
     for (who, body) in [(&alice, alice_curve()), (&bob, bob_curve())] {
-        let (status, ack) = client.post("/api/v1/auction/curves", who, body).await;
+        let (status, ack) = client.post("/api/v1/auction/curves", Some(who), body).await;
         assert_eq!(status, 201, "{ack}");
     }
-    let (_, before) = client.get("/api/v1/auction/curves?account=1", &alice).await;
+    let (_, before) = client
+        .get("/api/v1/auction/curves?account=1", Some(&alice))
+        .await;
     server.stop().await.unwrap();
 
     let (server, client) = start(data_dir.path(), database_url, &clock).await;
-    let (_, after) = client.get("/api/v1/auction/curves?account=1", &alice).await;
+    let (_, after) = client
+        .get("/api/v1/auction/curves?account=1", Some(&alice))
+        .await;
     assert_eq!(after, before, "journaled curves survive the restart");
     assert_eq!(after.as_array().map(Vec::len), Some(1));
     pass_the_gate(&server, &clock).await;
     check_cleared_over_http(&client, &alice, &bob).await;
     check_cleared_in_database(&server).await;
+    check_awards_in_accounts(&client, &alice, &bob).await;
     server.stop().await.unwrap();
 
-    // And once more: the cleared result replays identically, without duplicates.
+    // And once more: the cleared result replays identically, without duplicates (the
+    // awards count once in positions and fills after the journal's replay).
     let (server, client) = start(data_dir.path(), database_url, &clock).await;
     check_cleared_over_http(&client, &alice, &bob).await;
     check_cleared_in_database(&server).await;
+    check_awards_in_accounts(&client, &alice, &bob).await;
     server.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curves_journaled_before_a_restart_clear_identically_on_sqlite() {
     let db_dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        db_dir.path().join("restart.db").display()
-    );
+    let url = support::sqlite_url(&db_dir.path().join("restart.db"));
     restart_keeps_and_clears_curves(&url).await;
 }
 
@@ -431,10 +454,7 @@ async fn curves_journaled_before_a_restart_clear_identically_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_bad_curve_input_gets_its_problem_code() {
     let db_dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        db_dir.path().join("bad.db").display()
-    );
+    let url = support::sqlite_url(&db_dir.path().join("bad.db"));
     let data_dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(NOW));
     let alice = token("alice", Role::Trader, vec![1]);
@@ -529,7 +549,9 @@ async fn every_kind_of_bad_curve_input_gets_its_problem_code() {
         ),
     ];
     for (case, body, status, code) in cases {
-        let (got_status, problem) = client.post("/api/v1/auction/curves", &alice, body).await;
+        let (got_status, problem) = client
+            .post("/api/v1/auction/curves", Some(&alice), body)
+            .await;
         assert_eq!(
             (got_status, problem["code"].as_str()),
             (status, Some(code)),
@@ -545,23 +567,26 @@ async fn every_kind_of_bad_curve_input_gets_its_problem_code() {
     let (status, problem) = client
         .delete(
             &format!("/api/v1/auction/curves/{}/2/buy", product_id()),
-            &alice,
+            Some(&alice),
         )
         .await;
     assert_eq!((status, problem["code"].as_str()), (403, Some("forbidden")));
-    let (status, problem) = client.get("/api/v1/auction/results/1", &alice).await;
+    let (status, problem) = client.get("/api/v1/auction/results/1", Some(&alice)).await;
     assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
 
     pass_the_gate(&server, &clock).await;
     let (status, problem) = client
-        .post("/api/v1/auction/curves", &alice, alice_curve())
+        .post("/api/v1/auction/curves", Some(&alice), alice_curve())
         .await;
     assert_eq!(
         (status, problem["code"].as_str()),
         (422, Some("auction_gate_closed"))
     );
     let (_, result) = client
-        .get(&format!("/api/v1/auction/results/{}", product_id()), &alice)
+        .get(
+            &format!("/api/v1/auction/results/{}", product_id()),
+            Some(&alice),
+        )
         .await;
     assert_eq!(result["auction_phase"], "cleared");
     assert_eq!(
@@ -569,7 +594,7 @@ async fn every_kind_of_bad_curve_input_gets_its_problem_code() {
         "no valid curve reached the auction"
     );
 
-    let (_, openapi) = client.get("/api/v1/openapi.json", &alice).await;
+    let (_, openapi) = client.get("/api/v1/openapi.json", Some(&alice)).await;
     for path in [
         "/api/v1/auction/curves",
         "/api/v1/auction/curves/{product}/{account}/{side}",
@@ -578,6 +603,19 @@ async fn every_kind_of_bad_curve_input_gets_its_problem_code() {
         assert!(
             openapi["paths"][path].is_object(),
             "{path} in the OpenAPI document"
+        );
+    }
+    let fill = &openapi["components"]["schemas"]["AccountFill"]["properties"];
+    for field in [
+        "source",
+        "trade_id",
+        "order_id",
+        "price_eur_per_mwh",
+        "qty_mw",
+    ] {
+        assert!(
+            fill[field].is_object(),
+            "AccountFill.{field} in the OpenAPI document"
         );
     }
     server.stop().await.unwrap();

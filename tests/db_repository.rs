@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use voltex::db::{
     AggregateRow, AggregateScope, Backend, Db, DbConfig, DbError, DeliveryStatus,
-    DeviceStatusUpdate, NewAuditEntry, NewDevice, NewMlModel, OrderFilter, OrderStatus,
+    DeviceStatusUpdate, FillSource, NewAuditEntry, NewDevice, NewMlModel, OrderFilter, OrderStatus,
     PAGE_LIMIT_MAX, SocReading,
 };
 use voltex_dispatch::message::{
@@ -97,6 +97,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     engine_event_replay_is_idempotent,
     auction_events_project_curves_results_and_awards_idempotently,
+    auction_awards_count_once_in_positions_and_fills,
     engine_events_with_a_gap_are_refused_and_write_nothing,
     concurrent_persists_of_one_batch_count_positions_once,
     orders_filter_and_page_by_account,
@@ -126,6 +127,7 @@ on_both_backends!(
 const PRODUCT: ProductId = ProductId(7);
 const ALICE: AccountId = AccountId(1);
 const BOB: AccountId = AccountId(2);
+const DAVE: AccountId = AccountId(4);
 
 fn period() -> DeliveryPeriod {
     let length = PeriodLength::from_minutes(60).expect("60 minutes");
@@ -273,11 +275,10 @@ async fn engine_event_replay_is_idempotent(db: Db) {
     assert_eq!((o4.status, o4.remaining_qty_lots), (OrderStatus::Open, 3));
     let bob_fills = db.list_fills(BOB.0, None, 10).await.expect("fills");
     assert_eq!(bob_fills.len(), 2);
-    assert!(
-        bob_fills
-            .iter()
-            .all(|f| f.aggressor && f.side == Side::Buy && f.order_id == 3)
-    );
+    assert!(bob_fills.iter().all(|f| f.source == FillSource::Continuous
+        && f.aggressor == Some(true)
+        && f.side == Side::Buy
+        && f.order_id == Some(3)));
 
     // A restart replays everything, then an overlapping tail: nothing changes.
     let replay = db.persist_engine_events(&events).await.expect("replay");
@@ -293,7 +294,8 @@ async fn engine_event_replay_is_idempotent(db: Db) {
 
 /// A day-ahead auction on `PRODUCT` (delivery 24 h after `T0`, gate 12 h after): Alice
 /// bids, then replaces her curve with a shorter one; Bob offers; Carol bids and
-/// withdraws; the gate passes. Every event the engine emitted, in order.
+/// withdraws; Alice sells 5 lots at 5,000 ticks to Dave on the continuous book; the
+/// gate passes. Every event the engine emitted, in order.
 fn auction_session() -> Vec<EngineEvent> {
     use voltex_engine::command::CommandKind;
     use voltex_market::auction::{CurveKind, CurvePoint};
@@ -334,6 +336,9 @@ fn auction_session() -> Vec<EngineEvent> {
                 side: Side::Buy,
             },
         },
+        // On the continuous book, Alice sells 5 lots at 50.00 to Dave.
+        submit(6, 1, ALICE, Side::Sell, 5_000, 5),
+        submit(7, 2, DAVE, Side::Buy, 5_000, 5),
         EngineCommand::advance_time(at(12 * 3_600)),
     ];
     let (mut events, mut acks) = (Vec::new(), Vec::new());
@@ -388,6 +393,193 @@ async fn auction_events_project_curves_results_and_awards_idempotently(db: Db) {
     let replay = db.persist_engine_events(&events).await.expect("replay");
     assert_eq!(replay.n_applied, 0);
     assert_eq!(rows().await, once, "a replay changes nothing");
+}
+
+/// Positions, fills and the award rows of the accounts of [`auction_session`].
+async fn auction_account_rows(db: &Db) -> Vec<String> {
+    let mut rows = Vec::new();
+    for account in [ALICE.0, BOB.0, 3] {
+        let positions = db.list_positions(account).await.expect("positions");
+        rows.extend(positions.iter().map(|p| format!("{p:?}")));
+        let fills = db
+            .list_fills(account, None, PAGE_LIMIT_MAX)
+            .await
+            .expect("fills");
+        rows.extend(fills.iter().map(|f| format!("{f:?}")));
+    }
+    let awards = db.auction_awards(PRODUCT.0).await.expect("awards");
+    rows.extend(awards.iter().map(|a| format!("{a:?}")));
+    rows
+}
+
+async fn auction_awards_count_once_in_positions_and_fills(db: Db) {
+    use voltex_engine::command::EventKind;
+    use voltex_market::book::BookEvent;
+    let events = auction_session();
+    db.persist_engine_events(&events).await.expect("persist");
+    let cleared_idx = events
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::AuctionCleared { .. }))
+        .expect("the auction cleared");
+    let trade = events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::Book(BookEvent::Trade { .. })))
+        .expect("a trade");
+    let award_seq = |account: AccountId| {
+        events
+            .iter()
+            .find(|e| matches!(e.kind, EventKind::AuctionAward { account: a, .. } if a == account))
+            .expect("an award")
+            .event_seq
+    };
+
+    // The auction clears at 40.00 EUR/MWh (4,000 ticks) with 1.5 MW (15 lots): Alice
+    // is awarded a buy of 15 lots (notional 4,000 x 15 = 60,000 tick-lots), Bob a sell
+    // of 15. Before it, Alice sold 5 lots at 5,000 (notional 25,000) on the book.
+    let alice = db.list_positions(ALICE.0).await.expect("positions");
+    assert_eq!(alice.len(), 1);
+    assert_eq!(
+        (
+            alice[0].product_id,
+            alice[0].net_qty_lots,
+            alice[0].bought_qty_lots,
+            alice[0].sold_qty_lots,
+            alice[0].bought_notional_tick_lots,
+            alice[0].sold_notional_tick_lots,
+            alice[0].n_trades,
+            alice[0].updated_event_seq,
+        ),
+        (PRODUCT.0, 10, 15, 5, 60_000, 25_000, 2, award_seq(ALICE))
+    );
+    let bob = db.list_positions(BOB.0).await.expect("positions");
+    assert_eq!(
+        (
+            bob[0].net_qty_lots,
+            bob[0].bought_qty_lots,
+            bob[0].sold_qty_lots,
+            bob[0].bought_notional_tick_lots,
+            bob[0].sold_notional_tick_lots,
+            bob[0].n_trades,
+        ),
+        (-15, 0, 15, 0, 60_000, 1)
+    );
+    assert!(
+        db.list_positions(3).await.expect("carol").is_empty(),
+        "a withdrawn curve wins nothing"
+    );
+
+    // Alice's fills, newest first: the award, then the trade; one per page.
+    let fills = db.list_fills(ALICE.0, None, 10).await.expect("fills");
+    let summary: Vec<_> = fills
+        .iter()
+        .map(|f| (f.source, f.side, f.price_ticks, f.qty_lots, f.event_seq))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (FillSource::Auction, Side::Buy, 4_000, 15, award_seq(ALICE)),
+            (
+                FillSource::Continuous,
+                Side::Sell,
+                5_000,
+                5,
+                trade.event_seq
+            ),
+        ]
+    );
+    let award = &fills[0];
+    assert_eq!(
+        (award.product_id, award.account_id, award.at_ns),
+        (PRODUCT.0, ALICE.0, events[cleared_idx].now.0)
+    );
+    assert_eq!(
+        (award.trade_id, award.order_id, award.aggressor),
+        (None, None, None)
+    );
+    assert_eq!(
+        (fills[1].order_id, fills[1].aggressor),
+        (Some(1), Some(false))
+    );
+    let first_page = db.list_fills(ALICE.0, None, 1).await.expect("page 1");
+    assert_eq!(first_page, fills[..1]);
+    let second_page = db
+        .list_fills(ALICE.0, Some(first_page[0].event_seq), 1)
+        .await
+        .expect("page 2");
+    assert_eq!(second_page, fills[1..]);
+    assert!(
+        db.list_fills(ALICE.0, Some(trade.event_seq), 10)
+            .await
+            .expect("page 3")
+            .is_empty()
+    );
+    let bob_fills = db.list_fills(BOB.0, None, 10).await.expect("fills");
+    assert_eq!(bob_fills.len(), 1, "only his own award");
+    assert_eq!(
+        (
+            bob_fills[0].source,
+            bob_fills[0].side,
+            bob_fills[0].qty_lots
+        ),
+        (FillSource::Auction, Side::Sell, 15)
+    );
+    let once = auction_account_rows(&db).await;
+
+    // Apply the clearing and its awards a second time behind the cursor's back (as a
+    // projection restored from an older cursor would): the award rows guard the
+    // positions, nothing counts twice.
+    let before_clearing = i64::try_from(events[cleared_idx].event_seq - 1).expect("seq");
+    sqlx::query("UPDATE engine_cursor SET last_event_seq = $1 WHERE cursor_id = 1")
+        .bind(before_clearing)
+        .execute(db.pool())
+        .await
+        .expect("rewind the cursor");
+    let again = db
+        .persist_engine_events(&events[cleared_idx..])
+        .await
+        .expect("re-apply");
+    assert_eq!(again.n_applied, (events.len() - cleared_idx) as u64);
+    assert_eq!(
+        auction_account_rows(&db).await,
+        once,
+        "re-applied awards count once"
+    );
+    let replay = db.persist_engine_events(&events).await.expect("replay");
+    assert_eq!(replay.n_applied, 0);
+    assert_eq!(auction_account_rows(&db).await, once);
+
+    // Migration 0004 counts the awards a version-3 database stored without counting
+    // them, once: with Bob's position gone (insert path) and Alice's holding only her
+    // trade (conflict path), it restores exactly the rows above.
+    sqlx::query("DELETE FROM positions WHERE account_id = $1")
+        .bind(i64::from(BOB.0))
+        .execute(db.pool())
+        .await
+        .expect("forget bob's position");
+    sqlx::query(
+        "UPDATE positions SET net_qty_lots = -5, bought_qty_lots = 0, \
+         bought_notional_tick_lots = 0, n_trades = 1, updated_at_ns = $1, \
+         updated_event_seq = $2 WHERE account_id = $3",
+    )
+    .bind(trade.now.0)
+    .bind(i64::try_from(trade.event_seq).expect("seq"))
+    .bind(i64::from(ALICE.0))
+    .execute(db.pool())
+    .await
+    .expect("alice's position before awards counted");
+    let backfill = match db.backend() {
+        Backend::Sqlite => include_str!("../migrations/sqlite/0004_auction_positions.sql"),
+        Backend::Postgres => include_str!("../migrations/postgres/0004_auction_positions.sql"),
+    };
+    sqlx::raw_sql(backfill)
+        .execute(db.pool())
+        .await
+        .expect("backfill");
+    assert_eq!(
+        auction_account_rows(&db).await,
+        once,
+        "the backfill counts each award once"
+    );
 }
 
 async fn engine_events_with_a_gap_are_refused_and_write_nothing(db: Db) {

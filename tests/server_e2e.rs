@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::Client;
 use voltex::server::RunningServer;
 use voltex::server::auth::Role;
 use voltex::server::clock::ManualClock;
@@ -37,48 +38,6 @@ fn config(data_dir: &std::path::Path, database_url: &str) -> ServerConfig {
     }
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Client {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("x-correlation-id", format!("e2e-{path}"));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        self.send(reqwest::Method::GET, path, token, None).await
-    }
-
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-        self.send(reqwest::Method::POST, path, token, Some(body))
-            .await
-    }
-}
-
 async fn start(data_dir: &std::path::Path, database_url: &str) -> (RunningServer, Client) {
     let server = RunningServer::start(
         config(data_dir, database_url),
@@ -86,10 +45,7 @@ async fn start(data_dir: &std::path::Path, database_url: &str) -> (RunningServer
     )
     .await
     .unwrap();
-    let client = Client {
-        http: reqwest::Client::new(),
-        base: format!("http://{}", server.http_addr),
-    };
+    let client = Client::new(server.http_addr).with_correlation_prefix("e2e-");
     (server, client)
 }
 
@@ -307,10 +263,7 @@ async fn trade_restart_and_check(database_url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_trade_persist_and_survive_a_restart_on_sqlite() {
     let db_dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        db_dir.path().join("e2e.db").display()
-    );
+    let url = support::sqlite_url(&db_dir.path().join("e2e.db"));
     trade_restart_and_check(&url).await;
 }
 
@@ -325,10 +278,7 @@ async fn orders_trade_persist_and_survive_a_restart_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_ahead_of_the_journal_is_refused_at_start() {
     let db_dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        db_dir.path().join("ahead.db").display()
-    );
+    let url = support::sqlite_url(&db_dir.path().join("ahead.db"));
     let first_data = tempfile::tempdir().unwrap();
     let (server, _) = start(first_data.path(), &url).await;
     server.stop().await.unwrap();
@@ -355,10 +305,7 @@ async fn a_database_ahead_of_the_journal_is_refused_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_lists_the_order_endpoints() {
     let data_dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        data_dir.path().join("o.db").display()
-    );
+    let url = support::sqlite_url(&data_dir.path().join("o.db"));
     let (server, client) = start(data_dir.path(), &url).await;
     let (status, doc) = client.get("/api/v1/openapi.json", None).await;
     assert_eq!(status, 200);
@@ -374,10 +321,7 @@ async fn openapi_document_lists_the_order_endpoints() {
 async fn fleet_api_shows_devices_schedules_and_analytics_to_permitted_roles_only() {
     use voltex_dispatch::message::{DeviceId, Fallback, Schedule, ScheduleId, SchedulePeriod};
     let data_dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        data_dir.path().join("f.db").display()
-    );
+    let url = support::sqlite_url(&data_dir.path().join("f.db"));
     let (server, client) = start(data_dir.path(), &url).await;
     let db = server.state.db.clone();
     db.register_device(&voltex::db::NewDevice {

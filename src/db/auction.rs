@@ -7,7 +7,17 @@
 //! and in event-seq order (the cursor skips what was persisted before). The writes are
 //! upserts keyed by (product, account, side) or product and carry the event seq, so even
 //! applied twice they leave the same rows: a replacement deletes the old points before
-//! its own point events re-insert them.
+//! its own point events re-insert them. Awards are inserted once (`ON CONFLICT DO
+//! NOTHING`; an auction clears once, so a stored award of another event seq is
+//! [`DbError::Corrupt`]).
+//!
+//! An award is also a fill: when its `auction_awards` row is newly inserted, it is added
+//! to the account's position at the clearing price that the preceding `AuctionCleared`
+//! stored (buy: bought quantity and notional; sell: sold). An award applied again finds
+//! its row and changes nothing, the same guard the continuous trades' positions have, so
+//! a row in `auction_awards` always means "counted once in `positions`" (migration 0004
+//! counted the awards stored before this rule). [`Db::list_fills`] reads the awards back
+//! as fills of source `auction`.
 
 use sqlx::any::AnyRow;
 use voltex_engine::command::{EngineEvent, EventKind};
@@ -15,7 +25,7 @@ use voltex_market::auction::CurveKind;
 use voltex_market::{AccountId, Side};
 
 use super::types::side_text;
-use super::{Db, DbError, col, col_enum, col_int, col_int_opt, input_i64};
+use super::{Db, DbError, FillRow, FillSource, col, col_enum, col_int, col_int_opt, input_i64};
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
@@ -99,6 +109,63 @@ async fn delete_curve_points(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The clearing price of `product_id`'s auction, which the `AuctionCleared` event
+/// before `award` stored (in this transaction or an earlier one).
+async fn clearing_price_ticks(
+    tx: &mut Tx,
+    award: &EngineEvent,
+    product_id: i64,
+) -> Result<i64, DbError> {
+    let row = sqlx::query("SELECT price_ticks FROM auction_results WHERE product_id = $1")
+        .bind(product_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let price: Option<i64> = match &row {
+        Some(row) => col_int_opt(row, "auction_results", "price_ticks")?,
+        None => None,
+    };
+    price.ok_or_else(|| DbError::Corrupt {
+        table: "auction_results",
+        column: "price_ticks",
+        message: format!(
+            "award event {} of product {product_id} has no clearing price before it",
+            award.event_seq
+        ),
+    })
+}
+
+/// An award row that was already stored must be the one `award` wrote.
+async fn expect_same_award(
+    tx: &mut Tx,
+    award: &EngineEvent,
+    product_id: i64,
+    account: AccountId,
+    side: Side,
+) -> Result<(), DbError> {
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT event_seq FROM auction_awards \
+         WHERE product_id = $1 AND account_id = $2 AND side = $3",
+    )
+    .bind(product_id)
+    .bind(i64::from(account.0))
+    .bind(side_text::as_str(side))
+    .fetch_one(&mut **tx)
+    .await?;
+    if u64::try_from(stored) == Ok(award.event_seq) {
+        return Ok(());
+    }
+    Err(DbError::Corrupt {
+        table: "auction_awards",
+        column: "event_seq",
+        message: format!(
+            "award event {} of product {product_id}, {account}, {} meets a stored award of \
+             event {stored}: an auction clears once",
+            award.event_seq,
+            side_text::as_str(side)
+        ),
+    })
 }
 
 /// Applies one auction event (other events are ignored).
@@ -199,11 +266,10 @@ pub(crate) async fn apply_auction_event(tx: &mut Tx, event: &EngineEvent) -> Res
             .await?;
         }
         EventKind::AuctionAward { account, side, qty } => {
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO auction_awards (product_id, account_id, side, qty_lots, event_seq) \
                  VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (product_id, account_id, side) DO UPDATE SET \
-                 qty_lots = excluded.qty_lots, event_seq = excluded.event_seq",
+                 ON CONFLICT (product_id, account_id, side) DO NOTHING",
             )
             .bind(product_id)
             .bind(i64::from(account.0))
@@ -211,6 +277,23 @@ pub(crate) async fn apply_auction_event(tx: &mut Tx, event: &EngineEvent) -> Res
             .bind(qty.0)
             .bind(seq)
             .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                // Persisted before, so the position counts it already. An auction
+                // clears once, so the stored award must be this very event.
+                return expect_same_award(tx, event, product_id, account, side).await;
+            }
+            let price_ticks = clearing_price_ticks(tx, event, product_id).await?;
+            let notional = price_ticks
+                .checked_mul(qty.0)
+                .ok_or(DbError::InvalidInput {
+                    field: "auction_award",
+                    message: format!("price {price_ticks} x qty {} overflows", qty.0),
+                })?;
+            super::trading::add_fill_to_position(
+                tx, account.0, product_id, side, qty.0, notional, at_ns, seq,
+            )
             .await?;
         }
         EventKind::CurveRejected { .. }
@@ -323,5 +406,49 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(award_from_row).collect()
+    }
+
+    /// The day-ahead awards of `account_id` as fills at their auctions' clearing
+    /// prices, newest first, with `event_seq < before`, at most `limit`.
+    pub(super) async fn auction_fills(
+        &self,
+        account_id: u32,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<FillRow>, DbError> {
+        let rows = sqlx::query(
+            "SELECT a.product_id, a.side, a.qty_lots, a.event_seq, r.price_ticks, \
+             r.cleared_at_ns FROM auction_awards a \
+             JOIN auction_results r ON r.product_id = a.product_id \
+             WHERE a.account_id = $1 AND a.event_seq < $2 \
+             ORDER BY a.event_seq DESC LIMIT $3",
+        )
+        .bind(i64::from(account_id))
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let price_ticks: Option<i64> = col_int_opt(row, "auction_results", "price_ticks")?;
+                Ok(FillRow {
+                    source: FillSource::Auction,
+                    product_id: col_int(row, "auction_awards", "product_id")?,
+                    trade_id: None,
+                    event_seq: col_int(row, "auction_awards", "event_seq")?,
+                    at_ns: col(row, "cleared_at_ns")?,
+                    account_id,
+                    order_id: None,
+                    side: col_enum(row, "auction_awards", "side", side_text::parse)?,
+                    price_ticks: price_ticks.ok_or(DbError::Corrupt {
+                        table: "auction_results",
+                        column: "price_ticks",
+                        message: "an auction with awards has no clearing price".into(),
+                    })?,
+                    qty_lots: col(row, "qty_lots")?,
+                    aggressor: None,
+                })
+            })
+            .collect()
     }
 }

@@ -10,10 +10,11 @@
 //!
 //! The methods live in four files: `trading.rs` (accounts, the engine's event stream
 //! into orders, trades and positions), `auction.rs` (the day-ahead auction's curves,
-//! results and awards from the same stream), `fleet.rs` (devices, schedules, acks,
-//! telemetry) and `records.rs` (models, analytics, audit log). Row types are in
-//! [`types`]. Every method takes the time it stamps (`*_at_ns`) from the caller: the
-//! layer reads no clock, so tests and the simulator drive it in virtual time.
+//! results and awards from the same stream; awards also count in positions and
+//! fills), `fleet.rs` (devices, schedules, acks, telemetry) and `records.rs` (models,
+//! analytics, audit log). Row types are in [`types`]. Every method takes the time it
+//! stamps (`*_at_ns`) from the caller: the layer reads no clock, so tests and the
+//! simulator drive it in virtual time.
 //!
 //! # Guarantees
 //! - Money and prices are integers (ticks, lots, cents), never floats.

@@ -1,5 +1,6 @@
 //! Trading data: accounts, and the engine's event stream persisted into products,
-//! orders, trades and positions.
+//! orders, trades and positions; an account's fills (continuous trades, and the
+//! day-ahead awards that `auction.rs` projects) and positions.
 //!
 //! # The event stream
 //! The sequencer numbers events `1, 2, 3, ...` without gaps (`event_seq`).
@@ -10,7 +11,8 @@
 //! come out the same: no duplicate trade, no position counted twice, nothing skipped.
 //! Trades are also keyed by `(product_id, trade_id)` with `ON CONFLICT DO NOTHING`,
 //! and a position changes only when its trade row was newly inserted: a second guard
-//! that does not depend on the cursor.
+//! that does not depend on the cursor. Day-ahead awards reach positions the same way
+//! (`auction.rs`: only when the award's row was newly inserted).
 //!
 //! L2 depth events are not stored (the journal regenerates them); every other event
 //! is kept in `engine_events` as JSON for inspection.
@@ -22,9 +24,9 @@ use voltex_market::book::{BookEvent, CancelReason};
 
 use super::types::side_text;
 use super::{
-    AccountRow, Db, DbError, EngineCursor, FillRow, INSERT_BATCH_ROWS_MAX, OrderFilter, OrderRow,
-    OrderStatus, PersistOutcome, PositionRow, ProductRow, TradeRow, col, col_enum, col_int,
-    input_i64, page_limit, placeholders,
+    AccountRow, Db, DbError, EngineCursor, FillRow, FillSource, INSERT_BATCH_ROWS_MAX, OrderFilter,
+    OrderRow, OrderStatus, PersistOutcome, PositionRow, ProductRow, TradeRow, col, col_enum,
+    col_int, input_i64, page_limit, placeholders,
 };
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -315,11 +317,13 @@ impl Db {
         rows.iter().map(trade_from_row).collect()
     }
 
-    /// An account's fills (each trade it took part in, from its side), newest first;
-    /// page with the last row's `event_seq`.
+    /// An account's fills, newest first: each continuous trade it took part in, from
+    /// its side, and each day-ahead auction award it won, at its auction's clearing
+    /// price ([`FillSource`] tells them apart); page with the last row's `event_seq`.
     ///
     /// # Errors
-    /// [`DbError::InvalidInput`] for a limit outside `1..=PAGE_LIMIT_MAX`.
+    /// [`DbError::InvalidInput`] for a limit outside `1..=PAGE_LIMIT_MAX`;
+    /// [`DbError::Corrupt`] for an award whose auction has no clearing price.
     pub async fn list_fills(
         &self,
         account_id: u32,
@@ -346,16 +350,17 @@ impl Db {
             // ever happens, the aggressor side is reported.
             let aggressor = trade.aggressor_account_id == account_id;
             fills.push(FillRow {
+                source: FillSource::Continuous,
                 product_id: trade.product_id,
-                trade_id: trade.trade_id,
+                trade_id: Some(trade.trade_id),
                 event_seq: trade.event_seq,
                 at_ns: trade.at_ns,
                 account_id,
-                order_id: if aggressor {
+                order_id: Some(if aggressor {
                     trade.aggressor_order_id
                 } else {
                     trade.resting_order_id
-                },
+                }),
                 side: if aggressor {
                     trade.aggressor_side
                 } else {
@@ -363,9 +368,14 @@ impl Db {
                 },
                 price_ticks: trade.price_ticks,
                 qty_lots: trade.qty_lots,
-                aggressor,
+                aggressor: Some(aggressor),
             });
         }
+        // Each source gives at most `limit` rows older than `before`; every fill is its
+        // own event, so the newest `limit` of the union are the page.
+        fills.extend(self.auction_fills(account_id, before, limit).await?);
+        fills.sort_unstable_by_key(|fill| std::cmp::Reverse(fill.event_seq));
+        fills.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(fills)
     }
 
@@ -683,9 +693,10 @@ fn expect_order(n_changed: u64, event: &EngineEvent, order_id: u64) -> Result<()
     })
 }
 
-/// Adds one fill to an account's position (upsert).
+/// Adds one fill (a trade's side, or an auction award) to an account's position
+/// (upsert). The caller guards against counting one fill twice.
 #[allow(clippy::too_many_arguments)]
-async fn add_fill_to_position(
+pub(super) async fn add_fill_to_position(
     tx: &mut Tx,
     account_id: u32,
     product_id: i64,

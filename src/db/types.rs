@@ -261,35 +261,64 @@ pub struct TradeRow {
     pub resting_account_id: u32,
 }
 
-/// One trade seen from one account: a fill of one of its orders.
+/// Where a fill came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FillSource {
+    /// A trade of the continuous book: one of the account's orders matched.
+    Continuous,
+    /// An award of the product's day-ahead call auction, at its clearing price.
+    Auction,
+}
+
+impl FillSource {
+    /// The JSON name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FillSource::Continuous => "continuous",
+            FillSource::Auction => "auction",
+        }
+    }
+}
+
+/// One fill of an account: a continuous trade seen from its side, or a day-ahead
+/// auction award.
+///
+/// Fills of both sources share one sequence of event seqs (each fill is one engine
+/// event), which is the paging key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FillRow {
+    /// Continuous trade or auction award.
+    pub source: FillSource,
     /// Product.
     pub product_id: u32,
-    /// Trade id, unique within the product.
-    pub trade_id: u64,
-    /// Event sequence number of the trade (paging key, newest first).
+    /// Trade id, unique within the product; `None` for an auction award.
+    pub trade_id: Option<u64>,
+    /// Event sequence number of the trade or award (paging key, newest first).
     pub event_seq: u64,
-    /// Engine time.
+    /// Engine time (of the trade, or of the auction's clearing).
     pub at_ns: i64,
     /// The account.
     pub account_id: u32,
-    /// The account's order that filled.
-    pub order_id: u64,
+    /// The account's order that filled; `None` for an auction award.
+    pub order_id: Option<u64>,
     /// The account's side.
     #[serde(serialize_with = "side_text::serialize")]
     pub side: Side,
-    /// Price.
+    /// Price (an award's is its auction's clearing price).
     pub price_ticks: i64,
     /// Quantity.
     pub qty_lots: i64,
-    /// Whether the account's order was the incoming one (taker) rather than resting.
-    pub aggressor: bool,
+    /// Whether the account's order was the incoming one (taker) rather than resting;
+    /// `None` for an auction award (a call auction has no taker).
+    pub aggressor: Option<bool>,
 }
 
 /// Net position of one account in one product.
 ///
-/// Notional values are `sum(price_ticks * qty_lots)` over the fills, exact integers;
+/// Counts every fill of the account in the product: continuous trades and day-ahead
+/// auction awards (at the clearing price). Notional values are
+/// `sum(price_ticks * qty_lots)` over the fills, exact integers;
 /// the cash value in EUR is `notional * 0.01 * lot_mw * period_hours`, which the
 /// caller computes from the product's market rules.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

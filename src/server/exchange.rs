@@ -16,6 +16,8 @@
 //!   sequencer (back-pressure) instead of losing events. After a restart the journal
 //!   is replayed ([`Engine::open_replaying`], snapshots disabled) and the projection
 //!   skips what it already holds (idempotent by event seq).
+//! - The intraday rules have the day-ahead auction's lot and tick (checked in
+//!   [`Exchange::open`]), so the projection adds awards and trades in one position.
 //! - WebSocket subscribers get events through a bounded broadcast channel; a
 //!   subscriber that falls behind is told it lagged and must resynchronise from the
 //!   REST snapshot. They never slow the sequencer.
@@ -118,6 +120,22 @@ pub enum ExchangeError {
     /// Too many commands are waiting for the sequencer: try again later.
     #[error("the sequencer's queue is full ({BRIDGE_QUEUE_LEN_MAX} commands waiting)")]
     Overloaded,
+    /// The intraday rules use another lot or tick than the day-ahead auction's, so
+    /// positions could not add auction awards to continuous trades.
+    #[error(
+        "intraday lot {intraday_lot_kw} kW / tick {intraday_tick} differ from the day-ahead \
+         auction's {day_ahead_lot_kw} kW / {day_ahead_tick}: positions count both"
+    )]
+    RulesMismatch {
+        /// Intraday lot size, kW.
+        intraday_lot_kw: i64,
+        /// Intraday tick.
+        intraday_tick: voltex_market::Price,
+        /// Day-ahead lot size, kW.
+        day_ahead_lot_kw: i64,
+        /// Day-ahead tick.
+        day_ahead_tick: voltex_market::Price,
+    },
 }
 
 /// A listed product, as the API shows it.
@@ -461,12 +479,23 @@ impl Exchange {
     /// Call from a blocking context (it reads the journal and may block on `persist`).
     ///
     /// # Errors
-    /// [`ExchangeError::Engine`] if the journal cannot be recovered.
+    /// [`ExchangeError::Engine`] if the journal cannot be recovered;
+    /// [`ExchangeError::RulesMismatch`] if `config.rules` has another lot or tick than
+    /// the day-ahead auction (positions add awards and trades in the same units).
     pub fn open(
         config: &ExchangeConfig,
         clock: Arc<dyn Clock>,
         persist: mpsc::Sender<Vec<EngineEvent>>,
     ) -> Result<Exchange, ExchangeError> {
+        let day_ahead = voltex_engine::auction::auction_config().rules;
+        if (config.rules.lot_kw, config.rules.tick) != (day_ahead.lot_kw, day_ahead.tick) {
+            return Err(ExchangeError::RulesMismatch {
+                intraday_lot_kw: config.rules.lot_kw,
+                intraday_tick: config.rules.tick,
+                day_ahead_lot_kw: day_ahead.lot_kw,
+                day_ahead_tick: day_ahead.tick,
+            });
+        }
         std::fs::create_dir_all(&config.engine_dir)?;
         let engine_config = EngineConfig {
             shard: ShardConfig {
@@ -857,6 +886,26 @@ mod tests {
     }
 
     const NOW: UtcNanos = UtcNanos(1_790_000_000 * NANOS_PER_SECOND);
+
+    #[test]
+    fn intraday_rules_with_another_lot_than_the_auction_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = mpsc::channel(PERSIST_BATCHES_MAX);
+        let mut config = ExchangeConfig::new(dir.path().to_path_buf());
+        config.rules.lot_kw = 1; // a local market's 1 kW lot
+        let opened = Exchange::open(&config, Arc::new(ManualClock::new(NOW)), tx);
+        assert!(
+            matches!(
+                opened,
+                Err(ExchangeError::RulesMismatch {
+                    intraday_lot_kw: 1,
+                    day_ahead_lot_kw: 100,
+                    ..
+                })
+            ),
+            "positions cannot add 1 kW lots to 0.1 MW awards"
+        );
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn orders_trade_and_restart_replays_the_same_events() {

@@ -10,6 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use serde_json::Value;
 use sqlx::Connection;
 use tokio::sync::mpsc;
 use voltex::server::auth::{Claims, JwtKeys, Role};
@@ -28,6 +29,98 @@ pub fn token(secret: &str, subject: &str, role: Role, accounts: Vec<u32>) -> Str
             exp: 4_000_000_000,
         })
         .expect("a token")
+}
+
+/// The URL of a SQLite database file at `path`, created if missing (`mode=rwc`).
+pub fn sqlite_url(path: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// A JSON client of a running server: every call answers `(status, body)`, the body
+/// parsed as JSON or, if it is not JSON, as a string value.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    correlation_prefix: Option<&'static str>,
+}
+
+impl Client {
+    /// A client of the server listening on `addr`.
+    pub fn new(addr: std::net::SocketAddr) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: format!("http://{addr}"),
+            correlation_prefix: None,
+        }
+    }
+
+    /// The same client, sending `x-correlation-id: {prefix}{path}` on every request.
+    pub fn with_correlation_prefix(self, prefix: &'static str) -> Client {
+        Client {
+            correlation_prefix: Some(prefix),
+            ..self
+        }
+    }
+
+    /// One request with an optional bearer token and JSON body; also answers the
+    /// response's content type.
+    pub async fn send_typed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, String, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(prefix) = self.correlation_prefix {
+            request = request.header("x-correlation-id", format!("{prefix}{path}"));
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, content_type, body)
+    }
+
+    /// One request; see [`Client::send_typed`].
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let (status, _, body) = self.send_typed(method, path, token, body).await;
+        (status, body)
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, token, None).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.send(reqwest::Method::DELETE, path, token, None).await
+    }
 }
 
 /// The platform's schedule signer in tests (a fixed key).

@@ -1,6 +1,12 @@
 //! Account endpoints read from the database projection: positions (with exact cash
 //! values), fills, order history, and the operator's audit log.
 //!
+//! Positions, their cash (the account's P&L: sales minus purchases, not marked to
+//! market) and fills count both continuous trades and day-ahead auction awards at the
+//! clearing price; a fill says which it is (`source`). Quantities and prices of both
+//! are in the same lots and ticks (the exchange checks at start that the intraday and
+//! day-ahead rules agree on them).
+//!
 //! The projection is written asynchronously from the sequencer's event stream, so it
 //! may trail an order acknowledgement by a few milliseconds; it never loses or
 //! duplicates an event (see `server::exchange`).
@@ -10,6 +16,7 @@ use axum::extract::{Path, Query, State};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use voltex_market::MarketRules;
 
 use super::SharedState;
 use crate::db::{AuditRow, FillRow, OrderFilter, OrderRow};
@@ -42,8 +49,69 @@ pub struct PositionDto {
     pub sold_eur: String,
     /// Sales minus purchases, EUR (exact; open positions are not marked to market).
     pub cash_eur: String,
-    /// Number of fills.
+    /// Number of fills (continuous trades and auction awards).
     pub n_trades: u64,
+}
+
+/// One fill of an account: a continuous trade from its side, or a day-ahead award.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AccountFill {
+    /// `continuous` (a trade of the book) or `auction` (a day-ahead award).
+    #[schema(example = "auction")]
+    pub source: String,
+    /// Product.
+    pub product_id: u32,
+    /// Trade id within the product; null for an auction award.
+    pub trade_id: Option<u64>,
+    /// Event seq of the trade or award (paging key: pass it as `before`).
+    pub event_seq: u64,
+    /// Engine time of the trade or of the auction's clearing, UTC ns.
+    pub at_ns: i64,
+    /// The account.
+    pub account_id: u32,
+    /// The account's order that filled; null for an auction award.
+    pub order_id: Option<u64>,
+    /// `buy` or `sell`, the account's side.
+    pub side: String,
+    /// Price in ticks of 0.01 EUR/MWh (an award's is the clearing price).
+    pub price_ticks: i64,
+    /// Quantity in market lots.
+    pub qty_lots: i64,
+    /// Price in EUR/MWh (exact).
+    pub price_eur_per_mwh: String,
+    /// Quantity in MW (exact).
+    pub qty_mw: String,
+    /// Whether the account's order was the incoming one; null for an auction award.
+    pub aggressor: Option<bool>,
+}
+
+impl AccountFill {
+    fn new(row: &FillRow, rules: &MarketRules) -> AccountFill {
+        AccountFill {
+            source: row.source.as_str().to_string(),
+            product_id: row.product_id,
+            trade_id: row.trade_id,
+            event_seq: row.event_seq,
+            at_ns: row.at_ns,
+            account_id: row.account_id,
+            order_id: row.order_id,
+            side: match row.side {
+                voltex_market::Side::Buy => "buy",
+                voltex_market::Side::Sell => "sell",
+            }
+            .to_string(),
+            price_ticks: row.price_ticks,
+            qty_lots: row.qty_lots,
+            price_eur_per_mwh: voltex_market::Price(row.price_ticks)
+                .to_decimal()
+                .to_string(),
+            qty_mw: rules
+                .qty_to_mw(voltex_market::Qty(row.qty_lots))
+                .normalize()
+                .to_string(),
+            aggressor: row.aggressor,
+        }
+    }
 }
 
 fn db_error(error: crate::db::DbError) -> ApiError {
@@ -99,25 +167,31 @@ pub async fn positions(
     ))
 }
 
-/// Fills of an account, newest first.
+/// Fills of an account, newest first: continuous trades and day-ahead auction awards.
 #[utoipa::path(get, path = "/api/v1/accounts/{account}/fills", tag = "accounts",
     params(("account" = u32, Path, description = "Account id"), Page), security(("bearer" = [])),
-    responses((status = 200, description = "Fills (price_ticks: 0.01 EUR/MWh; qty_lots: market lots)")))]
+    responses((status = 200, body = [AccountFill],
+        description = "Fills of both sources (`source`: continuous | auction)"),
+        (status = 403, description = "Not the caller's account")))]
 pub async fn fills(
     State(state): State<SharedState>,
     auth: Auth,
     path: Result<Path<u32>, axum::extract::rejection::PathRejection>,
     page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<FillRow>>, ApiError> {
+) -> Result<Json<Vec<AccountFill>>, ApiError> {
     let Path(account) = path?;
     let Query(page) = page?;
     auth.require_account(account)?;
+    let rows = state
+        .db
+        .list_fills(account, page.before, page_limit(&page))
+        .await
+        .map_err(db_error)?;
+    let rules = state.exchange.rules();
     Ok(Json(
-        state
-            .db
-            .list_fills(account, page.before, page_limit(&page))
-            .await
-            .map_err(db_error)?,
+        rows.iter()
+            .map(|row| AccountFill::new(row, rules))
+            .collect(),
     ))
 }
 

@@ -291,7 +291,7 @@ impl RateLimiter {
         market::FillDto, market::DepthDto, market::LevelDto, market::SideDto,
         market::TifDto, market::StpDto, auction::SubmitCurve, auction::CurvePointDto,
         auction::CurveKindDto, auction::CurveAck, auction::CurveView, auction::AwardDto,
-        auction::AuctionResultDto, ws::StreamMessage, account::PositionDto,
+        auction::AuctionResultDto, ws::StreamMessage, account::PositionDto, account::AccountFill,
         schedules::PostSchedules, schedules::DeviceScheduleDto, schedules::PeriodDto,
         schedules::SchedulesAccepted, schedules::IssuedSchedule, fleet_events::FleetEvent,
         devices::RegisterDevice, devices::RegisteredDevice,
