@@ -251,16 +251,21 @@ export interface MlModel {
 
 /** A fill of an account (`/api/v1/accounts/{account}/fills`). */
 export interface Fill {
+  /** `continuous` (a trade of the book) or `auction` (a day-ahead award). */
+  source: 'continuous' | 'auction';
   product_id: number;
-  trade_id: number;
+  /** Null for an auction award. */
+  trade_id: number | null;
   event_seq: number;
   at_ns: number;
-  order_id: number;
+  /** Null for an auction award. */
+  order_id: number | null;
   side: string;
-  /** 0.01 EUR/MWh. */
+  /** 0.01 EUR/MWh (an award's is the clearing price). */
   price_ticks: number;
   qty_lots: number;
-  aggressor: boolean;
+  /** Null for an auction award. */
+  aggressor: boolean | null;
 }
 
 /** A device in fault (`/api/v1/dashboard/faults`). */

@@ -1,7 +1,7 @@
 // Market: the L2 ladder of one product, live over the WebSocket stream (REST
 // snapshot, then increments newer than it), recent trades with a price chart, the
 // day-ahead clearing prices of the replayed market, and an account's open orders and
-// fills. Stream messages only update in-memory state; the DOM is
+// fills (book trades and day-ahead auction awards). Stream messages only update in-memory state; the DOM is
 // redrawn at most once per animation frame, so a burst of updates costs one paint.
 import type uPlot from 'uplot';
 import { ApiFailure, getJson, streamUrl, type DayAheadPeriod, type Depth, type Fill, type OrderView, type ProductInfo, type Trade } from '../api';
@@ -16,6 +16,17 @@ const SLOW_REDRAW_MS = 250;
 /** Day-ahead periods charted (a replayed week). */
 const DAYAHEAD_PERIODS = 24 * 7;
 const DAYAHEAD_REFRESH_MS = 5000;
+
+/** The order column of a fill: a day-ahead award has no order. */
+function fillOrder(fill: Fill): string {
+  return fill.source === 'auction' ? 'day-ahead award' : String(fill.order_id);
+}
+
+/** The role column of a fill: taker or maker in the book, or the auction. */
+function fillRole(fill: Fill): string {
+  if (fill.source === 'auction') return 'auction';
+  return fill.aggressor ? 'taker' : 'maker';
+}
 
 interface StreamMessage {
   type: 'depth' | 'trade' | 'phase' | 'order' | 'lagged';
@@ -210,7 +221,7 @@ export function marketPage(): Page {
         table(
           `Fills of account ${account.value} (newest first)`,
           ['Time', 'Product', 'Order', 'Side', 'Price (EUR/MWh)', 'Qty (lots)', 'Role'],
-          fills.map((f) => [timeEl(f.at_ns), String(f.product_id), String(f.order_id), f.side, fmtNum(f.price_ticks / 100, 2), fmtNum(f.qty_lots), f.aggressor ? 'taker' : 'maker']),
+          fills.map((f) => [timeEl(f.at_ns), String(f.product_id), fillOrder(f), f.side, fmtNum(f.price_ticks / 100, 2), fmtNum(f.qty_lots), fillRole(f)]),
           'no fills',
         ),
       );
