@@ -23,7 +23,7 @@ use voltex_sim::des::bench::{HoldConfig, HoldWorkload, fill, run_hold};
 use voltex_sim::des::{EventQueue, HeapQueue, RadixQueue};
 use voltex_sim::run::SimOutput;
 use voltex_sim::run::{Progress, run};
-use voltex_sim::scenario::{Scenario, StrategyKind};
+use voltex_sim::scenario::{Bidding, Scenario, StrategyKind};
 
 /// Arguments of `voltex sim`.
 #[derive(Args, Debug)]
@@ -309,6 +309,13 @@ fn apply_axis(scenario: &mut Scenario, key: &str, value: &str) -> Result<()> {
     let bad = |what: &str| anyhow::anyhow!("sweep {key}={value}: {what}");
     match key {
         "strategy" => scenario.strategy.kind = strategy_named(value)?,
+        "bidding" => {
+            scenario.strategy.bidding = match value {
+                "price_taker" => Bidding::PriceTaker,
+                "auction" => Bidding::Auction,
+                _ => return Err(bad("expected price_taker or auction")),
+            }
+        }
         "seed" => scenario.seed = value.parse().map_err(|_| bad("not an integer"))?,
         "days" => {
             let days: u32 = value.parse().map_err(|_| bad("not an integer"))?;
@@ -324,7 +331,7 @@ fn apply_axis(scenario: &mut Scenario, key: &str, value: &str) -> Result<()> {
             }
             *scenario.network.loss.get_mut() = loss;
         }
-        _ => bail!("unknown sweep key {key:?} (strategy, seed, days, loss)"),
+        _ => bail!("unknown sweep key {key:?} (strategy, bidding, seed, days, loss)"),
     }
     Ok(())
 }

@@ -140,6 +140,25 @@ pub struct StrategySpec {
     /// calibration window in days (default 56).
     #[serde(default)]
     pub history_days: Option<Spanned<u32>>,
+    /// How the plan reaches the market (default [`Bidding::PriceTaker`]).
+    #[serde(default)]
+    pub bidding: Bidding,
+}
+
+/// How a group's plan becomes its commitment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bidding {
+    /// The whole plan clears at the replayed price (per-device plan × count).
+    #[default]
+    PriceTaker,
+    /// The group is planned as one aggregated unit (the engine's LP with its marginal
+    /// values), bid as the engine's day-ahead curves (`voltex_engine::bidding`, limits
+    /// at the plan's round-trip value of stored energy) in whole market lots, and
+    /// cleared per interval in `voltex_market`'s call auction against a counterparty
+    /// that buys and sells any quantity at the replayed price: only the steps in the
+    /// money at the real price are committed.
+    Auction,
 }
 
 /// One group of identical batteries.

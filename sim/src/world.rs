@@ -5,10 +5,15 @@
 //! Day `d` of the run is planned at its start minus 12 h (day-ahead gate closure): the
 //! platform forecasts the day's prices (per the strategy), runs the engine's LP (or the
 //! rule) per battery group from the SoC it expects at the start of the day, commits
-//! the fleet's position (price-taker: the whole plan clears at the replayed price),
-//! allocates it to devices (every device of a group gets the group's per-device plan:
-//! the LP is linear, so the plan of `n` identical batteries is `n` times the plan of
-//! one) and dispatches it.
+//! the fleet's position, allocates it to devices and dispatches it. The commitment is
+//! either the plan itself (`bidding = "price_taker"`: the whole plan clears at the
+//! replayed price; every device of a group gets the group's per-device plan — the LP
+//! is linear, so the plan of `n` identical batteries is `n` times the plan of one) or
+//! what the day-ahead call auction accepts (`bidding = "auction"`: the group planned as
+//! one aggregated unit with the LP's marginal values, bid as the engine's
+//! `day_ahead_curves` in whole lots, each interval cleared by `voltex_market`'s auction
+//! against a counterparty at the replayed price; each device is sent its whole-W share,
+//! the rounding remainder is imbalance).
 //!
 //! # Dispatch
 //! Each device gets a real [`voltex_dispatch::Schedule`] (schedule id = device index + 1,
@@ -56,6 +61,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 use voltex_agent::executor::{Mode, MonoNanos};
 use voltex_agent::outbox::next_messages;
 use voltex_dispatch::message::{AckStatus, DeviceId, ScheduleRejection};
@@ -64,19 +70,21 @@ use voltex_dispatch::{
     Ack, Fallback, Message, Receipt, Schedule, ScheduleId, ScheduleSigner, ScheduleVerifier,
     SignedSchedule,
 };
+use voltex_engine::bidding::{BidConfig, PlannedLimits, day_ahead_curves};
 use voltex_engine::forecast::{ForecastError, Forecaster, Lear, LearConfig, NaiveForecaster};
 use voltex_engine::optimise::rule::DailyRule;
 use voltex_engine::optimise::{LpBackend, OptimiseError, PlanConfig, TerminalSoc, plan_battery};
-use voltex_market::UtcNanos;
+use voltex_market::auction::{AuctionConfig, BidCurve, CurveKind, CurvePoint, clear_period};
 use voltex_market::battery::{BatterySpec, PeriodPhysics};
 use voltex_market::series::PriceSeries;
+use voltex_market::{AccountId, Price, Side, UtcNanos};
 
 use crate::agent::{
     VirtualAgent, core_config, device_id, schedule_periods, signature_check, verifies_signatures,
 };
 use crate::des::{Model, Scheduler};
 use crate::network::{Delivery, Network};
-use crate::scenario::{FaultKind, Scenario, StrategyKind};
+use crate::scenario::{Bidding, FaultKind, Scenario, StrategyKind};
 
 /// ns per second.
 const NS_PER_S: i64 = 1_000_000_000;
@@ -108,6 +116,16 @@ pub enum SimError {
         day: u32,
         /// The forecaster's error.
         source: ForecastError,
+    },
+    /// The group's day-ahead bid could not be built or cleared.
+    #[error("day-ahead bid for day {day}, group {group}: {reason}")]
+    Bid {
+        /// Day of the run.
+        day: u32,
+        /// Group name.
+        group: String,
+        /// The bidding engine's or the auction's error.
+        reason: String,
     },
     /// The optimiser failed.
     #[error("plan for day {day}, group {group}: {source}")]
@@ -371,6 +389,8 @@ pub struct World<'a> {
     verify_one_in: u32,
     series: &'a PriceSeries,
     strategy: StrategyKind,
+    /// `Some` when the plan is bid into the call auction ([`Bidding::Auction`]).
+    auction: Option<AuctionBidding>,
     history_days: usize,
     lear: Option<Lear>,
     first_series_day: usize,
@@ -619,6 +639,9 @@ impl<'a> World<'a> {
             verify_one_in,
             series,
             strategy,
+            auction: (scenario.strategy.bidding == Bidding::Auction
+                && strategy != StrategyKind::RuleBased)
+                .then(|| AuctionBidding::new(interval_s)),
             history_days,
             lear,
             first_series_day,
@@ -898,14 +921,33 @@ impl<'a> World<'a> {
                         .net_w
                 }
             };
+            let count = (self.groups[g].end - self.groups[g].first) as i64;
+            // Fleet commitment per interval: the plan (price-taker) or what the auction
+            // accepted of the group's bid; each device is sent its share.
+            let (committed_w, net_w): (Vec<i64>, Vec<i64>) = match self.auction.as_ref() {
+                None => (net_w.iter().map(|w| count * w).collect(), net_w),
+                Some(auction) => {
+                    let real = &self.rows[first_k..first_k + self.per_day];
+                    let committed = auction
+                        .bid_and_clear(&spec, count, start_soc, &prices, real)
+                        .map_err(|reason| SimError::Bid {
+                            day,
+                            group: self.groups[g].name.clone(),
+                            reason,
+                        })?;
+                    // Whole W per device, towards zero: the remainder (under `count` W)
+                    // is imbalance, as a real allocation's rounding would be.
+                    let per_device = committed.iter().map(|w| w / count).collect();
+                    (committed, per_device)
+                }
+            };
             // Planned SoC path by the shared physics (for the next day's correction).
             let mut soc = start_soc;
-            let count = (self.groups[g].end - self.groups[g].first) as i64;
             for (t, &w) in net_w.iter().enumerate() {
                 let p = spec.feasible_power_w(soc, w, self.interval_s);
                 soc = spec.soc_after_wh(soc, p, self.interval_s);
                 self.planned_soc[g][first_k + t] = soc;
-                self.rows[first_k + t].committed_w += count * w;
+                self.rows[first_k + t].committed_w += committed_w[t];
             }
             self.schedules[g][day as usize] = net_w;
             self.sign_schedules(g, day, now);
@@ -1471,6 +1513,94 @@ impl<'a> World<'a> {
             .iter()
             .map(|g| g.spec.capacity_wh as f64 * (g.end - g.first) as f64)
             .sum()
+    }
+}
+
+/// The platform's day-ahead bidding of [`Bidding::Auction`]: the engine's bid curves
+/// cleared in the market's call auction against the replayed price.
+struct AuctionBidding {
+    auction_config: AuctionConfig,
+    bid_config: BidConfig,
+}
+
+/// The fleet's account in the simulated auction.
+const FLEET_ACCOUNT: AccountId = AccountId(1);
+/// The rest of the market: buys and sells any quantity at the replayed price.
+const MARKET_ACCOUNT: AccountId = AccountId(2);
+
+impl AuctionBidding {
+    fn new(interval_s: i64) -> AuctionBidding {
+        let auction_config = AuctionConfig::day_ahead_default();
+        let bid_config = BidConfig {
+            rules: auction_config.rules.clone(),
+            period_s: interval_s,
+            headroom: None,
+            planned_limits: PlannedLimits::RoundTrip,
+        };
+        AuctionBidding {
+            auction_config,
+            bid_config,
+        }
+    }
+
+    /// Plans `count` batteries of `spec` (each at `soc_wh`) as one unit on `forecast`,
+    /// bids the plan, clears every interval against the replayed prices of `real`, and
+    /// returns the group's accepted net power per interval, W (positive = sell).
+    fn bid_and_clear(
+        &self,
+        spec: &BatterySpec,
+        count: i64,
+        soc_wh: f64,
+        forecast: &[f64],
+        real: &[IntervalRow],
+    ) -> Result<Vec<i64>, String> {
+        let unit = spec.scaled(count);
+        let config = PlanConfig {
+            period_s: self.bid_config.period_s,
+            terminal: TerminalSoc::Free,
+            // Clarabel: the bid limits need the LP's marginal values (duals).
+            backend: LpBackend::Clarabel,
+        };
+        let plan = plan_battery(&unit, soc_wh * count as f64, forecast, &config)
+            .map_err(|e| e.to_string())?;
+        let curves = day_ahead_curves(&unit, &plan, forecast, &self.bid_config)
+            .map_err(|e| e.to_string())?;
+        let lot_w = self.bid_config.rules.lot_kw * 1_000;
+        let mut accepted_w = Vec::with_capacity(curves.len());
+        for (curve, row) in curves.iter().zip(real) {
+            let mut bids = curve
+                .to_auction_curves(FLEET_ACCOUNT, &self.auction_config)
+                .map_err(|e| e.to_string())?;
+            if bids.is_empty() {
+                accepted_w.push(0);
+                continue;
+            }
+            let rules = &self.bid_config.rules;
+            let cents = (row.price * Decimal::from(100))
+                .round()
+                .to_i64()
+                .unwrap_or(0);
+            let point = vec![CurvePoint {
+                price: Price(cents.clamp(rules.price_min.0, rules.price_max.0)),
+                qty: rules.qty_max,
+            }];
+            for side in [Side::Buy, Side::Sell] {
+                let market = BidCurve::new(
+                    MARKET_ACCOUNT,
+                    side,
+                    CurveKind::Stepwise,
+                    point.clone(),
+                    &self.auction_config,
+                )
+                .map_err(|e| e.to_string())?;
+                bids.push(market);
+            }
+            let result = clear_period(&bids, rules).map_err(|e| e.to_string())?;
+            let sold = result.accepted_qty(FLEET_ACCOUNT, Side::Sell).0;
+            let bought = result.accepted_qty(FLEET_ACCOUNT, Side::Buy).0;
+            accepted_w.push((sold - bought) * lot_w);
+        }
+        Ok(accepted_w)
     }
 }
 

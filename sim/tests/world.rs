@@ -30,7 +30,11 @@ fn series(n_days: usize) -> PriceSeries {
 }
 
 fn scenario(count: u32, days: u32, extra: &str) -> Scenario {
-    let text = format!(
+    Scenario::parse("t.toml", &scenario_text(count, days, extra)).expect("valid scenario")
+}
+
+fn scenario_text(count: u32, days: u32, extra: &str) -> String {
+    format!(
         r#"name = "t"
 seed = 9
 interval_minutes = 60
@@ -58,8 +62,7 @@ standing_loss_per_hour = 0.0
 wear_cost_eur_per_mwh = "2"
 initial_soc_wh = 0
 {extra}"#
-    );
-    Scenario::parse("t.toml", &text).expect("valid scenario")
+    )
 }
 
 fn fault(kind: &str, start_hour: f64, hours: f64, extra: &str) -> String {
@@ -89,6 +92,57 @@ fn delivered(out: &SimOutput) -> Vec<i64> {
 
 fn eur(s: &str) -> Decimal {
     s.parse().expect("decimal")
+}
+
+fn committed_w(out: &SimOutput) -> Vec<i64> {
+    out.intervals_csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .nth(2)
+                .expect("column")
+                .parse()
+                .expect("integer")
+        })
+        .collect()
+}
+
+#[test]
+fn auction_bidding_commits_what_clears_in_whole_lots_and_matches_the_hand_computation() {
+    // Perfect foresight: the group's curves buy 2 MW (20 lots of 0.1 MW) at 03:00 up to
+    // the stored energy's value and sell 2 MW at 18:00 from it; the counterparty at the
+    // real price accepts both, so the commitments and the P&L are the price-taker's.
+    let text = scenario_text(2, 2, "").replace(
+        "kind = \"perfect_foresight\"",
+        "kind = \"perfect_foresight\"\nbidding = \"auction\"",
+    );
+    let auction = Scenario::parse("t.toml", &text).expect("valid scenario");
+    let out = go(&auction, 2);
+    let pnl = &out.summary.pnl;
+    assert_eq!(pnl.market_eur, eur("440"), "2 days × 2 × (10 + 100)");
+    assert_eq!(pnl.imbalance_eur, eur("0"));
+    assert_eq!(pnl.wear_eur, eur("16"));
+    let committed = committed_w(&out);
+    for day in 0..2 {
+        assert_eq!(committed[day * 24 + 3], -2_000_000);
+        assert_eq!(committed[day * 24 + 18], 2_000_000);
+    }
+    assert_eq!(committed.iter().filter(|w| **w != 0).count(), 4);
+    assert_eq!(delivered(&out), delivered(&go(&scenario(2, 2, ""), 2)));
+
+    // One battery of 0.04 MW is under half the market's 0.1 MW lot: its bid rounds to
+    // nothing, nothing clears, and it never trades (the price-taker would).
+    let small = text
+        .replace("max_charge_w = 1000000", "max_charge_w = 40000")
+        .replace("max_discharge_w = 1000000", "max_discharge_w = 40000")
+        .replace("count = 2", "count = 1");
+    let out = go(
+        &Scenario::parse("t.toml", &small).expect("valid scenario"),
+        2,
+    );
+    assert!(committed_w(&out).iter().all(|w| *w == 0));
+    assert_eq!(out.summary.pnl.market_eur, eur("0"));
 }
 
 #[test]
