@@ -140,6 +140,51 @@ fn at_the_forecast_price_the_curve_reproduces_the_plan_in_lots() {
 }
 
 #[test]
+fn lots_never_add_up_to_more_power_than_the_battery_has() {
+    // 0.15 MW: a full-power step is 1.5 lots, which rounds to 2 (0.2 MW) — more than
+    // the battery can charge or discharge. Every curve stays within 1 whole lot a side,
+    // headroom included.
+    let small = BatterySpec::symmetric(150_000, 300_000, 0.9, Decimal::from(2));
+    // Two cheapest hours (charged flat out) and two dearest (discharged flat out).
+    let forecast: Vec<f64> = (0..24)
+        .map(|t| match t {
+            1 => 5.0,
+            2 => 6.0,
+            20 => 200.0,
+            21 => 199.0,
+            _ => 100.0,
+        })
+        .collect();
+    let config = PlanConfig {
+        period_s: 3600,
+        terminal: TerminalSoc::Free,
+        backend: LpBackend::Clarabel,
+    };
+    let plan = plan_battery(&small, 0.0, &forecast, &config).unwrap();
+    assert!(
+        plan.charge_w.iter().any(|w| *w > 125_000),
+        "the plan must charge above 1.25 lots somewhere: {:?}",
+        plan.charge_w
+    );
+    for headroom in [
+        None,
+        Some(HeadroomSteps {
+            spread_eur_per_mwh: 5.0,
+        }),
+    ] {
+        let curves = day_ahead_curves(&small, &plan, &forecast, &bid_config(headroom)).unwrap();
+        for curve in &curves {
+            let (bought, sold) = curve.totals();
+            assert!(bought.0 <= 1 && sold.0 <= 1, "{curve:?}");
+        }
+        assert!(
+            curves.iter().any(|c| c.totals().0.0 == 1),
+            "the charge is still bid"
+        );
+    }
+}
+
+#[test]
 fn plan_without_marginal_values_cannot_be_bid() {
     let forecast = vec![50.0; 24];
     let plan = plan(&forecast, LpBackend::Microlp);

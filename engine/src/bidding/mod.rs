@@ -23,7 +23,8 @@
 //!   average round-trip value of stored energy; then clamped into the market's limits. At the forecast price
 //!   the curve reproduces the plan's quantity (up to lot rounding).
 //! - All prices are on the market's tick grid and inside its limits; all quantities are
-//!   whole positive lots.
+//!   whole positive lots, and a curve's buy (sell) lots never add up to more power than
+//!   the battery's charge (discharge) limit holds in whole lots.
 //! - [`RiskBook::check_curve`] / [`RiskBook::check_order`] reject, with a
 //!   [`RiskRejection`] reason, any bid that breaks a [`RiskLimits`]; accepted bids are
 //!   counted against the account's worst-case position.
@@ -225,6 +226,13 @@ fn to_lots(rules: &MarketRules, power_w: i64) -> Qty {
     Qty((power_w + lot_w / 2) / lot_w)
 }
 
+/// [`to_lots`], but never more lots than `max_w` holds whole: rounding up must not bid
+/// power the battery does not have (a 0.15 MW unit charging flat out is 1 lot, not 2).
+fn to_lots_within(rules: &MarketRules, power_w: i64, max_w: i64) -> Qty {
+    let lot_w = rules.lot_kw.max(1) * 1000;
+    Qty(to_lots(rules, power_w).0.min(max_w.max(0) / lot_w))
+}
+
 /// Builds the day-ahead curves of every planned period (see the module doc).
 ///
 /// # Errors
@@ -270,8 +278,8 @@ pub fn day_ahead_curves(
             period: t,
             ..PeriodCurve::default()
         };
-        let charge = to_lots(rules, plan.charge_w[t]);
-        let discharge = to_lots(rules, plan.discharge_w[t]);
+        let charge = to_lots_within(rules, plan.charge_w[t], spec.max_charge_w);
+        let discharge = to_lots_within(rules, plan.discharge_w[t], spec.max_discharge_w);
         // The LP's KKT conditions put a planned charge at a forecast price at or below
         // the buy value; the interior-point dual is only accurate to its tolerance, so
         // the limit never falls below the forecast the plan was made for.
@@ -297,7 +305,7 @@ pub fn day_ahead_curves(
         }
         if let Some(extra) = config.headroom {
             let spread = extra.spread_eur_per_mwh.max(0.0);
-            let more_buy = to_lots(rules, spec.max_charge_w).0 - charge.0;
+            let more_buy = to_lots_within(rules, spec.max_charge_w, spec.max_charge_w).0 - charge.0;
             if more_buy > 0 {
                 let limit = to_tick(rules, limits.buy_eur_per_mwh - spread, false);
                 let limit = curve.buy.last().map_or(limit, |s| limit.min(s.price));
@@ -306,7 +314,8 @@ pub fn day_ahead_curves(
                     qty: Qty(more_buy),
                 });
             }
-            let more_sell = to_lots(rules, spec.max_discharge_w).0 - discharge.0;
+            let more_sell =
+                to_lots_within(rules, spec.max_discharge_w, spec.max_discharge_w).0 - discharge.0;
             if more_sell > 0 {
                 let limit = to_tick(rules, limits.sell_eur_per_mwh + spread, true);
                 let limit = curve.sell.last().map_or(limit, |s| limit.max(s.price));
