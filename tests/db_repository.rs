@@ -98,6 +98,7 @@ on_both_backends!(
     engine_event_replay_is_idempotent,
     auction_events_project_curves_results_and_awards_idempotently,
     auction_awards_count_once_in_positions_and_fills,
+    a_stored_award_of_another_event_is_corrupt_and_writes_nothing,
     engine_events_with_a_gap_are_refused_and_write_nothing,
     concurrent_persists_of_one_batch_count_positions_once,
     orders_filter_and_page_by_account,
@@ -410,6 +411,62 @@ async fn auction_account_rows(db: &Db) -> Vec<String> {
     let awards = db.auction_awards(PRODUCT.0).await.expect("awards");
     rows.extend(awards.iter().map(|a| format!("{a:?}")));
     rows
+}
+
+/// An auction clears once: an award row stored under another event seq than the award
+/// being applied means the projection and the event stream disagree. The batch fails
+/// as `Corrupt` and its transaction writes nothing.
+async fn a_stored_award_of_another_event_is_corrupt_and_writes_nothing(db: Db) {
+    use voltex_engine::command::EventKind;
+    let events = auction_session();
+    db.persist_engine_events(&events).await.expect("persist");
+    let cleared_idx = events
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::AuctionCleared { .. }))
+        .expect("the auction cleared");
+    let alice_before = db.list_positions(ALICE.0).await.expect("positions");
+    let bob_before = db.list_positions(BOB.0).await.expect("positions");
+    let cursor_before = db.last_persisted_seq().await.expect("cursor");
+
+    sqlx::query("UPDATE auction_awards SET event_seq = event_seq + 1000 WHERE account_id = $1")
+        .bind(i64::from(ALICE.0))
+        .execute(db.pool())
+        .await
+        .expect("tamper with alice's award row");
+    let before_clearing = i64::try_from(events[cleared_idx].event_seq - 1).expect("seq");
+    sqlx::query("UPDATE engine_cursor SET last_event_seq = $1 WHERE cursor_id = 1")
+        .bind(before_clearing)
+        .execute(db.pool())
+        .await
+        .expect("rewind the cursor");
+    let error = db
+        .persist_engine_events(&events[cleared_idx..])
+        .await
+        .expect_err("a second award for the same auction is refused");
+    assert!(
+        matches!(
+            error,
+            DbError::Corrupt {
+                table: "auction_awards",
+                column: "event_seq",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        db.list_positions(ALICE.0).await.expect("positions"),
+        alice_before
+    );
+    assert_eq!(
+        db.list_positions(BOB.0).await.expect("positions"),
+        bob_before
+    );
+    assert_eq!(
+        db.last_persisted_seq().await.expect("cursor"),
+        u64::try_from(before_clearing).expect("seq"),
+        "the failed batch moved the cursor nowhere (it was {cursor_before})"
+    );
 }
 
 async fn auction_awards_count_once_in_positions_and_fills(db: Db) {
