@@ -40,6 +40,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use voltex_engine::bidding::{
     BidConfig, HeadroomSteps, PlannedLimits, day_ahead_curves, price_taking_curves,
+    replay_counterparty,
 };
 use voltex_engine::commit::settle::{SettleConfig, Settlement, execute_and_settle};
 use voltex_engine::forecast::{Forecaster, LearEnsemble, NaiveForecaster};
@@ -47,10 +48,10 @@ use voltex_engine::optimise::rule::DailyRule;
 use voltex_engine::optimise::{
     LpBackend, PlanConfig, RollingHorizon, TerminalSoc, plan_battery, plan_rolling,
 };
-use voltex_market::auction::{Auction, AuctionConfig, BidCurve, CurveKind, CurvePoint};
+use voltex_market::auction::{Auction, AuctionConfig};
 use voltex_market::battery::BatterySpec;
 use voltex_market::series::{PriceSeries, STANDARD_TEST_DAYS, SeriesLayout};
-use voltex_market::{AccountId, MarketRules, Price, Side};
+use voltex_market::{AccountId, MarketRules, Side};
 
 /// Arguments of `voltex backtest`.
 #[derive(Args, Debug)]
@@ -205,7 +206,11 @@ impl DayContext<'_> {
                 accepted_w.push(0);
                 continue;
             }
-            bids.extend(self.counterparty(*real_price)?);
+            bids.extend(replay_counterparty(
+                COUNTERPARTY,
+                *real_price,
+                &self.auction_config,
+            )?);
             let result = self.auction.clear_period(&bids)?;
             let sold = result.accepted_qty(BATTERY, Side::Sell).0;
             let bought = result.accepted_qty(BATTERY, Side::Buy).0;
@@ -218,30 +223,6 @@ impl DayContext<'_> {
             real,
             &self.settle,
         )?))
-    }
-
-    /// A counterparty that buys and sells the market's maximum at the real price.
-    fn counterparty(&self, real_price: Decimal) -> Result<[BidCurve; 2]> {
-        let cents = (real_price * Decimal::from(100))
-            .round()
-            .to_i64()
-            .unwrap_or(0);
-        let price = Price(cents.clamp(self.rules.price_min.0, self.rules.price_max.0));
-        let point = vec![CurvePoint {
-            price,
-            qty: self.rules.qty_max,
-        }];
-        let config = &self.auction_config;
-        Ok([
-            BidCurve::new(
-                COUNTERPARTY,
-                Side::Buy,
-                CurveKind::Stepwise,
-                point.clone(),
-                config,
-            )?,
-            BidCurve::new(COUNTERPARTY, Side::Sell, CurveKind::Stepwise, point, config)?,
-        ])
     }
 }
 

@@ -413,17 +413,38 @@ async fn auction_account_rows(db: &Db) -> Vec<String> {
     rows
 }
 
+/// Index of the `AuctionCleared` event in `events`.
+fn cleared_index(events: &[EngineEvent]) -> usize {
+    events
+        .iter()
+        .position(|e| {
+            matches!(
+                e.kind,
+                voltex_engine::command::EventKind::AuctionCleared { .. }
+            )
+        })
+        .expect("the auction cleared")
+}
+
+/// Moves the engine cursor back to just before `event` (as a projection restored from an
+/// older cursor would be); returns the cursor's new value.
+async fn rewind_cursor_before(db: &Db, event: &EngineEvent) -> i64 {
+    let before = i64::try_from(event.event_seq - 1).expect("seq");
+    sqlx::query("UPDATE engine_cursor SET last_event_seq = $1 WHERE cursor_id = 1")
+        .bind(before)
+        .execute(db.pool())
+        .await
+        .expect("rewind the cursor");
+    before
+}
+
 /// An auction clears once: an award row stored under another event seq than the award
 /// being applied means the projection and the event stream disagree. The batch fails
 /// as `Corrupt` and its transaction writes nothing.
 async fn a_stored_award_of_another_event_is_corrupt_and_writes_nothing(db: Db) {
-    use voltex_engine::command::EventKind;
     let events = auction_session();
     db.persist_engine_events(&events).await.expect("persist");
-    let cleared_idx = events
-        .iter()
-        .position(|e| matches!(e.kind, EventKind::AuctionCleared { .. }))
-        .expect("the auction cleared");
+    let cleared_idx = cleared_index(&events);
     let alice_before = db.list_positions(ALICE.0).await.expect("positions");
     let bob_before = db.list_positions(BOB.0).await.expect("positions");
     let cursor_before = db.last_persisted_seq().await.expect("cursor");
@@ -433,12 +454,7 @@ async fn a_stored_award_of_another_event_is_corrupt_and_writes_nothing(db: Db) {
         .execute(db.pool())
         .await
         .expect("tamper with alice's award row");
-    let before_clearing = i64::try_from(events[cleared_idx].event_seq - 1).expect("seq");
-    sqlx::query("UPDATE engine_cursor SET last_event_seq = $1 WHERE cursor_id = 1")
-        .bind(before_clearing)
-        .execute(db.pool())
-        .await
-        .expect("rewind the cursor");
+    let before_clearing = rewind_cursor_before(&db, &events[cleared_idx]).await;
     let error = db
         .persist_engine_events(&events[cleared_idx..])
         .await
@@ -474,10 +490,7 @@ async fn auction_awards_count_once_in_positions_and_fills(db: Db) {
     use voltex_market::book::BookEvent;
     let events = auction_session();
     db.persist_engine_events(&events).await.expect("persist");
-    let cleared_idx = events
-        .iter()
-        .position(|e| matches!(e.kind, EventKind::AuctionCleared { .. }))
-        .expect("the auction cleared");
+    let cleared_idx = cleared_index(&events);
     let trade = events
         .iter()
         .find(|e| matches!(e.kind, EventKind::Book(BookEvent::Trade { .. })))
@@ -585,12 +598,7 @@ async fn auction_awards_count_once_in_positions_and_fills(db: Db) {
     // Apply the clearing and its awards a second time behind the cursor's back (as a
     // projection restored from an older cursor would): the award rows guard the
     // positions, nothing counts twice.
-    let before_clearing = i64::try_from(events[cleared_idx].event_seq - 1).expect("seq");
-    sqlx::query("UPDATE engine_cursor SET last_event_seq = $1 WHERE cursor_id = 1")
-        .bind(before_clearing)
-        .execute(db.pool())
-        .await
-        .expect("rewind the cursor");
+    rewind_cursor_before(&db, &events[cleared_idx]).await;
     let again = db
         .persist_engine_events(&events[cleared_idx..])
         .await

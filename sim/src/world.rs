@@ -61,7 +61,6 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
 use voltex_agent::executor::{Mode, MonoNanos};
 use voltex_agent::outbox::next_messages;
 use voltex_dispatch::message::{AckStatus, DeviceId, ScheduleRejection};
@@ -70,14 +69,14 @@ use voltex_dispatch::{
     Ack, Fallback, Message, Receipt, Schedule, ScheduleId, ScheduleSigner, ScheduleVerifier,
     SignedSchedule,
 };
-use voltex_engine::bidding::{BidConfig, PlannedLimits, day_ahead_curves};
+use voltex_engine::bidding::{BidConfig, PlannedLimits, day_ahead_curves, replay_counterparty};
 use voltex_engine::forecast::{ForecastError, Forecaster, Lear, LearConfig, NaiveForecaster};
 use voltex_engine::optimise::rule::DailyRule;
 use voltex_engine::optimise::{LpBackend, OptimiseError, PlanConfig, TerminalSoc, plan_battery};
-use voltex_market::auction::{AuctionConfig, BidCurve, CurveKind, CurvePoint, clear_period};
+use voltex_market::auction::{AuctionConfig, clear_period};
 use voltex_market::battery::{BatterySpec, PeriodPhysics};
 use voltex_market::series::PriceSeries;
-use voltex_market::{AccountId, Price, Side, UtcNanos};
+use voltex_market::{AccountId, Side, UtcNanos};
 
 use crate::agent::{
     VirtualAgent, core_config, device_id, schedule_periods, signature_check, verifies_signatures,
@@ -1575,27 +1574,11 @@ impl AuctionBidding {
                 accepted_w.push(0);
                 continue;
             }
-            let rules = &self.bid_config.rules;
-            let cents = (row.price * Decimal::from(100))
-                .round()
-                .to_i64()
-                .unwrap_or(0);
-            let point = vec![CurvePoint {
-                price: Price(cents.clamp(rules.price_min.0, rules.price_max.0)),
-                qty: rules.qty_max,
-            }];
-            for side in [Side::Buy, Side::Sell] {
-                let market = BidCurve::new(
-                    MARKET_ACCOUNT,
-                    side,
-                    CurveKind::Stepwise,
-                    point.clone(),
-                    &self.auction_config,
-                )
-                .map_err(|e| e.to_string())?;
-                bids.push(market);
-            }
-            let result = clear_period(&bids, rules).map_err(|e| e.to_string())?;
+            bids.extend(
+                replay_counterparty(MARKET_ACCOUNT, row.price, &self.auction_config)
+                    .map_err(|e| e.to_string())?,
+            );
+            let result = clear_period(&bids, &self.bid_config.rules).map_err(|e| e.to_string())?;
             let sold = result.accepted_qty(FLEET_ACCOUNT, Side::Sell).0;
             let bought = result.accepted_qty(FLEET_ACCOUNT, Side::Buy).0;
             accepted_w.push((sold - bought) * lot_w);

@@ -330,6 +330,39 @@ pub fn day_ahead_curves(
     Ok(curves)
 }
 
+/// The rest of the market when replaying a price series: `account` buys and sells the
+/// market's largest quantity at `real_price` (rounded to the cent and clamped into the
+/// price limits), so a call auction accepts exactly the steps in the money at that
+/// price. Used by the backtest and the simulator's `bidding = "auction"`.
+///
+/// # Errors
+/// The auction's [`CurveError`] if `config` rejects the curves.
+pub fn replay_counterparty(
+    account: AccountId,
+    real_price: Decimal,
+    config: &AuctionConfig,
+) -> Result<[BidCurve; 2], CurveError> {
+    let rules = &config.rules;
+    let cents = (real_price * Decimal::from(100))
+        .round()
+        .to_i64()
+        .unwrap_or(0);
+    let point = vec![CurvePoint {
+        price: Price(cents.clamp(rules.price_min.0, rules.price_max.0)),
+        qty: rules.qty_max,
+    }];
+    Ok([
+        BidCurve::new(
+            account,
+            Side::Buy,
+            CurveKind::Stepwise,
+            point.clone(),
+            config,
+        )?,
+        BidCurve::new(account, Side::Sell, CurveKind::Stepwise, point, config)?,
+    ])
+}
+
 /// The price-taking baseline: the plan's quantities bid at the market's price limits
 /// (buy at `price_max`, sell at `price_min`), so they are accepted at any price. Used to
 /// measure what the marginal-value limits of [`day_ahead_curves`] are worth.
