@@ -146,11 +146,10 @@ impl From<ScheduleVerifier> for SignatureCheck {
     }
 }
 
-/// Everything [`decide`] checks against, fixed for the agent's lifetime.
+/// Everything [`decide`] checks against besides the device id, fixed for the agent's
+/// lifetime and alike for every device of one kind (so devices may share one).
 #[derive(Clone, Debug)]
 pub struct AcceptanceConfig {
-    /// This agent's device id.
-    pub device: DeviceId,
     /// The device's power limits.
     pub limits: DeviceLimits,
     /// How the platform's signature is checked.
@@ -220,6 +219,7 @@ pub fn decide(
     held: Option<Held<'_>>,
     signed: &SignedSchedule,
     now: UtcNanos,
+    device: &DeviceId,
     config: &AcceptanceConfig,
 ) -> Decision {
     let key = ScheduleKey::of(signed);
@@ -244,7 +244,7 @@ pub fn decide(
     if config.signature.check(signed).is_err() {
         return reject(ScheduleRejection::InvalidSignature);
     }
-    if schedule.device != config.device {
+    if schedule.device != *device {
         return reject(ScheduleRejection::WrongDevice);
     }
     if let Some(held) = held {

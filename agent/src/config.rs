@@ -46,13 +46,14 @@
 //! parses; the binary refuses to start otherwise.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use voltex_dispatch::{DeviceId, Fallback, ScheduleVerifier};
 use voltex_market::battery::BatterySpec;
 
 use crate::acceptance::{AcceptanceConfig, AcceptancePolicy, DeviceLimits, SignatureCheck};
-use crate::core::CoreConfig;
+use crate::core::{AgentProfile, CoreConfig};
 use crate::executor::{ExecutorConfig, splitmix64};
 use crate::outbox::OutboxConfig;
 
@@ -426,9 +427,8 @@ impl AgentConfig {
     /// The key does not parse.
     pub fn core_config(&self) -> Result<CoreConfig, ConfigError> {
         let timing = &self.timing;
-        Ok(CoreConfig {
+        let profile = AgentProfile {
             acceptance: AcceptanceConfig {
-                device: self.device_id.clone(),
                 limits: self.limits,
                 signature: SignatureCheck::Verify(self.verifier()?),
                 policy: AcceptancePolicy {
@@ -436,17 +436,21 @@ impl AgentConfig {
                     clock_skew_tolerance_s: timing.clock_skew_tolerance_s,
                 },
             },
-            executor: ExecutorConfig {
+            executor: Arc::new(ExecutorConfig {
                 limits: self.limits,
-                seed: self.seed(),
                 default_fallback: self.fallback.clone(),
                 fallback_ramp_s: timing.fallback_ramp_s,
                 clock_step_tolerance_s: timing.clock_step_tolerance_s,
-            },
+            }),
             outbox: OutboxConfig {
                 len_max: timing.outbox_len_max,
             },
             records_max: timing.records_max,
+        };
+        Ok(CoreConfig {
+            device: self.device_id.clone(),
+            seed: self.seed(),
+            profile: Arc::new(profile),
         })
     }
 }

@@ -30,7 +30,7 @@
 //! # Invariants (`check_invariants`)
 //! - At most one record per key; at most one record is `Accepted` and live, and it is
 //!   the one the executor holds.
-//! - Records beyond [`CoreConfig::records_max`] are only terminal ones (pruned oldest
+//! - Records beyond [`AgentProfile::records_max`] are only terminal ones (pruned oldest
 //!   first; undecided and live records are never pruned).
 
 use std::sync::Arc;
@@ -47,13 +47,26 @@ use crate::store::{
     WriteBatch,
 };
 
-/// Everything fixed about one agent.
+/// Everything fixed about one agent: what is its own (device id, seed) and a profile
+/// it may share with every agent of the same kind.
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
-    /// Acceptance checks (device id, limits, verifier, tolerances).
+    /// This agent's device id (a schedule for another device is rejected).
+    pub device: DeviceId,
+    /// Seed of the executor's randomised starts.
+    pub seed: u64,
+    /// The settings alike for every device of this kind.
+    pub profile: Arc<AgentProfile>,
+}
+
+/// The settings alike for every agent of one kind. The simulator shares one per
+/// battery group among thousands of cores; the agent binary has one of its own.
+#[derive(Clone, Debug)]
+pub struct AgentProfile {
+    /// Acceptance checks (limits, verifier, tolerances).
     pub acceptance: AcceptanceConfig,
-    /// Executor (limits, seed, default fallback, ramps).
-    pub executor: ExecutorConfig,
+    /// Executor (limits, default fallback, ramps), shared with the executor itself.
+    pub executor: Arc<ExecutorConfig>,
     /// Outbox bound.
     pub outbox: OutboxConfig,
     /// Most schedule records kept (terminal ones beyond it are pruned).
@@ -101,8 +114,9 @@ pub struct AgentCore {
     next_arrival: u64,
     executor: Executor,
     outbox: Outbox,
-    events: Vec<ExecEvent>,
-    last_mode: Option<Mode>,
+    /// The health flags the last tick's mode implies (fallback, emergency stop), added
+    /// to every telemetry sample (one word, not the whole `Mode`).
+    mode_health: u32,
 }
 
 fn status_of_ack(status: AckStatus) -> Option<RecordStatus> {
@@ -124,7 +138,7 @@ impl AgentCore {
     pub fn restore(config: CoreConfig, state: PersistedState) -> AgentCore {
         let mut records = state.records;
         records.sort_by_key(|r| r.arrival);
-        let mut executor = Executor::new(config.executor.clone());
+        let mut executor = Executor::new(Arc::clone(&config.profile.executor), config.seed);
         let newest_accepted = records
             .iter()
             .filter(|r| r.status.was_accepted())
@@ -137,21 +151,20 @@ impl AgentCore {
             }
         }
         let next_arrival = records.last().map_or(0, |r| r.arrival + 1);
-        let outbox = Outbox::restore(config.outbox, state.outbox, state.next_seq);
+        let outbox = Outbox::restore(config.profile.outbox, state.outbox, state.next_seq);
         AgentCore {
             config,
             records,
             next_arrival,
             executor,
             outbox,
-            events: Vec::new(),
-            last_mode: None,
+            mode_health: 0,
         }
     }
 
     /// This agent's device id.
     pub fn device(&self) -> &DeviceId {
-        &self.config.acceptance.device
+        &self.config.device
     }
 
     /// The configuration.
@@ -285,7 +298,8 @@ impl AgentCore {
                     held,
                     &self.records[idx].signed,
                     now,
-                    &self.config.acceptance,
+                    &self.config.device,
+                    &self.config.profile.acceptance,
                 )
             };
             if let Some(skew) = decision.clock_skew_s {
@@ -329,7 +343,7 @@ impl AgentCore {
             .filter(|r| r.status.was_accepted())
             .max_by_key(|r| r.signed.schedule.version)
             .map(ScheduleRecord::key);
-        while self.records.len() > self.config.records_max {
+        while self.records.len() > self.config.profile.records_max {
             // Oldest terminal record that is not the newest accepted (whose version
             // and fallback still matter).
             let Some(idx) = self
@@ -342,15 +356,18 @@ impl AgentCore {
             let record = self.records.remove(idx);
             batch.records_delete.push(record.key());
         }
+        // A record is added a few times a day and the vector grows to 4 slots at
+        // once; give the slack back (thousands of simulated cores each hold one).
+        if self.records.capacity() > self.records.len() {
+            self.records.shrink_to_fit();
+        }
     }
 
     /// Handles a receipt: drops the covered outbox entries (receipts for another
     /// device are ignored: empty batch).
     pub fn on_receipt(&mut self, receipt: &Receipt) -> WriteBatch {
         let mut batch = WriteBatch::default();
-        if receipt.device == self.config.acceptance.device
-            && self.outbox.receipt(receipt.through_seq) > 0
-        {
+        if receipt.device == self.config.device && self.outbox.receipt(receipt.through_seq) > 0 {
             batch.outbox_drain_through = Some(receipt.through_seq);
         }
         batch
@@ -364,15 +381,31 @@ impl AgentCore {
         now_mono: MonoNanos,
         emergency_stop: bool,
     ) -> Ticked {
-        let mut events = std::mem::take(&mut self.events);
+        self.tick_with_scratch(now_wall, now_mono, emergency_stop, &mut Vec::new())
+    }
+
+    /// [`AgentCore::tick`] with a caller-lent buffer for the executor's events (cleared
+    /// first; its contents afterwards are unspecified). A caller ticking many cores
+    /// (the simulator) lends one buffer to all of them, so no core holds one and no
+    /// tick allocates for its events.
+    pub fn tick_with_scratch(
+        &mut self,
+        now_wall: UtcNanos,
+        now_mono: MonoNanos,
+        emergency_stop: bool,
+        events: &mut Vec<ExecEvent>,
+    ) -> Ticked {
         events.clear();
         let setpoint = self
             .executor
-            .tick(now_wall, now_mono, emergency_stop, &mut events);
+            .tick(now_wall, now_mono, emergency_stop, events);
         let mut batch = WriteBatch::default();
-        let clock_stepped_ns = self.apply_events(&events, now_wall, &mut batch);
-        self.events = events;
-        self.last_mode = Some(setpoint.mode);
+        let clock_stepped_ns = self.apply_events(events, now_wall, &mut batch);
+        self.mode_health = match setpoint.mode {
+            Mode::Fallback => HealthFlags::ON_FALLBACK,
+            Mode::EmergencyStop => HealthFlags::EMERGENCY_STOP,
+            _ => 0,
+        };
         Ticked {
             setpoint,
             batch,
@@ -382,12 +415,10 @@ impl AgentCore {
 
     /// The driver failed: fails the live schedule with `Failed(DriverFault)`.
     pub fn driver_fault(&mut self, now: UtcNanos) -> WriteBatch {
-        let mut events = std::mem::take(&mut self.events);
-        events.clear();
+        let mut events = Vec::new();
         self.executor.fail(FailureReason::DriverFault, &mut events);
         let mut batch = WriteBatch::default();
         self.apply_events(&events, now, &mut batch);
-        self.events = events;
         batch
     }
 
@@ -481,11 +512,7 @@ impl AgentCore {
     /// Queues a telemetry sample; health flags for fallback and emergency stop are
     /// added from the last tick's mode.
     pub fn push_telemetry(&mut self, mut sample: Sample) -> WriteBatch {
-        match self.last_mode {
-            Some(Mode::Fallback) => sample.health |= HealthFlags::ON_FALLBACK,
-            Some(Mode::EmergencyStop) => sample.health |= HealthFlags::EMERGENCY_STOP,
-            _ => {}
-        }
+        sample.health |= self.mode_health;
         let mut batch = WriteBatch::default();
         let pushed = self.outbox.push(OutboxItem::Telemetry(sample));
         batch.outbox_push.push(pushed.entry);
@@ -497,7 +524,7 @@ impl AgentCore {
     /// A heartbeat (not queued in the outbox: it is only worth sending now).
     pub fn heartbeat(&self, now: UtcNanos, uptime_s: u64) -> Heartbeat {
         Heartbeat {
-            device: self.config.acceptance.device.clone(),
+            device: self.config.device.clone(),
             at: now,
             uptime_s,
             active: self.executor.live().map(|k| (k.schedule_id, k.version)),

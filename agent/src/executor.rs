@@ -51,13 +51,12 @@ use crate::acceptance::{DeviceLimits, NANOS_PER_S, ScheduleKey};
 )]
 pub struct MonoNanos(pub i64);
 
-/// Fixed parameters of an executor.
+/// Fixed parameters of an executor, alike for every device of one kind (the
+/// per-device seed is an argument of [`Executor::new`]), so devices may share one.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExecutorConfig {
     /// Power limits every setpoint is clamped into.
     pub limits: DeviceLimits,
-    /// Seed of the randomised start (one per device).
-    pub seed: u64,
     /// Fallback before any schedule was accepted.
     pub default_fallback: Fallback,
     /// Ramp into and between fallback targets, in seconds.
@@ -198,7 +197,9 @@ pub(crate) fn splitmix64(x: u64) -> u64 {
 /// The interval executor of one device. See the module doc.
 #[derive(Clone, Debug)]
 pub struct Executor {
-    config: ExecutorConfig,
+    config: Arc<ExecutorConfig>,
+    /// Seed of the randomised start (one per device).
+    seed: u64,
     plan: Option<Plan>,
     fallback: Fallback,
     anchor: Option<(UtcNanos, MonoNanos)>,
@@ -210,11 +211,15 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// An executor with no schedule, commanding 0 W until its first tick.
-    pub fn new(config: ExecutorConfig) -> Executor {
+    /// An executor with no schedule, commanding 0 W until its first tick. `seed` (one
+    /// per device) draws its randomised starts ([`start_delay_s`]); `config` may be
+    /// shared by many executors.
+    pub fn new(config: impl Into<Arc<ExecutorConfig>>, seed: u64) -> Executor {
+        let config: Arc<ExecutorConfig> = config.into();
         let fallback = config.default_fallback.clone();
         Executor {
             config,
+            seed,
             plan: None,
             fallback,
             anchor: None,
@@ -236,12 +241,17 @@ impl Executor {
         &self.config
     }
 
+    /// The seed of the randomised start.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// Makes `schedule` (accepted, not finished) the one to execute, replacing any other.
     /// `started` says whether `Started` was already reported (after a restart), so it is
     /// not reported again. Its fallback becomes the fallback from now on.
     pub fn load(&mut self, key: ScheduleKey, signed: Arc<SignedSchedule>, started: bool) {
         let schedule = &signed.schedule;
-        let delay_s = start_delay_s(self.config.seed, key, schedule.randomize_start_s);
+        let delay_s = start_delay_s(self.seed, key, schedule.randomize_start_s);
         self.fallback = schedule.fallback.clone();
         self.plan = Some(Plan {
             key,

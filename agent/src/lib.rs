@@ -29,7 +29,8 @@
 //!
 //! ```
 //! use voltex_agent::acceptance::{AcceptanceConfig, AcceptancePolicy, DeviceLimits, SignatureCheck};
-//! use voltex_agent::core::{AgentCore, CoreConfig};
+//! use std::sync::Arc;
+//! use voltex_agent::core::{AgentCore, AgentProfile, CoreConfig};
 //! use voltex_agent::executor::{ExecutorConfig, MonoNanos};
 //! use voltex_agent::outbox::OutboxConfig;
 //! use voltex_agent::store::memory::MemoryStore;
@@ -40,23 +41,22 @@
 //! let signer = ScheduleSigner::from_seed(&[7; 32]);
 //! let device = DeviceId::new("bat-1").unwrap();
 //! let limits = DeviceLimits { max_charge_w: 5_000, max_discharge_w: 5_000 };
-//! let config = CoreConfig {
+//! let profile = AgentProfile {
 //!     acceptance: AcceptanceConfig {
-//!         device: device.clone(),
 //!         limits,
 //!         signature: SignatureCheck::Verify(signer.verifier()),
 //!         policy: AcceptancePolicy::default(),
 //!     },
-//!     executor: ExecutorConfig {
+//!     executor: Arc::new(ExecutorConfig {
 //!         limits,
-//!         seed: 1,
 //!         default_fallback: Fallback::Idle,
 //!         fallback_ramp_s: 0,
 //!         clock_step_tolerance_s: 5,
-//!     },
+//!     }),
 //!     outbox: OutboxConfig::default(),
 //!     records_max: 64,
 //! };
+//! let config = CoreConfig { device: device.clone(), seed: 1, profile: Arc::new(profile) };
 //! let mut store = MemoryStore::new();
 //! let mut agent = AgentCore::restore(config, store.state());
 //! let schedule = Schedule {

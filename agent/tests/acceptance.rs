@@ -156,12 +156,12 @@ fn cases() -> Vec<Case> {
 }
 
 fn run(case: &Case) -> Decision {
-    let config = core_config().acceptance;
+    let config = core_config().profile.acceptance.clone();
     let held = case.held.as_ref().map(|(signed, live)| Held {
         signed,
         live: *live,
     });
-    decide(held, &case.received, case.now, &config)
+    decide(held, &case.received, case.now, &device(), &config)
 }
 
 #[test]
@@ -215,10 +215,10 @@ fn only_the_simulators_trusted_check_skips_the_signature() {
     forged.signature[0] ^= 1;
     let mut unsigned = forged.clone();
     unsigned.signature.clear();
-    let mut config = core_config().acceptance;
+    let mut config = core_config().profile.acceptance.clone();
     assert!(matches!(config.signature, SignatureCheck::Verify(_)));
     for received in [&forged, &unsigned] {
-        let decision = decide(None, received, at(-60), &config);
+        let decision = decide(None, received, at(-60), &device(), &config);
         assert_eq!(
             decision.verdict,
             reject(ScheduleRejection::InvalidSignature)
@@ -226,7 +226,7 @@ fn only_the_simulators_trusted_check_skips_the_signature() {
     }
     config.signature = SignatureCheck::TrustedSimulation;
     for received in [&forged, &unsigned] {
-        let decision = decide(None, received, at(-60), &config);
+        let decision = decide(None, received, at(-60), &device(), &config);
         assert_eq!(decision.verdict, Verdict::Accept { supersedes: None });
     }
     // Every other check still runs: a schedule for another device is refused.
@@ -236,13 +236,13 @@ fn only_the_simulators_trusted_check_skips_the_signature() {
         schedule: other_device,
         signature: Vec::new(),
     };
-    let decision = decide(None, &unsigned_other, at(-60), &config);
+    let decision = decide(None, &unsigned_other, at(-60), &device(), &config);
     assert_eq!(decision.verdict, reject(ScheduleRejection::WrongDevice));
 }
 
 #[test]
 fn superseding_a_finished_schedule_sends_no_superseded_ack() {
-    let config = core_config().acceptance;
+    let config = core_config().profile.acceptance.clone();
     let old = sign(hour_schedule(1, 1));
     let new = sign(hour_schedule(1, 2));
     let decision = decide(
@@ -252,6 +252,7 @@ fn superseding_a_finished_schedule_sends_no_superseded_ack() {
         }),
         &new,
         at(-60),
+        &device(),
         &config,
     );
     assert_eq!(
@@ -266,14 +267,14 @@ fn superseding_a_finished_schedule_sends_no_superseded_ack() {
 
 #[test]
 fn schedule_issued_ahead_of_agent_clock_is_accepted_with_a_skew_warning() {
-    let config = core_config().acceptance;
+    let config = core_config().profile.acceptance.clone();
     let mut schedule = hour_schedule(1, 1);
     schedule.issued_at = at(60);
-    let decision = decide(None, &sign(schedule.clone()), at(0), &config);
+    let decision = decide(None, &sign(schedule.clone()), at(0), &device(), &config);
     assert_eq!(decision.verdict, Verdict::Accept { supersedes: None });
     assert_eq!(decision.clock_skew_s, Some(60));
     schedule.issued_at = at(5);
-    let decision = decide(None, &sign(schedule), at(0), &config);
+    let decision = decide(None, &sign(schedule), at(0), &device(), &config);
     assert_eq!(decision.clock_skew_s, None, "within tolerance");
 }
 

@@ -20,8 +20,8 @@ fn example_config_parses_into_a_core_config() {
     assert_eq!(config.driver.kind, DriverKind::Simulated);
     assert_eq!(config.timing.telemetry_interval_s, 10);
     let core = config.core_config().expect("core config");
-    assert_eq!(core.acceptance.limits.max_charge_w, 5_000);
-    assert_eq!(core.executor.seed, config.seed());
+    assert_eq!(core.profile.acceptance.limits.max_charge_w, 5_000);
+    assert_eq!(core.seed, config.seed());
     assert_eq!(
         config.seed(),
         AgentConfig::from_toml(EXAMPLE).expect("again").seed()

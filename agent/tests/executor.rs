@@ -30,7 +30,7 @@ fn unsigned(schedule: &Schedule) -> Arc<SignedSchedule> {
 }
 
 fn loaded(schedule: &Schedule) -> (Executor, ScheduleKey) {
-    let mut executor = Executor::new(executor_config());
+    let mut executor = Executor::new(executor_config(), SEED);
     let key = ScheduleKey {
         schedule_id: schedule.schedule_id,
         version: schedule.version,
@@ -216,7 +216,7 @@ fn default_fallback_applies_with_no_schedule() {
         slot_s: 3_600,
         targets_w,
     };
-    let mut executor = Executor::new(config);
+    let mut executor = Executor::new(config, SEED);
     // T0 is midnight UTC: slot 0 until 01:00, then -1000 W.
     assert_eq!(tick(&mut executor, 10).0, 0);
     assert_eq!(executor.next_boundary(at(10), mono(10)), Some(mono(3_600)));
@@ -228,7 +228,7 @@ fn default_fallback_applies_with_no_schedule() {
 fn fallback_targets_are_clamped_to_the_limits() {
     let mut config = executor_config();
     config.default_fallback = Fallback::Hold { target_w: 9_999 };
-    let mut executor = Executor::new(config);
+    let mut executor = Executor::new(config, SEED);
     assert_eq!(tick(&mut executor, 0).0, 4_000);
 }
 
@@ -265,12 +265,15 @@ fn randomised_start_holds_the_previous_setpoint_then_starts_late() {
         schedule_id: schedule.schedule_id,
         version: 1,
     };
-    let delay = i64::from(start_delay_s(config.seed, k, 300));
+    let delay = i64::from(start_delay_s(SEED, k, 300));
     assert!(delay > 0, "seed 42 gives a non-zero delay for this key");
-    let mut executor = Executor::new(ExecutorConfig {
-        default_fallback: Fallback::Hold { target_w: 500 },
-        ..config
-    });
+    let mut executor = Executor::new(
+        ExecutorConfig {
+            default_fallback: Fallback::Hold { target_w: 500 },
+            ..config
+        },
+        SEED,
+    );
     executor.load(k, unsigned(&schedule), false);
     assert_eq!(
         tick(&mut executor, -10).0,
@@ -333,7 +336,7 @@ fn schedule_whose_window_passed_unstarted_is_missed_not_completed() {
 #[test]
 fn restored_started_schedule_resumes_at_the_current_period_without_a_second_started() {
     let schedule = hour_schedule(1, 1);
-    let mut executor = Executor::new(executor_config());
+    let mut executor = Executor::new(executor_config(), SEED);
     let k = ScheduleKey {
         schedule_id: schedule.schedule_id,
         version: 1,
@@ -397,11 +400,10 @@ proptest! {
         let limits = DeviceLimits { max_charge_w, max_discharge_w };
         let mut executor = Executor::new(ExecutorConfig {
             limits,
-            seed,
             default_fallback: Fallback::Hold { target_w: 15_000 },
             fallback_ramp_s: 30,
             clock_step_tolerance_s: 5,
-        });
+        }, seed);
         let k = ScheduleKey { schedule_id: schedule.schedule_id, version: 1 };
         executor.load(k, unsigned(&schedule), false);
         let mut s = -100;

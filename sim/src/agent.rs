@@ -24,8 +24,12 @@
 //! - **Signatures on a sample.** Devices `0, n, 2n, ...` (`n` =
 //!   `network.verify_signatures_one_in`, default 1) get ed25519-signed schedules and
 //!   verify them; the others get unsigned ones and run with
-//!   [`SignatureCheck::TrustedSimulation`] ([`signature_check`]). Every other
-//!   acceptance check runs for every device.
+//!   [`SignatureCheck::TrustedSimulation`] ([`GroupProfiles::of_device`]). Every
+//!   other acceptance check runs for every device.
+//! - **One profile per group.** What is alike for every device of a battery group
+//!   (limits, verifier, tolerances, executor settings, bounds) is one shared
+//!   [`AgentProfile`] per group and signature check ([`GroupProfiles`]); a core holds
+//!   only its device id, its seed and a pointer. Thousands of cores, one copy.
 //! - **Schedules are shared, not copied.** A device's schedule is one
 //!   `Arc<SignedSchedule>`, held by the platform until acked, the core's record, the
 //!   executor and the store alike (the agent's own types share it the same way).
@@ -37,8 +41,10 @@
 //!   reboot (`AgentCore::restore(config, store.state())`) sees every accepted schedule.
 //! - [`schedule_periods`] describes exactly the same setpoint per interval as its input.
 
+use std::sync::Arc;
+
 use voltex_agent::acceptance::{AcceptanceConfig, AcceptancePolicy, DeviceLimits, SignatureCheck};
-use voltex_agent::core::{AgentCore, CoreConfig};
+use voltex_agent::core::{AgentCore, AgentProfile, CoreConfig};
 use voltex_agent::executor::ExecutorConfig;
 use voltex_agent::outbox::OutboxConfig;
 use voltex_agent::store::WriteBatch;
@@ -66,49 +72,65 @@ pub fn verifies_signatures(index: usize, verify_one_in: u32) -> bool {
     index.is_multiple_of(verify_one_in.max(1) as usize)
 }
 
-/// The signature check of device `index` (see [`verifies_signatures`]).
-pub fn signature_check(
-    index: usize,
-    verify_one_in: u32,
-    verifier: &ScheduleVerifier,
-) -> SignatureCheck {
-    if verifies_signatures(index, verify_one_in) {
-        SignatureCheck::Verify(verifier.clone())
-    } else {
-        SignatureCheck::TrustedSimulation
-    }
+/// The agent profiles of one battery group, shared by all its cores: one for the
+/// devices that verify signatures, one for the rest (see [`verifies_signatures`]).
+#[derive(Clone, Debug)]
+pub struct GroupProfiles {
+    verifying: Arc<AgentProfile>,
+    trusted: Arc<AgentProfile>,
 }
 
-/// The agent configuration of device `index` (id `device`, from [`device_id`]) of a
-/// group with `spec`.
-pub fn core_config(
-    index: usize,
-    device: DeviceId,
-    spec: &BatterySpec,
-    signature: SignatureCheck,
-) -> CoreConfig {
-    let limits = DeviceLimits {
-        max_charge_w: spec.max_charge_w,
-        max_discharge_w: spec.max_discharge_w,
-    };
-    CoreConfig {
-        acceptance: AcceptanceConfig {
-            device,
+impl GroupProfiles {
+    /// The profiles of a group with `spec`, checking signatures with `verifier`.
+    pub fn new(spec: &BatterySpec, verifier: &ScheduleVerifier) -> GroupProfiles {
+        let limits = DeviceLimits {
+            max_charge_w: spec.max_charge_w,
+            max_discharge_w: spec.max_discharge_w,
+        };
+        let executor = Arc::new(ExecutorConfig {
             limits,
-            signature,
-            policy: AcceptancePolicy::default(),
-        },
-        executor: ExecutorConfig {
-            limits,
-            seed: index as u64,
             default_fallback: Fallback::Idle,
             fallback_ramp_s: 0,
             clock_step_tolerance_s: 5,
-        },
-        outbox: OutboxConfig {
-            len_max: OUTBOX_LEN_MAX,
-        },
-        records_max: RECORDS_MAX,
+        });
+        let profile = |signature| {
+            Arc::new(AgentProfile {
+                acceptance: AcceptanceConfig {
+                    limits,
+                    signature,
+                    policy: AcceptancePolicy::default(),
+                },
+                executor: Arc::clone(&executor),
+                outbox: OutboxConfig {
+                    len_max: OUTBOX_LEN_MAX,
+                },
+                records_max: RECORDS_MAX,
+            })
+        };
+        GroupProfiles {
+            verifying: profile(SignatureCheck::Verify(verifier.clone())),
+            trusted: profile(SignatureCheck::TrustedSimulation),
+        }
+    }
+
+    /// The profile of device `index`: verifying for every `verify_one_in`-th device
+    /// ([`verifies_signatures`]), trusted for the others.
+    pub fn of_device(&self, index: usize, verify_one_in: u32) -> &Arc<AgentProfile> {
+        if verifies_signatures(index, verify_one_in) {
+            &self.verifying
+        } else {
+            &self.trusted
+        }
+    }
+}
+
+/// The agent configuration of device `index` (id `device`, from [`device_id`]) with
+/// its group's `profile` ([`GroupProfiles::of_device`]).
+pub fn core_config(index: usize, device: DeviceId, profile: &Arc<AgentProfile>) -> CoreConfig {
+    CoreConfig {
+        device,
+        seed: index as u64,
+        profile: Arc::clone(profile),
     }
 }
 

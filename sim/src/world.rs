@@ -61,13 +61,12 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
-use voltex_agent::executor::{Mode, MonoNanos};
+use voltex_agent::executor::{ExecEvent, Mode, MonoNanos};
 use voltex_agent::outbox::next_messages;
 use voltex_dispatch::message::{AckStatus, DeviceId, ScheduleRejection};
 use voltex_dispatch::receipt::ReceiptWindow;
 use voltex_dispatch::{
-    Ack, Fallback, Message, Receipt, Schedule, ScheduleId, ScheduleSigner, ScheduleVerifier,
-    SignedSchedule,
+    Ack, Fallback, Message, Receipt, Schedule, ScheduleId, ScheduleSigner, SignedSchedule,
 };
 use voltex_engine::bidding::{BidConfig, PlannedLimits, day_ahead_curves, replay_counterparty};
 use voltex_engine::forecast::{ForecastError, Forecaster, Lear, LearConfig, NaiveForecaster};
@@ -79,7 +78,7 @@ use voltex_market::series::PriceSeries;
 use voltex_market::{AccountId, Side, UtcNanos};
 
 use crate::agent::{
-    VirtualAgent, core_config, device_id, schedule_periods, signature_check, verifies_signatures,
+    GroupProfiles, VirtualAgent, core_config, device_id, schedule_periods, verifies_signatures,
 };
 use crate::des::{Model, Scheduler};
 use crate::network::{Delivery, Network};
@@ -383,7 +382,6 @@ const RECEIPT_ABOVE_MAX: usize = 4_096;
 /// The simulated world; see the [module docs](self).
 pub struct World<'a> {
     signer: ScheduleSigner,
-    verifier: ScheduleVerifier,
     /// Every n-th device signs and verifies (see [`crate::agent::signature_check`]).
     verify_one_in: u32,
     series: &'a PriceSeries,
@@ -400,6 +398,8 @@ pub struct World<'a> {
     n_days: u32,
     per_hour_series: usize,
     groups: Vec<Group>,
+    /// Per group: the agent profiles its cores share.
+    profiles: Vec<GroupProfiles>,
     windows: Vec<Window>,
     network: Network,
     rng: ChaCha8Rng,
@@ -429,6 +429,8 @@ pub struct World<'a> {
     /// Per device: the schedule being sent until acknowledged.
     pending: Vec<Option<Arc<SignedSchedule>>>,
     messages: Vec<(Message, u64)>,
+    /// The executor-event buffer lent to every core's tick (no core keeps its own).
+    exec_events: Vec<ExecEvent>,
     schedules: Vec<Vec<Vec<i64>>>,
     planned_soc: Vec<Vec<f64>>,
     rows: Vec<IntervalRow>,
@@ -624,17 +626,21 @@ impl<'a> World<'a> {
             .as_ref()
             .map_or(1, |n| *n.get_ref());
         let device_ids: Vec<DeviceId> = (0..n_devices).map(device_id).collect();
+        let profiles: Vec<GroupProfiles> = groups
+            .iter()
+            .map(|g| GroupProfiles::new(&g.spec, &verifier))
+            .collect();
         let agents = groups
             .iter()
-            .flat_map(|g| (g.first..g.end).map(move |i| (i, g)))
-            .map(|(i, g)| {
-                let signature = signature_check(i, verify_one_in, &verifier);
-                VirtualAgent::boot(core_config(i, device_ids[i].clone(), &g.spec, signature))
+            .zip(&profiles)
+            .flat_map(|(g, p)| (g.first..g.end).map(move |i| (i, p)))
+            .map(|(i, p)| {
+                let profile = p.of_device(i, verify_one_in);
+                VirtualAgent::boot(core_config(i, device_ids[i].clone(), profile))
             })
             .collect();
         Ok(World {
             signer,
-            verifier,
             verify_one_in,
             series,
             strategy,
@@ -651,6 +657,7 @@ impl<'a> World<'a> {
             n_days,
             per_hour_series,
             groups,
+            profiles,
             windows,
             network: Network::new(&scenario.network),
             rng: ChaCha8Rng::seed_from_u64(scenario.seed),
@@ -672,6 +679,7 @@ impl<'a> World<'a> {
             receipts: vec![ReceiptWindow::starting_after(0); n_devices],
             pending: vec![None; n_devices],
             messages: Vec::new(),
+            exec_events: Vec::new(),
             schedules: vec![vec![Vec::new(); n_days as usize]; n_groups],
             planned_soc: vec![vec![0.0; n_intervals]; n_groups],
             rows: (0..n_intervals)
@@ -1303,7 +1311,12 @@ impl<'a> World<'a> {
             return core.executor().commanded_w();
         }
         self.counters.agent_ticks += 1;
-        let ticked = core.tick(UtcNanos(t_dev), MonoNanos(mono), false);
+        let ticked = core.tick_with_scratch(
+            UtcNanos(t_dev),
+            MonoNanos(mono),
+            false,
+            &mut self.exec_events,
+        );
         self.next_tick[device] = core
             .executor()
             .next_boundary(UtcNanos(t_dev), MonoNanos(mono))
@@ -1464,13 +1477,8 @@ impl<'a> World<'a> {
                 continue;
             }
             let g = self.group_of(i);
-            let signature = signature_check(i, self.verify_one_in, &self.verifier);
-            let config = core_config(
-                i,
-                self.device_ids[i].clone(),
-                &self.groups[g].spec,
-                signature,
-            );
+            let profile = self.profiles[g].of_device(i, self.verify_one_in);
+            let config = core_config(i, self.device_ids[i].clone(), profile);
             let t_dev = UtcNanos(self.device_clock(i, now));
             let agent = &mut self.agents[i];
             agent.restore(config);

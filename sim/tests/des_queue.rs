@@ -178,3 +178,30 @@ fn scheduler_runs_ties_in_order_and_cancelled_timeouts_never_fire() {
     assert_eq!(sched.now_ns(), 10_000);
     assert_eq!(sched.n_pending(), 0);
 }
+
+/// A burst (here 200,000 events at distinct times, as when a whole fleet reports at
+/// once) does not leave its peak size pinned in every bucket it passed through: once
+/// drained, buckets keep at most `BUCKET_KEEP_MAX` entries of room each. Without that
+/// bound the drained buckets of this run keep room for 262,152 entries.
+#[test]
+fn a_drained_burst_gives_its_bucket_memory_back() {
+    use voltex_sim::des::radix::BUCKET_KEEP_MAX;
+    let mut queue: RadixQueue<u32> = RadixQueue::starting_at(0);
+    let n = 200_000_u32;
+    for i in 0..n {
+        queue.push(i64::from(i) + 1, i);
+    }
+    let mut popped = 0;
+    while let Some((at, i)) = queue.pop() {
+        assert_eq!(at, i64::from(i) + 1, "pops in time order");
+        popped += 1;
+    }
+    assert_eq!(popped, n);
+    queue.check_invariants();
+    let buckets = 65;
+    assert!(
+        queue.bucket_capacity() <= buckets * BUCKET_KEEP_MAX,
+        "drained buckets keep room for {} entries",
+        queue.bucket_capacity()
+    );
+}

@@ -37,6 +37,8 @@ impl MemoryStore {
             state
                 .records
                 .retain(|r| !batch.records_delete.contains(&r.key()));
+            // Give the slack back (as `AgentCore` does with its records).
+            state.records.shrink_to_fit();
         }
         for record in &batch.records_insert {
             let key = record.key();

@@ -2,10 +2,12 @@
 //! schedule builders on a fixed time origin.
 #![allow(dead_code)]
 
+use std::sync::Arc;
+
 use voltex_agent::acceptance::{
     AcceptanceConfig, AcceptancePolicy, DeviceLimits, ScheduleKey, SignatureCheck,
 };
-use voltex_agent::core::CoreConfig;
+use voltex_agent::core::{AgentProfile, CoreConfig};
 use voltex_agent::executor::{ExecutorConfig, MonoNanos};
 use voltex_agent::outbox::OutboxConfig;
 use voltex_dispatch::message::{DeviceId, Fallback, Schedule, ScheduleId, SchedulePeriod};
@@ -42,8 +44,18 @@ pub fn limits() -> DeviceLimits {
 
 pub fn core_config() -> CoreConfig {
     CoreConfig {
+        device: device(),
+        seed: SEED,
+        profile: Arc::new(profile()),
+    }
+}
+
+/// The seed of the test device's randomised starts.
+pub const SEED: u64 = 42;
+
+pub fn profile() -> AgentProfile {
+    AgentProfile {
         acceptance: AcceptanceConfig {
-            device: device(),
             limits: limits(),
             signature: SignatureCheck::Verify(signer().verifier()),
             policy: AcceptancePolicy {
@@ -51,7 +63,7 @@ pub fn core_config() -> CoreConfig {
                 clock_skew_tolerance_s: 5,
             },
         },
-        executor: executor_config(),
+        executor: Arc::new(executor_config()),
         outbox: OutboxConfig::default(),
         records_max: 16,
     }
@@ -60,7 +72,6 @@ pub fn core_config() -> CoreConfig {
 pub fn executor_config() -> ExecutorConfig {
     ExecutorConfig {
         limits: limits(),
-        seed: 42,
         default_fallback: Fallback::Idle,
         fallback_ramp_s: 0,
         clock_step_tolerance_s: 5,

@@ -24,11 +24,29 @@
 //! - `len()` counts live (pushed, not popped, not cancelled) events.
 //!
 //! [`RadixQueue::check_invariants`] asserts the bucket placement and the live count.
+//!
+//! # Memory
+//! A drained bucket keeps its buffer for the next refill, but only up to
+//! [`BUCKET_KEEP_MAX`] entries: a burst (every device of a 10,000-battery fleet at one
+//! instant) passes through dozens of buckets on its way down, and keeping each one's
+//! peak size pinned 5.7 MB (570 B per battery) in buckets that sat empty all day.
 
 use super::{EventHandle, EventQueue};
 
 /// Number of buckets: bucket 0 for `key == last`, 1..=64 by highest differing bit.
 const N_BUCKETS: usize = 65;
+
+/// Largest buffer (entries) a bucket keeps once drained; larger ones are freed.
+pub const BUCKET_KEEP_MAX: usize = 1_024;
+
+/// Empties `bucket`, keeping its buffer only if it is at most [`BUCKET_KEEP_MAX`].
+fn recycle(bucket: &mut Vec<Entry>) {
+    if bucket.capacity() > BUCKET_KEEP_MAX {
+        *bucket = Vec::new();
+    } else {
+        bucket.clear();
+    }
+}
 
 /// One bucket entry: the key and the slab slot (with the generation it was pushed at).
 #[derive(Clone, Copy, Debug)]
@@ -145,7 +163,7 @@ impl<E> RadixQueue<E> {
                 Some(min) => return Some((i, min)),
                 None => {
                     self.n_stale -= self.buckets[i].len();
-                    self.buckets[i].clear();
+                    recycle(&mut self.buckets[i]);
                 }
             }
         }
@@ -161,7 +179,7 @@ impl<E> RadixQueue<E> {
         if min > limit_key {
             return false;
         }
-        self.buckets[0].clear();
+        recycle(&mut self.buckets[0]);
         self.head = 0;
         self.last = min;
         let mut source = std::mem::take(&mut self.buckets[i]);
@@ -182,7 +200,8 @@ impl<E> RadixQueue<E> {
                 }
             }
         }
-        // Give the (now empty) vector back so its capacity is reused.
+        // Give the (now empty) vector back so its capacity is reused (up to a bound).
+        recycle(&mut source);
         self.buckets[i] = source;
         debug_assert!(!self.buckets[0].is_empty());
         true
@@ -218,6 +237,12 @@ impl<E> RadixQueue<E> {
         self.free.push(entry.slot);
         self.n_live -= 1;
         Some((time_of(entry.key), payload))
+    }
+
+    /// Bucket entries the queue holds room for (live, stale and spare), summed over
+    /// all buckets: its memory beyond the slab, in entries of 16 bytes.
+    pub fn bucket_capacity(&self) -> usize {
+        self.buckets.iter().map(Vec::capacity).sum()
     }
 
     /// Asserts the invariants in the [module docs](self).

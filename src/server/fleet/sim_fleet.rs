@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use voltex_agent::acceptance::{AcceptanceConfig, AcceptancePolicy, DeviceLimits, SignatureCheck};
-use voltex_agent::core::CoreConfig;
+use voltex_agent::core::{AgentProfile, CoreConfig};
 use voltex_agent::driver::DriverError;
 use voltex_agent::driver::sim::SimulatedBattery;
 use voltex_agent::executor::ExecutorConfig;
@@ -305,6 +305,8 @@ pub struct SimFleet {
     counters: Arc<Counters>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// What every agent of the fleet shares (limits, verifier, tolerances, bounds).
+    agent_profile: Arc<AgentProfile>,
 }
 
 impl SimFleet {
@@ -371,6 +373,21 @@ pub async fn spawn_simulated_fleet(config: SimFleetConfig) -> Result<SimFleet, S
         counters: Arc::new(Counters::default()),
         shutdown,
         tasks: Vec::with_capacity(config.n_agents),
+        agent_profile: Arc::new(AgentProfile {
+            acceptance: AcceptanceConfig {
+                limits: config.limits,
+                signature: SignatureCheck::Verify(config.verifier.clone()),
+                policy: AcceptancePolicy::default(),
+            },
+            executor: Arc::new(ExecutorConfig {
+                limits: config.limits,
+                default_fallback: Fallback::Idle,
+                fallback_ramp_s: 0,
+                clock_step_tolerance_s: 5,
+            }),
+            outbox: OutboxConfig { len_max: 4_096 },
+            records_max: 16,
+        }),
     };
     for index in 0..config.n_agents {
         let device = config.device_id(index)?;
@@ -426,24 +443,12 @@ async fn start_agent<L: AgentLink + Send + 'static>(
     link: L,
 ) -> Result<JoinHandle<()>, SimFleetError> {
     let core_config = CoreConfig {
-        acceptance: AcceptanceConfig {
-            device: device.clone(),
-            limits: config.limits,
-            signature: SignatureCheck::Verify(config.verifier.clone()),
-            policy: AcceptancePolicy::default(),
-        },
-        executor: ExecutorConfig {
-            limits: config.limits,
-            seed: config
-                .seed
-                .wrapping_mul(1_000_003)
-                .wrapping_add(index as u64),
-            default_fallback: Fallback::Idle,
-            fallback_ramp_s: 0,
-            clock_step_tolerance_s: 5,
-        },
-        outbox: OutboxConfig { len_max: 4_096 },
-        records_max: 16,
+        device: device.clone(),
+        seed: config
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(index as u64),
+        profile: Arc::clone(&fleet.agent_profile),
     };
     let runtime_config = RuntimeConfig {
         tick: config.tick,

@@ -1,0 +1,216 @@
+//! Memory per virtual battery, measured: runs a scenario twice in one process, with
+//! every group's count as written (N batteries) and doubled (2N), and prints the live
+//! heap at the end of every simulated day of each run (a counting global allocator),
+//! the peak, and the marginal cost per battery: `(heap(2N) - heap(N)) / N`. The
+//! difference cancels what does not grow with the fleet (prices, per-interval rows,
+//! the queue's buckets), so it is the steady-state cost of one more battery.
+//!
+//! Also prints the process's resident-set growth during the first run divided by N:
+//! what the operating system charges, allocator slack included.
+//!
+//! `cargo run --release -p voltex-sim --example memory_per_battery -- scenarios/np-year-10k.toml [DAYS]`
+//!
+//! A measurement tool, not part of the simulator: the library does no file I/O.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use voltex_market::series::{PriceSeries, SeriesLayout};
+use voltex_sim::run::{Progress, simulate};
+use voltex_sim::scenario::Scenario;
+
+/// The system allocator, counting the bytes live and the peak.
+struct Counting;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static PEAK_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Live allocations by requested size, in 8-byte classes up to 2 KiB (the last class
+/// counts everything larger): which allocations make up the per-battery cost.
+const SIZE_CLASSES: usize = 257;
+static LIVE_BY_CLASS: [AtomicUsize; SIZE_CLASSES] = [const { AtomicUsize::new(0) }; SIZE_CLASSES];
+
+fn class_of(size: usize) -> usize {
+    size.div_ceil(8).min(SIZE_CLASSES - 1)
+}
+
+// SAFETY: forwards every call to `System` unchanged; only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            let live = LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
+            LIVE_BY_CLASS[class_of(layout.size())].fetch_add(1, Ordering::Relaxed);
+        }
+        ptr
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        LIVE_BY_CLASS[class_of(layout.size())].fetch_sub(1, Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+            let live = LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed) + new_size;
+            PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
+            LIVE_BY_CLASS[class_of(layout.size())].fetch_sub(1, Ordering::Relaxed);
+            LIVE_BY_CLASS[class_of(new_size)].fetch_add(1, Ordering::Relaxed);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Live heap at the end of each day, and the peak during the run, in bytes above the
+/// live heap before the world was built.
+struct RunMemory {
+    n_devices: usize,
+    /// Live allocations per size class at the end of the last day, above the start.
+    last_day_classes: Vec<isize>,
+    daily_live: Vec<usize>,
+    peak: usize,
+    rss_growth: Option<u64>,
+}
+
+fn measure(
+    scenario: &Scenario,
+    series: &PriceSeries,
+) -> Result<RunMemory, Box<dyn std::error::Error>> {
+    let base = LIVE_BYTES.load(Ordering::Relaxed);
+    let classes = || -> Vec<isize> {
+        LIVE_BY_CLASS
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed) as isize)
+            .collect()
+    };
+    let base_classes = classes();
+    let mut last_day_classes = Vec::new();
+    PEAK_BYTES.store(base, Ordering::Relaxed);
+    let rss_before = rss_bytes();
+    let mut daily_live = Vec::new();
+    let mut rss_last = None;
+    let mut on_day = |_: Progress| {
+        daily_live.push(LIVE_BYTES.load(Ordering::Relaxed).saturating_sub(base));
+        last_day_classes = classes()
+            .iter()
+            .zip(&base_classes)
+            .map(|(now, before)| now - before)
+            .collect();
+        rss_last = rss_bytes();
+    };
+    let (world, _) = simulate(scenario, series, &mut on_day)?;
+    let n_devices = world.n_devices();
+    drop(world);
+    Ok(RunMemory {
+        n_devices,
+        last_day_classes,
+        daily_live,
+        peak: PEAK_BYTES.load(Ordering::Relaxed).saturating_sub(base),
+        rss_growth: rss_before.zip(rss_last).map(|(b, l)| l.saturating_sub(b)),
+    })
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let path = args
+        .next()
+        .ok_or("usage: memory_per_battery SCENARIO.toml [DAYS]")?;
+    let text = std::fs::read_to_string(&path)?;
+    let mut scenario = Scenario::parse(&path, &text)?;
+    if let Some(days) = args.next() {
+        *scenario.market.days.get_mut() = days.parse()?;
+    }
+    let data = std::path::Path::new(&path)
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(&scenario.market.data);
+    let csv = std::fs::read_to_string(&data)?;
+    let series =
+        PriceSeries::parse_csv(&data.display().to_string(), &csv, &SeriesLayout::default())?;
+
+    let single = measure(&scenario, &series)?;
+    let mut doubled_scenario = scenario.clone();
+    for group in &mut doubled_scenario.fleet {
+        group.get_mut().count *= 2;
+    }
+    let doubled = measure(&doubled_scenario, &series)?;
+
+    let n = single.n_devices;
+    println!(
+        "inline sizes: AgentCore {} B (CoreConfig {} B, Executor {} B), VirtualAgent {} B, \
+         ScheduleRecord {} B, SignedSchedule {} B, OutboxEntry {} B",
+        size_of::<voltex_agent::core::AgentCore>(),
+        size_of::<voltex_agent::core::CoreConfig>(),
+        size_of::<voltex_agent::executor::Executor>(),
+        size_of::<voltex_sim::agent::VirtualAgent>(),
+        size_of::<voltex_agent::store::ScheduleRecord>(),
+        size_of::<voltex_dispatch::SignedSchedule>(),
+        size_of::<voltex_agent::outbox::OutboxEntry>(),
+    );
+    println!(
+        "{path}: {n} and {} batteries, {} days",
+        doubled.n_devices,
+        single.daily_live.len()
+    );
+    println!("day  live heap N (B/battery)  live heap 2N (B/battery)  marginal (B/battery)");
+    for (day, (a, b)) in single
+        .daily_live
+        .iter()
+        .zip(&doubled.daily_live)
+        .enumerate()
+    {
+        println!(
+            "{:>3}  {:>22.0}  {:>24.0}  {:>20.0}",
+            day + 1,
+            *a as f64 / n as f64,
+            *b as f64 / doubled.n_devices as f64,
+            (*b as f64 - *a as f64) / (doubled.n_devices - n) as f64
+        );
+    }
+    println!(
+        "peak live heap: {:.0} B/battery (N), {:.0} B/battery (2N), marginal {:.0} B/battery",
+        single.peak as f64 / n as f64,
+        doubled.peak as f64 / doubled.n_devices as f64,
+        (doubled.peak as f64 - single.peak as f64) / (doubled.n_devices - n) as f64
+    );
+    println!("live allocations per battery at the end of the last day, by requested size:");
+    let mut marginal: Vec<(usize, f64)> = single
+        .last_day_classes
+        .iter()
+        .zip(&doubled.last_day_classes)
+        .enumerate()
+        .map(|(class, (a, b))| (class, (*b - *a) as f64 / (doubled.n_devices - n) as f64))
+        .filter(|(_, per_battery)| per_battery.abs() >= 0.05)
+        .collect();
+    marginal.sort_by(|x, y| (y.1 * y.0 as f64).total_cmp(&(x.1 * x.0 as f64)));
+    for (class, per_battery) in marginal.iter().take(12) {
+        let upper = class * 8;
+        println!(
+            "  {:>4}-{:<4} B: {per_battery:>5.2} allocations (about {:.0} B)",
+            upper.saturating_sub(7),
+            upper,
+            per_battery * upper as f64
+        );
+    }
+    if let Some(growth) = single.rss_growth {
+        println!(
+            "resident set grew {:.0} B/battery during the first run (allocator slack included)",
+            growth as f64 / n as f64
+        );
+    }
+    Ok(())
+}
