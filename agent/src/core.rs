@@ -252,6 +252,9 @@ impl AgentCore {
         };
         self.next_arrival += 1;
         batch.records_insert.push(record.clone());
+        if self.records.len() < crate::EXACT_GROWTH_BELOW {
+            self.records.reserve_exact(1);
+        }
         self.records.push(record);
         let ack = AckDraft {
             key,

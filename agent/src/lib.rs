@@ -89,3 +89,11 @@ pub mod executor;
 pub mod outbox;
 pub mod runtime;
 pub mod store;
+
+/// Below this many entries, the agent's records and outbox buffers grow one entry at a
+/// time instead of jumping to Rust's first capacity of 4: an agent usually holds one or
+/// two schedules and a few unreceipted acks, and a simulated fleet holds thousands of
+/// agents (at 80 bytes an outbox entry, the jump wastes up to 240 bytes per buffer).
+/// Above it, the usual amortised doubling applies (an outbox may hold a week of
+/// telemetry).
+pub(crate) const EXACT_GROWTH_BELOW: usize = 4;

@@ -131,6 +131,9 @@ impl Outbox {
             item,
         };
         self.next_seq += 1;
+        if self.entries.len() < crate::EXACT_GROWTH_BELOW {
+            self.entries.reserve_exact(1);
+        }
         self.entries.push_back(entry);
         Pushed { entry, dropped_seq }
     }

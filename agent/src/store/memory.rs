@@ -43,6 +43,9 @@ impl MemoryStore {
         for record in &batch.records_insert {
             let key = record.key();
             if !state.records.iter().any(|r| r.key() == key) {
+                if state.records.len() < crate::EXACT_GROWTH_BELOW {
+                    state.records.reserve_exact(1);
+                }
                 state.records.push(record.clone());
             }
         }
@@ -51,6 +54,9 @@ impl MemoryStore {
                 record.status = update.status;
                 record.started = update.started;
             }
+        }
+        if state.outbox.len() < crate::EXACT_GROWTH_BELOW {
+            state.outbox.reserve_exact(batch.outbox_push.len());
         }
         state.outbox.extend(batch.outbox_push.iter().copied());
         if !batch.outbox_delete.is_empty() {
