@@ -47,6 +47,10 @@ pub struct EvaluateArgs {
     /// LEAR calibration windows in days, comma-separated (default: 56,84,1092,1456).
     #[arg(long, value_delimiter = ',')]
     windows: Option<Vec<usize>>,
+    /// LEAR exogenous lags in days, comma-separated (default: 0,1,7 as in the paper;
+    /// epftoolbox's code uses 0,1,2). Lag 0 is the delivery day's own day-ahead forecast.
+    #[arg(long, value_delimiter = ',')]
+    exogenous_lags: Option<Vec<usize>>,
     /// Print the results (and the model registry records) as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -99,7 +103,13 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
     let mut ensemble = LearEnsemble::new(
         windows
             .iter()
-            .map(|&w| LearConfig::with_window(w))
+            .map(|&w| {
+                let mut config = LearConfig::with_window(w);
+                if let Some(lags) = &args.exogenous_lags {
+                    config.exogenous_lags_days.clone_from(lags);
+                }
+                config
+            })
             .collect(),
     )?;
     let n_test = args.days.unwrap_or(STANDARD_TEST_DAYS);
