@@ -1,5 +1,5 @@
 //! Crash safety of the real `voltex-agent` process: SIGKILL, then a restart on the same
-//! SQLite file, over an embedded MQTT broker.
+//! SQLite file, over an embedded MQTT broker and over QUIC with mutual TLS.
 //!
 //! The platform sends a signed schedule and sees `Received`, `Accepted` and `Started`
 //! but sends no receipt, so those acks stay in the agent's outbox. The process is then
@@ -27,7 +27,8 @@ use voltex_agent::runtime::SystemClock;
 use voltex_dispatch::message::AckStatus;
 use voltex_dispatch::transport::embedded_broker::free_port;
 use voltex_dispatch::transport::{
-    MqttConfig, MqttPlatformLink, PlatformLink, mqtt_platform, start_embedded_broker,
+    MqttConfig, PlatformLink, QuicPlatformConfig, certs, mqtt_platform, quic_platform,
+    start_embedded_broker,
 };
 use voltex_dispatch::{Ack, Message, Receipt};
 use voltex_market::UtcNanos;
@@ -67,17 +68,16 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The agent's config: the test device, the embedded broker, a database in `dir`, fast
-/// ticks and telemetry so the test is short.
-fn write_config(dir: &Path, mqtt_url: &str) -> std::path::PathBuf {
+/// The agent's config: the test device, `platform` (the `[platform]` lines naming the
+/// transport), a database in `dir`, fast ticks and telemetry so the test is short.
+fn write_config_with(dir: &Path, platform: &str) -> std::path::PathBuf {
     let config = format!(
         r#"device_id = "{device}"
 database = "{database}"
 fallback = "Idle"
 
 [platform]
-transport = "mqtt"
-mqtt_url = "{mqtt_url}"
+{platform}
 schedule_public_key = "{key}"
 
 [limits]
@@ -113,9 +113,17 @@ reconnect_max_ms = 1000
     path
 }
 
+/// [`write_config_with`] for MQTT at `mqtt_url`.
+fn write_config(dir: &Path, mqtt_url: &str) -> std::path::PathBuf {
+    write_config_with(
+        dir,
+        &format!("transport = \"mqtt\"\nmqtt_url = \"{mqtt_url}\""),
+    )
+}
+
 /// Collects uplink messages for `wait`, or until `done` says enough.
 async fn collect(
-    platform: &mut MqttPlatformLink,
+    platform: &mut impl PlatformLink,
     wait: Duration,
     mut done: impl FnMut(&[Message]) -> bool,
 ) -> Vec<Message> {
@@ -170,10 +178,49 @@ async fn a_sigkilled_agent_process_resends_its_unreceipted_acks_and_resumes_the_
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(platform.is_connected(), "platform connects to the broker");
-
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), &url);
-    let agent = AgentProcess::start(&config);
+    kill_restart_resend_resume(&mut platform, &config).await;
+}
+
+/// The same over QUIC: the platform's CA signs the device's client certificate, the
+/// agent's config names the CA, its certificate and key, and the platform endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_quic_a_sigkilled_agent_process_resends_its_unreceipted_acks_and_resumes() {
+    let ca = certs::init_ca("kill9 test CA").expect("CA");
+    let server = certs::issue_server(&ca, &["localhost".into()]).expect("server cert");
+    let mut platform = quic_platform(QuicPlatformConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        ca.cert_pem.clone(),
+        server.cert_pem,
+        server.key_pem,
+    ))
+    .await
+    .expect("QUIC platform");
+    let addr = platform.local_addr().expect("bound");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let issued = certs::issue_device(&ca, &device()).expect("device cert");
+    let pem = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write PEM");
+        path.display().to_string()
+    };
+    let ca_path = pem("ca.pem", &ca.cert_pem);
+    let cert_path = pem("device.pem", &issued.cert_pem);
+    let key_path = pem("device.key", &issued.key_pem);
+    let config = write_config_with(
+        dir.path(),
+        &format!(
+            "transport = \"quic\"\nquic_addr = \"{addr}\"\nquic_server_name = \"localhost\"\n\
+             ca_cert = \"{ca_path}\"\nclient_cert = \"{cert_path}\"\nclient_key = \"{key_path}\""
+        ),
+    );
+    kill_restart_resend_resume(&mut platform, &config).await;
+}
+
+/// The body of both transports' tests: see the module doc.
+async fn kill_restart_resend_resume(platform: &mut impl PlatformLink, config: &Path) {
+    let agent = AgentProcess::start(config);
 
     // Charge at 1 kW for an hour, from 10 s ago on the real clock.
     let now = SystemClock::new(1).now_wall();
@@ -182,21 +229,23 @@ async fn a_sigkilled_agent_process_resends_its_unreceipted_acks_and_resumes_the_
     schedule.valid_from = UtcNanos(now.0 - 10 * NS);
     schedule.valid_until = UtcNanos(now.0 + 3_590 * NS);
     let signed = sign(schedule);
-    // Until the process has subscribed, the broker drops the publish: re-send until
-    // an ack arrives (as the platform does).
+    // Until the process has subscribed (MQTT) or connected (QUIC: `NotConnected`), a
+    // send goes nowhere: re-send until an ack arrives (as the platform does).
     let mut before = Vec::new();
     for _ in 0..60 {
-        platform
+        if let Err(error) = platform
             .send_to(&device(), &Message::Schedule(signed.clone()))
             .await
-            .expect("send schedule");
-        before.extend(collect(&mut platform, Duration::from_millis(500), |m| !m.is_empty()).await);
+        {
+            eprintln!("not yet: {error}");
+        }
+        before.extend(collect(platform, Duration::from_millis(500), |m| !m.is_empty()).await);
         if !acks_by_seq(&before).is_empty() {
             break;
         }
     }
     before.extend(
-        collect(&mut platform, Duration::from_secs(15), |m| {
+        collect(platform, Duration::from_secs(15), |m| {
             statuses(&acks_by_seq(m)).contains(&AckStatus::Started) && charging(m, -1_000)
         })
         .await,
@@ -215,11 +264,11 @@ async fn a_sigkilled_agent_process_resends_its_unreceipted_acks_and_resumes_the_
     // No receipt: the acks stay in the outbox. Kill the process outright.
     agent.kill9();
     // Whatever was still in flight from the dead process is not evidence of the new one.
-    collect(&mut platform, Duration::from_millis(300), |_| false).await;
+    collect(platform, Duration::from_millis(300), |_| false).await;
 
     // Same config, same database. The platform sends nothing.
-    let agent = AgentProcess::start(&config);
-    let after = collect(&mut platform, Duration::from_secs(20), |m| {
+    let agent = AgentProcess::start(config);
+    let after = collect(platform, Duration::from_secs(20), |m| {
         acks_by_seq(m).len() >= acks_before.len()
             && charging(m, -1_000)
             && m.iter()
@@ -274,15 +323,12 @@ async fn a_sigkilled_agent_process_resends_its_unreceipted_acks_and_resumes_the_
         )
         .await
         .expect("receipt");
-    collect(&mut platform, Duration::from_millis(500), |_| false).await;
+    collect(platform, Duration::from_millis(500), |_| false).await;
     // A second kill now loses nothing either, and the drained acks stay drained.
     agent.kill9();
-    collect(&mut platform, Duration::from_millis(300), |_| false).await;
-    let _agent = AgentProcess::start(&config);
-    let later = collect(&mut platform, Duration::from_secs(5), |m| {
-        charging(m, -1_000)
-    })
-    .await;
+    collect(platform, Duration::from_millis(300), |_| false).await;
+    let _agent = AgentProcess::start(config);
+    let later = collect(platform, Duration::from_secs(5), |m| charging(m, -1_000)).await;
     let resent: Vec<u64> = acks_by_seq(&later)
         .into_keys()
         .filter(|seq| *seq <= through_seq)
