@@ -359,8 +359,8 @@ impl AgentCore {
             let record = self.records.remove(idx);
             batch.records_delete.push(record.key());
         }
-        // A record is added a few times a day and the vector grows to 4 slots at
-        // once; give the slack back (thousands of simulated cores each hold one).
+        // Give back the slots of pruned records: a simulated fleet holds thousands of
+        // cores, each with this vector, and most of the time one live record.
         if self.records.capacity() > self.records.len() {
             self.records.shrink_to_fit();
         }
