@@ -8,7 +8,7 @@
 //! nothing, so the simulator runs exactly this code for every virtual battery.
 //!
 //! Checks, in order (the first that fails decides):
-//! 1. `Malformed`: [`Schedule::validate`] fails (the codec already validates frames; the
+//! 1. `Malformed`: [`voltex_dispatch::Schedule::validate`] fails (the codec already validates frames; the
 //!    check is repeated because the simulator and tests hand schedules in directly).
 //! 2. `InvalidSignature`: the platform's ed25519 signature does not verify (skipped
 //!    only under [`SignatureCheck::TrustedSimulation`], which no configuration file can

@@ -382,7 +382,7 @@ const RECEIPT_ABOVE_MAX: usize = 4_096;
 /// The simulated world; see the [module docs](self).
 pub struct World<'a> {
     signer: ScheduleSigner,
-    /// Every n-th device signs and verifies (see [`crate::agent::signature_check`]).
+    /// Every n-th device signs and verifies (see [`crate::agent::GroupProfiles::of_device`]).
     verify_one_in: u32,
     series: &'a PriceSeries,
     strategy: StrategyKind,

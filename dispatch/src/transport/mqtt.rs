@@ -3,7 +3,7 @@
 //! Both sides keep a persistent session (`clean_session = false`) under a stable client id:
 //! the device's id is its [`DeviceId`], the platform's is [`MqttConfig::client_id`]. A
 //! background task per link drives rumqttc's event loop, reconnects with
-//! [`Backoff`](super::Backoff), re-subscribes whenever the broker reports no stored session
+//! [`Backoff`], re-subscribes whenever the broker reports no stored session
 //! (`session_present = false`, e.g. after a rumqttd restart), and forwards inbound publishes
 //! to the link over a bounded channel. Dropping a link stops its task.
 //!

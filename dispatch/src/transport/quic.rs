@@ -18,7 +18,7 @@
 //! # Liveness and delivery
 //! Keep-alive pings every [`QuicDeviceConfig::keep_alive`] hold NAT bindings open; a
 //! connection idle for [`QuicDeviceConfig::idle_timeout`] closes, and the device's
-//! background task reconnects with [`Backoff`](super::Backoff). A frame whose write failed
+//! background task reconnects with [`Backoff`]. A frame whose write failed
 //! is written again on the next connection; frames written but not yet delivered when a
 //! connection dies are lost, so end-to-end delivery rests on the application (the platform
 //! re-sends schedules until acked, the agent's outbox re-sends until receipted).
