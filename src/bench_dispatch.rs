@@ -683,20 +683,14 @@ async fn bench_quic(args: &DispatchBenchArgs, n_devices: usize) -> Result<Row> {
     let mut restart = None;
     if !args.no_restart {
         let restarted = Instant::now();
-        drop(platform);
-        // The old UDP socket lives until its connections have drained.
-        let rebind_deadline = Instant::now() + phase;
-        let mut again = loop {
-            match quic_platform(platform_config.clone()).await {
-                Ok(platform) => {
-                    let waited = restarted.elapsed().as_secs_f64();
-                    eprintln!("  restart: port re-bound after {waited:.2} s");
-                    break platform;
-                }
-                Err(error) if Instant::now() > rebind_deadline => return Err(error.into()),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
+        // `shutdown` returns once the old UDP socket is closed, so the bind below cannot
+        // race it.
+        if !platform.shutdown().await {
+            anyhow::bail!("the QUIC platform's socket was not released within its idle timeout");
+        }
+        let mut again = quic_platform(platform_config.clone()).await?;
+        let waited = restarted.elapsed().as_secs_f64();
+        eprintln!("  restart: port re-bound after {waited:.2} s");
         schedule_round(&mut again, &devices, &signer, 2, Instant::now() + phase).await?;
         restart = Some(restarted.elapsed());
         eprintln!(

@@ -1,6 +1,7 @@
 //! QUIC transport on loopback with real certificates from `transport::certs`: delivery
 //! both ways, the device id taken from the certificate, refusal of a certificate from
-//! another CA, and dropping of uplink messages that claim another device.
+//! another CA, dropping of uplink messages that claim another device, and a restart on
+//! the same port.
 
 use std::time::Duration;
 
@@ -162,22 +163,41 @@ async fn device_reconnects_after_the_platform_restarts() {
     let mut link = device(&first, &ca, &ca, "bat-q3").await;
     let id = DeviceId::new("bat-q3").unwrap();
     until_connected(&first, &id).await;
-    drop(first);
+    assert!(first.shutdown().await, "the socket is released");
     let config =
         QuicPlatformConfig::new(addr, ca.cert_pem.clone(), server.cert_pem, server.key_pem);
-    // The old socket may linger while its connections drain.
-    let mut second = timeout(PATIENCE, async {
-        loop {
-            match quic_platform(config.clone()).await {
-                Ok(platform) => break platform,
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    })
-    .await
-    .expect("the port is free again");
+    // No retry: after `shutdown` the port is free at once.
+    let mut second = quic_platform(config).await.unwrap();
     until_connected(&second, &id).await;
     link.send(&heartbeat("bat-q3", 3)).await.unwrap();
     let received = timeout(PATIENCE, second.recv()).await.unwrap().unwrap();
     assert_eq!(received, (id, heartbeat("bat-q3", 3)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_frees_the_port_for_an_immediate_rebind() {
+    let ca = certs::init_ca("voltex test CA").unwrap();
+    let server = certs::issue_server(&ca, &["localhost".into()]).unwrap();
+    let first = platform(&ca).await;
+    let addr = first.local_addr().unwrap();
+    // Several live connections, so there is something to drain.
+    let mut links = Vec::new();
+    for n in 0..3 {
+        let id = format!("bat-s{n}");
+        links.push(device(&first, &ca, &ca, &id).await);
+        until_connected(&first, &DeviceId::new(id).unwrap()).await;
+    }
+    assert!(first.shutdown().await, "the socket is released");
+    // With `drop(first)` in place of `shutdown` this bind fails with AddrInUse.
+    let config =
+        QuicPlatformConfig::new(addr, ca.cert_pem.clone(), server.cert_pem, server.key_pem);
+    let second = quic_platform(config)
+        .await
+        .expect("the port is free at once");
+    assert_eq!(second.local_addr().unwrap(), addr);
+    // The devices find the new endpoint by themselves.
+    for n in 0..3 {
+        until_connected(&second, &DeviceId::new(format!("bat-s{n}")).unwrap()).await;
+    }
+    drop(links);
 }

@@ -36,6 +36,7 @@ pub mod certs;
 pub mod embedded_broker;
 pub mod mqtt;
 pub mod quic;
+mod released_socket;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -25,6 +25,12 @@
 //! [`PlatformLink::send_to`] to a device without a live connection fails with
 //! [`TransportError::NotConnected`]: QUIC has no broker to queue it.
 //!
+//! # Shutdown
+//! [`QuicPlatformLink::shutdown`] closes every connection, waits for the endpoint to go
+//! idle and then for its UDP socket to be closed, so a platform restarting on the same
+//! address binds at once. Dropping the link closes too, but the socket goes later, on
+//! quinn's driver task.
+//!
 //! # Invariants
 //! - Every connection the platform keeps has a verified client certificate with a valid
 //!   device id; its uplink is attributed to that id only.
@@ -42,8 +48,10 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
+
+use super::released_socket::ReleasedSocket;
 
 use super::{
     Backoff, Counters, DeliveryToken, DeviceLink, Inbound, LinkStats, PlatformLink,
@@ -225,6 +233,12 @@ pub struct QuicPlatformLink {
     shared: Arc<PlatformShared>,
     uplink: mpsc::Receiver<(DeviceId, Message)>,
     accept_task: AbortHandle,
+    /// Completes once the endpoint's UDP socket is closed ([`ReleasedSocket`]); taken by
+    /// [`QuicPlatformLink::shutdown`].
+    socket_released: Option<oneshot::Receiver<()>>,
+    /// How long [`QuicPlatformLink::shutdown`] waits for the socket (the idle timeout:
+    /// no connection outlives it).
+    shutdown_wait: Duration,
 }
 
 /// Binds the platform's QUIC endpoint and starts accepting devices in the background.
@@ -267,7 +281,18 @@ pub async fn quic_platform(config: QuicPlatformConfig) -> Result<QuicPlatformLin
         config.keep_alive,
         config.idle_timeout,
     )?));
-    let endpoint = Endpoint::server(server, config.bind)?;
+    // `Endpoint::server` would do the same bind and wrap; it is spelled out so the socket
+    // can report when it is closed (see `shutdown`).
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| TransportError::Config("QUIC needs a Tokio runtime".into()))?;
+    let socket = runtime.wrap_udp_socket(std::net::UdpSocket::bind(config.bind)?)?;
+    let (socket, socket_released) = ReleasedSocket::wrap(socket);
+    let endpoint = Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )?;
     let shared = Arc::new(PlatformShared::default());
     let (uplink_tx, uplink) = mpsc::channel(config.uplink_channel_len);
     let accept_task = tokio::spawn(accept_devices(
@@ -282,6 +307,8 @@ pub async fn quic_platform(config: QuicPlatformConfig) -> Result<QuicPlatformLin
         shared,
         uplink,
         accept_task,
+        socket_released: Some(socket_released),
+        shutdown_wait: config.idle_timeout,
     })
 }
 
@@ -448,6 +475,35 @@ impl QuicPlatformLink {
         self.endpoint
             .close(CLOSE_NORMAL.into(), b"platform shutting down");
         self.shared.peers().clear();
+    }
+
+    /// Closes every connection like [`close`](Self::close), waits until the peers have
+    /// been told and the UDP socket is closed, and returns whether it was: `true` means the
+    /// port can be bound again at once (a restart on the same address), `false` that the
+    /// wait hit the idle timeout.
+    ///
+    /// Dropping the link instead closes the same way but without waiting: quinn's
+    /// driver task lets go of the socket some time later, and a bind in between fails with
+    /// `AddrInUse`.
+    ///
+    /// # Cancellation
+    /// Not cancel-safe in the sense that the link is consumed: cancelling leaves it closed,
+    /// with the socket released in the background.
+    pub async fn shutdown(mut self) -> bool {
+        self.close();
+        let wait = self.shutdown_wait;
+        let socket_released = self.socket_released.take();
+        let endpoint = self.endpoint.clone();
+        let idle = tokio::time::timeout(wait, endpoint.wait_idle());
+        // The connections' draining period ends well inside the idle timeout; an elapsed
+        // wait falls through to the socket wait, which reports it.
+        let _ = idle.await;
+        drop(endpoint);
+        drop(self);
+        match socket_released {
+            Some(released) => matches!(tokio::time::timeout(wait, released).await, Ok(Ok(()))),
+            None => false,
+        }
     }
 }
 
