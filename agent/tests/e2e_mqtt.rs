@@ -11,18 +11,15 @@ mod common;
 
 use std::time::Duration;
 
+use common::live::*;
 use common::*;
 use voltex_agent::driver::sim::SimulatedBattery;
 use voltex_agent::runtime::{Runtime, RuntimeConfig, SystemClock};
 use voltex_agent::store::AgentStore;
 use voltex_agent::store::sqlite::SqliteStore;
+use voltex_dispatch::Message;
 use voltex_dispatch::message::AckStatus;
-use voltex_dispatch::transport::embedded_broker::free_port;
-use voltex_dispatch::transport::{
-    MqttConfig, MqttPlatformLink, PlatformLink, mqtt_device, mqtt_platform, start_embedded_broker,
-};
-use voltex_dispatch::{Message, Receipt};
-use voltex_market::UtcNanos;
+use voltex_dispatch::transport::{MqttConfig, PlatformLink, mqtt_device};
 use voltex_market::battery::BatterySpec;
 
 fn runtime_config() -> RuntimeConfig {
@@ -75,24 +72,6 @@ async fn start_agent(
     (stop, task)
 }
 
-/// Collects uplink messages for `wait`, or until `done` says enough.
-async fn collect(
-    platform: &mut MqttPlatformLink,
-    wait: Duration,
-    mut done: impl FnMut(&[Message]) -> bool,
-) -> Vec<Message> {
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    while tokio::time::Instant::now() < deadline && !done(&seen) {
-        match tokio::time::timeout_at(deadline, platform.recv()).await {
-            Ok(Ok((_, message))) => seen.push(message),
-            Ok(Err(error)) => panic!("platform link: {error}"),
-            Err(_) => break,
-        }
-    }
-    seen
-}
-
 fn ack_statuses(messages: &[Message]) -> Vec<(u64, AckStatus)> {
     messages
         .iter()
@@ -105,34 +84,14 @@ fn ack_statuses(messages: &[Message]) -> Vec<(u64, AckStatus)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_over_embedded_mqtt_acks_executes_drains_and_survives_restart() {
-    let port = free_port().expect("port");
-    let _broker = start_embedded_broker(port).expect("broker");
-    let url = format!("mqtt://127.0.0.1:{port}");
-    let mut platform_config = MqttConfig::from_url(&url).expect("url");
-    platform_config.client_id = "e2e-platform".into();
-    let mut platform = mqtt_platform(platform_config).await.expect("platform");
-    for _ in 0..100 {
-        if platform.is_connected() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        platform.is_connected(),
-        "platform connects to the embedded broker"
-    );
+    let (_broker, url, mut platform) = platform_on_embedded_broker("e2e-platform").await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("agent.db");
     let (stop, task) = start_agent(&url, &path).await;
 
     // A schedule that started 10 s ago on the real clock: charge at 1 kW for an hour.
-    let now = SystemClock::new(1).now_wall();
-    let mut schedule = schedule(5, 1, 0, 3_600, &[(0, -1_000, 0)]);
-    schedule.issued_at = UtcNanos(now.0 - 20 * NS);
-    schedule.valid_from = UtcNanos(now.0 - 10 * NS);
-    schedule.valid_until = UtcNanos(now.0 + 3_590 * NS);
-    let signed = sign(schedule);
+    let signed = sign(running_now(schedule(5, 1, 0, 3_600, &[(0, -1_000, 0)])));
     // Until the agent's subscription is in place the broker drops the publish, so the
     // platform re-sends until it holds an ack (as the real platform does).
     let mut seen = Vec::new();
@@ -180,25 +139,7 @@ async fn runtime_over_embedded_mqtt_acks_executes_drains_and_survives_restart() 
     assert!(charging, "telemetry shows the battery charging at 1 kW");
 
     // Receipt for everything so far: the outbox drains.
-    let through_seq = seen
-        .iter()
-        .flat_map(|m| match m {
-            Message::Ack(a) => vec![a.outbox_seq],
-            Message::Telemetry(b) => b.samples.iter().map(|s| s.outbox_seq).collect(),
-            _ => vec![],
-        })
-        .max()
-        .expect("some seq");
-    platform
-        .send_to(
-            &device(),
-            &Message::Receipt(Receipt {
-                device: device(),
-                through_seq,
-            }),
-        )
-        .await
-        .expect("receipt");
+    let through_seq = receipt_for_all(&mut platform, &seen).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.send(()).expect("stop");
     task.await.expect("agent task");

@@ -1,5 +1,6 @@
 //! Crash safety of the real `voltex-agent` process: SIGKILL, then a restart on the same
-//! SQLite file, over an embedded MQTT broker and over QUIC with mutual TLS.
+//! SQLite file, over an embedded MQTT broker and over QUIC with mutual TLS; once after
+//! a schedule has started, once in the middle of a burst of new versions.
 //!
 //! The platform sends a signed schedule and sees `Received`, `Accepted` and `Started`
 //! but sends no receipt, so those acks stay in the agent's outbox. The process is then
@@ -18,20 +19,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::live::*;
 use common::*;
-use voltex_agent::runtime::SystemClock;
 use voltex_dispatch::message::AckStatus;
-use voltex_dispatch::transport::embedded_broker::free_port;
 use voltex_dispatch::transport::{
-    MqttConfig, PlatformLink, QuicPlatformConfig, certs, mqtt_platform, quic_platform,
-    start_embedded_broker,
+    PlatformLink, QuicPlatformConfig, QuicPlatformLink, certs, quic_platform,
 };
-use voltex_dispatch::{Ack, Message, Receipt};
-use voltex_market::UtcNanos;
+use voltex_dispatch::{Ack, Message};
 
 /// A running agent process, killed (SIGKILL) and reaped when dropped, so a failing
 /// test leaves no process behind.
@@ -70,7 +68,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The agent's config: the test device, `platform` (the `[platform]` lines naming the
 /// transport), a database in `dir`, fast ticks and telemetry so the test is short.
-fn write_config_with(dir: &Path, platform: &str) -> std::path::PathBuf {
+fn write_config_with(dir: &Path, platform: &str) -> PathBuf {
     let config = format!(
         r#"device_id = "{device}"
 database = "{database}"
@@ -114,29 +112,11 @@ reconnect_max_ms = 1000
 }
 
 /// [`write_config_with`] for MQTT at `mqtt_url`.
-fn write_config(dir: &Path, mqtt_url: &str) -> std::path::PathBuf {
+fn write_config(dir: &Path, mqtt_url: &str) -> PathBuf {
     write_config_with(
         dir,
         &format!("transport = \"mqtt\"\nmqtt_url = \"{mqtt_url}\""),
     )
-}
-
-/// Collects uplink messages for `wait`, or until `done` says enough.
-async fn collect(
-    platform: &mut impl PlatformLink,
-    wait: Duration,
-    mut done: impl FnMut(&[Message]) -> bool,
-) -> Vec<Message> {
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    while tokio::time::Instant::now() < deadline && !done(&seen) {
-        match tokio::time::timeout_at(deadline, platform.recv()).await {
-            Ok(Ok((_, message))) => seen.push(message),
-            Ok(Err(error)) => panic!("platform link: {error}"),
-            Err(_) => break,
-        }
-    }
-    seen
 }
 
 /// Every ack seen, by outbox seq; a re-send under a seq must be identical.
@@ -165,19 +145,7 @@ fn charging(messages: &[Message], power_w: i64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_agent_process_resends_its_unreceipted_acks_and_resumes_the_schedule() {
-    let port = free_port().expect("port");
-    let _broker = start_embedded_broker(port).expect("broker");
-    let url = format!("mqtt://127.0.0.1:{port}");
-    let mut platform_config = MqttConfig::from_url(&url).expect("url");
-    platform_config.client_id = "kill9-platform".into();
-    let mut platform = mqtt_platform(platform_config).await.expect("platform");
-    for _ in 0..100 {
-        if platform.is_connected() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(platform.is_connected(), "platform connects to the broker");
+    let (_broker, url, mut platform) = platform_on_embedded_broker("kill9-platform").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), &url);
     kill_restart_resend_resume(&mut platform, &config).await;
@@ -187,9 +155,17 @@ async fn a_sigkilled_agent_process_resends_its_unreceipted_acks_and_resumes_the_
 /// agent's config names the CA, its certificate and key, and the platform endpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_quic_a_sigkilled_agent_process_resends_its_unreceipted_acks_and_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut platform, config) = quic_platform_and_agent_config(dir.path()).await;
+    kill_restart_resend_resume(&mut platform, &config).await;
+}
+
+/// A QUIC platform on a free loopback port with a fresh CA, and an agent config in
+/// `dir` naming the CA, a device certificate and key the CA issued, and the endpoint.
+async fn quic_platform_and_agent_config(dir: &Path) -> (QuicPlatformLink, PathBuf) {
     let ca = certs::init_ca("kill9 test CA").expect("CA");
     let server = certs::issue_server(&ca, &["localhost".into()]).expect("server cert");
-    let mut platform = quic_platform(QuicPlatformConfig::new(
+    let platform = quic_platform(QuicPlatformConfig::new(
         "127.0.0.1:0".parse().expect("addr"),
         ca.cert_pem.clone(),
         server.cert_pem,
@@ -198,10 +174,9 @@ async fn over_quic_a_sigkilled_agent_process_resends_its_unreceipted_acks_and_re
     .await
     .expect("QUIC platform");
     let addr = platform.local_addr().expect("bound");
-    let dir = tempfile::tempdir().expect("tempdir");
     let issued = certs::issue_device(&ca, &device()).expect("device cert");
     let pem = |name: &str, text: &str| {
-        let path = dir.path().join(name);
+        let path = dir.join(name);
         std::fs::write(&path, text).expect("write PEM");
         path.display().to_string()
     };
@@ -209,13 +184,13 @@ async fn over_quic_a_sigkilled_agent_process_resends_its_unreceipted_acks_and_re
     let cert_path = pem("device.pem", &issued.cert_pem);
     let key_path = pem("device.key", &issued.key_pem);
     let config = write_config_with(
-        dir.path(),
+        dir,
         &format!(
             "transport = \"quic\"\nquic_addr = \"{addr}\"\nquic_server_name = \"localhost\"\n\
              ca_cert = \"{ca_path}\"\nclient_cert = \"{cert_path}\"\nclient_key = \"{key_path}\""
         ),
     );
-    kill_restart_resend_resume(&mut platform, &config).await;
+    (platform, config)
 }
 
 /// The body of both transports' tests: see the module doc.
@@ -223,12 +198,7 @@ async fn kill_restart_resend_resume(platform: &mut impl PlatformLink, config: &P
     let agent = AgentProcess::start(config);
 
     // Charge at 1 kW for an hour, from 10 s ago on the real clock.
-    let now = SystemClock::new(1).now_wall();
-    let mut schedule = schedule(9, 1, 0, 3_600, &[(0, -1_000, 0)]);
-    schedule.issued_at = UtcNanos(now.0 - 20 * NS);
-    schedule.valid_from = UtcNanos(now.0 - 10 * NS);
-    schedule.valid_until = UtcNanos(now.0 + 3_590 * NS);
-    let signed = sign(schedule);
+    let signed = sign(running_now(schedule(9, 1, 0, 3_600, &[(0, -1_000, 0)])));
     // Until the process has subscribed (MQTT) or connected (QUIC: `NotConnected`), a
     // send goes nowhere: re-send until an ack arrives (as the platform does).
     let mut before = Vec::new();
@@ -304,25 +274,7 @@ async fn kill_restart_resend_resume(platform: &mut impl PlatformLink, config: &P
     assert!(active, "the restarted agent reports the schedule active");
 
     // The receipt drains the outbox: those acks are not sent again.
-    let through_seq = after
-        .iter()
-        .flat_map(|m| match m {
-            Message::Ack(a) => vec![a.outbox_seq],
-            Message::Telemetry(b) => b.samples.iter().map(|s| s.outbox_seq).collect(),
-            _ => vec![],
-        })
-        .max()
-        .expect("some seq");
-    platform
-        .send_to(
-            &device(),
-            &Message::Receipt(Receipt {
-                device: device(),
-                through_seq,
-            }),
-        )
-        .await
-        .expect("receipt");
+    let through_seq = receipt_for_all(platform, &after).await;
     collect(platform, Duration::from_millis(500), |_| false).await;
     // A second kill now loses nothing either, and the drained acks stay drained.
     agent.kill9();
@@ -351,38 +303,45 @@ async fn kill_restart_resend_resume(platform: &mut impl PlatformLink, config: &P
 /// ends on the newest version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkill_during_a_burst_of_versions_reuses_no_seq_and_ends_on_the_newest() {
-    let port = free_port().expect("port");
-    let _broker = start_embedded_broker(port).expect("broker");
-    let url = format!("mqtt://127.0.0.1:{port}");
-    let mut platform_config = MqttConfig::from_url(&url).expect("url");
-    platform_config.client_id = "kill9-burst-platform".into();
-    let mut platform = mqtt_platform(platform_config).await.expect("platform");
-    for _ in 0..100 {
-        if platform.is_connected() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (_broker, url, mut platform) = platform_on_embedded_broker("kill9-burst-platform").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), &url);
-    let agent = AgentProcess::start(&config);
+    kill_during_a_burst(&mut platform, &config).await;
+}
 
-    let now = SystemClock::new(1).now_wall();
+/// The same over QUIC with mutual TLS: the burst is written on the dead connection's
+/// stream, and the restarted process comes back on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_quic_a_sigkill_during_a_burst_of_versions_reuses_no_seq_and_ends_on_the_newest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut platform, config) = quic_platform_and_agent_config(dir.path()).await;
+    kill_during_a_burst(&mut platform, &config).await;
+}
+
+/// The body of both transports' burst tests: see the first one's doc.
+async fn kill_during_a_burst(platform: &mut impl PlatformLink, config: &Path) {
+    let agent = AgentProcess::start(config);
+
+    // One clock reading for the whole burst, so every version has the same window.
+    let window = running_now(schedule(10, 1, 0, 3_600, &[]));
     let version = |v: u64| {
         let mut schedule = schedule(10, v, 0, 3_600, &[(0, -(v as i64) * 100, 0)]);
-        schedule.issued_at = UtcNanos(now.0 - 20 * NS);
-        schedule.valid_from = UtcNanos(now.0 - 10 * NS);
-        schedule.valid_until = UtcNanos(now.0 + 3_590 * NS);
+        schedule.issued_at = window.issued_at;
+        schedule.valid_from = window.valid_from;
+        schedule.valid_until = window.valid_until;
         sign(schedule)
     };
-    // Version 1 until acked: the process is up and subscribed.
+    // Version 1 until acked: the process is up and subscribed (MQTT) or connected
+    // (QUIC, where a send before that fails with `NotConnected`).
     let mut seen = Vec::new();
     for _ in 0..60 {
-        platform
+        if let Err(error) = platform
             .send_to(&device(), &Message::Schedule(version(1)))
             .await
-            .expect("send v1");
-        seen.extend(collect(&mut platform, Duration::from_millis(500), |m| !m.is_empty()).await);
+        {
+            eprintln!("not yet: {error}");
+        }
+        seen.extend(collect(platform, Duration::from_millis(500), |m| !m.is_empty()).await);
         if !acks_by_seq(&seen).is_empty() {
             break;
         }
@@ -395,17 +354,24 @@ async fn a_sigkill_during_a_burst_of_versions_reuses_no_seq_and_ends_on_the_newe
             .await
             .expect("send burst");
     }
-    seen.extend(collect(&mut platform, Duration::from_millis(60), |_| false).await);
-    agent.kill9();
     let received = |messages: &[Message]| {
         acks_by_seq(messages)
             .values()
             .filter(|a| a.status == AckStatus::Received)
             .count()
     };
+    // Kill once a few of the burst's versions are acked: the process is then in the
+    // middle of storing and deciding the rest (a fixed delay was after the whole burst
+    // on a fast run).
+    seen.extend(collect(platform, Duration::from_secs(5), |m| received(m) >= 5).await);
+    agent.kill9();
     let received_before_kill = received(&seen);
+    assert!(
+        received_before_kill < newest as usize,
+        "the kill lands before the whole burst is acked"
+    );
 
-    let _agent = AgentProcess::start(&config);
+    let _agent = AgentProcess::start(config);
     let accepted_newest = |messages: &[Message]| {
         messages.iter().any(|m| {
             matches!(m, Message::Ack(a) if a.version == newest && a.status == AckStatus::Accepted)
@@ -415,14 +381,17 @@ async fn a_sigkill_during_a_burst_of_versions_reuses_no_seq_and_ends_on_the_newe
         if accepted_newest(&seen) {
             break;
         }
-        platform
+        // Until the new process is connected a QUIC send fails: try again next round.
+        if let Err(error) = platform
             .send_to(&device(), &Message::Schedule(version(newest)))
             .await
-            .expect("re-send newest");
-        seen.extend(collect(&mut platform, Duration::from_millis(500), |_| false).await);
+        {
+            eprintln!("not yet: {error}");
+        }
+        seen.extend(collect(platform, Duration::from_millis(500), |_| false).await);
     }
     seen.extend(
-        collect(&mut platform, Duration::from_secs(10), |m| {
+        collect(platform, Duration::from_secs(10), |m| {
             m.iter().any(|x| {
                 matches!(x, Message::Heartbeat(h) if h.active.is_some_and(|(_, v)| v == newest))
             }) && charging(m, -(newest as i64) * 100)

@@ -2,6 +2,8 @@
 //! schedule builders on a fixed time origin.
 #![allow(dead_code)]
 
+pub mod live;
+
 use std::sync::Arc;
 
 use voltex_agent::acceptance::{
