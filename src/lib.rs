@@ -10,4 +10,5 @@
 
 pub mod db;
 pub mod server;
+pub mod telemetry;
 pub mod workload;

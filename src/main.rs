@@ -18,6 +18,9 @@ mod sim_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{Layer, Registry};
 
 /// Voltex: energy-market trading engine and battery-fleet platform.
 #[derive(Parser, Debug)]
@@ -79,15 +82,51 @@ fn main() -> Result<()> {
             _ => "warn",
         })
     });
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if log_json {
-        logs.json().with_current_span(true).init();
+    #[cfg_attr(not(feature = "otlp"), allow(unused_mut))]
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![if log_json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        logs.init();
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
+    }];
+    let traces_endpoint = voltex::telemetry::traces_endpoint_from_env();
+    #[cfg(feature = "otlp")]
+    let otlp = match &traces_endpoint {
+        Some(endpoint) => {
+            let (layer, export) = voltex::telemetry::OtlpExport::start(endpoint, "voltex")?;
+            layers.push(layer);
+            Some(export)
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(layers)
+        .with(filter)
+        .init();
+    #[cfg(not(feature = "otlp"))]
+    if let Some(endpoint) = &traces_endpoint {
+        tracing::warn!(
+            %endpoint,
+            "an OTLP endpoint is set but this binary was built without the `otlp` feature: no traces are exported"
+        );
     }
-    match cli.command {
+    let result = run(cli.command);
+    #[cfg(feature = "otlp")]
+    if let Some(export) = otlp
+        && let Err(error) = export.shutdown()
+    {
+        eprintln!("warning: {error}");
+    }
+    result
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
         Command::Bench(BenchCommand::Book(args)) => bench_book::run(&args),
         Command::Backtest(args) => backtest_cmd::run(&args),
         Command::Forecast(command) => forecast_cmd::run(&command),

@@ -67,7 +67,7 @@ impl ServeArgs {
     }
 }
 
-/// Runs the server until Ctrl-C.
+/// Runs the server until Ctrl-C or SIGTERM.
 pub fn run_serve(args: &ServeArgs) -> Result<()> {
     let config = args.config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -77,7 +77,9 @@ pub fn run_serve(args: &ServeArgs) -> Result<()> {
     runtime.block_on(async move {
         let server = RunningServer::start(config, Arc::new(SystemClock)).await?;
         println!("voltex serve: API http://{}/api/v1  (OpenAPI: /api/v1/openapi.json, metrics: /metrics)", server.http_addr);
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        voltex::server::stop_signal()
+            .await
+            .context("waiting for Ctrl-C or SIGTERM")?;
         println!("shutting down");
         server.stop().await?;
         Ok(())

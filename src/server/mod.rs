@@ -36,6 +36,29 @@ use self::clock::Clock;
 use self::config::ServerConfig;
 use self::exchange::{Exchange, ExchangeConfig, PERSIST_BATCHES_MAX};
 
+/// Completes when the process is asked to stop: SIGINT (Ctrl-C) or SIGTERM (what
+/// service managers and container runtimes send). `voltex serve` and `voltex up` stop
+/// cleanly on either: the API drains, the journal and projection close, queued traces
+/// are exported.
+///
+/// # Errors
+/// If a signal handler cannot be installed.
+pub async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result,
+            _ = terminate.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
+
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

@@ -299,7 +299,33 @@ pub async fn run(config: UpConfig, on_ready: impl FnOnce(&str, &str)) -> Result<
     report
 }
 
-async fn wait_or_stop(duration: Duration, deadline: Option<tokio::time::Instant>) -> bool {
+/// Whether the process was asked to stop (SIGINT or SIGTERM), as a flag that stays set:
+/// one listener for the whole run, so a signal that arrives while a day is being
+/// planned is not missed.
+fn stop_requested() -> (
+    tokio::sync::watch::Receiver<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let listener = tokio::spawn(async move {
+        match super::stop_signal().await {
+            Ok(()) => {
+                let _ = stop_tx.send(true);
+            }
+            Err(error) => tracing::warn!(%error, "no stop-signal handler: stop with --run-for-s"),
+        }
+    });
+    (stop_rx, listener)
+}
+
+async fn wait_or_stop(
+    duration: Duration,
+    deadline: Option<tokio::time::Instant>,
+    stop_requested: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    if *stop_requested.borrow() {
+        return true;
+    }
     let sleep = tokio::time::sleep(duration);
     let stop_at = async {
         match deadline {
@@ -310,7 +336,18 @@ async fn wait_or_stop(duration: Duration, deadline: Option<tokio::time::Instant>
     tokio::select! {
         _ = sleep => false,
         _ = stop_at => true,
-        _ = tokio::signal::ctrl_c() => true,
+        // A listener that could not install its handler drops the sender: that
+        // disables this branch instead of stopping.
+        Ok(_) = stop_requested.wait_for(|stop| *stop) => true,
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -326,6 +363,9 @@ async fn replay_days(
     let deadline = config
         .run_for
         .map(|run_for| tokio::time::Instant::now() + run_for);
+    let (mut stop_requested, stop_listener) = stop_requested();
+    // Ends the listener on every return path.
+    let _stop_listener = AbortOnDrop(stop_listener);
     let hour_s = i64::from(config.hour_real_s.max(1));
     let mut fleet: Vec<FleetDevice> = devices
         .iter()
@@ -452,7 +492,12 @@ async fn replay_days(
             series.date(day),
             revenue_cents as f64 / 100.0
         );
-        let stop = wait_or_stop(Duration::from_secs(24 * hour_s as u64), deadline).await;
+        let stop = wait_or_stop(
+            Duration::from_secs(24 * hour_s as u64),
+            deadline,
+            &mut stop_requested,
+        )
+        .await;
         if let Some(status) = orchestrator.rollout_status(rollout) {
             report.n_acked += status.n_acked;
             println!(
