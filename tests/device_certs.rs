@@ -4,7 +4,8 @@
 //! and that certificate then opens a real mutual-TLS QUIC connection to a platform
 //! endpoint under the same CA, which reads the device id from it. Bad requests get
 //! their problem codes; a server without a CA answers 503; an unreadable CA directory
-//! stops the server at start.
+//! stops the server at start. With the device's CSR, the platform signs the device-held
+//! key and returns no key; an unusable or foreign CSR is a 400 with its code.
 
 mod support;
 
@@ -43,6 +44,148 @@ fn config(data_dir: &std::path::Path, device_ca_dir: Option<std::path::PathBuf>)
         device_ca_dir,
         ..ServerConfig::default()
     }
+}
+
+/// The certificate works: mutual TLS against a platform endpoint under `ca`, which
+/// reads `device_id` from the certificate and receives a heartbeat over it.
+async fn assert_connects_as(ca: &CaFiles, cert_pem: String, key_pem: String, device_id: &str) {
+    let server_cert = certs::issue_server(ca, &["localhost".into()]).expect("server cert");
+    let mut platform = quic_platform(QuicPlatformConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        ca.cert_pem.clone(),
+        server_cert.cert_pem,
+        server_cert.key_pem,
+    ))
+    .await
+    .expect("QUIC platform");
+    let mut device = quic_device(QuicDeviceConfig::new(
+        platform.local_addr().expect("addr"),
+        "localhost",
+        ca.cert_pem.clone(),
+        cert_pem,
+        key_pem,
+    ))
+    .await
+    .expect("QUIC device");
+    let id = DeviceId::new(device_id).expect("id");
+    assert_eq!(device.device(), &id);
+    let heartbeat = Message::Heartbeat(Heartbeat {
+        device: id.clone(),
+        at: NOW,
+        uptime_s: 1,
+        active: None,
+        outbox_len: 0,
+    });
+    support::guarded("connected", GUARD, async {
+        while !platform.is_connected(&id) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    device.send(&heartbeat).await.expect("send");
+    let received = support::guarded("heartbeat", GUARD, platform.recv())
+        .await
+        .expect("received");
+    assert_eq!(received, (id, heartbeat));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_csr_is_signed_and_its_private_key_never_leaves_the_device() {
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let ca: CaFiles = certs::init_ca("device-certs CSR test CA").expect("CA");
+    std::fs::write(ca_dir.path().join("ca.pem"), &ca.cert_pem).expect("ca.pem");
+    std::fs::write(ca_dir.path().join("ca.key"), &ca.key_pem).expect("ca.key");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let server = RunningServer::start(
+        config(data_dir.path(), Some(ca_dir.path().to_path_buf())),
+        Arc::new(ManualClock::new(NOW)),
+    )
+    .await
+    .expect("server");
+    let base = format!("http://{}", server.http_addr);
+    let http = reqwest::Client::new();
+    let operator = support::token(SECRET, "olga", Role::Operator, vec![]);
+    for id in ["pi-csr-1", "pi-csr-2"] {
+        let (status, body) = post(
+            &http,
+            format!("{base}/api/v1/devices"),
+            &operator,
+            Some(
+                json!({"device_id": id, "name": "shed", "capacity_wh": 10_000,
+                        "max_charge_w": 5_000, "max_discharge_w": 5_000}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let issue_url = format!("{base}/api/v1/devices/pi-csr-1/certificate");
+
+    // On the device: a key pair and a request. Only the request goes to the platform.
+    let device = DeviceId::new("pi-csr-1").expect("id");
+    let request = certs::device_csr(&device).expect("CSR");
+    let (status, issued) = post(
+        &http,
+        issue_url.clone(),
+        &operator,
+        Some(json!({"csr_pem": request.csr_pem})),
+    )
+    .await;
+    assert_eq!(status, 201, "{issued}");
+    assert_eq!(issued["key_pem"], Value::Null, "no key from the platform");
+    let cert_pem = issued["cert_pem"].as_str().expect("cert").to_string();
+    let stored = server
+        .state
+        .db
+        .get_device("pi-csr-1")
+        .await
+        .expect("db")
+        .expect("device");
+    assert_eq!(
+        stored.cert_fingerprint_sha256.as_deref(),
+        Some(
+            certs::fingerprint_sha256(&cert_pem)
+                .expect("fingerprint")
+                .as_str()
+        )
+    );
+    // The device's own key opens the connection with the signed certificate.
+    assert_connects_as(&ca, cert_pem, request.key_pem, "pi-csr-1").await;
+
+    // Bad requests, each with its code; none changes the recorded certificate.
+    let other = certs::device_csr(&DeviceId::new("pi-csr-2").expect("id")).expect("CSR");
+    let mut tampered = request
+        .csr_pem
+        .replace("-----BEGIN CERTIFICATE REQUEST-----\n", "");
+    tampered.insert_str(0, "-----BEGIN CERTIFICATE REQUEST-----\nAAAA");
+    let cases = [
+        (json!({"csr_pem": other.csr_pem}), "csr_device_mismatch"),
+        (json!({"csr_pem": "not a request"}), "invalid_csr"),
+        (json!({"csr_pem": ca.cert_pem}), "invalid_csr"),
+        (json!({"csr_pem": tampered}), "invalid_csr"),
+        (json!({"csr": request.csr_pem}), "malformed_body"),
+        (json!("a CSR"), "malformed_body"),
+        (json!({"csr_pem": 42}), "malformed_body"),
+    ];
+    for (body, code) in cases {
+        let (status, problem) = post(&http, issue_url.clone(), &operator, Some(body.clone())).await;
+        assert_eq!(
+            (status, problem["code"].clone()),
+            (400, json!(code)),
+            "{body} -> {problem}"
+        );
+    }
+    let after = server
+        .state
+        .db
+        .get_device("pi-csr-1")
+        .await
+        .expect("db")
+        .expect("device");
+    assert_eq!(
+        after.cert_fingerprint_sha256,
+        stored.cert_fingerprint_sha256
+    );
+    server.stop().await.expect("stop");
 }
 
 async fn post(
@@ -113,46 +256,7 @@ async fn an_issued_certificate_opens_a_mutual_tls_quic_connection_as_its_device(
         .expect("device");
     assert_eq!(stored.cert_fingerprint_sha256.as_deref(), Some(fingerprint));
 
-    // The certificate works: mutual TLS against a platform endpoint under the CA, the
-    // device id read from the certificate.
-    let server_cert = certs::issue_server(&ca, &["localhost".into()]).expect("server cert");
-    let mut platform = quic_platform(QuicPlatformConfig::new(
-        "127.0.0.1:0".parse().expect("addr"),
-        ca.cert_pem.clone(),
-        server_cert.cert_pem,
-        server_cert.key_pem,
-    ))
-    .await
-    .expect("QUIC platform");
-    let mut device = quic_device(QuicDeviceConfig::new(
-        platform.local_addr().expect("addr"),
-        "localhost",
-        ca.cert_pem.clone(),
-        cert_pem,
-        key_pem,
-    ))
-    .await
-    .expect("QUIC device");
-    let id = DeviceId::new("pi-cert-1").expect("id");
-    assert_eq!(device.device(), &id);
-    let heartbeat = Message::Heartbeat(Heartbeat {
-        device: id.clone(),
-        at: NOW,
-        uptime_s: 1,
-        active: None,
-        outbox_len: 0,
-    });
-    support::guarded("connected", GUARD, async {
-        while !platform.is_connected(&id) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    device.send(&heartbeat).await.expect("send");
-    let received = support::guarded("heartbeat", GUARD, platform.recv())
-        .await
-        .expect("received");
-    assert_eq!(received, (id, heartbeat));
+    assert_connects_as(&ca, cert_pem, key_pem, "pi-cert-1").await;
 
     // A re-issue replaces the recorded certificate.
     let (status, again) = post(&http, issue_url.clone(), &operator, None).await;

@@ -6,13 +6,18 @@
 //! `voltex_agent::runtime::Runtime` on a single-threaded tokio runtime until SIGINT or
 //! SIGTERM (or `--run-for-s`). Exits non-zero on a fatal store or transport error so a
 //! supervisor (systemd) restarts it; restart is crash-safe by design.
+//!
+//! `voltex-agent csr --device-id ID --key-out FILE` makes the device's QUIC key pair
+//! and prints a certificate signing request for the platform
+//! (`POST /api/v1/devices/{id}/certificate` with `{"csr_pem": ...}`); the private key
+//! is written (mode 0600, never over an existing file) and never leaves the device.
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use voltex_agent::config::{AgentConfig, DriverKind, TransportKind};
 use voltex_agent::driver::BatteryDriver;
 use voltex_agent::driver::sim::SimulatedBattery;
@@ -35,6 +40,54 @@ struct Args {
     /// Stop after this many real seconds (measurements).
     #[arg(long)]
     run_for_s: Option<u64>,
+    /// A one-off command instead of running the agent.
+    #[command(subcommand)]
+    command: Option<AgentCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentCommand {
+    /// Make this device's QUIC key pair and print a certificate signing request (PEM)
+    /// for the platform to sign; the private key goes to --key-out only.
+    Csr {
+        /// The device id (the certificate's common name).
+        #[arg(long)]
+        device_id: String,
+        /// Where to write the private key (PKCS#8 PEM, mode 0600; must not exist).
+        #[arg(long)]
+        key_out: PathBuf,
+        /// Where to write the request; standard output if absent.
+        #[arg(long)]
+        csr_out: Option<PathBuf>,
+    },
+}
+
+/// `voltex-agent csr`: see the module doc.
+fn make_csr(device_id: &str, key_out: &PathBuf, csr_out: Option<&PathBuf>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let device = voltex_dispatch::DeviceId::new(device_id.to_string())
+        .with_context(|| format!("device id {device_id:?}"))?;
+    let request = voltex_dispatch::transport::certs::device_csr(&device)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut key_file = options.open(key_out).with_context(|| {
+        format!(
+            "creating {} (an existing key is never replaced)",
+            key_out.display()
+        )
+    })?;
+    key_file
+        .write_all(request.key_pem.as_bytes())
+        .and_then(|()| key_file.sync_all())
+        .with_context(|| format!("writing {}", key_out.display()))?;
+    match csr_out {
+        Some(path) => std::fs::write(path, &request.csr_pem)
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{}", request.csr_pem),
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +97,14 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if let Some(AgentCommand::Csr {
+        device_id,
+        key_out,
+        csr_out,
+    }) = &args.command
+    {
+        return make_csr(device_id, key_out, csr_out.as_ref());
+    }
     let config = AgentConfig::load(&args.config)?;
     // One thread: the agent is I/O-bound and must fit a Pi's budget.
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -6,9 +6,18 @@
 //! [`fingerprint_sha256`] names a certificate. Everything is PEM text: files are the
 //! caller's business (`voltex certs` in the root crate, the device API).
 //!
+//! The private key need not leave the device: [`device_csr`] (run on the device by
+//! `voltex-agent csr`) makes a key pair and a certificate signing request, and
+//! [`sign_device_csr`] (the platform) signs the request's public key.
+//!
 //! # Invariants
 //! - A device certificate has exactly one common name, a valid [`DeviceId`], and the
 //!   `clientAuth` extended key usage; [`device_id_from_cert_der`] accepts nothing else.
+//! - From a CSR the platform takes the public key only, after checking the request's
+//!   signature (proof that the requester holds the private key) and that its common
+//!   name is the device the certificate is for. Everything else in the certificate (no
+//!   CA flag, key usage, `clientAuth`, no alternative names) is the platform's choice,
+//!   so a request cannot ask for more than a device certificate.
 //! - Validity uses rcgen's defaults (not before 1975, not after 4096); expiry and
 //!   revocation (CRL/OCSP) are not implemented yet: remove a device by re-issuing the CA.
 
@@ -31,6 +40,26 @@ pub enum CertError {
     /// The certificate carries no usable device id.
     #[error("certificate has no valid device id: {0}")]
     NoDeviceId(String),
+    /// The certificate signing request does not parse, or its signature does not verify.
+    #[error("unusable certificate signing request: {0}")]
+    Csr(String),
+    /// The request names another device than the one the certificate is for.
+    #[error("the certificate signing request is for {found:?}, not for {expected}")]
+    CsrDeviceMismatch {
+        /// The device the certificate is for.
+        expected: DeviceId,
+        /// The common name in the request (or why it has no usable one).
+        found: String,
+    },
+}
+
+/// A device's key pair and its certificate signing request, PEM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceCsr {
+    /// The certificate signing request (PKCS#10 PEM): send it to the platform.
+    pub csr_pem: String,
+    /// The private key (PKCS#8 PEM): keep it on the device.
+    pub key_pem: String,
 }
 
 /// A CA: certificate and private key, PEM.
@@ -77,6 +106,14 @@ pub fn init_ca(common_name: &str) -> Result<CaFiles, CertError> {
     })
 }
 
+/// What every certificate the CA signs for a device or server has, whatever asked.
+fn leaf_cert_params(params: &mut CertificateParams, usage: ExtendedKeyUsagePurpose) {
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![usage];
+    params.use_authority_key_identifier_extension = true;
+}
+
 fn sign(
     ca: &CaFiles,
     mut params: CertificateParams,
@@ -84,10 +121,7 @@ fn sign(
 ) -> Result<IssuedCert, CertError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![usage];
-    params.use_authority_key_identifier_extension = true;
+    leaf_cert_params(&mut params, usage);
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
     Ok(IssuedCert {
@@ -106,6 +140,79 @@ pub fn issue_device(ca: &CaFiles, device: &DeviceId) -> Result<IssuedCert, CertE
         .distinguished_name
         .push(DnType::CommonName, device.as_str());
     sign(ca, params, ExtendedKeyUsagePurpose::ClientAuth)
+}
+
+/// Makes a new key pair for `device` and a certificate signing request for it, signed
+/// with that key, whose subject common name is the device id. Run on the device.
+///
+/// # Errors
+/// [`CertError::Generate`].
+pub fn device_csr(device: &DeviceId) -> Result<DeviceCsr, CertError> {
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, device.as_str());
+    let key = KeyPair::generate()?;
+    let request = params.serialize_request(&key)?;
+    Ok(DeviceCsr {
+        csr_pem: request.pem()?,
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// Signs a device's certificate signing request with `ca`: the certificate has the
+/// request's public key, common name `device`, and otherwise exactly what
+/// [`issue_device`] gives (see the module's invariants). Returns the certificate (PEM).
+///
+/// # Errors
+/// [`CertError::Csr`] for text that is not a PEM PKCS#10 request or whose signature
+/// does not verify; [`CertError::CsrDeviceMismatch`] when its subject is not exactly
+/// one common name equal to `device`; [`CertError::Generate`] if signing fails.
+pub fn sign_device_csr(
+    ca: &CaFiles,
+    device: &DeviceId,
+    csr_pem: &str,
+) -> Result<String, CertError> {
+    use rustls::pki_types::CertificateSigningRequestDer;
+    use rustls::pki_types::pem::PemObject;
+    use x509_parser::prelude::FromDer;
+    let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
+        .map_err(|error| CertError::Csr(format!("not a PEM certificate request: {error}")))?;
+    // Parses and verifies the request's self-signature.
+    let request = rcgen::CertificateSigningRequestParams::from_der(&der)
+        .map_err(|error| CertError::Csr(error.to_string()))?;
+    let (_, parsed) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(der.as_ref())
+            .map_err(|error| CertError::Csr(error.to_string()))?;
+    let mismatch = |found: String| CertError::CsrDeviceMismatch {
+        expected: device.clone(),
+        found,
+    };
+    let mut names = parsed.certification_request_info.subject.iter_common_name();
+    let name = names
+        .next()
+        .ok_or_else(|| mismatch("no common name".into()))?
+        .as_str()
+        .map_err(|error| mismatch(error.to_string()))?;
+    if names.next().is_some() {
+        return Err(mismatch("several common names".into()));
+    }
+    if name != device.as_str() {
+        return Err(mismatch(name.to_string()));
+    }
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, device.as_str());
+    leaf_cert_params(&mut params, ExtendedKeyUsagePurpose::ClientAuth);
+    let ca_key = KeyPair::from_pem(&ca.key_pem)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
+    let signed = rcgen::CertificateSigningRequestParams {
+        params,
+        public_key: request.public_key,
+    }
+    .signed_by(&issuer)?;
+    Ok(signed.pem())
 }
 
 /// Issues the platform's server certificate for `names` (DNS names or IP addresses, e.g.
@@ -203,6 +310,113 @@ mod tests {
         assert!(matches!(
             fingerprint_sha256("no PEM here"),
             Err(CertError::Parse(_))
+        ));
+    }
+
+    fn cert_der(pem: &str) -> Vec<u8> {
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    }
+
+    #[test]
+    fn a_signed_csr_is_a_device_certificate_for_the_device_held_key() {
+        let ca = init_ca("test CA").unwrap();
+        let device = DeviceId::new("bat-0042").unwrap();
+        let request = device_csr(&device).unwrap();
+        let cert_pem = sign_device_csr(&ca, &device, &request.csr_pem).unwrap();
+        let der = cert_der(&cert_pem);
+        assert_eq!(device_id_from_cert_der(&der).unwrap(), device);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        // The key the device kept is the certificate's key.
+        let key = KeyPair::from_pem(&request.key_pem).unwrap();
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
+        assert!(!cert.is_ca());
+        let usage = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(usage.client_auth && !usage.server_auth);
+        // Signed by the CA.
+        let ca_der = cert_der(&ca.cert_pem);
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        cert.verify_signature(Some(ca_cert.public_key())).unwrap();
+    }
+
+    #[test]
+    fn a_csr_asking_for_more_gets_a_plain_device_certificate() {
+        let ca = init_ca("test CA").unwrap();
+        let device = DeviceId::new("bat-0042").unwrap();
+        let mut params = CertificateParams::new(vec!["platform.example".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, device.as_str());
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let csr_pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        let cert_pem = sign_device_csr(&ca, &device, &csr_pem).unwrap();
+        let der = cert_der(&cert_pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert!(!cert.is_ca(), "no CA certificate from a request");
+        assert!(cert.subject_alternative_name().unwrap().is_none());
+        let usage = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(usage.client_auth && !usage.server_auth);
+    }
+
+    #[test]
+    fn unusable_or_foreign_csrs_are_refused_with_their_reason() {
+        let ca = init_ca("test CA").unwrap();
+        let device = DeviceId::new("bat-0042").unwrap();
+        let other = DeviceId::new("bat-0043").unwrap();
+        // Another device's request.
+        let foreign = device_csr(&other).unwrap();
+        match sign_device_csr(&ca, &device, &foreign.csr_pem) {
+            Err(CertError::CsrDeviceMismatch { expected, found }) => {
+                assert_eq!((expected, found.as_str()), (device.clone(), "bat-0043"));
+            }
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+        // No common name at all.
+        let key = KeyPair::generate().unwrap();
+        let nameless = CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        assert!(matches!(
+            sign_device_csr(&ca, &device, &nameless),
+            Err(CertError::CsrDeviceMismatch { .. })
+        ));
+        // Not PEM, or a certificate instead of a request.
+        for text in ["", "not PEM", &ca.cert_pem] {
+            assert!(
+                matches!(sign_device_csr(&ca, &device, text), Err(CertError::Csr(_))),
+                "{text:?}"
+            );
+        }
+        // A request whose signature does not verify: one base64 character of the last
+        // line (inside the signature, at the end of the DER) changed.
+        let good = device_csr(&device).unwrap();
+        let lines: Vec<&str> = good.csr_pem.lines().collect();
+        let last_body = lines.len() - 2;
+        let mut tampered_lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        let first = tampered_lines[last_body].remove(0);
+        let replacement = if first == 'A' { 'B' } else { 'A' };
+        tampered_lines[last_body].insert(0, replacement);
+        let tampered = tampered_lines.join("\n");
+        assert!(matches!(
+            sign_device_csr(&ca, &device, &tampered),
+            Err(CertError::Csr(_))
+        ));
+        // Truncated: the first half of the body lines only.
+        let mut truncated_lines = lines[..1 + (lines.len() - 2) / 2].to_vec();
+        truncated_lines.push(lines[lines.len() - 1]);
+        let truncated = truncated_lines.join("\n");
+        assert!(matches!(
+            sign_device_csr(&ca, &device, &truncated),
+            Err(CertError::Csr(_))
         ));
     }
 }

@@ -12,8 +12,12 @@
 //! `POST /api/v1/devices/{device_id}/certificate` (operators) issues a registered
 //! device its QUIC client certificate (common name = device id, `clientAuth`),
 //! signed by the server's device CA, and records its SHA-256 fingerprint on the device
-//! (a re-issue replaces it). The key pair is generated here and the private key is
-//! returned once and never stored. Only a server given a CA (`device_ca_dir`, or
+//! (a re-issue replaces it). With a body `{"csr_pem": ...}` (made on the device by
+//! `voltex-agent csr`) the server signs the request's public key and the private key
+//! never leaves the device; a request that does not parse, whose signature does not
+//! verify, or that names another device is a 400 `invalid_csr` / `csr_device_mismatch`.
+//! Without a body the key pair is generated here and the private key is returned once
+//! and never stored. Only a server given a CA (`device_ca_dir`, or
 //! `voltex up`'s per-run CA) issues certificates; any other answers 503 `no_device_ca`,
 //! and the CA stays offline (`voltex certs issue-device`).
 
@@ -163,17 +167,29 @@ pub struct IssuedDeviceCertificate {
     pub device_id: String,
     /// The client certificate (PEM).
     pub cert_pem: String,
-    /// Its private key (PKCS#8 PEM): store it on the device; the platform keeps none.
-    pub key_pem: String,
+    /// Its private key (PKCS#8 PEM) when the server made the key pair: store it on the
+    /// device; the platform keeps none. `null` when the certificate was signed from the
+    /// device's CSR (the key is on the device already).
+    pub key_pem: Option<String>,
     /// The CA certificate (PEM) that signed it and the platform's server certificate.
     pub ca_cert_pem: String,
     /// SHA-256 of the certificate's DER, hex, as recorded on the device.
     pub cert_fingerprint_sha256: String,
 }
 
+/// Body of `POST /api/v1/devices/{device_id}/certificate` (optional).
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateRequest {
+    /// The device's certificate signing request (PKCS#10 PEM, `voltex-agent csr`): its
+    /// common name must be the device id. Absent: the server makes the key pair.
+    pub csr_pem: Option<String>,
+}
+
 /// Issues a registered device its QUIC client certificate.
 #[utoipa::path(post, path = "/api/v1/devices/{device_id}/certificate", tag = "fleet",
     params(("device_id" = String, Path, description = "Device id")),
+    request_body(content = Option<CertificateRequest>, description = "Optional: the device's CSR"),
     security(("bearer" = [])),
     responses((status = 201, body = IssuedDeviceCertificate), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 503, body = Problem)))]
@@ -182,12 +198,22 @@ pub async fn issue_certificate(
     auth: Auth,
     ctx: Ctx,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<IssuedDeviceCertificate>), ApiError> {
     use voltex_dispatch::transport::certs;
     let mut target = "device:-".to_string();
     let result: Result<IssuedDeviceCertificate, ApiError> = async {
         auth.require(&[Role::Operator])?;
         let Path(device_id) = path?;
+        // The body is optional, so it is parsed here rather than by the `Json`
+        // extractor (which wants a content type even for no body).
+        let request: CertificateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+            CertificateRequest { csr_pem: None }
+        } else {
+            serde_json::from_slice(&body).map_err(|error| {
+                ApiError::bad_request("malformed_body", format!("certificate request: {error}"))
+            })?
+        };
         target = format!("device:{device_id}");
         let device = voltex_dispatch::DeviceId::new(device_id.clone()).map_err(|_| {
             ApiError::bad_request(
@@ -218,8 +244,25 @@ pub async fn issue_certificate(
             .await
             .map_err(db_error)?
             .ok_or_else(|| ApiError::not_found(format!("device {device_id} is not registered")))?;
-        let issued = certs::issue_device(ca, &device).map_err(ApiError::internal)?;
-        let fingerprint = certs::fingerprint_sha256(&issued.cert_pem).map_err(ApiError::internal)?;
+        let (cert_pem, key_pem) = match &request.csr_pem {
+            Some(csr_pem) => {
+                let cert_pem = certs::sign_device_csr(ca, &device, csr_pem).map_err(|error| match error {
+                    certs::CertError::Csr(reason) => {
+                        ApiError::bad_request("invalid_csr", format!("certificate signing request: {reason}"))
+                    }
+                    mismatch @ certs::CertError::CsrDeviceMismatch { .. } => {
+                        ApiError::bad_request("csr_device_mismatch", mismatch.to_string())
+                    }
+                    other => ApiError::internal(other),
+                })?;
+                (cert_pem, None)
+            }
+            None => {
+                let issued = certs::issue_device(ca, &device).map_err(ApiError::internal)?;
+                (issued.cert_pem, Some(issued.key_pem))
+            }
+        };
+        let fingerprint = certs::fingerprint_sha256(&cert_pem).map_err(ApiError::internal)?;
         state
             .db
             .set_device_cert_fingerprint(&device_id, &fingerprint)
@@ -227,8 +270,8 @@ pub async fn issue_certificate(
             .map_err(db_error)?;
         Ok(IssuedDeviceCertificate {
             device_id: device_id.clone(),
-            cert_pem: issued.cert_pem,
-            key_pem: issued.key_pem,
+            cert_pem,
+            key_pem,
             ca_cert_pem: ca.cert_pem.clone(),
             cert_fingerprint_sha256: fingerprint,
         })
