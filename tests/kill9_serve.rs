@@ -9,8 +9,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,32 +26,7 @@ const STREAM_BEFORE_KILL: Duration = Duration::from_millis(800);
 
 /// Starts `voltex serve` on `data_dir` and returns it with its API base URL.
 fn start_serve(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_voltex"))
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("VOLTEX_JWT_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        // Embedded defaults, whatever the environment says.
-        .env_remove("VOLTEX_DATABASE_URL")
-        .env_remove("VOLTEX_MQTT_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn voltex serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("API http://").nth(1) {
-                let address = rest.split('/').next().unwrap_or_default().to_string();
-                let _ = tx.send(format!("http://{address}"));
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(GUARD)
-        .expect("voltex serve printed its address");
-    (child, base)
+    support::spawn_serve(data_dir, SECRET, &[])
 }
 
 async fn post_order(

@@ -11,8 +11,9 @@
 //! Run with `cargo test --features otlp --test otlp_export` (`.ci/run` does).
 #![cfg(feature = "otlp")]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::time::Duration;
 
 use axum::Router;
@@ -23,7 +24,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message as _;
 use tokio::sync::mpsc;
-use voltex::telemetry::{ENDPOINT_ENV, TRACES_ENDPOINT_ENV};
+use voltex::telemetry::TRACES_ENDPOINT_ENV;
 
 const SECRET: &str = "otlp-test-secret-0123456789abcdef-xyz";
 const CORRELATION_ID: &str = "otlp-test-correlation-4711";
@@ -66,36 +67,15 @@ async fn serve_exports_request_spans_over_otlp_and_flushes_them_on_sigterm() {
 
     // The server, exporting to it.
     let data_dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_voltex"))
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir.path())
-        .env("VOLTEX_JWT_SECRET", SECRET)
-        .env("RUST_LOG", "info,sqlx=warn")
-        .env(
-            TRACES_ENDPOINT_ENV,
-            format!("http://{collector_addr}/v1/traces"),
-        )
-        .env_remove(ENDPOINT_ENV)
-        // Embedded defaults, whatever the environment says.
-        .env_remove("VOLTEX_DATABASE_URL")
-        .env_remove("VOLTEX_MQTT_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn voltex serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (address_tx, address_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("API http://").nth(1) {
-                let address = rest.split('/').next().unwrap_or_default().to_string();
-                let _ = address_tx.send(format!("http://{address}"));
-            }
-        }
-    });
-    let base = address_rx
-        .recv_timeout(GUARD)
-        .expect("voltex serve printed its address");
+    let traces_endpoint = format!("http://{collector_addr}/v1/traces");
+    let (mut child, base) = support::spawn_serve(
+        data_dir.path(),
+        SECRET,
+        &[
+            ("RUST_LOG", "info,sqlx=warn"),
+            (TRACES_ENDPOINT_ENV, &traces_endpoint),
+        ],
+    );
 
     let response = reqwest::Client::new()
         .get(format!("{base}/api/v1/products"))

@@ -236,3 +236,46 @@ where
     }
     dropped.expect("drop the test database");
 }
+
+/// Starts the real `voltex serve` (`CARGO_BIN_EXE_voltex`) on `data_dir` with embedded
+/// defaults whatever the environment says (no database or MQTT URL, no OTLP endpoint,
+/// `RUST_LOG=warn`), then `env` on top, and returns it with its API base URL (read
+/// from its first line of output).
+pub fn spawn_serve(
+    data_dir: &std::path::Path,
+    jwt_secret: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut command = Command::new(env!("CARGO_BIN_EXE_voltex"));
+    command
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("VOLTEX_JWT_SECRET", jwt_secret)
+        .env("RUST_LOG", "warn")
+        .env_remove("VOLTEX_DATABASE_URL")
+        .env_remove("VOLTEX_MQTT_URL")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("spawn voltex serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("API http://").nth(1) {
+                let address = rest.split('/').next().unwrap_or_default().to_string();
+                let _ = tx.send(format!("http://{address}"));
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("voltex serve printed its address");
+    (child, base)
+}
