@@ -114,6 +114,7 @@ on_both_backends!(
     model_versions_are_assigned_and_identical_reruns_reuse_them,
     devices_in_fault_by_their_newest_sample,
     a_device_certificate_is_recorded_replaced_and_never_shared,
+    a_revoked_certificate_leaves_its_device_and_is_never_recorded_again,
     dayahead_periods_upsert_settle_and_list_newest,
     analytics_upsert_replaces_and_totals_sum_devices,
     audit_log_lists_newest_first_with_paging,
@@ -1556,6 +1557,75 @@ async fn a_device_certificate_is_recorded_replaced_and_never_shared(db: Db) {
             field: "cert_fingerprint_sha256",
             ..
         })
+    ));
+}
+
+async fn a_revoked_certificate_leaves_its_device_and_is_never_recorded_again(db: Db) {
+    for id in ["bat-1", "bat-2"] {
+        db.register_device(&new_device(id)).await.expect("register");
+    }
+    // The fingerprint recorded at registration is revoked; then nothing is recorded,
+    // so a second revocation revokes and writes nothing.
+    assert_eq!(
+        db.revoke_device_certificate("bat-1", "revoked", 5)
+            .await
+            .expect("revoke"),
+        Some("fp-bat-1".to_string())
+    );
+    assert_eq!(
+        db.revoke_device_certificate("bat-1", "revoked", 6)
+            .await
+            .expect("revoke"),
+        None
+    );
+    assert_eq!(
+        db.list_revoked_certificate_fingerprints()
+            .await
+            .expect("list"),
+        vec!["fp-bat-1".to_string()]
+    );
+    let first = "ab".repeat(32);
+    let second = "cd".repeat(32);
+    db.set_device_cert_fingerprint("bat-1", &first)
+        .await
+        .expect("record");
+    assert_eq!(
+        db.revoke_device_certificate("bat-1", "replaced", 10)
+            .await
+            .expect("revoke"),
+        Some(first.clone())
+    );
+    let device = db.get_device("bat-1").await.expect("get").expect("device");
+    assert_eq!(device.cert_fingerprint_sha256, None);
+    assert!(db.is_certificate_revoked(&first).await.expect("check"));
+    assert!(!db.is_certificate_revoked(&second).await.expect("check"));
+    // A revoked certificate is never recorded again, on this device or another.
+    for id in ["bat-1", "bat-2"] {
+        assert!(matches!(
+            db.set_device_cert_fingerprint(id, &first.to_uppercase())
+                .await,
+            Err(DbError::InvalidInput {
+                field: "cert_fingerprint_sha256",
+                ..
+            })
+        ));
+    }
+    db.set_device_cert_fingerprint("bat-1", &second)
+        .await
+        .expect("a new certificate");
+    db.revoke_device_certificate("bat-1", "revoked", 20)
+        .await
+        .expect("revoke");
+    assert_eq!(
+        db.list_revoked_certificate_fingerprints()
+            .await
+            .expect("list"),
+        vec!["fp-bat-1".to_string(), first, second],
+        "in revocation order"
+    );
+    assert!(matches!(
+        db.revoke_device_certificate("bat-9", "revoked", 30).await,
+        Err(DbError::NotFound { .. })
     ));
 }
 

@@ -5,7 +5,9 @@
 //! endpoint under the same CA, which reads the device id from it. Bad requests get
 //! their problem codes; a server without a CA answers 503; an unreadable CA directory
 //! stops the server at start. With the device's CSR, the platform signs the device-held
-//! key and returns no key; an unusable or foreign CSR is a 400 with its code.
+//! key and returns no key; an unusable or foreign CSR is a 400 with its code. A
+//! replaced or deleted certificate is revoked: refused by the QUIC platform, its live
+//! connection closed, and still revoked after a restart.
 
 mod support;
 
@@ -43,6 +45,59 @@ fn config(data_dir: &std::path::Path, device_ca_dir: Option<std::path::PathBuf>)
         intraday_hours_ahead: 2,
         device_ca_dir,
         ..ServerConfig::default()
+    }
+}
+
+/// A server with a device CA (`device_ca_dir`) on temporary directories, the devices
+/// `device_ids` registered, and what the tests use to call it.
+struct CaServer {
+    ca: CaFiles,
+    server: RunningServer,
+    /// The server's configuration (to restart it on the same data).
+    config: ServerConfig,
+    base: String,
+    http: reqwest::Client,
+    operator: String,
+    trader: String,
+    /// The CA and data directories, removed when dropped.
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+async fn ca_server(device_ids: &[&str]) -> CaServer {
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let ca: CaFiles = certs::init_ca("device-certs test CA").expect("CA");
+    std::fs::write(ca_dir.path().join("ca.pem"), &ca.cert_pem).expect("ca.pem");
+    std::fs::write(ca_dir.path().join("ca.key"), &ca.key_pem).expect("ca.key");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let server_config = config(data_dir.path(), Some(ca_dir.path().to_path_buf()));
+    let server = RunningServer::start(server_config.clone(), Arc::new(ManualClock::new(NOW)))
+        .await
+        .expect("server");
+    let base = format!("http://{}", server.http_addr);
+    let http = reqwest::Client::new();
+    let operator = support::token(SECRET, "olga", Role::Operator, vec![]);
+    for id in device_ids {
+        let (status, body) = post(
+            &http,
+            format!("{base}/api/v1/devices"),
+            &operator,
+            Some(
+                json!({"device_id": id, "name": "garage", "capacity_wh": 10_000,
+                        "max_charge_w": 5_000, "max_discharge_w": 5_000}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    CaServer {
+        ca,
+        server,
+        config: server_config,
+        base,
+        http,
+        operator,
+        trader: support::token(SECRET, "alice", Role::Trader, vec![1]),
+        _dirs: (ca_dir, data_dir),
     }
 }
 
@@ -91,33 +146,16 @@ async fn assert_connects_as(ca: &CaFiles, cert_pem: String, key_pem: String, dev
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_csr_is_signed_and_its_private_key_never_leaves_the_device() {
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let ca: CaFiles = certs::init_ca("device-certs CSR test CA").expect("CA");
-    std::fs::write(ca_dir.path().join("ca.pem"), &ca.cert_pem).expect("ca.pem");
-    std::fs::write(ca_dir.path().join("ca.key"), &ca.key_pem).expect("ca.key");
-    let data_dir = tempfile::tempdir().expect("tempdir");
-    let server = RunningServer::start(
-        config(data_dir.path(), Some(ca_dir.path().to_path_buf())),
-        Arc::new(ManualClock::new(NOW)),
-    )
-    .await
-    .expect("server");
-    let base = format!("http://{}", server.http_addr);
-    let http = reqwest::Client::new();
-    let operator = support::token(SECRET, "olga", Role::Operator, vec![]);
-    for id in ["pi-csr-1", "pi-csr-2"] {
-        let (status, body) = post(
-            &http,
-            format!("{base}/api/v1/devices"),
-            &operator,
-            Some(
-                json!({"device_id": id, "name": "shed", "capacity_wh": 10_000,
-                        "max_charge_w": 5_000, "max_discharge_w": 5_000}),
-            ),
-        )
-        .await;
-        assert_eq!(status, 201, "{body}");
-    }
+    let CaServer {
+        ca,
+        server,
+        base,
+        http,
+        operator,
+        // Bound, not `..`: the directories must outlive the server.
+        _dirs,
+        ..
+    } = ca_server(&["pi-csr-1", "pi-csr-2"]).await;
     let issue_url = format!("{base}/api/v1/devices/pi-csr-1/certificate");
 
     // On the device: a key pair and a request. Only the request goes to the platform.
@@ -205,33 +243,17 @@ async fn post(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issued_certificate_opens_a_mutual_tls_quic_connection_as_its_device() {
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let ca: CaFiles = certs::init_ca("device-certs test CA").expect("CA");
-    std::fs::write(ca_dir.path().join("ca.pem"), &ca.cert_pem).expect("ca.pem");
-    std::fs::write(ca_dir.path().join("ca.key"), &ca.key_pem).expect("ca.key");
-    let data_dir = tempfile::tempdir().expect("tempdir");
-    let server = RunningServer::start(
-        config(data_dir.path(), Some(ca_dir.path().to_path_buf())),
-        Arc::new(ManualClock::new(NOW)),
-    )
-    .await
-    .expect("server");
-    let base = format!("http://{}", server.http_addr);
-    let http = reqwest::Client::new();
-    let operator = support::token(SECRET, "olga", Role::Operator, vec![]);
-    let trader = support::token(SECRET, "alice", Role::Trader, vec![1]);
-
-    let (status, body) = post(
-        &http,
-        format!("{base}/api/v1/devices"),
-        &operator,
-        Some(
-            json!({"device_id": "pi-cert-1", "name": "garage", "capacity_wh": 10_000,
-                    "max_charge_w": 5_000, "max_discharge_w": 5_000}),
-        ),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
+    let CaServer {
+        ca,
+        server,
+        base,
+        http,
+        operator,
+        trader,
+        // Bound, not `..`: the directories must outlive the server.
+        _dirs,
+        ..
+    } = ca_server(&["pi-cert-1"]).await;
 
     let issue_url = format!("{base}/api/v1/devices/pi-cert-1/certificate");
     let (status, issued) = post(&http, issue_url.clone(), &operator, None).await;
@@ -347,4 +369,158 @@ async fn an_issued_certificate_opens_a_mutual_tls_quic_connection_as_its_device(
             "{error}"
         );
     }
+}
+
+async fn delete(http: &reqwest::Client, url: String, token: &str) -> (u16, Value) {
+    let response = http
+        .delete(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_certificates_are_refused_closed_and_still_revoked_after_a_restart() {
+    let CaServer {
+        ca,
+        server,
+        config: server_config,
+        base,
+        http,
+        operator,
+        trader,
+        _dirs,
+    } = ca_server(&["pi-rev-1"]).await;
+    let cert_url = format!("{base}/api/v1/devices/pi-rev-1/certificate");
+    let revoked = server.state.revoked_certificates.clone();
+
+    // Issue, then re-issue: the replaced certificate is revoked.
+    let (status, first) = post(&http, cert_url.clone(), &operator, None).await;
+    assert_eq!(status, 201, "{first}");
+    let first_fingerprint = first["cert_fingerprint_sha256"]
+        .as_str()
+        .expect("fp")
+        .to_string();
+    assert!(revoked.is_empty());
+    let (status, second) = post(&http, cert_url.clone(), &operator, None).await;
+    assert_eq!(status, 201, "{second}");
+    let second_fingerprint = second["cert_fingerprint_sha256"]
+        .as_str()
+        .expect("fp")
+        .to_string();
+    assert!(revoked.is_revoked(&first_fingerprint));
+    assert!(!revoked.is_revoked(&second_fingerprint));
+
+    // A platform endpoint sharing the server's set: the current certificate connects,
+    // the replaced one does not.
+    let server_cert = certs::issue_server(&ca, &["localhost".into()]).expect("server cert");
+    let mut quic_config = QuicPlatformConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        ca.cert_pem.clone(),
+        server_cert.cert_pem,
+        server_cert.key_pem,
+    );
+    quic_config.revoked = revoked.clone();
+    let platform = quic_platform(quic_config).await.expect("QUIC platform");
+    let device_config = |issued: &Value| {
+        let mut config = QuicDeviceConfig::new(
+            platform.local_addr().expect("addr"),
+            "localhost",
+            ca.cert_pem.clone(),
+            issued["cert_pem"].as_str().expect("cert").to_string(),
+            issued["key_pem"].as_str().expect("key").to_string(),
+        );
+        config.reconnect.delay_max = Duration::from_millis(200);
+        config
+    };
+    let id = DeviceId::new("pi-rev-1").expect("id");
+    let old = quic_device(device_config(&first)).await.expect("device");
+    support::guarded("the replaced certificate is refused", GUARD, async {
+        while platform.stats().handshakes_refused == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(!platform.is_connected(&id));
+    drop(old);
+    let _current = quic_device(device_config(&second)).await.expect("device");
+    support::guarded("the current certificate connects", GUARD, async {
+        while !platform.is_connected(&id) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    // Bad requests change nothing.
+    let (status, problem) = delete(&http, cert_url.clone(), &trader).await;
+    assert_eq!(status, 403, "{problem}");
+    for (device, expected) in [
+        ("pi-nobody", (404, "not_found")),
+        ("bad%20id", (400, "invalid_device_id")),
+    ] {
+        let url = format!("{base}/api/v1/devices/{device}/certificate");
+        let (status, problem) = delete(&http, url, &operator).await;
+        assert_eq!(
+            (status, problem["code"].clone()),
+            (expected.0, json!(expected.1)),
+            "{problem}"
+        );
+    }
+    assert!(platform.is_connected(&id));
+
+    // Revoke: the live connection closes and stays out.
+    let (status, answer) = delete(&http, cert_url.clone(), &operator).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!({"device_id": "pi-rev-1", "revoked_fingerprint_sha256": second_fingerprint})
+    );
+    support::guarded("the revoked device is disconnected", GUARD, async {
+        while platform.is_connected(&id) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let stored = server
+        .state
+        .db
+        .get_device("pi-rev-1")
+        .await
+        .expect("db")
+        .expect("device");
+    assert_eq!(stored.cert_fingerprint_sha256, None);
+    let (status, problem) = delete(&http, cert_url.clone(), &operator).await;
+    assert_eq!(
+        (status, problem["code"].clone()),
+        (409, json!("no_certificate")),
+        "{problem}"
+    );
+    // A revoked certificate cannot be recorded again.
+    assert!(
+        server
+            .state
+            .db
+            .set_device_cert_fingerprint("pi-rev-1", &first_fingerprint)
+            .await
+            .is_err()
+    );
+    let audit = server.state.db.list_audit(None, 100).await.expect("audit");
+    let revocations = audit
+        .iter()
+        .filter(|entry| entry.action == "device.certificate.revoke")
+        .count();
+    assert_eq!(revocations, 5, "every DELETE is audited: {audit:?}");
+    server.stop().await.expect("stop");
+
+    // After a restart on the same database both certificates are still refused.
+    let restarted = RunningServer::start(server_config, Arc::new(ManualClock::new(NOW)))
+        .await
+        .expect("restarted server");
+    let reloaded = &restarted.state.revoked_certificates;
+    assert_eq!(reloaded.len(), 2);
+    assert!(reloaded.is_revoked(&first_fingerprint) && reloaded.is_revoked(&second_fingerprint));
+    restarted.stop().await.expect("stop");
 }

@@ -1,7 +1,7 @@
 //! QUIC transport on loopback with real certificates from `transport::certs`: delivery
 //! both ways, the device id taken from the certificate, refusal of a certificate from
-//! another CA, dropping of uplink messages that claim another device, and a restart on
-//! the same port.
+//! another CA, dropping of uplink messages that claim another device, a restart on the
+//! same port, and refusal of revoked certificates (live connections closed).
 
 use std::time::Duration;
 
@@ -11,20 +11,26 @@ use voltex_dispatch::signing::ScheduleSigner;
 use voltex_dispatch::transport::certs::{self, CaFiles};
 use voltex_dispatch::transport::{
     DeviceLink, PlatformLink, QuicDeviceConfig, QuicDeviceLink, QuicPlatformConfig,
-    QuicPlatformLink, TransportError, quic_device, quic_platform,
+    QuicPlatformLink, RevokedCertificates, TransportError, quic_device, quic_platform,
 };
 use voltex_market::UtcNanos;
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
 async fn platform(ca: &CaFiles) -> QuicPlatformLink {
+    platform_revoking(ca, RevokedCertificates::new()).await
+}
+
+/// A platform that refuses the certificates in `revoked`.
+async fn platform_revoking(ca: &CaFiles, revoked: RevokedCertificates) -> QuicPlatformLink {
     let server = certs::issue_server(ca, &["localhost".into()]).unwrap();
-    let config = QuicPlatformConfig::new(
+    let mut config = QuicPlatformConfig::new(
         "127.0.0.1:0".parse().unwrap(),
         ca.cert_pem.clone(),
         server.cert_pem,
         server.key_pem,
     );
+    config.revoked = revoked;
     quic_platform(config).await.unwrap()
 }
 
@@ -36,6 +42,18 @@ async fn device(
     id: &str,
 ) -> QuicDeviceLink {
     let issued = certs::issue_device(issuing_ca, &DeviceId::new(id).unwrap()).unwrap();
+    quic_device(device_config(platform, platform_ca, issued))
+        .await
+        .unwrap()
+}
+
+/// A device config with `issued` as its certificate, trusting `platform_ca`, that
+/// retries within half a second.
+fn device_config(
+    platform: &QuicPlatformLink,
+    platform_ca: &CaFiles,
+    issued: certs::IssuedCert,
+) -> QuicDeviceConfig {
     let mut config = QuicDeviceConfig::new(
         platform.local_addr().unwrap(),
         "localhost",
@@ -44,7 +62,7 @@ async fn device(
         issued.key_pem,
     );
     config.reconnect.delay_max = Duration::from_millis(500);
-    quic_device(config).await.unwrap()
+    config
 }
 
 async fn until_connected(platform: &QuicPlatformLink, device: &DeviceId) {
@@ -200,4 +218,68 @@ async fn shutdown_frees_the_port_for_an_immediate_rebind() {
         until_connected(&second, &DeviceId::new(format!("bat-s{n}")).unwrap()).await;
     }
     drop(links);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_and_its_live_connection_closed() {
+    let ca = certs::init_ca("voltex test CA").unwrap();
+    let revoked = RevokedCertificates::new();
+    let mut platform = platform_revoking(&ca, revoked.clone()).await;
+    let issue = |name: &str| {
+        let id = DeviceId::new(name).unwrap();
+        let issued = certs::issue_device(&ca, &id).unwrap();
+        let fingerprint = certs::fingerprint_sha256(&issued.cert_pem).unwrap();
+        (id, fingerprint, device_config(&platform, &ca, issued))
+    };
+    let (id, fingerprint, config) = issue("bat-r1");
+    let (other_id, _, other_config) = issue("bat-r2");
+    let _link = quic_device(config).await.unwrap();
+    let mut other = quic_device(other_config).await.unwrap();
+    until_connected(&platform, &id).await;
+    until_connected(&platform, &other_id).await;
+    let refused_before = platform.stats().handshakes_refused;
+
+    // Revoked while connected: the connection closes, and the device's reconnects
+    // with the same certificate are refused.
+    assert!(revoked.revoke(&fingerprint));
+    timeout(PATIENCE, async {
+        while platform.is_connected(&id) || platform.stats().handshakes_refused <= refused_before {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the revoked device is disconnected and refused on reconnect");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!platform.is_connected(&id), "it stays out");
+    // Another device's certificate is untouched.
+    assert!(platform.is_connected(&other_id));
+    other.send(&heartbeat("bat-r2", 1)).await.unwrap();
+    let received = timeout(PATIENCE, platform.recv()).await.unwrap().unwrap();
+    assert_eq!(received, (other_id, heartbeat("bat-r2", 1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_revoked_before_it_connects_never_gets_in() {
+    let ca = certs::init_ca("voltex test CA").unwrap();
+    let revoked = RevokedCertificates::new();
+    let platform = platform_revoking(&ca, revoked.clone()).await;
+    let id = DeviceId::new("bat-r3").unwrap();
+    let issued = certs::issue_device(&ca, &id).unwrap();
+    revoked.revoke(
+        &certs::fingerprint_sha256(&issued.cert_pem)
+            .unwrap()
+            .to_uppercase(),
+    );
+    let _link = quic_device(device_config(&platform, &ca, issued))
+        .await
+        .unwrap();
+    timeout(PATIENCE, async {
+        while platform.stats().handshakes_refused < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every attempt is refused");
+    assert!(!platform.is_connected(&id));
+    assert_eq!(platform.stats().connects, 0);
 }

@@ -111,6 +111,12 @@ impl Db {
             });
         }
         let fingerprint = fingerprint_sha256.to_ascii_lowercase();
+        if self.is_certificate_revoked(&fingerprint).await? {
+            return Err(DbError::InvalidInput {
+                field: "cert_fingerprint_sha256",
+                message: format!("certificate {fingerprint} is revoked"),
+            });
+        }
         if let Some(holder) = self.get_device_by_cert_fingerprint(&fingerprint).await?
             && holder.device_id != device_id
         {
@@ -132,6 +138,79 @@ impl Db {
         self.get_device(device_id)
             .await?
             .ok_or_else(|| not_found_device(device_id))
+    }
+
+    /// Revokes the certificate recorded on a device: its fingerprint goes into
+    /// `revoked_certificates` (with `reason` and `at_ns`) and off the device, in one
+    /// transaction. Returns the revoked fingerprint, or `Ok(None)` (and changes
+    /// nothing) when the device has no certificate recorded.
+    ///
+    /// # Errors
+    /// [`DbError::NotFound`] for an unknown device.
+    pub async fn revoke_device_certificate(
+        &self,
+        device_id: &str,
+        reason: &str,
+        at_ns: i64,
+    ) -> Result<Option<String>, DbError> {
+        checked_device_id(device_id)?;
+        let mut tx = self.begin_write().await?;
+        let current: Option<Option<String>> =
+            sqlx::query_scalar("SELECT cert_fingerprint_sha256 FROM devices WHERE device_id = $1")
+                .bind(device_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(current) = current else {
+            return Err(not_found_device(device_id));
+        };
+        let Some(fingerprint) = current else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "INSERT INTO revoked_certificates (fingerprint_sha256, device_id, revoked_at_ns, reason) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (fingerprint_sha256) DO NOTHING",
+        )
+        .bind(fingerprint.as_str())
+        .bind(device_id)
+        .bind(at_ns)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE devices SET cert_fingerprint_sha256 = NULL WHERE device_id = $1")
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(fingerprint))
+    }
+
+    /// Every revoked certificate's fingerprint, in revocation order (for the QUIC
+    /// platform's refusal set at start).
+    ///
+    /// # Errors
+    /// Database errors only.
+    pub async fn list_revoked_certificate_fingerprints(&self) -> Result<Vec<String>, DbError> {
+        Ok(sqlx::query_scalar(
+            "SELECT fingerprint_sha256 FROM revoked_certificates \
+             ORDER BY revoked_at_ns, fingerprint_sha256",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Whether a certificate (by fingerprint, lowercase hex) is revoked.
+    ///
+    /// # Errors
+    /// Database errors only.
+    pub async fn is_certificate_revoked(&self, fingerprint_sha256: &str) -> Result<bool, DbError> {
+        // COUNT(*) is a BIGINT on both backends (a bare `1` is INT4 on PostgreSQL).
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM revoked_certificates WHERE fingerprint_sha256 = $1",
+        )
+        .bind(fingerprint_sha256)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
     }
 
     /// One device.

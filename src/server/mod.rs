@@ -201,6 +201,10 @@ impl RunningServer {
             .await?;
         // Ends by itself once the state (its last handle) is dropped, after storing
         // what is queued.
+        let revoked_certificates = voltex_dispatch::transport::RevokedCertificates::new();
+        for fingerprint in db.list_revoked_certificate_fingerprints().await? {
+            revoked_certificates.revoke(&fingerprint);
+        }
         let (audit_writer, _audit_task) = audit::AuditWriter::spawn(db.clone());
         let state = Arc::new(AppState {
             exchange: Arc::clone(&exchange),
@@ -212,6 +216,7 @@ impl RunningServer {
             metrics: prometheus(),
             orchestrator: OnceLock::new(),
             device_ca: OnceLock::new(),
+            revoked_certificates,
             fleet_events: tokio::sync::broadcast::channel(api::fleet_events::FLEET_EVENTS_LEN_MAX)
                 .0,
         });

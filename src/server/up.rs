@@ -191,14 +191,17 @@ pub async fn run(config: UpConfig, on_ready: impl FnOnce(&str, &str)) -> Result<
     };
     let server_cert = certs::issue_server(&ca, &["localhost".into()])
         .map_err(|e| start_error("server certificate")(&e))?;
-    let quic_link = quic_platform(QuicPlatformConfig::new(
+    let mut quic_config = QuicPlatformConfig::new(
         config.server.quic_addr,
         ca.cert_pem.clone(),
         server_cert.cert_pem,
         server_cert.key_pem,
-    ))
-    .await
-    .map_err(|e| start_error("QUIC endpoint")(&e))?;
+    );
+    // Certificates revoked over the API (now or later) are refused here.
+    quic_config.revoked = server.state.revoked_certificates.clone();
+    let quic_link = quic_platform(quic_config)
+        .await
+        .map_err(|e| start_error("QUIC endpoint")(&e))?;
     let quic_addr = quic_link
         .local_addr()
         .map_err(|e| start_error("QUIC address")(&e))?;

@@ -18,8 +18,10 @@
 //!   name is the device the certificate is for. Everything else in the certificate (no
 //!   CA flag, key usage, `clientAuth`, no alternative names) is the platform's choice,
 //!   so a request cannot ask for more than a device certificate.
-//! - Validity uses rcgen's defaults (not before 1975, not after 4096); expiry and
-//!   revocation (CRL/OCSP) are not implemented yet: remove a device by re-issuing the CA.
+//! - Validity uses rcgen's defaults (not before 1975, not after 4096); expiry is not
+//!   implemented. Revocation is by fingerprint
+//!   ([`RevokedCertificates`](super::RevokedCertificates), checked by the QUIC
+//!   platform), not by CRL or OCSP: one platform is the only relying party.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -258,13 +260,18 @@ pub fn device_id_from_cert_der(der: &[u8]) -> Result<DeviceId, CertError> {
 pub fn fingerprint_sha256(cert_pem: &str) -> Result<String, CertError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    use sha2::Digest;
     let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
         .map_err(|error| CertError::Parse(error.to_string()))?;
-    Ok(sha2::Sha256::digest(der.as_ref())
+    Ok(fingerprint_sha256_der(der.as_ref()))
+}
+
+/// [`fingerprint_sha256`] of a certificate's DER bytes.
+pub fn fingerprint_sha256_der(cert_der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(cert_der)
         .iter()
         .map(|byte| format!("{byte:02x}"))
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub mod embedded_broker;
 pub mod mqtt;
 pub mod quic;
 mod released_socket;
+pub mod revoked;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +56,7 @@ pub use quic::{
     QuicDeviceConfig, QuicDeviceLink, QuicPlatformConfig, QuicPlatformLink, quic_device,
     quic_platform,
 };
+pub use revoked::RevokedCertificates;
 
 /// A message received by a device, with the token that confirms it.
 #[derive(Debug)]

@@ -33,7 +33,8 @@
 //!
 //! # Invariants
 //! - Every connection the platform keeps has a verified client certificate with a valid
-//!   device id; its uplink is attributed to that id only.
+//!   device id, not in [`QuicPlatformConfig::revoked`]; its uplink is attributed to that
+//!   id only. Revoking a certificate closes its live connections.
 //! - Every channel is bounded (the `*_channel_len` fields); a full channel makes the
 //!   writer wait, which QUIC flow control turns into back-pressure on the peer.
 
@@ -55,7 +56,8 @@ use super::released_socket::ReleasedSocket;
 
 use super::{
     Backoff, Counters, DeliveryToken, DeviceLink, Inbound, LinkStats, PlatformLink,
-    ReconnectPolicy, TokenKind, TransportError, certs, check_downlink, check_uplink,
+    ReconnectPolicy, RevokedCertificates, TokenKind, TransportError, certs, check_downlink,
+    check_uplink,
 };
 use crate::codec::{MESSAGE_LEN_MAX, decode, encode_binary};
 use crate::message::{DeviceId, Message};
@@ -68,6 +70,8 @@ const CLOSE_NORMAL: u32 = 0;
 const CLOSE_PROTOCOL: u32 = 1;
 /// Application close code: the certificate carries no usable device id.
 const CLOSE_IDENTITY: u32 = 2;
+/// Application close code: the certificate is revoked.
+const CLOSE_REVOKED: u32 = 3;
 
 fn quic_error(what: &str, error: impl std::fmt::Display) -> TransportError {
     TransportError::Quic(format!("{what}: {error}"))
@@ -184,6 +188,9 @@ pub struct QuicPlatformConfig {
     pub uplink_channel_len: usize,
     /// Capacity of each device's downlink frame channel.
     pub downlink_channel_len: usize,
+    /// Client certificates refused even though the CA signed them; shared with the
+    /// owner, who may revoke more while the link runs (live connections close).
+    pub revoked: RevokedCertificates,
 }
 
 impl QuicPlatformConfig {
@@ -203,6 +210,7 @@ impl QuicPlatformConfig {
             idle_timeout: Duration::from_secs(30),
             uplink_channel_len: 65_536,
             downlink_channel_len: 64,
+            revoked: RevokedCertificates::new(),
         }
     }
 }
@@ -300,6 +308,7 @@ pub async fn quic_platform(config: QuicPlatformConfig) -> Result<QuicPlatformLin
         shared.clone(),
         uplink_tx,
         config.downlink_channel_len,
+        config.revoked.clone(),
     ))
     .abort_handle();
     Ok(QuicPlatformLink {
@@ -317,10 +326,12 @@ async fn accept_devices(
     shared: Arc<PlatformShared>,
     uplink: mpsc::Sender<(DeviceId, Message)>,
     downlink_channel_len: usize,
+    revoked: RevokedCertificates,
 ) {
     while let Some(incoming) = endpoint.accept().await {
         let shared = shared.clone();
         let uplink = uplink.clone();
+        let revoked = revoked.clone();
         tokio::spawn(async move {
             let connection = match incoming.await {
                 Ok(connection) => connection,
@@ -330,12 +341,13 @@ async fn accept_devices(
                     return;
                 }
             };
-            serve_device(connection, shared, uplink, downlink_channel_len).await;
+            serve_device(connection, shared, uplink, downlink_channel_len, revoked).await;
         });
     }
 }
 
-fn peer_device(connection: &Connection) -> Result<DeviceId, String> {
+/// The device id and certificate fingerprint of a connection's client certificate.
+fn peer_device(connection: &Connection) -> Result<(DeviceId, String), String> {
     let identity = connection
         .peer_identity()
         .ok_or_else(|| "no client certificate".to_string())?;
@@ -345,7 +357,8 @@ fn peer_device(connection: &Connection) -> Result<DeviceId, String> {
     let leaf = chain
         .first()
         .ok_or_else(|| "empty certificate chain".to_string())?;
-    certs::device_id_from_cert_der(leaf).map_err(|e| e.to_string())
+    let device = certs::device_id_from_cert_der(leaf).map_err(|e| e.to_string())?;
+    Ok((device, certs::fingerprint_sha256_der(leaf)))
 }
 
 async fn serve_device(
@@ -353,9 +366,10 @@ async fn serve_device(
     shared: Arc<PlatformShared>,
     uplink: mpsc::Sender<(DeviceId, Message)>,
     downlink_channel_len: usize,
+    revoked: RevokedCertificates,
 ) {
-    let device = match peer_device(&connection) {
-        Ok(device) => device,
+    let (device, fingerprint) = match peer_device(&connection) {
+        Ok(peer) => peer,
         Err(reason) => {
             Counters::bump(&shared.counters.handshakes_refused);
             tracing::warn!(%reason, "QUIC device refused");
@@ -363,6 +377,24 @@ async fn serve_device(
             return;
         }
     };
+    // Subscribed before the check, so a revocation between the two is still seen.
+    let mut revocations = revoked.watch();
+    if revoked.is_revoked(&fingerprint) {
+        Counters::bump(&shared.counters.handshakes_refused);
+        tracing::warn!(%device, %fingerprint, "QUIC device refused: certificate revoked");
+        connection.close(CLOSE_REVOKED.into(), b"certificate revoked");
+        return;
+    }
+    let watched_connection = connection.clone();
+    let revocation_watch = tokio::spawn(async move {
+        while revocations.changed().await.is_ok() {
+            if revoked.is_revoked(&fingerprint) {
+                tracing::warn!(%fingerprint, "closing QUIC connection: certificate revoked");
+                watched_connection.close(CLOSE_REVOKED.into(), b"certificate revoked");
+                break;
+            }
+        }
+    });
     Counters::bump(&shared.counters.connects);
     let connection_id = connection.stable_id();
     let (downlink_tx, mut downlink_rx) = mpsc::channel::<Vec<u8>>(downlink_channel_len);
@@ -421,6 +453,7 @@ async fn serve_device(
         }
     }
     writer.abort();
+    revocation_watch.abort();
     let mut peers = shared.peers();
     if peers
         .get(&device)

@@ -17,7 +17,12 @@
 //! never leaves the device; a request that does not parse, whose signature does not
 //! verify, or that names another device is a 400 `invalid_csr` / `csr_device_mismatch`.
 //! Without a body the key pair is generated here and the private key is returned once
-//! and never stored. Only a server given a CA (`device_ca_dir`, or
+//! and never stored. A device holds one certificate: the one a new issue replaces is
+//! revoked. `DELETE /api/v1/devices/{device_id}/certificate` (operators) revokes the
+//! device's certificate (409 `no_certificate` if it has none). Revocations are stored
+//! (`revoked_certificates`) and added to [`AppState::revoked_certificates`](super::AppState),
+//! which `voltex up`'s QUIC endpoint checks on every connection and which closes the
+//! live connections of a revoked certificate. Only a server given a CA (`device_ca_dir`, or
 //! `voltex up`'s per-run CA) issues certificates; any other answers 503 `no_device_ca`,
 //! and the CA stays offline (`voltex certs issue-device`).
 
@@ -263,6 +268,15 @@ pub async fn issue_certificate(
             }
         };
         let fingerprint = certs::fingerprint_sha256(&cert_pem).map_err(ApiError::internal)?;
+        // One certificate per device: the one being replaced stops working now.
+        if let Some(replaced) = state
+            .db
+            .revoke_device_certificate(&device_id, "replaced", state.exchange.now().nanos())
+            .await
+            .map_err(db_error)?
+        {
+            state.revoked_certificates.revoke(&replaced);
+        }
         state
             .db
             .set_device_cert_fingerprint(&device_id, &fingerprint)
@@ -281,4 +295,69 @@ pub async fn issue_certificate(
         .audit(&ctx, &auth, "device.certificate", &target, &result)
         .await;
     Ok((StatusCode::CREATED, Json(result?)))
+}
+
+/// Answer of `DELETE /api/v1/devices/{device_id}/certificate`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct RevokedDeviceCertificate {
+    /// The device.
+    pub device_id: String,
+    /// SHA-256 of the revoked certificate's DER, hex: refused from now on.
+    pub revoked_fingerprint_sha256: String,
+}
+
+/// Revokes a device's QUIC client certificate.
+#[utoipa::path(delete, path = "/api/v1/devices/{device_id}/certificate", tag = "fleet",
+    params(("device_id" = String, Path, description = "Device id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = RevokedDeviceCertificate), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn revoke_certificate(
+    State(state): State<SharedState>,
+    auth: Auth,
+    ctx: Ctx,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<RevokedDeviceCertificate>, ApiError> {
+    let mut target = "device:-".to_string();
+    let result: Result<RevokedDeviceCertificate, ApiError> = async {
+        auth.require(&[Role::Operator])?;
+        let Path(device_id) = path?;
+        target = format!("device:{device_id}");
+        if voltex_dispatch::DeviceId::new(device_id.clone()).is_err() {
+            return Err(ApiError::bad_request(
+                "invalid_device_id",
+                format!("{device_id:?} is not a valid device id"),
+            ));
+        }
+        let revoked = state
+            .db
+            .revoke_device_certificate(&device_id, "revoked", state.exchange.now().nanos())
+            .await
+            .map_err(|error| match error {
+                DbError::NotFound { .. } => {
+                    ApiError::not_found(format!("device {device_id} is not registered"))
+                }
+                other if other.is_unavailable() => {
+                    ApiError::unavailable(format!("database unavailable: {other}"))
+                }
+                other => ApiError::internal(other),
+            })?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_certificate",
+                    format!("device {device_id} has no certificate to revoke"),
+                )
+            })?;
+        state.revoked_certificates.revoke(&revoked);
+        Ok(RevokedDeviceCertificate {
+            device_id: device_id.clone(),
+            revoked_fingerprint_sha256: revoked,
+        })
+    }
+    .await;
+    state
+        .audit(&ctx, &auth, "device.certificate.revoke", &target, &result)
+        .await;
+    Ok(Json(result?))
 }

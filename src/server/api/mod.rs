@@ -62,6 +62,9 @@ pub struct AppState {
     /// The CA that signs device certificates, if this server may issue them (see
     /// `ServerConfig::device_ca_dir`; `voltex up` sets its per-run CA).
     pub device_ca: std::sync::OnceLock<voltex_dispatch::transport::certs::CaFiles>,
+    /// Revoked device certificates, loaded from the database at start and kept in step
+    /// with it by the device API; `voltex up`'s QUIC endpoint refuses them.
+    pub revoked_certificates: voltex_dispatch::transport::RevokedCertificates,
     /// Delivery progress of schedule versions, for the stream (`fleet` messages).
     pub fleet_events: tokio::sync::broadcast::Sender<fleet_events::FleetEvent>,
     /// The shipped alert rules, evaluated over this process's metrics.
@@ -280,7 +283,7 @@ impl RateLimiter {
         account::positions, account::fills, account::order_history, account::audit_log,
         fleet::list_devices, fleet::fleet_status, fleet::get_device, fleet::schedules_of,
         fleet::acks_of, fleet::analytics, schedules::post_schedules, schedules::get_rollout,
-        devices::register_device, devices::issue_certificate,
+        devices::register_device, devices::issue_certificate, devices::revoke_certificate,
         dashboard_api::fleet_summary, dashboard_api::rollouts, dashboard_api::recent_trades,
         dashboard_api::dayahead, dashboard_api::faults, fleet::telemetry_of,
         ops::healthz, ops::readyz, ops::alerts, ml::optimize, ml::list_models,
@@ -295,7 +298,7 @@ impl RateLimiter {
         schedules::PostSchedules, schedules::DeviceScheduleDto, schedules::PeriodDto,
         schedules::SchedulesAccepted, schedules::IssuedSchedule, fleet_events::FleetEvent,
         devices::RegisterDevice, devices::RegisteredDevice, devices::CertificateRequest,
-        devices::IssuedDeviceCertificate,
+        devices::IssuedDeviceCertificate, devices::RevokedDeviceCertificate,
         crate::server::alerts::AlertStatus, ops::AlertsDto,
         ml::OptimizeRequest, ml::OptimizeResponse, ml::BatteryDto, ml::TerminalDto,
     )),
@@ -386,7 +389,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/dashboard/faults", get(dashboard_api::faults))
         .route(
             "/api/v1/devices/{device_id}/certificate",
-            axum::routing::post(devices::issue_certificate),
+            axum::routing::post(devices::issue_certificate).delete(devices::revoke_certificate),
         )
         .route(
             "/api/v1/devices/{device_id}/telemetry",
