@@ -92,6 +92,20 @@ async fn run_and_check(database_url: String, mqtt_url: Option<String>) {
             .expect("schedule stored");
         assert_eq!(latest.device_id, device);
     }
+    // Every QUIC agent's certificate is on its device row (revocable over the API),
+    // and no MQTT agent has one: half of the agents (quic_per_mille = 500).
+    let devices = db.list_devices(None, None, 100).await.unwrap();
+    assert_eq!(devices.len(), N_AGENTS);
+    let with_certificate = devices
+        .iter()
+        .filter(|device| {
+            device
+                .cert_fingerprint_sha256
+                .as_ref()
+                .is_some_and(|fingerprint| fingerprint.len() == 64)
+        })
+        .count();
+    assert_eq!(with_certificate, N_AGENTS / 2, "{devices:?}");
     let rows = db
         .list_aggregates(0, i64::MAX, &AggregateScope::Fleet, 10)
         .await

@@ -272,6 +272,12 @@ pub async fn run(config: UpConfig, on_ready: impl FnOnce(&str, &str)) -> Result<
     let fleet = spawn_simulated_fleet(fleet_config)
         .await
         .map_err(|e| start_error("simulated fleet")(&e))?;
+    // Each QUIC agent's certificate goes on its device row, so an operator can revoke
+    // it (`DELETE /api/v1/devices/{id}/certificate`) and the endpoint then refuses it.
+    for (device, fingerprint) in fleet.quic_certificate_fingerprints() {
+        db.set_device_cert_fingerprint(device.as_str(), fingerprint)
+            .await?;
+    }
     let now_s = clock.now().nanos() / 1_000_000_000;
     let operator_token = server
         .issue_token(&super::auth::Claims {

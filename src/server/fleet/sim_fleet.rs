@@ -307,12 +307,20 @@ pub struct SimFleet {
     tasks: Vec<JoinHandle<()>>,
     /// What every agent of the fleet shares (limits, verifier, tolerances, bounds).
     agent_profile: Arc<AgentProfile>,
+    /// Each QUIC agent's client certificate fingerprint (SHA-256 of the DER, hex).
+    quic_certificates: Vec<(DeviceId, String)>,
 }
 
 impl SimFleet {
     /// Every agent's device id and transport, in index order.
     pub fn devices(&self) -> &[(DeviceId, TransportKind)] {
         &self.devices
+    }
+
+    /// The fingerprint of each QUIC agent's client certificate, in index order (for
+    /// the device registry, so an operator can revoke one).
+    pub fn quic_certificate_fingerprints(&self) -> &[(DeviceId, String)] {
+        &self.quic_certificates
     }
 
     /// The counters now.
@@ -373,6 +381,7 @@ pub async fn spawn_simulated_fleet(config: SimFleetConfig) -> Result<SimFleet, S
         counters: Arc::new(Counters::default()),
         shutdown,
         tasks: Vec::with_capacity(config.n_agents),
+        quic_certificates: Vec::new(),
         agent_profile: Arc::new(AgentProfile {
             acceptance: AcceptanceConfig {
                 limits: config.limits,
@@ -412,6 +421,9 @@ pub async fn spawn_simulated_fleet(config: SimFleetConfig) -> Result<SimFleet, S
             }
             (TransportKind::Quic, _, Some(quic)) => {
                 let issued = certs::issue_device(&quic.ca, &device)?;
+                fleet
+                    .quic_certificates
+                    .push((device.clone(), certs::fingerprint_sha256(&issued.cert_pem)?));
                 let mut quic_config = QuicDeviceConfig::new(
                     quic.addr,
                     quic.server_name.clone(),
