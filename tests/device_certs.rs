@@ -232,7 +232,21 @@ async fn post(
     token: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = http.post(url).bearer_auth(token);
+    send(http, reqwest::Method::POST, url, token, body).await
+}
+
+async fn delete(http: &reqwest::Client, url: String, token: &str) -> (u16, Value) {
+    send(http, reqwest::Method::DELETE, url, token, None).await
+}
+
+async fn send(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = http.request(method, url).bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -369,17 +383,6 @@ async fn an_issued_certificate_opens_a_mutual_tls_quic_connection_as_its_device(
             "{error}"
         );
     }
-}
-
-async fn delete(http: &reqwest::Client, url: String, token: &str) -> (u16, Value) {
-    let response = http
-        .delete(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
