@@ -16,7 +16,7 @@
 //! - Export never blocks a request: spans are batched on the SDK's own thread (bounded
 //!   queue; when it is full, spans are dropped and the SDK counts them), and a
 //!   collector that is down costs failed exports, not latency.
-//! - [`OtlpExport::shutdown`] flushes what is queued; the binary calls it after the
+//! - `OtlpExport::shutdown` flushes what is queued; the binary calls it after the
 //!   command returns, so a server stopped by SIGINT or SIGTERM exports its last spans.
 
 /// Environment variable with the full URL of the OTLP traces endpoint.

@@ -83,7 +83,7 @@ impl Db {
     ///
     /// # Errors
     /// [`DbError::InvalidInput`] for an empty name; [`DbError::AlreadyExists`] only if
-    /// other writers took the next versions [`MODEL_VERSION_ATTEMPTS`] times in a row.
+    /// other writers took the next versions `MODEL_VERSION_ATTEMPTS` times in a row.
     pub async fn record_model_version(&self, model: &NewMlModel) -> Result<MlModelRow, DbError> {
         let mut last_error = None;
         for _ in 0..MODEL_VERSION_ATTEMPTS {
