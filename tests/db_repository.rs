@@ -17,7 +17,6 @@
 mod support;
 
 use std::future::Future;
-use std::str::FromStr;
 use std::time::Duration;
 
 use voltex::db::{
@@ -2028,23 +2027,4 @@ async fn sqlite_file_survives_reopen_and_replay_after_restart() {
         .expect("foreign_keys");
     assert_eq!(foreign_keys, 1);
     db.close().await;
-}
-
-#[test]
-fn with_database_replaces_only_the_database_name() {
-    assert_eq!(
-        support::with_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
-        "postgres://postgres@127.0.0.1:5432/t1"
-    );
-    assert_eq!(
-        support::with_database("postgres://u:p@h:5432?sslmode=disable", "t1"),
-        "postgres://u:p@h:5432/t1?sslmode=disable"
-    );
-    // The parsed URL names the new database.
-    let options = sqlx::postgres::PgConnectOptions::from_str(&support::with_database(
-        "postgres://u@h/a",
-        "b",
-    ))
-    .expect("parse");
-    assert_eq!(options.get_database(), Some("b"));
 }

@@ -34,6 +34,7 @@
 mod auction;
 mod fleet;
 mod records;
+pub mod scratch;
 mod trading;
 pub mod types;
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use serde_json::Value;
-use sqlx::Connection;
 use tokio::sync::mpsc;
+use voltex::db::scratch::{ScratchError, ScratchPostgres};
 use voltex::server::auth::{Claims, JwtKeys, Role};
 use voltex_dispatch::transport::{PlatformLink, TransportError};
 use voltex_dispatch::{DeviceId, Message, ScheduleSigner};
@@ -176,24 +176,6 @@ pub fn service_unavailable(why: &str) {
     eprintln!("skipping: {why}");
 }
 
-/// `url` with its database name replaced by `name` (query parameters kept).
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[after_scheme..]
-        .find('/')
-        .map_or(base.len(), |i| after_scheme + i);
-    let mut out = format!("{}/{name}", &base[..host_end]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
-
 /// Runs `test` with the URL of a fresh PostgreSQL database (named `{prefix}_{pid}_{random}`)
 /// created through `VOLTEX_DATABASE_URL`, and drops the database afterwards, also when
 /// the test panics (the panic is then resumed). Without PostgreSQL it skips or fails,
@@ -207,30 +189,23 @@ where
         service_unavailable("VOLTEX_DATABASE_URL is not set");
         return;
     };
-    let mut admin = match sqlx::postgres::PgConnection::connect(&admin_url).await {
-        Ok(connection) => connection,
-        Err(error) => {
-            service_unavailable(&format!("cannot connect to {admin_url}: {error}"));
-            return;
-        }
-    };
     let name = format!(
         "{prefix}_{}_{:016x}",
         std::process::id(),
         rand::random::<u64>()
     );
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create the test database");
-    let outcome = AssertUnwindSafe(test(with_database(&admin_url, &name)))
+    let scratch = match ScratchPostgres::create(&admin_url, &name).await {
+        Ok(scratch) => scratch,
+        Err(error @ ScratchError::Connect { .. }) => {
+            service_unavailable(&error.to_string());
+            return;
+        }
+        Err(error) => panic!("create the test database: {error}"),
+    };
+    let outcome = AssertUnwindSafe(test(scratch.url().to_owned()))
         .catch_unwind()
         .await;
-    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await;
+    let dropped = scratch.drop_database().await;
     if let Err(payload) = outcome {
         std::panic::resume_unwind(payload);
     }
