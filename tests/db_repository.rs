@@ -95,6 +95,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     engine_event_replay_is_idempotent,
+    journaled_persists_store_what_flushed_ones_do_and_replay_idempotently,
     auction_events_project_curves_results_and_awards_idempotently,
     auction_awards_count_once_in_positions_and_fills,
     a_stored_award_of_another_event_is_corrupt_and_writes_nothing,
@@ -290,6 +291,52 @@ async fn engine_event_replay_is_idempotent(db: Db) {
         .expect("overlap");
     assert_eq!(overlap.n_applied, 0);
     assert_eq!(trading_rows(&db).await, rows_once);
+    assert_eq!(db.last_persisted_seq().await.expect("cursor"), n_events);
+}
+
+/// The server's projection (`persist_journaled_engine_events`, asynchronous commit on
+/// PostgreSQL) mixed with flushed persists: the same rows, the same idempotent replay.
+async fn journaled_persists_store_what_flushed_ones_do_and_replay_idempotently(db: Db) {
+    let events = trading_session();
+    let n_events = events.len() as u64;
+    let split = events.len() / 2;
+    let first = db
+        .persist_journaled_engine_events(&events[..split])
+        .await
+        .expect("first half, journaled");
+    assert_eq!(
+        (first.n_applied, first.last_event_seq),
+        (split as u64, split as u64)
+    );
+    db.persist_engine_events(&events[split..])
+        .await
+        .expect("second half, flushed");
+    let rows = trading_rows(&db).await;
+    let alice = db.list_positions(ALICE.0).await.expect("positions");
+    assert_eq!((alice[0].net_qty_lots, alice[0].n_trades), (-15, 2));
+    let o4 = db
+        .get_order(PRODUCT.0, 4)
+        .await
+        .expect("get")
+        .expect("order 4");
+    assert_eq!((o4.status, o4.remaining_qty_lots), (OrderStatus::Open, 3));
+
+    // A restart's replay through the journaled path changes nothing.
+    let replay = db
+        .persist_journaled_engine_events(&events)
+        .await
+        .expect("replay");
+    assert_eq!((replay.n_applied, replay.n_skipped), (0, n_events));
+    assert_eq!(trading_rows(&db).await, rows);
+    // A gap is refused on this path too.
+    let holed = [events[0], events[2]];
+    assert!(matches!(
+        db.persist_journaled_engine_events(&holed).await,
+        Err(DbError::EventGap {
+            expected: 2,
+            got: 3
+        })
+    ));
     assert_eq!(db.last_persisted_seq().await.expect("cursor"), n_events);
 }
 

@@ -25,6 +25,9 @@
 //!   start with `BEGIN IMMEDIATE`, so concurrent writers wait (busy timeout) instead of
 //!   failing on a lock upgrade.
 //! - SQLite runs with `journal_mode=WAL`, `synchronous=FULL`, foreign keys on.
+//! - Every commit is flushed before it returns, except those of
+//!   [`Db::persist_journaled_engine_events`] on PostgreSQL (events the engine's
+//!   journal already holds; the replay restores what a crash loses).
 //! - Outside input reaches no `unwrap`: bad values come back as [`DbError`].
 //!
 //! Cancellation: every async method is cancellation-safe in the sense that dropping

@@ -43,6 +43,15 @@ const POSITION_COLUMNS: &str = "account_id, product_id, net_qty_lots, bought_qty
      sold_qty_lots, bought_notional_tick_lots, sold_notional_tick_lots, n_trades, \
      updated_at_ns, updated_event_seq";
 
+/// Whether a projection commit waits for durability.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CommitWait {
+    /// Until the commit is on disk (the default of both backends).
+    WalFlushed,
+    /// Only until it is visible (PostgreSQL's asynchronous commit).
+    Returns,
+}
+
 impl Db {
     /// Creates an account with an operator-chosen id.
     ///
@@ -160,6 +169,34 @@ impl Db {
         &self,
         events: &[EngineEvent],
     ) -> Result<PersistOutcome, DbError> {
+        self.persist_events_with(events, CommitWait::WalFlushed)
+            .await
+    }
+
+    /// [`Db::persist_engine_events`] for events the engine's journal holds durably
+    /// already (the server's projection): on PostgreSQL the transaction commits
+    /// without waiting for its WAL flush (`SET LOCAL synchronous_commit = off`), so the
+    /// projection stops competing with order entry's durable writes for the disk.
+    ///
+    /// What a crash can do: lose the last such commits, never one that a later
+    /// synchronous commit depends on (PostgreSQL flushes its WAL in order), and the
+    /// restart's journal replay writes them again (idempotent by event seq), so the
+    /// projection comes back whole. On SQLite this is [`Db::persist_engine_events`].
+    ///
+    /// # Errors
+    /// As [`Db::persist_engine_events`].
+    pub async fn persist_journaled_engine_events(
+        &self,
+        events: &[EngineEvent],
+    ) -> Result<PersistOutcome, DbError> {
+        self.persist_events_with(events, CommitWait::Returns).await
+    }
+
+    async fn persist_events_with(
+        &self,
+        events: &[EngineEvent],
+        commit_wait: CommitWait,
+    ) -> Result<PersistOutcome, DbError> {
         for pair in events.windows(2) {
             if pair[1].event_seq != pair[0].event_seq.wrapping_add(1) {
                 return Err(DbError::EventGap {
@@ -181,6 +218,11 @@ impl Db {
             first.event_seq.saturating_add(events.len() as u64),
         )?;
         let mut tx = self.begin_write().await?;
+        if commit_wait == CommitWait::Returns && self.backend == super::Backend::Postgres {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
+        }
         // The no-op update takes the cursor row's lock (PostgreSQL) before reading it,
         // so concurrent persisters serialise here; SQLite holds the write lock already.
         let row = sqlx::query(

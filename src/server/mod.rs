@@ -355,7 +355,9 @@ async fn persist_events(db: crate::db::Db, mut events: mpsc::Receiver<Vec<Engine
         let mut delay = Duration::from_millis(10);
         loop {
             let started = clock::monotonic();
-            match db.persist_engine_events(&pending).await {
+            // The journal holds these events durably: the projection's commits need
+            // not wait for the disk (see `Db::persist_journaled_engine_events`).
+            match db.persist_journaled_engine_events(&pending).await {
                 Ok(outcome) => {
                     metrics::histogram!("voltex_db_persist_seconds")
                         .record(started.elapsed().as_secs_f64());
