@@ -118,6 +118,7 @@ on_both_backends!(
     dayahead_periods_upsert_settle_and_list_newest,
     analytics_upsert_replaces_and_totals_sum_devices,
     audit_log_lists_newest_first_with_paging,
+    a_large_audit_batch_is_stored_whole_and_in_order,
     accounts_create_get_list,
     page_limits_are_enforced,
 );
@@ -1934,6 +1935,42 @@ async fn audit_log_lists_newest_first_with_paging(db: Db) {
         .expect("page 2");
     let targets: Vec<&str> = rest.iter().map(|a| a.target.as_str()).collect();
     assert_eq!(targets, ["order:2", "order:1", "order:0"]);
+}
+
+/// A batch larger than one INSERT statement takes (three statements, one
+/// transaction): every record once, in the batch's order.
+async fn a_large_audit_batch_is_stored_whole_and_in_order(db: Db) {
+    let n = 2 * voltex::db::INSERT_BATCH_ROWS_MAX + 201;
+    let batch: Vec<NewAuditEntry> = (0..n)
+        .map(|i| NewAuditEntry {
+            at_ns: T0 + i as i64,
+            actor: format!("trader-{}", i % 7),
+            role: "trader".into(),
+            action: "order.submit".into(),
+            target: format!("order:{i}"),
+            correlation_id: format!("corr-{i}"),
+            result: "ok".into(),
+            detail: (i % 100 == 0).then(|| serde_json::json!({ "i": i })),
+        })
+        .collect();
+    db.append_audit_batch(&batch).await.expect("append");
+    let mut newest_first = Vec::new();
+    let mut before = None;
+    loop {
+        let page = db.list_audit(before, 1_000).await.expect("a page");
+        let Some(last) = page.last() else { break };
+        before = Some(last.audit_id);
+        newest_first.extend(page);
+    }
+    let targets: Vec<String> = newest_first
+        .iter()
+        .rev()
+        .map(|a| a.target.clone())
+        .collect();
+    let expected: Vec<String> = (0..n).map(|i| format!("order:{i}")).collect();
+    assert_eq!(targets, expected);
+    let with_detail = newest_first.iter().filter(|a| a.detail.is_some()).count();
+    assert_eq!(with_detail, n.div_ceil(100));
 }
 
 async fn accounts_create_get_list(db: Db) {

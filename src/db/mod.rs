@@ -55,7 +55,7 @@ pub use types::*;
 pub const PAGE_LIMIT_MAX: u32 = 1_000;
 
 /// Rows of one batched insert statement (bounded by both engines' parameter limits).
-pub(crate) const INSERT_BATCH_ROWS_MAX: usize = 500;
+pub const INSERT_BATCH_ROWS_MAX: usize = 500;
 
 /// Why a repository call failed.
 #[derive(Debug, thiserror::Error)]
