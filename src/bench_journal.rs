@@ -154,7 +154,11 @@ pub fn run(n_ops: usize, n_runs: usize, seed: u64) -> Result<()> {
     // The threaded sequencer with a pipelining client: submit → ack latency per command.
     let dir = tempfile::tempdir().context("temporary journal directory")?;
     let (engine, _) = Engine::open(dir.path(), engine_config(batch_len_max))?;
-    let sequencer = Sequencer::spawn(engine, SequencerConfig::default(), Box::new(|_events| {}))?;
+    let sequencer = Sequencer::spawn(
+        engine,
+        SequencerConfig::default(),
+        Box::new(|_committed| {}),
+    )?;
     let mut client = sequencer.client();
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
     let mut submitted_at: Vec<Instant> = Vec::with_capacity(n_commands);
@@ -212,7 +216,11 @@ pub fn run(n_ops: usize, n_runs: usize, seed: u64) -> Result<()> {
     // (one fsync per command, nothing to share it with).
     let dir = tempfile::tempdir().context("temporary journal directory")?;
     let (engine, _) = Engine::open(dir.path(), engine_config(batch_len_max))?;
-    let sequencer = Sequencer::spawn(engine, SequencerConfig::default(), Box::new(|_events| {}))?;
+    let sequencer = Sequencer::spawn(
+        engine,
+        SequencerConfig::default(),
+        Box::new(|_committed| {}),
+    )?;
     let mut client = sequencer.client();
     let mut lone = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
     for command in commands.iter().take(N_LONE_COMMANDS) {

@@ -119,6 +119,7 @@ on_both_backends!(
     analytics_upsert_replaces_and_totals_sum_devices,
     audit_log_lists_newest_first_with_paging,
     a_large_audit_batch_is_stored_whole_and_in_order,
+    journaled_audit_records_are_stored_once_with_their_commands,
     accounts_create_get_list,
     page_limits_are_enforced,
 );
@@ -302,7 +303,7 @@ async fn journaled_persists_store_what_flushed_ones_do_and_replay_idempotently(d
     let n_events = events.len() as u64;
     let split = events.len() / 2;
     let first = db
-        .persist_journaled_engine_events(&events[..split])
+        .persist_journaled_engine_events(&events[..split], &[])
         .await
         .expect("first half, journaled");
     assert_eq!(
@@ -324,7 +325,7 @@ async fn journaled_persists_store_what_flushed_ones_do_and_replay_idempotently(d
 
     // A restart's replay through the journaled path changes nothing.
     let replay = db
-        .persist_journaled_engine_events(&events)
+        .persist_journaled_engine_events(&events, &[])
         .await
         .expect("replay");
     assert_eq!((replay.n_applied, replay.n_skipped), (0, n_events));
@@ -332,7 +333,7 @@ async fn journaled_persists_store_what_flushed_ones_do_and_replay_idempotently(d
     // A gap is refused on this path too.
     let holed = [events[0], events[2]];
     assert!(matches!(
-        db.persist_journaled_engine_events(&holed).await,
+        db.persist_journaled_engine_events(&holed, &[]).await,
         Err(DbError::EventGap {
             expected: 2,
             got: 3
@@ -362,6 +363,7 @@ fn auction_session() -> Vec<EngineEvent> {
     };
     let curve = |s: i64, account: AccountId, side: Side, pts: &[(i64, i64)]| EngineCommand {
         now: at(s),
+        origin: None,
         kind: CommandKind::SubmitCurve {
             product: PRODUCT,
             account,
@@ -379,6 +381,7 @@ fn auction_session() -> Vec<EngineEvent> {
         curve(4, carol, Side::Buy, &[(9_000, 50)]),
         EngineCommand {
             now: at(5),
+            origin: None,
             kind: CommandKind::WithdrawCurve {
                 product: PRODUCT,
                 account: carol,
@@ -1907,6 +1910,7 @@ async fn audit_log_lists_newest_first_with_paging(db: Db) {
                 "ok".into()
             },
             detail: (i % 2 == 0).then(|| serde_json::json!({ "price": "50.00" })),
+            command_seq: None,
         };
         if i < 3 {
             ids.push(db.append_audit(&entry).await.expect("append"));
@@ -1951,6 +1955,7 @@ async fn a_large_audit_batch_is_stored_whole_and_in_order(db: Db) {
             correlation_id: format!("corr-{i}"),
             result: "ok".into(),
             detail: (i % 100 == 0).then(|| serde_json::json!({ "i": i })),
+            command_seq: None,
         })
         .collect();
     db.append_audit_batch(&batch).await.expect("append");
@@ -1971,6 +1976,123 @@ async fn a_large_audit_batch_is_stored_whole_and_in_order(db: Db) {
     assert_eq!(targets, expected);
     let with_detail = newest_first.iter().filter(|a| a.detail.is_some()).count();
     assert_eq!(with_detail, n.div_ceil(100));
+}
+
+/// The audit records the server projects from journaled commands: stored with their
+/// commands' events, once each, whatever is replayed.
+async fn journaled_audit_records_are_stored_once_with_their_commands(db: Db) {
+    let events = trading_session();
+    let record = |seq: u64| NewAuditEntry {
+        at_ns: T0 + seq as i64,
+        actor: "alice".into(),
+        role: "trader".into(),
+        action: "order.submit".into(),
+        target: format!("order:{seq}"),
+        correlation_id: format!("corr-{seq}"),
+        result: "ok".into(),
+        detail: None,
+        command_seq: Some(seq),
+    };
+    let records_of = |events: &[EngineEvent]| {
+        let mut seqs: Vec<u64> = events.iter().map(|e| e.command_seq).collect();
+        seqs.dedup();
+        seqs.into_iter().map(record).collect::<Vec<_>>()
+    };
+    let stored_seqs = async || {
+        let mut seqs: Vec<u64> = db
+            .list_audit(None, 1_000)
+            .await
+            .expect("list")
+            .iter()
+            .filter_map(|row| row.command_seq)
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    };
+    // Split at a command boundary: a command's events and record travel together.
+    let mid = events.len() / 2;
+    let split = (mid..events.len())
+        .find(|&i| events[i].command_seq != events[mid - 1].command_seq)
+        .expect("a later command");
+    let (first, second) = events.split_at(split);
+    db.persist_journaled_engine_events(first, &records_of(first))
+        .await
+        .expect("first half");
+    db.persist_journaled_engine_events(second, &records_of(second))
+        .await
+        .expect("second half");
+    let all_seqs: Vec<u64> = records_of(&events)
+        .iter()
+        .filter_map(|r| r.command_seq)
+        .collect();
+    assert_eq!(stored_seqs().await, all_seqs);
+    let row = db.list_audit(None, 1).await.expect("newest")[0].clone();
+    assert_eq!(
+        (row.actor.as_str(), row.command_seq, row.at_ns),
+        (
+            "alice",
+            all_seqs.last().copied(),
+            T0 + *all_seqs.last().unwrap() as i64
+        )
+    );
+
+    // A restart's replay hands everything again: nothing is stored twice.
+    let replay = db
+        .persist_journaled_engine_events(&events, &records_of(&events))
+        .await
+        .expect("replay");
+    assert_eq!(replay.n_applied, 0);
+    assert_eq!(stored_seqs().await, all_seqs);
+
+    // A command without events (its record alone) is stored and moves the cursor.
+    let last_seq = *all_seqs.last().unwrap();
+    let lone = [record(last_seq + 1)];
+    db.persist_journaled_engine_events(&[], &lone)
+        .await
+        .expect("a record alone");
+    assert_eq!(
+        db.engine_cursor().await.expect("cursor").last_command_seq,
+        last_seq + 1
+    );
+    db.persist_journaled_engine_events(&[], &lone)
+        .await
+        .expect("again");
+    let mut expected = all_seqs.clone();
+    expected.push(last_seq + 1);
+    assert_eq!(stored_seqs().await, expected);
+
+    // The writer's path skips a command seq stored already, keeps one without.
+    let mut writer_record = record(last_seq + 1);
+    writer_record.command_seq = None;
+    db.append_audit_batch(&[record(1), writer_record])
+        .await
+        .expect("a batch");
+    assert_eq!(stored_seqs().await, expected);
+    assert_eq!(
+        db.list_audit(None, 1_000).await.expect("list").len(),
+        expected.len() + 1
+    );
+    // A command seq the database cannot hold is refused, nothing stored.
+    let huge = record(u64::MAX);
+    assert!(matches!(
+        db.persist_journaled_engine_events(&[], std::slice::from_ref(&huge))
+            .await,
+        Err(DbError::InvalidInput {
+            field: "command_seq",
+            ..
+        })
+    ));
+    assert!(matches!(
+        db.append_audit_batch(&[huge]).await,
+        Err(DbError::InvalidInput {
+            field: "command_seq",
+            ..
+        })
+    ));
+    assert_eq!(
+        db.list_audit(None, 1_000).await.expect("list").len(),
+        expected.len() + 1
+    );
 }
 
 async fn accounts_create_get_list(db: Db) {

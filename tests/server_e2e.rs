@@ -245,6 +245,51 @@ async fn trade_restart_and_check(database_url: &str) {
         after[0]["net_mw"], "0.5",
         "0.4 before the restart + 0.1 after, not 0.9"
     );
+    // The orders' audit records come from the journal, keyed by command seq: one
+    // each, none doubled by the replay, and a call refused before the sequencer has
+    // its record from the writer, with no command seq.
+    let journaled_seqs = [&sell, &buy, &buy_again].map(|ack| ack["command_seq"].as_u64());
+    let audit = eventually(&client, "/api/v1/audit?limit=500", &operator, |body| {
+        body.as_array().is_some_and(|rows| {
+            journaled_seqs
+                .iter()
+                .all(|seq| rows.iter().any(|row| row["command_seq"].as_u64() == *seq))
+        })
+    })
+    .await;
+    let rows = audit.as_array().unwrap();
+    let submitted_ok: Vec<_> = rows
+        .iter()
+        .filter(|row| row["action"] == "order.submit" && row["result"] == "ok")
+        .collect();
+    assert_eq!(
+        submitted_ok.len(),
+        3,
+        "one record per accepted order: {audit}"
+    );
+    assert!(
+        submitted_ok
+            .iter()
+            .all(|row| row["command_seq"].is_u64() && row["correlation_id"] == "e2e-/api/v1/orders"),
+        "{audit}"
+    );
+    let unknown_product: Vec<_> = rows
+        .iter()
+        .filter(|row| row["result"] == "unknown_product")
+        .collect();
+    assert_eq!(
+        unknown_product.len(),
+        1,
+        "journaled, refused by the engine: {audit}"
+    );
+    assert!(unknown_product[0]["command_seq"].is_u64());
+    assert!(
+        rows.iter()
+            .filter(|row| row["result"] == "price_off_grid")
+            .all(|row| row["command_seq"].is_null()),
+        "{audit}"
+    );
+
     let (_, fills_after) = client.get("/api/v1/accounts/1/fills", Some(&alice)).await;
     assert_eq!(
         fills_after.as_array().unwrap().len(),

@@ -190,7 +190,7 @@ fn main() {
         SequencerConfig {
             command_queue_len_max: 65_536,
         },
-        Box::new(|_events| {}),
+        Box::new(|_committed| {}),
     )
     .expect("spawn");
     let mut client = sequencer.client();

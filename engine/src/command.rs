@@ -10,9 +10,20 @@
 //! the command itself. postcard is a canonical encoding for these types, so the same
 //! command always produces the same bytes.
 //!
+//! A command may carry its [`CommandOrigin`] (who asked, under which correlation id):
+//! journaled with it, so the record of who did what is exactly as durable as what was
+//! done, without a second write (the server projects its audit log from it). The
+//! engine never reads it; state and events do not depend on it. Records written
+//! before commands had an origin (format 1: the command's last field was its `kind`)
+//! still decode, with no origin: postcard is not self-describing, but a format-1
+//! record is a strict prefix of what format 2 expects (one field short), so it never
+//! decodes as format 2, and a format-2 record always leaves bytes over as format 1.
+//!
 //! # Invariants
 //! - `decode_entry(encode_entry(e)) == e` for every entry (round trip).
 //! - Decoding arbitrary bytes returns `Err`, never panics.
+//! - Every origin field is at most [`ORIGIN_FIELD_LEN_MAX`] bytes, also when decoded,
+//!   so the largest command stays within the engine's `ENTRY_LEN_MAX`.
 
 use serde::{Deserialize, Serialize};
 use voltex_market::auction::{CurveKind, CurvePoint};
@@ -31,6 +42,92 @@ pub struct EngineCommand {
     pub now: UtcNanos,
     /// What to do.
     pub kind: CommandKind,
+    /// Who asked for it, journaled with it; never read by the engine.
+    pub origin: Option<CommandOrigin>,
+}
+
+/// Most bytes in one field of a [`CommandOrigin`].
+pub const ORIGIN_FIELD_LEN_MAX: usize = 128;
+
+/// Who asked for a command: the authenticated actor, their role, and the request's
+/// correlation id. Each field is at most [`ORIGIN_FIELD_LEN_MAX`] bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "OriginFields")]
+pub struct CommandOrigin {
+    actor: String,
+    role: String,
+    correlation_id: String,
+}
+
+/// A [`CommandOrigin`] field above [`ORIGIN_FIELD_LEN_MAX`] bytes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("command origin field {field} is {len_bytes} bytes, above {ORIGIN_FIELD_LEN_MAX}")]
+pub struct OriginFieldTooLong {
+    /// Which field.
+    pub field: &'static str,
+    /// Its length.
+    pub len_bytes: usize,
+}
+
+/// The wire shape of [`CommandOrigin`] (same fields, same order), checked on decode.
+#[derive(Deserialize)]
+struct OriginFields {
+    actor: String,
+    role: String,
+    correlation_id: String,
+}
+
+impl TryFrom<OriginFields> for CommandOrigin {
+    type Error = OriginFieldTooLong;
+
+    fn try_from(fields: OriginFields) -> Result<CommandOrigin, OriginFieldTooLong> {
+        CommandOrigin::new(fields.actor, fields.role, fields.correlation_id)
+    }
+}
+
+impl CommandOrigin {
+    /// An origin from its fields.
+    ///
+    /// # Errors
+    /// [`OriginFieldTooLong`] naming the first field above [`ORIGIN_FIELD_LEN_MAX`].
+    pub fn new(
+        actor: String,
+        role: String,
+        correlation_id: String,
+    ) -> Result<CommandOrigin, OriginFieldTooLong> {
+        for (field, value) in [
+            ("actor", &actor),
+            ("role", &role),
+            ("correlation_id", &correlation_id),
+        ] {
+            if value.len() > ORIGIN_FIELD_LEN_MAX {
+                return Err(OriginFieldTooLong {
+                    field,
+                    len_bytes: value.len(),
+                });
+            }
+        }
+        Ok(CommandOrigin {
+            actor,
+            role,
+            correlation_id,
+        })
+    }
+
+    /// Who (a token's subject).
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    /// Their role.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    /// The request's correlation id.
+    pub fn correlation_id(&self) -> &str {
+        &self.correlation_id
+    }
 }
 
 /// What a command does.
@@ -88,6 +185,7 @@ impl EngineCommand {
         EngineCommand {
             now,
             kind: CommandKind::Book { product, command },
+            origin: None,
         }
     }
 
@@ -105,6 +203,7 @@ impl EngineCommand {
                 period,
                 rules,
             },
+            origin: None,
         }
     }
 
@@ -113,6 +212,15 @@ impl EngineCommand {
         EngineCommand {
             now,
             kind: CommandKind::AdvanceTime,
+            origin: None,
+        }
+    }
+
+    /// The same command, recording who asked for it.
+    pub fn with_origin(self, origin: CommandOrigin) -> EngineCommand {
+        EngineCommand {
+            origin: Some(origin),
+            ..self
         }
     }
 
@@ -267,6 +375,38 @@ impl Ack {
     }
 }
 
+/// Commands the engine committed and applied, with their acks and events, as the
+/// sequencer's sink and the journal replay hand them on: `acks[i]` is `commands[i]`'s,
+/// and `events` are theirs, in event-seq order.
+#[derive(Clone, Copy, Debug)]
+pub struct Committed<'a> {
+    /// The commands, in seq order.
+    pub commands: &'a [EngineCommand],
+    /// One ack per command.
+    pub acks: &'a [Ack],
+    /// Every event of these commands.
+    pub events: &'a [EngineEvent],
+}
+
+impl<'a> Committed<'a> {
+    /// Each command with its ack and its own events.
+    pub fn per_command(
+        &self,
+    ) -> impl Iterator<Item = (&'a EngineCommand, &'a Ack, &'a [EngineEvent])> + use<'a> {
+        debug_assert_eq!(self.commands.len(), self.acks.len(), "one ack per command");
+        let events = self.events;
+        let first_event_seq = events.first().map_or(0, |event| event.event_seq);
+        self.commands
+            .iter()
+            .zip(self.acks)
+            .map(move |(command, ack)| {
+                let start = ack.first_event_seq.saturating_sub(first_event_seq) as usize;
+                let end = (start + ack.n_events() as usize).min(events.len());
+                (command, ack, &events[start.min(end)..end])
+            })
+    }
+}
+
 /// A journal record: a command with its sequence number.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalEntry {
@@ -296,14 +436,180 @@ pub fn encode_entry(
     Ok(())
 }
 
-/// Decodes a journal payload. The whole payload must be consumed.
+/// A format-1 journal entry: commands had no origin (see the module docs).
+#[derive(Deserialize)]
+struct EntryFormat1 {
+    seq: u64,
+    command: CommandFormat1,
+}
+
+#[derive(Deserialize)]
+struct CommandFormat1 {
+    now: UtcNanos,
+    kind: CommandKind,
+}
+
+/// Decodes a journal payload, of the current format or format 1 (no origin). The
+/// whole payload must be consumed.
 ///
 /// # Errors
-/// Malformed bytes or trailing bytes.
+/// Malformed bytes or trailing bytes (the current format's error when neither
+/// format decodes).
 pub fn decode_entry(bytes: &[u8]) -> Result<JournalEntry, postcard::Error> {
-    let (entry, rest) = postcard::take_from_bytes::<JournalEntry>(bytes)?;
+    match decode_whole::<JournalEntry>(bytes) {
+        Ok(entry) => Ok(entry),
+        Err(error) => match decode_whole::<EntryFormat1>(bytes) {
+            Ok(old) => Ok(JournalEntry {
+                seq: old.seq,
+                command: EngineCommand {
+                    now: old.command.now,
+                    kind: old.command.kind,
+                    origin: None,
+                },
+            }),
+            Err(_) => Err(error),
+        },
+    }
+}
+
+fn decode_whole<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, postcard::Error> {
+    let (value, rest) = postcard::take_from_bytes::<T>(bytes)?;
     if !rest.is_empty() {
         return Err(postcard::Error::DeserializeBadEncoding);
     }
-    Ok(entry)
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use voltex_market::OrderId;
+
+    use super::*;
+
+    fn cancel(now: i64, id: u64) -> EngineCommand {
+        EngineCommand::book(
+            UtcNanos(now),
+            ProductId(7),
+            BookCommand::Cancel {
+                id: OrderId(id),
+                account: AccountId(3),
+            },
+        )
+    }
+
+    /// How a format-1 record was written (before commands had an origin).
+    fn format_1_bytes(seq: u64, command: &EngineCommand) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            seq: u64,
+            command: Command<'a>,
+        }
+        #[derive(Serialize)]
+        struct Command<'a> {
+            now: UtcNanos,
+            kind: &'a CommandKind,
+        }
+        postcard::to_allocvec(&Entry {
+            seq,
+            command: Command {
+                now: command.now,
+                kind: &command.kind,
+            },
+        })
+        .unwrap()
+    }
+
+    fn origin(actor: &str, correlation_id: &str) -> CommandOrigin {
+        CommandOrigin::new(actor.into(), "trader".into(), correlation_id.into()).unwrap()
+    }
+
+    #[test]
+    fn a_format_1_record_decodes_with_no_origin() {
+        let command = cancel(1_700_000_000_000_000_000, 42);
+        let decoded = decode_entry(&format_1_bytes(9, &command)).unwrap();
+        assert_eq!(decoded, JournalEntry { seq: 9, command });
+    }
+
+    #[test]
+    fn an_origin_round_trips_and_lengthens_the_record() {
+        let plain = cancel(5, 42);
+        let with = plain.clone().with_origin(origin("alice", "req-1"));
+        let (mut plain_bytes, mut with_bytes) = (Vec::new(), Vec::new());
+        encode_entry(3, &plain, &mut plain_bytes).unwrap();
+        encode_entry(3, &with, &mut with_bytes).unwrap();
+        assert!(with_bytes.len() > plain_bytes.len());
+        let decoded = decode_entry(&with_bytes).unwrap();
+        assert_eq!(
+            decoded.command.origin.as_ref().map(CommandOrigin::actor),
+            Some("alice")
+        );
+        assert_eq!(
+            decoded,
+            JournalEntry {
+                seq: 3,
+                command: with
+            }
+        );
+        assert_eq!(decode_entry(&plain_bytes).unwrap().command.origin, None);
+    }
+
+    #[test]
+    fn an_overlong_origin_field_is_refused_when_built_and_when_decoded() {
+        let long = "x".repeat(ORIGIN_FIELD_LEN_MAX + 1);
+        assert_eq!(
+            CommandOrigin::new("a".into(), "trader".into(), long.clone()),
+            Err(OriginFieldTooLong {
+                field: "correlation_id",
+                len_bytes: ORIGIN_FIELD_LEN_MAX + 1
+            })
+        );
+        assert!(
+            CommandOrigin::new("x".repeat(ORIGIN_FIELD_LEN_MAX), "r".into(), "c".into()).is_ok()
+        );
+        // Bytes as a writer that skipped the check would have produced them.
+        let forged = CommandOrigin {
+            actor: long,
+            role: "trader".into(),
+            correlation_id: "c".into(),
+        };
+        let mut bytes = Vec::new();
+        encode_entry(1, &cancel(1, 1).with_origin(forged), &mut bytes).unwrap();
+        assert!(decode_entry(&bytes).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn entries_of_both_formats_round_trip_and_every_truncation_fails(
+            seq in any::<u64>(),
+            now in any::<i64>(),
+            id in any::<u64>(),
+            actor in "[a-z0-9@.]{0,128}",
+            correlation_id in "[ -~]{0,128}",
+            with_origin in any::<bool>(),
+        ) {
+            let mut command = cancel(now, id);
+            if with_origin {
+                command = command.with_origin(origin(&actor, &correlation_id));
+            }
+            let mut current = Vec::new();
+            encode_entry(seq, &command, &mut current).unwrap();
+            let expected = JournalEntry { seq, command: command.clone() };
+            prop_assert_eq!(decode_entry(&current).unwrap(), expected.clone());
+            let old = format_1_bytes(seq, &command);
+            let mut expected_old = expected;
+            expected_old.command.origin = None;
+            prop_assert_eq!(decode_entry(&old).unwrap(), expected_old);
+            for bytes in [&current, &old] {
+                for len in 0..bytes.len() {
+                    // A cut record may decode as the other format only when the cut
+                    // falls exactly at the format boundary (a whole format-1 entry).
+                    if let Ok(entry) = decode_entry(&bytes[..len]) {
+                        prop_assert_eq!(entry.command.origin, None);
+                        prop_assert_eq!(len, old.len());
+                    }
+                }
+            }
+        }
+    }
 }

@@ -43,7 +43,7 @@
 
 use std::path::Path;
 
-use crate::command::{Ack, EngineCommand, EngineEvent, decode_entry, encode_entry};
+use crate::command::{Ack, Committed, EngineCommand, EngineEvent, decode_entry, encode_entry};
 use crate::journal::{
     FileJournal, Journal, JournalConfig, JournalError, MemJournal, MemStorage, OpenReport,
 };
@@ -298,8 +298,8 @@ impl Engine {
         Engine::recover_replaying(journal, journal_report, snapshots, config, &mut |_| {})
     }
 
-    /// As [`Engine::open`], handing the events of every replayed journal record to
-    /// `replayed` (in event-seq order), so a consumer that lags the journal — a
+    /// As [`Engine::open`], handing every replayed journal record to `replayed` (one
+    /// command, its ack and its events, in seq order), so a consumer that lags the journal — a
     /// database projection, say — can catch up. With snapshots disabled
     /// (`snapshot_interval == 0`, no snapshot files) that is every event since the
     /// engine was created.
@@ -309,7 +309,7 @@ impl Engine {
     pub fn open_replaying(
         dir: &Path,
         config: EngineConfig,
-        replayed: &mut dyn FnMut(&[EngineEvent]),
+        replayed: &mut dyn FnMut(Committed<'_>),
     ) -> Result<(Engine, RecoveryReport), EngineError> {
         config.validate()?;
         let snapshots = FileSnapshotStore::open(dir)?;
@@ -332,7 +332,7 @@ impl Engine {
         journal_report: OpenReport,
         snapshots: Box<dyn SnapshotStore>,
         config: EngineConfig,
-        replayed: &mut dyn FnMut(&[EngineEvent]),
+        replayed: &mut dyn FnMut(Committed<'_>),
     ) -> Result<(Engine, RecoveryReport), EngineError> {
         config.validate()?;
         let (loaded, snapshots_skipped) = load_latest(snapshots.as_ref(), config.shard)?;
@@ -358,8 +358,17 @@ impl Engine {
                 continue;
             }
             events.clear();
+            let first_event_seq = state.next_event_seq();
             state.apply(entry.seq, &entry.command, &mut events);
-            replayed(&events);
+            replayed(Committed {
+                commands: std::slice::from_ref(&entry.command),
+                acks: &[Ack {
+                    seq: entry.seq,
+                    first_event_seq,
+                    end_event_seq: first_event_seq + events.len() as u64,
+                }],
+                events: &events,
+            });
             n_replayed += 1;
         }
         if journal_last_seq < state.last_seq() {
@@ -623,10 +632,15 @@ mod tests {
             },
         ];
         for kind in kinds {
+            let long = "x".repeat(crate::command::ORIGIN_FIELD_LEN_MAX);
             let command = EngineCommand {
                 now: UtcNanos(i64::MIN),
                 kind,
-            };
+                origin: None,
+            }
+            .with_origin(
+                crate::command::CommandOrigin::new(long.clone(), long.clone(), long).unwrap(),
+            );
             let mut bytes = Vec::new();
             encode_entry(u64::MAX, &command, &mut bytes).unwrap();
             assert!(bytes.len() <= ENTRY_LEN_MAX / 2, "{} bytes", bytes.len());

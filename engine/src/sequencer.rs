@@ -5,7 +5,7 @@
 //! loops:
 //! 1. block for one request, then drain up to `batch_len_max - 1` more without waiting;
 //! 2. [`Engine::process_batch`]: journal, one commit (fsync), apply;
-//! 3. hand the batch's events to the event sink;
+//! 3. hand the batch (commands, acks, events: [`Committed`]) to the sink;
 //! 4. reply to each command with its [`Ack`] (seq and event range).
 //!
 //! Group commit comes for free: the busier the queue, the larger the batch that shares
@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-use crate::command::{Ack, EngineCommand, EngineEvent};
+use crate::command::{Ack, Committed, EngineCommand, EngineEvent};
 use crate::engine::{Engine, EngineError};
 
 /// Default bound of the command queue.
@@ -54,9 +54,10 @@ impl Default for SequencerConfig {
     }
 }
 
-/// Receives each committed batch's events, in event-seq order, on the writer thread,
-/// before the batch is acknowledged. Keep it fast (push to a bounded channel, say).
-pub type EventSink = Box<dyn FnMut(&[EngineEvent]) + Send>;
+/// Receives each committed batch (its commands, their acks and events in event-seq
+/// order) on the writer thread, before the batch is acknowledged. Keep it fast (push
+/// to a bounded channel, say).
+pub type EventSink = Box<dyn FnMut(Committed<'_>) + Send>;
 
 /// Why a command got no ack.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -349,8 +350,13 @@ fn run(
             events.clear();
             acks.clear();
             let processed = engine.process_batch(&commands, &mut events, &mut acks);
+            // Only acked commands were applied (acks stop at a failed group).
+            sink(Committed {
+                commands: &commands[..acks.len()],
+                acks: &acks,
+                events: &events,
+            });
             commands.clear();
-            sink(&events);
             // Acks pushed before an error are durable (their group committed).
             let mut acked = acks.iter();
             let error = processed

@@ -55,6 +55,7 @@ fn submit(
 ) -> EngineCommand {
     EngineCommand {
         now,
+        origin: None,
         kind: CommandKind::SubmitCurve {
             product: ProductId(product),
             account: AccountId(account),
@@ -170,6 +171,7 @@ fn curve_commands_are_refused_with_typed_reasons() {
     ));
     commands.push(EngineCommand {
         now: T0,
+        origin: None,
         kind: CommandKind::WithdrawCurve {
             product: ProductId(0),
             account: AccountId(1),
@@ -396,6 +398,7 @@ fn commands_of(ops: &[(AuctionOp, u16)]) -> Vec<EngineCommand> {
                 buy,
             } => EngineCommand {
                 now,
+                origin: None,
                 kind: CommandKind::WithdrawCurve {
                     product: ProductId(*product),
                     account: AccountId(*account),

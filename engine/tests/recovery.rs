@@ -401,8 +401,8 @@ fn open_replaying_hands_back_every_event_of_the_journal_without_snapshots() {
     drop(engine);
 
     let mut replayed = Vec::new();
-    let (recovered, report) = Engine::open_replaying(dir.path(), config, &mut |events| {
-        replayed.extend_from_slice(events)
+    let (recovered, report) = Engine::open_replaying(dir.path(), config, &mut |committed| {
+        replayed.extend_from_slice(committed.events)
     })
     .unwrap();
     let n_commands = commands.len() as u64;

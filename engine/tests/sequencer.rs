@@ -10,18 +10,23 @@ use std::sync::{Arc, Mutex};
 
 use common::{engine_config, random_commands};
 use voltex_engine::command::decode_entry;
+use voltex_engine::command::{CommandOrigin, Committed};
 use voltex_engine::engine::JOURNAL_FILE_NAME;
 use voltex_engine::journal::{FileJournal, Journal, JournalConfig};
 use voltex_engine::sequencer::EventSink;
 use voltex_engine::{
-    Engine, EngineEvent, MemDisk, Sequencer, SequencerConfig, SequencerError, ShardState,
+    Ack, Engine, EngineCommand, EngineEvent, MemDisk, Sequencer, SequencerConfig, SequencerError,
+    ShardState,
 };
 
 fn collecting_sink() -> (EventSink, Arc<Mutex<Vec<EngineEvent>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink_seen = Arc::clone(&seen);
-    let sink: EventSink = Box::new(move |events: &[EngineEvent]| {
-        sink_seen.lock().unwrap().extend_from_slice(events);
+    let sink: EventSink = Box::new(move |committed: Committed<'_>| {
+        sink_seen
+            .lock()
+            .unwrap()
+            .extend_from_slice(committed.events);
     });
     (sink, seen)
 }
@@ -47,6 +52,72 @@ fn call_returns_ack_whose_event_range_matches_the_sink() {
     assert_eq!(direct.events, *seen);
     assert_eq!(direct.acks, acks);
     assert_eq!(reference.state_hash(), engine.state_hash());
+}
+
+/// What a sink or the replay saw of one command: the command, its ack, its events.
+type Seen = Vec<(EngineCommand, Ack, Vec<EngineEvent>)>;
+
+fn record(seen: &mut Seen, committed: Committed<'_>) {
+    for (command, ack, events) in committed.per_command() {
+        seen.push((command.clone(), *ack, events.to_vec()));
+    }
+}
+
+#[test]
+fn the_sink_and_the_replay_see_each_command_with_its_origin_ack_and_own_events() {
+    let commands: Vec<EngineCommand> = random_commands(7, 200)
+        .into_iter()
+        .enumerate()
+        .map(|(index, command)| {
+            if index % 3 == 0 {
+                return command; // some commands have no origin
+            }
+            let origin = CommandOrigin::new(
+                format!("user{}", index % 5),
+                "trader".into(),
+                format!("req-{index}"),
+            )
+            .unwrap();
+            command.with_origin(origin)
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, _) = Engine::open(dir.path(), engine_config(0)).unwrap();
+    let live = Arc::new(Mutex::new(Seen::new()));
+    let sink_live = Arc::clone(&live);
+    let sink: EventSink = Box::new(move |committed: Committed<'_>| {
+        record(&mut sink_live.lock().unwrap(), committed);
+    });
+    let sequencer = Sequencer::spawn(engine, SequencerConfig::default(), sink).unwrap();
+    let mut client = sequencer.client();
+    // Pipelined, so batches hold several commands.
+    for command in &commands {
+        client.submit(command.clone()).unwrap();
+    }
+    let mut acks = Vec::new();
+    for _ in &commands {
+        acks.push(client.recv_reply().unwrap().result.unwrap());
+    }
+    drop(client);
+    drop(sequencer.shutdown().unwrap());
+    let live = live.lock().unwrap().clone();
+    assert_eq!(live.len(), commands.len());
+    for ((command, ack, events), (sent, replied)) in live.iter().zip(commands.iter().zip(&acks)) {
+        assert_eq!(command, sent, "same command, origin included");
+        assert_eq!(ack, replied);
+        assert_eq!(events.len() as u64, ack.n_events());
+        assert!(events.iter().all(|event| event.command_seq == ack.seq));
+        assert_eq!(
+            events.first().map(|event| event.event_seq),
+            (ack.n_events() > 0).then_some(ack.first_event_seq)
+        );
+    }
+    let mut replayed = Seen::new();
+    Engine::open_replaying(dir.path(), engine_config(0), &mut |committed| {
+        record(&mut replayed, committed)
+    })
+    .unwrap();
+    assert_eq!(replayed, live, "the journal gives back what the sink saw");
 }
 
 #[test]

@@ -26,7 +26,7 @@ const DAYAHEAD_COLUMNS: &str = "period_start_ns, period_len_s, delivery_day, del
      imbalance_cents, wear_cents, updated_at_ns";
 
 const AUDIT_COLUMNS: &str = "audit_id, at_ns, actor, role, action, target, correlation_id, \
-     result, detail_json";
+     result, detail_json, command_seq";
 
 /// Versions [`Db::record_model_version`] tries before giving up on a busy name.
 pub const MODEL_VERSION_ATTEMPTS: usize = 3;
@@ -377,8 +377,8 @@ impl Db {
             .transpose()?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO audit_log \
-             (at_ns, actor, role, action, target, correlation_id, result, detail_json) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING audit_id",
+             (at_ns, actor, role, action, target, correlation_id, result, detail_json, \
+             command_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING audit_id",
         )
         .bind(entry.at_ns)
         .bind(entry.actor.as_str())
@@ -388,13 +388,20 @@ impl Db {
         .bind(entry.correlation_id.as_str())
         .bind(entry.result.as_str())
         .bind(detail)
+        .bind(
+            entry
+                .command_seq
+                .map(|seq| input_i64("command_seq", seq))
+                .transpose()?,
+        )
         .fetch_one(&self.pool)
         .await?;
         Ok(id)
     }
 
     /// Appends `entries` atomically (the audit writer's group commit): all are stored
-    /// or none. Rows go in multi-row INSERTs of up to [`INSERT_BATCH_ROWS_MAX`], in
+    /// or none; a record whose `command_seq` is stored already is skipped (see
+    /// [`NewAuditEntry::command_seq`]). Rows go in multi-row INSERTs of up to [`INSERT_BATCH_ROWS_MAX`], in
     /// one transaction; on PostgreSQL a batch that fits one statement is that
     /// statement alone (atomic by itself), one round trip instead of three. Every
     /// order through the API waits for this commit, so round trips count.
@@ -402,41 +409,11 @@ impl Db {
     /// # Errors
     /// [`DbError`] when the write fails; nothing of the batch is stored then.
     pub async fn append_audit_batch(&self, entries: &[NewAuditEntry]) -> Result<(), DbError> {
-        const N_COLUMNS: usize = 8;
         if entries.is_empty() {
             return Ok(());
         }
-        let mut statements = Vec::with_capacity(entries.len().div_ceil(INSERT_BATCH_ROWS_MAX));
-        for chunk in entries.chunks(INSERT_BATCH_ROWS_MAX) {
-            let mut sql = String::from(
-                "INSERT INTO audit_log \
-                 (at_ns, actor, role, action, target, correlation_id, result, detail_json) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&placeholders(1 + i * N_COLUMNS, N_COLUMNS));
-            }
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for entry in chunk {
-                let detail = entry
-                    .detail
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()?;
-                query = query
-                    .bind(entry.at_ns)
-                    .bind(entry.actor.as_str())
-                    .bind(entry.role.as_str())
-                    .bind(entry.action.as_str())
-                    .bind(entry.target.as_str())
-                    .bind(entry.correlation_id.as_str())
-                    .bind(entry.result.as_str())
-                    .bind(detail);
-            }
-            statements.push(query);
-        }
+        let entries: Vec<&NewAuditEntry> = entries.iter().collect();
+        let statements = audit_insert_statements(&entries)?;
         if statements.len() == 1 && self.backend == super::Backend::Postgres {
             for statement in statements {
                 statement.execute(&self.pool).await?;
@@ -483,6 +460,7 @@ impl Db {
                     target: col(row, "target")?,
                     correlation_id: col(row, "correlation_id")?,
                     result: col(row, "result")?,
+                    command_seq: col_int_opt(row, "audit_log", "command_seq")?,
                     detail: detail
                         .map(|text| {
                             serde_json::from_str(&text).map_err(|e| DbError::Corrupt {
@@ -534,4 +512,55 @@ fn dayahead_from_row(row: &AnyRow) -> Result<DayAheadPeriodRow, DbError> {
         wear_cents: col_int_opt(row, TABLE, "wear_cents")?,
         updated_at_ns: col(row, "updated_at_ns")?,
     })
+}
+
+/// The multi-row INSERTs (up to [`INSERT_BATCH_ROWS_MAX`] rows each) that store
+/// `entries` in order; a row whose `command_seq` is stored already is skipped
+/// (`ON CONFLICT DO NOTHING`, on both backends), which makes projecting audit records
+/// from a replayed journal idempotent.
+///
+/// # Errors
+/// [`DbError::InvalidInput`] for a command seq above `i64::MAX`; JSON errors of `detail`.
+pub(crate) fn audit_insert_statements<'q>(
+    entries: &[&'q NewAuditEntry],
+) -> Result<Vec<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>>, DbError> {
+    const N_COLUMNS: usize = 9;
+    let mut statements = Vec::with_capacity(entries.len().div_ceil(INSERT_BATCH_ROWS_MAX));
+    for chunk in entries.chunks(INSERT_BATCH_ROWS_MAX) {
+        let mut sql = String::from(
+            "INSERT INTO audit_log (at_ns, actor, role, action, target, correlation_id, \
+             result, detail_json, command_seq) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&placeholders(1 + i * N_COLUMNS, N_COLUMNS));
+        }
+        sql.push_str(" ON CONFLICT (command_seq) DO NOTHING");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for entry in chunk {
+            let detail = entry
+                .detail
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?;
+            let command_seq = entry
+                .command_seq
+                .map(|seq| input_i64("command_seq", seq))
+                .transpose()?;
+            query = query
+                .bind(entry.at_ns)
+                .bind(entry.actor.as_str())
+                .bind(entry.role.as_str())
+                .bind(entry.action.as_str())
+                .bind(entry.target.as_str())
+                .bind(entry.correlation_id.as_str())
+                .bind(entry.result.as_str())
+                .bind(detail)
+                .bind(command_seq);
+        }
+        statements.push(query);
+    }
+    Ok(statements)
 }

@@ -22,11 +22,12 @@ use voltex_engine::command::{EngineEvent, EventKind};
 use voltex_market::Side;
 use voltex_market::book::{BookEvent, CancelReason};
 
+use super::records::audit_insert_statements;
 use super::types::side_text;
 use super::{
-    AccountRow, Db, DbError, EngineCursor, FillRow, FillSource, INSERT_BATCH_ROWS_MAX, OrderFilter,
-    OrderRow, OrderStatus, PersistOutcome, PositionRow, ProductRow, TradeRow, col, col_enum,
-    col_int, input_i64, page_limit, placeholders,
+    AccountRow, Db, DbError, EngineCursor, FillRow, FillSource, INSERT_BATCH_ROWS_MAX,
+    NewAuditEntry, OrderFilter, OrderRow, OrderStatus, PersistOutcome, PositionRow, ProductRow,
+    TradeRow, col, col_enum, col_int, input_i64, page_limit, placeholders,
 };
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -169,12 +170,15 @@ impl Db {
         &self,
         events: &[EngineEvent],
     ) -> Result<PersistOutcome, DbError> {
-        self.persist_events_with(events, CommitWait::WalFlushed)
+        self.persist_events_with(events, &[], CommitWait::WalFlushed)
             .await
     }
 
     /// [`Db::persist_engine_events`] for events the engine's journal holds durably
-    /// already (the server's projection): on PostgreSQL the transaction commits
+    /// already (the server's projection), with the audit records of the same commands
+    /// (projected from their journaled origins, keyed by command seq): stored in the
+    /// same transaction, records of commands the cursor covers are skipped, and a
+    /// record whose command seq is stored already is not stored again. On PostgreSQL the transaction commits
     /// without waiting for its WAL flush (`SET LOCAL synchronous_commit = off`), so the
     /// projection stops competing with order entry's durable writes for the disk.
     ///
@@ -188,13 +192,16 @@ impl Db {
     pub async fn persist_journaled_engine_events(
         &self,
         events: &[EngineEvent],
+        audit: &[NewAuditEntry],
     ) -> Result<PersistOutcome, DbError> {
-        self.persist_events_with(events, CommitWait::Returns).await
+        self.persist_events_with(events, audit, CommitWait::Returns)
+            .await
     }
 
     async fn persist_events_with(
         &self,
         events: &[EngineEvent],
+        audit: &[NewAuditEntry],
         commit_wait: CommitWait,
     ) -> Result<PersistOutcome, DbError> {
         for pair in events.windows(2) {
@@ -205,18 +212,25 @@ impl Db {
                 });
             }
         }
-        let Some(first) = events.first() else {
+        if events.is_empty() && audit.is_empty() {
             let cursor = self.engine_cursor().await?;
             return Ok(PersistOutcome {
                 n_applied: 0,
                 n_skipped: 0,
                 last_event_seq: cursor.last_event_seq,
             });
-        };
-        input_i64(
-            "event_seq",
-            first.event_seq.saturating_add(events.len() as u64),
-        )?;
+        }
+        if let Some(first) = events.first() {
+            input_i64(
+                "event_seq",
+                first.event_seq.saturating_add(events.len() as u64),
+            )?;
+        }
+        for entry in audit {
+            if let Some(seq) = entry.command_seq {
+                input_i64("command_seq", seq)?;
+            }
+        }
         let mut tx = self.begin_write().await?;
         if commit_wait == CommitWait::Returns && self.backend == super::Backend::Postgres {
             sqlx::query("SET LOCAL synchronous_commit = off")
@@ -233,7 +247,9 @@ impl Db {
         .await?;
         let cursor: u64 = col_int(&row, "engine_cursor", "last_event_seq")?;
         let cursor_command: u64 = col_int(&row, "engine_cursor", "last_command_seq")?;
-        if first.event_seq > cursor + 1 {
+        if let Some(first) = events.first()
+            && first.event_seq > cursor + 1
+        {
             return Err(DbError::EventGap {
                 expected: cursor + 1,
                 got: first.event_seq,
@@ -241,29 +257,46 @@ impl Db {
         }
         let fresh: Vec<&EngineEvent> = events.iter().filter(|e| e.event_seq > cursor).collect();
         let n_skipped = (events.len() - fresh.len()) as u64;
-        let Some(last) = fresh.last() else {
+        // A command's audit record travels in the same batch as its events, so the
+        // cursor covers both: records of commands at or below it are stored already.
+        let fresh_audit: Vec<&NewAuditEntry> = audit
+            .iter()
+            .filter(|entry| entry.command_seq.is_none_or(|seq| seq > cursor_command))
+            .collect();
+        if fresh.is_empty() && fresh_audit.is_empty() {
             tx.rollback().await?;
             return Ok(PersistOutcome {
                 n_applied: 0,
                 n_skipped,
                 last_event_seq: cursor,
             });
-        };
-        let (last_event_seq, last_command_seq) = (last.event_seq, last.command_seq);
+        }
         insert_event_rows(&mut tx, &fresh).await?;
         for event in &fresh {
             apply_event(&mut tx, event).await?;
         }
+        for statement in audit_insert_statements(&fresh_audit)? {
+            statement.execute(&mut *tx).await?;
+        }
+        let last_event_seq = fresh.last().map_or(cursor, |event| event.event_seq);
+        let last_command_seq = fresh
+            .iter()
+            .map(|event| event.command_seq)
+            .chain(fresh_audit.iter().filter_map(|entry| entry.command_seq))
+            .fold(cursor_command, u64::max);
+        let updated_at_ns = fresh
+            .iter()
+            .map(|event| event.now.0)
+            .chain(fresh_audit.iter().map(|entry| entry.at_ns))
+            .max()
+            .unwrap_or(0);
         let moved = sqlx::query(
             "UPDATE engine_cursor SET last_event_seq = $1, last_command_seq = $2, \
              updated_at_ns = $3 WHERE cursor_id = 1 AND last_event_seq = $4",
         )
         .bind(input_i64("event_seq", last_event_seq)?)
-        .bind(input_i64(
-            "command_seq",
-            last_command_seq.max(cursor_command),
-        )?)
-        .bind(last.now.0)
+        .bind(input_i64("command_seq", last_command_seq)?)
+        .bind(updated_at_ns)
         .bind(input_i64("event_seq", cursor)?)
         .execute(&mut *tx)
         .await?

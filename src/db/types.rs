@@ -374,7 +374,8 @@ pub struct PersistOutcome {
 pub struct EngineCursor {
     /// Last persisted event sequence number (0: none yet).
     pub last_event_seq: u64,
-    /// Command sequence number of that event (0: none yet).
+    /// Last command whose events (and journaled audit record, if any) are persisted
+    /// (0: none yet).
     pub last_command_seq: u64,
 }
 
@@ -740,6 +741,10 @@ pub struct NewAuditEntry {
     pub result: String,
     /// Anything else worth keeping.
     pub detail: Option<serde_json::Value>,
+    /// The journaled command this records, when the record is projected from the
+    /// engine's journal (the command carried its origin): at most one record per
+    /// command seq is ever stored, so replaying the journal adds none twice.
+    pub command_seq: Option<u64>,
 }
 
 /// A stored audit-log entry.
@@ -763,4 +768,6 @@ pub struct AuditRow {
     pub result: String,
     /// Details.
     pub detail: Option<serde_json::Value>,
+    /// The journaled command it records, if it was projected from the journal.
+    pub command_seq: Option<u64>,
 }

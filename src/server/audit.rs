@@ -1,6 +1,19 @@
-//! The audit writer: group commit of audit-log records.
+//! Audit-log records: the writer (group commit) for calls that are not journaled, and
+//! the projection of journaled order commands' records from the engine's journal.
 //!
-//! Every mutating API call waits until its audit record is stored before it answers
+//! An order call (submit, cancel, modify) sends its command with its origin (actor,
+//! role, correlation id; `voltex_engine::command::CommandOrigin`). Once the sequencer
+//! has journaled it, the command and its origin are as durable as they will ever be,
+//! so the call's audit record needs no write of its own: [`journaled_records`] derives
+//! it from the command and its events (at the sequencer's sink, and again at each
+//! journal replay), and the persister stores it with the events, keyed by the
+//! command's seq (`audit_log.command_seq`, unique: a replay adds nothing twice). One
+//! durable write per order, not two. The record's result is the engine's verdict in
+//! the API's codes ([`book_command_refusal`]); its time is the command's `now`.
+//!
+//! Everything else (calls refused before the sequencer, curve and device calls, an
+//! order whose origin does not fit a command) goes through the writer:
+//! such a call waits until its audit record is stored before it answers
 //! (the record is part of the call's outcome). One INSERT transaction per call made
 //! audit the bottleneck of order entry on SQLite, whose single writer the persister
 //! also needs; here concurrent callers share transactions instead: the writer takes
@@ -14,18 +27,24 @@
 //! worse (6.7–7.6 ms, against 5.6–6.7 ms one at a time). What did pay was fewer round
 //! trips per batch: one multi-row INSERT instead of BEGIN, one INSERT per record and
 //! COMMIT (`Db::append_audit_batch`) took the audit wait from 1.09–1.22 to 0.54–0.64 ms
-//! in paired runs. The cost left is the second durable write per order; see
-//! ARCHITECTURE.md.
+//! in paired runs. Journaling order calls' records with their commands then took the
+//! audit wait off the order path altogether (see ARCHITECTURE.md for the numbers).
 //!
-//! Guarantees: a caller hears `Ok` only after its record is committed; records of one
-//! batch are committed together or not at all; the queue is bounded
-//! ([`AUDIT_QUEUE_LEN_MAX`]), so a slow database slows callers down (back-pressure)
-//! rather than growing memory.
+//! Guarantees: a journaled order's record is in the journal before the call answers
+//! and reaches `audit_log` with its command's events (at the latest at the next
+//! start's replay), once; a writer caller hears `Ok` only after its record is
+//! committed; records of one batch are committed together or not at all; the queue is
+//! bounded ([`AUDIT_QUEUE_LEN_MAX`]), so a slow database slows callers down
+//! (back-pressure) rather than growing memory.
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use voltex_engine::command::{CommandKind, Committed};
+use voltex_market::book::BookCommand;
+
 use crate::db::{Db, NewAuditEntry};
+use crate::server::problem::book_command_refusal;
 
 /// Most records queued for the writer; callers wait for room beyond it.
 pub const AUDIT_QUEUE_LEN_MAX: usize = 8_192;
@@ -107,6 +126,52 @@ impl AuditWriter {
     }
 }
 
+/// Appends to `out` the audit record of each command in `committed` that carries an
+/// origin (the API gives one to order commands only; a command of another kind with
+/// an origin is recorded with the engine's refusal code or `ok`).
+pub fn journaled_records(committed: Committed<'_>, out: &mut Vec<NewAuditEntry>) {
+    for (command, ack, events) in committed.per_command() {
+        let Some(origin) = &command.origin else {
+            continue;
+        };
+        let (action, target) = match &command.kind {
+            CommandKind::Book { command, product } => match command {
+                BookCommand::Submit(order) => ("order.submit", format!("order:{}", order.id.0)),
+                BookCommand::Cancel { id, .. } => ("order.cancel", format!("order:{}", id.0)),
+                BookCommand::Modify { id, .. } => ("order.modify", format!("order:{}", id.0)),
+                BookCommand::Halt => ("book.halt", format!("product:{}", product.0)),
+                BookCommand::Resume => ("book.resume", format!("product:{}", product.0)),
+                BookCommand::Close => ("book.close", format!("product:{}", product.0)),
+            },
+            CommandKind::AddProduct { product, .. } => {
+                ("product.add", format!("product:{}", product.0))
+            }
+            CommandKind::AdvanceTime => ("time.advance", "engine".to_string()),
+            CommandKind::SubmitCurve { product, .. } => {
+                ("curve.submit", format!("product:{}", product.0))
+            }
+            CommandKind::WithdrawCurve { product, .. } => {
+                ("curve.withdraw", format!("product:{}", product.0))
+            }
+        };
+        let result = events
+            .iter()
+            .find_map(book_command_refusal)
+            .map_or("ok", |(code, _)| code);
+        out.push(NewAuditEntry {
+            at_ns: command.now.0,
+            actor: origin.actor().to_string(),
+            role: origin.role().to_string(),
+            action: action.to_string(),
+            target,
+            correlation_id: origin.correlation_id().to_string(),
+            result: result.to_string(),
+            detail: None,
+            command_seq: Some(ack.seq),
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,7 +186,109 @@ mod tests {
             correlation_id: format!("c-{n}"),
             result: "ok".into(),
             detail: None,
+            command_seq: None,
         }
+    }
+
+    #[test]
+    fn journaled_records_carry_the_origin_and_the_engines_verdict_of_each_command() {
+        use voltex_engine::command::{Ack, CommandOrigin, EngineCommand, EngineEvent, EventKind};
+        use voltex_market::book::{BookEvent, RejectReason};
+        use voltex_market::{AccountId, OrderId, ProductId, UtcNanos};
+
+        let cancel = |id: u64| {
+            EngineCommand::book(
+                UtcNanos(1_000 + id as i64),
+                ProductId(5),
+                BookCommand::Cancel {
+                    id: OrderId(id),
+                    account: AccountId(1),
+                },
+            )
+        };
+        let origin = CommandOrigin::new("bob".into(), "trader".into(), "c-9".into()).unwrap();
+        let commands = [
+            cancel(7).with_origin(origin.clone()),
+            cancel(8), // no origin: audited elsewhere, not here
+            cancel(9).with_origin(origin),
+        ];
+        let event = |event_seq: u64, command_seq: u64, kind: EventKind| EngineEvent {
+            event_seq,
+            command_seq,
+            now: UtcNanos(1_000),
+            product: ProductId(5),
+            kind,
+        };
+        let refused = |id: u64| {
+            EventKind::Book(BookEvent::Rejected {
+                id: OrderId(id),
+                reason: RejectReason::UnknownOrder,
+            })
+        };
+        let events = [
+            event(
+                20,
+                10,
+                EventKind::Book(BookEvent::Cancelled {
+                    id: OrderId(7),
+                    qty: voltex_market::Qty(3),
+                    reason: voltex_market::book::CancelReason::Requested,
+                }),
+            ),
+            event(21, 11, refused(8)),
+            event(22, 12, refused(9)),
+        ];
+        let acks = [10, 11, 12].map(|seq| Ack {
+            seq,
+            first_event_seq: seq + 10,
+            end_event_seq: seq + 11,
+        });
+        let mut records = Vec::new();
+        journaled_records(
+            Committed {
+                commands: &commands,
+                acks: &acks,
+                events: &events,
+            },
+            &mut records,
+        );
+        let summary: Vec<_> = records
+            .iter()
+            .map(|r| {
+                (
+                    r.command_seq,
+                    r.action.as_str(),
+                    r.target.as_str(),
+                    r.result.as_str(),
+                    r.actor.as_str(),
+                    r.correlation_id.as_str(),
+                    r.at_ns,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    Some(10),
+                    "order.cancel",
+                    "order:7",
+                    "ok",
+                    "bob",
+                    "c-9",
+                    1_007
+                ),
+                (
+                    Some(12),
+                    "order.cancel",
+                    "order:9",
+                    "unknown_order",
+                    "bob",
+                    "c-9",
+                    1_009
+                ),
+            ]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,9 @@
 //!   sequencer (back-pressure) instead of losing events. After a restart the journal
 //!   is replayed ([`Engine::open_replaying`], snapshots disabled) and the projection
 //!   skips what it already holds (idempotent by event seq).
+//! - With a batch's events go the audit records of its commands that carry an origin
+//!   ([`super::audit::journaled_records`]), live and at replay alike, so the
+//!   projection stores each journaled order's record with its events.
 //! - The intraday rules have the day-ahead auction's lot and tick (checked in
 //!   [`Exchange::open`]), so the projection adds awards and trades in one position.
 //! - WebSocket subscribers get events through a bounded broadcast channel; a
@@ -61,6 +64,27 @@ const RECENT_EVENTS_MAX: usize = 1 << 16;
 const BROADCAST_LEN_MAX: usize = 1 << 14;
 /// Bound of the persistence channel, in batches.
 pub const PERSIST_BATCHES_MAX: usize = 1024;
+
+/// What the persister stores from one committed batch (or one replayed command): its
+/// events and the audit records of its commands that carry an origin.
+#[derive(Clone, Debug, Default)]
+pub struct PersistBatch {
+    /// The events, in event-seq order.
+    pub events: Vec<EngineEvent>,
+    /// The audit records, in command-seq order.
+    pub audit: Vec<crate::db::NewAuditEntry>,
+}
+
+impl PersistBatch {
+    fn of(committed: voltex_engine::command::Committed<'_>) -> PersistBatch {
+        let mut audit = Vec::new();
+        super::audit::journaled_records(committed, &mut audit);
+        PersistBatch {
+            events: committed.events.to_vec(),
+            audit,
+        }
+    }
+}
 /// Most commands waiting for the sequencer bridge.
 pub const BRIDGE_QUEUE_LEN_MAX: usize = 16_384;
 /// Most commands the bridge submits before it waits for their replies (well below the
@@ -485,7 +509,7 @@ impl Exchange {
     pub fn open(
         config: &ExchangeConfig,
         clock: Arc<dyn Clock>,
-        persist: mpsc::Sender<Vec<EngineEvent>>,
+        persist: mpsc::Sender<PersistBatch>,
     ) -> Result<Exchange, ExchangeError> {
         let day_ahead = voltex_engine::auction::auction_config().rules;
         if (config.rules.lot_kw, config.rules.tick) != (day_ahead.lot_kw, day_ahead.tick) {
@@ -518,12 +542,13 @@ impl Exchange {
         });
         let mut replay_failed = false;
         let (engine, report) =
-            Engine::open_replaying(&config.engine_dir, engine_config, &mut |events| {
-                if events.is_empty() {
+            Engine::open_replaying(&config.engine_dir, engine_config, &mut |committed| {
+                let batch = PersistBatch::of(committed);
+                if batch.events.is_empty() && batch.audit.is_empty() {
                     return;
                 }
-                shared.observe(events);
-                if persist.blocking_send(events.to_vec()).is_err() {
+                shared.observe(committed.events);
+                if persist.blocking_send(batch).is_err() {
                     replay_failed = true;
                 }
             })?;
@@ -536,14 +561,15 @@ impl Exchange {
             "engine recovered"
         );
         let sink_shared = Arc::clone(&shared);
-        let sink = Box::new(move |events: &[EngineEvent]| {
+        let sink = Box::new(move |committed: voltex_engine::command::Committed<'_>| {
+            let events = committed.events;
             sink_shared.observe(events);
             for event in events {
                 // No subscriber is not an error.
                 let _ = sink_shared.broadcast.send(*event);
             }
             metrics::counter!("voltex_engine_events_total").increment(events.len() as u64);
-            if persist.blocking_send(events.to_vec()).is_err() {
+            if persist.blocking_send(PersistBatch::of(committed)).is_err() {
                 tracing::error!("persistence channel closed: events are only in the journal");
             }
         });
@@ -682,6 +708,7 @@ impl Exchange {
     pub async fn advance_time(&self) -> Result<Executed, ExchangeError> {
         self.execute(EngineCommand {
             now: self.now(),
+            origin: None,
             kind: CommandKind::AdvanceTime,
         })
         .await
@@ -876,7 +903,7 @@ mod tests {
     fn open_exchange(
         dir: &std::path::Path,
         now: UtcNanos,
-    ) -> (Exchange, mpsc::Receiver<Vec<EngineEvent>>) {
+    ) -> (Exchange, mpsc::Receiver<PersistBatch>) {
         let (tx, rx) = mpsc::channel(PERSIST_BATCHES_MAX);
         let mut config = ExchangeConfig::new(dir.to_path_buf());
         config.orders_per_book_max = 64;
@@ -932,8 +959,16 @@ mod tests {
             Price(5_100),
             Qty(4),
         );
+        let origin = voltex_engine::command::CommandOrigin::new(
+            "alice".into(),
+            "trader".into(),
+            "req-buy".into(),
+        )
+        .unwrap();
         let executed = exchange
-            .execute(EngineCommand::book(NOW, product, BookCommand::Submit(buy)))
+            .execute(
+                EngineCommand::book(NOW, product, BookCommand::Submit(buy)).with_origin(origin),
+            )
             .await
             .unwrap();
         assert!(executed.events.iter().any(|event| matches!(
@@ -959,17 +994,37 @@ mod tests {
         );
         tokio::task::block_in_place(|| exchange.shutdown()).unwrap();
         drop(exchange);
-        let mut first_run = Vec::new();
-        while let Ok(batch) = rx.try_recv() {
-            first_run.extend(batch);
-        }
+        let drain = |rx: &mut mpsc::Receiver<PersistBatch>| {
+            let (mut events, mut audit) = (Vec::new(), Vec::new());
+            while let Ok(batch) = rx.try_recv() {
+                events.extend(batch.events);
+                audit.extend(batch.audit);
+            }
+            (events, audit)
+        };
+        let (first_run, first_audit) = drain(&mut rx);
+        // Only the buy carried an origin: one record, keyed by its command seq.
+        assert_eq!(first_audit.len(), 1, "{first_audit:?}");
+        let record = &first_audit[0];
+        assert_eq!(record.command_seq, Some(executed.ack.seq));
+        assert_eq!(
+            (
+                record.actor.as_str(),
+                record.role.as_str(),
+                record.correlation_id.as_str()
+            ),
+            ("alice", "trader", "req-buy")
+        );
+        assert_eq!(
+            (record.action.as_str(), record.result.as_str(), record.at_ns),
+            ("order.submit", "ok", NOW.0)
+        );
+        assert_eq!(record.target, format!("order:{}", buy.id.0));
 
         let (restarted, mut rx2) = tokio::task::block_in_place(|| open_exchange(dir.path(), NOW));
-        let mut replayed = Vec::new();
-        while let Ok(batch) = rx2.try_recv() {
-            replayed.extend(batch);
-        }
+        let (replayed, replayed_audit) = drain(&mut rx2);
         assert_eq!(replayed, first_run, "the journal replays every event once");
+        assert_eq!(replayed_audit, first_audit, "and the same audit record");
         assert_eq!(restarted.live_order(sell.id).unwrap().remaining, Qty(6));
         assert!(
             restarted.next_order_id() > buy.id,

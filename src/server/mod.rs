@@ -28,13 +28,12 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use voltex_engine::EngineEvent;
 
 use self::api::{AppState, RateLimiter, SharedState};
 use self::auth::JwtKeys;
 use self::clock::Clock;
 use self::config::ServerConfig;
-use self::exchange::{Exchange, ExchangeConfig, PERSIST_BATCHES_MAX};
+use self::exchange::{Exchange, ExchangeConfig, PERSIST_BATCHES_MAX, PersistBatch};
 
 /// Completes when the process is asked to stop: SIGINT (Ctrl-C) or SIGTERM (what
 /// service managers and container runtimes send). `voltex serve` and `voltex up` stop
@@ -172,7 +171,7 @@ impl RunningServer {
         };
         let db = crate::db::Db::connect(&config.database_url()).await?;
         tracing::info!(backend = ?db.backend(), "database ready");
-        let (persist_tx, persist_rx) = mpsc::channel::<Vec<EngineEvent>>(PERSIST_BATCHES_MAX);
+        let (persist_tx, persist_rx) = mpsc::channel::<PersistBatch>(PERSIST_BATCHES_MAX);
         let mut tasks = Vec::new();
         // Started before the engine opens: journal replay feeds it.
         let persister = tokio::spawn(persist_events(db.clone(), persist_rx));
@@ -338,26 +337,37 @@ fn load_device_ca(
 /// Most events written in one database transaction.
 const PERSIST_EVENTS_PER_TX_MAX: usize = 4096;
 
-/// Writes committed events to the database projection, in order, coalescing queued
-/// batches into one transaction. A failed write is retried (with back-off) until it
-/// succeeds: events are never dropped, and if the database stays down the bounded
-/// channel fills and back-pressures the sequencer.
-async fn persist_events(db: crate::db::Db, mut events: mpsc::Receiver<Vec<EngineEvent>>) {
-    let mut pending: Vec<EngineEvent> = Vec::new();
-    while let Some(batch) = events.recv().await {
-        pending.extend_from_slice(&batch);
-        while pending.len() < PERSIST_EVENTS_PER_TX_MAX {
-            match events.try_recv() {
-                Ok(more) => pending.extend_from_slice(&more),
+/// Writes committed events, and the audit records journaled with their commands, to
+/// the database projection, in order, coalescing queued batches into one transaction.
+/// A failed write is retried (with back-off) until it succeeds: nothing is dropped,
+/// and if the database stays down the bounded channel fills and back-pressures the
+/// sequencer.
+async fn persist_events(db: crate::db::Db, mut batches: mpsc::Receiver<PersistBatch>) {
+    let mut pending = PersistBatch::default();
+    let fits = |pending: &PersistBatch| {
+        pending.events.len() + pending.audit.len() < PERSIST_EVENTS_PER_TX_MAX
+    };
+    while let Some(batch) = batches.recv().await {
+        pending.events.extend(batch.events);
+        pending.audit.extend(batch.audit);
+        while fits(&pending) {
+            match batches.try_recv() {
+                Ok(more) => {
+                    pending.events.extend(more.events);
+                    pending.audit.extend(more.audit);
+                }
                 Err(_) => break,
             }
         }
         let mut delay = Duration::from_millis(10);
         loop {
             let started = clock::monotonic();
-            // The journal holds these events durably: the projection's commits need
-            // not wait for the disk (see `Db::persist_journaled_engine_events`).
-            match db.persist_journaled_engine_events(&pending).await {
+            // The journal holds these events and records durably: the projection's
+            // commits need not wait for the disk (see `Db::persist_journaled_engine_events`).
+            match db
+                .persist_journaled_engine_events(&pending.events, &pending.audit)
+                .await
+            {
                 Ok(outcome) => {
                     metrics::histogram!("voltex_db_persist_seconds")
                         .record(started.elapsed().as_secs_f64());
@@ -367,13 +377,14 @@ async fn persist_events(db: crate::db::Db, mut events: mpsc::Receiver<Vec<Engine
                     break;
                 }
                 Err(error) => {
-                    tracing::error!(%error, n_events = pending.len(), "persisting engine events failed; retrying");
+                    tracing::error!(%error, n_events = pending.events.len(), "persisting engine events failed; retrying");
                     metrics::counter!("voltex_db_persist_failures_total").increment(1);
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         }
-        pending.clear();
+        pending.events.clear();
+        pending.audit.clear();
     }
 }

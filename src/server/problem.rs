@@ -135,3 +135,40 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
         ApiError::new(rejection.status(), "malformed_query", rejection.body_text())
     }
 }
+
+/// The problem code and detail of a journaled book command that `event` refuses
+/// (the engine's refusal — an unlisted product — or the book's), or `None`. The API's
+/// answer and the command's audit record projected from the journal both use it, so
+/// they name a refusal alike.
+pub fn book_command_refusal(event: &voltex_engine::EngineEvent) -> Option<(&'static str, String)> {
+    use voltex_engine::EventKind;
+    use voltex_market::book::BookEvent;
+    match event.kind {
+        EventKind::Rejected { reason } => Some(("unknown_product", reason.to_string())),
+        EventKind::Book(BookEvent::Rejected { reason, .. }) => {
+            Some((book_reject_code(reason), reason.to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// The stable code of a book's refusal.
+pub fn book_reject_code(reason: voltex_market::book::RejectReason) -> &'static str {
+    use voltex_market::book::RejectReason;
+    match reason {
+        RejectReason::QtyNotPositive => "qty_not_positive",
+        RejectReason::QtyAboveMax => "qty_above_max",
+        RejectReason::PriceOffTick => "price_off_tick",
+        RejectReason::PriceOutOfLimits => "price_out_of_limits",
+        RejectReason::InvalidPeak => "invalid_peak",
+        RejectReason::InvalidOrderType => "invalid_order_type",
+        RejectReason::PostOnlyWouldCross => "post_only_would_cross",
+        RejectReason::DuplicateOrderId => "duplicate_order_id",
+        RejectReason::UnknownOrder => "unknown_order",
+        RejectReason::NotOwner => "not_owner",
+        RejectReason::NoChange => "no_change",
+        RejectReason::Halted => "halted",
+        RejectReason::Closed => "market_closed",
+        RejectReason::BookFull => "book_full",
+    }
+}

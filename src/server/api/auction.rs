@@ -273,6 +273,7 @@ async fn execute_curve_command(
 ) -> Result<(u64, EventKind), ApiError> {
     let command = EngineCommand {
         now: state.exchange.now(),
+        origin: None,
         kind,
     };
     let executed = state

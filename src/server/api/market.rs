@@ -12,14 +12,14 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use voltex_engine::{EngineCommand, EventKind};
-use voltex_market::book::{BookCommand, BookEvent, NewOrder, RejectReason, StpMode, TimeInForce};
+use voltex_market::book::{BookCommand, BookEvent, NewOrder, StpMode, TimeInForce};
 use voltex_market::rules::RuleError;
 use voltex_market::{AccountId, OrderId, Price, ProductId, Qty, Side};
 
 use super::{Ctx, SharedState};
 use crate::server::auth::{Auth, Role};
 use crate::server::exchange::ProductInfo;
-use crate::server::problem::{ApiError, Problem};
+use crate::server::problem::{ApiError, Problem, book_command_refusal};
 
 /// Buy or sell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -222,25 +222,6 @@ fn parse_decimal(field: &str, text: &str) -> Result<Decimal, ApiError> {
     })
 }
 
-fn reject_code(reason: RejectReason) -> &'static str {
-    match reason {
-        RejectReason::QtyNotPositive => "qty_not_positive",
-        RejectReason::QtyAboveMax => "qty_above_max",
-        RejectReason::PriceOffTick => "price_off_tick",
-        RejectReason::PriceOutOfLimits => "price_out_of_limits",
-        RejectReason::InvalidPeak => "invalid_peak",
-        RejectReason::InvalidOrderType => "invalid_order_type",
-        RejectReason::PostOnlyWouldCross => "post_only_would_cross",
-        RejectReason::DuplicateOrderId => "duplicate_order_id",
-        RejectReason::UnknownOrder => "unknown_order",
-        RejectReason::NotOwner => "not_owner",
-        RejectReason::NoChange => "no_change",
-        RejectReason::Halted => "halted",
-        RejectReason::Closed => "market_closed",
-        RejectReason::BookFull => "book_full",
-    }
-}
-
 /// Lists products.
 #[utoipa::path(get, path = "/api/v1/products", tag = "market",
     responses((status = 200, body = [ProductInfo])))]
@@ -303,21 +284,14 @@ fn ack_from_events(
     let mut fills = Vec::new();
     let mut cancelled = false;
     for event in &executed.events {
+        if let Some((code, detail)) = book_command_refusal(event) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                detail,
+            ));
+        }
         match event.kind {
-            EventKind::Rejected { reason } => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "unknown_product",
-                    reason.to_string(),
-                ));
-            }
-            EventKind::Book(BookEvent::Rejected { reason, .. }) => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    reject_code(reason),
-                    reason.to_string(),
-                ));
-            }
             EventKind::Book(BookEvent::Trade {
                 trade_id,
                 aggressor,
@@ -367,6 +341,7 @@ pub async fn submit_order(
     body: Result<Json<SubmitOrder>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<OrderAck>), ApiError> {
     let mut target = "order:-".to_string();
+    let mut journaled = false;
     let result: Result<OrderAck, ApiError> = async {
         auth.require(&[Role::Trader, Role::Operator])?;
         let Json(body) = body?;
@@ -406,6 +381,7 @@ pub async fn submit_order(
         };
         let ack = execute_book_command(
             &state,
+            (&ctx, &auth, &mut journaled),
             id,
             ProductId(body.product),
             BookCommand::Submit(order),
@@ -415,21 +391,31 @@ pub async fn submit_order(
         ack
     }
     .await;
-    state
-        .audit(&ctx, &auth, "order.submit", &target, &result)
-        .await;
+    if !journaled {
+        state
+            .audit(&ctx, &auth, "order.submit", &target, &result)
+            .await;
+    }
     Ok((StatusCode::CREATED, Json(result?)))
 }
 
 /// Runs a book command through the sequencer (answered after the journal commit) and
-/// reports what it did to `order`.
+/// reports what it did to `order`. The command carries the call's origin when it fits;
+/// `journaled` is set once the sequencer has journaled a command with an origin, whose
+/// audit record is then projected from the journal (the caller writes none).
 async fn execute_book_command(
     state: &SharedState,
+    (ctx, auth, journaled): (&Ctx, &Auth, &mut bool),
     order: OrderId,
     product: ProductId,
     command: BookCommand,
 ) -> Result<OrderAck, ApiError> {
-    let command = EngineCommand::book(state.exchange.now(), product, command);
+    let origin = state.command_origin(ctx, auth);
+    let has_origin = origin.is_some();
+    let mut command = EngineCommand::book(state.exchange.now(), product, command);
+    if let Some(origin) = origin {
+        command = command.with_origin(origin);
+    }
     let executed = state
         .exchange
         .execute(command)
@@ -441,6 +427,7 @@ async fn execute_book_command(
             }
             other => ApiError::internal(other),
         })?;
+    *journaled = has_origin;
     ack_from_events(state, order, &executed)
 }
 
@@ -485,6 +472,7 @@ pub async fn cancel_order(
     path: Result<Path<u64>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<OrderAck>, ApiError> {
     let mut target = "order:-".to_string();
+    let mut journaled = false;
     let result: Result<OrderAck, ApiError> = async {
         auth.require(&[Role::Trader, Role::Operator])?;
         let Path(order_id) = path?;
@@ -494,12 +482,15 @@ pub async fn cancel_order(
             id: OrderId(order_id),
             account: order.account,
         };
-        execute_book_command(&state, OrderId(order_id), order.product, cancel).await
+        let origin = (&ctx, &auth, &mut journaled);
+        execute_book_command(&state, origin, OrderId(order_id), order.product, cancel).await
     }
     .await;
-    state
-        .audit(&ctx, &auth, "order.cancel", &target, &result)
-        .await;
+    if !journaled {
+        state
+            .audit(&ctx, &auth, "order.cancel", &target, &result)
+            .await;
+    }
     Ok(Json(result?))
 }
 
@@ -517,6 +508,7 @@ pub async fn modify_order(
     body: Result<Json<ModifyOrder>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<OrderAck>, ApiError> {
     let mut target = "order:-".to_string();
+    let mut journaled = false;
     let result: Result<OrderAck, ApiError> = async {
         auth.require(&[Role::Trader, Role::Operator])?;
         let Path(order_id) = path?;
@@ -532,12 +524,15 @@ pub async fn modify_order(
             price,
             qty,
         };
-        execute_book_command(&state, OrderId(order_id), order.product, modify).await
+        let origin = (&ctx, &auth, &mut journaled);
+        execute_book_command(&state, origin, OrderId(order_id), order.product, modify).await
     }
     .await;
-    state
-        .audit(&ctx, &auth, "order.modify", &target, &result)
-        .await;
+    if !journaled {
+        state
+            .audit(&ctx, &auth, "order.modify", &target, &result)
+            .await;
+    }
     Ok(Json(result?))
 }
 

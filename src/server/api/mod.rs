@@ -34,6 +34,7 @@ use axum::response::Response;
 use axum::routing::get;
 use tracing::Instrument;
 use utoipa::OpenApi;
+use voltex_engine::command::CommandOrigin;
 
 use super::auth::{Auth, HasJwtKeys, JwtKeys};
 use super::clock::monotonic;
@@ -89,6 +90,19 @@ impl HasJwtKeys for Arc<AppState> {
 }
 
 impl AppState {
+    /// The origin a command of this call carries into the journal, from which its
+    /// audit record is projected (see `server::audit`); `None` when a field does not
+    /// fit (an overlong correlation id or subject), and the call is audited by the
+    /// writer instead.
+    pub fn command_origin(&self, ctx: &Ctx, auth: &Auth) -> Option<CommandOrigin> {
+        CommandOrigin::new(
+            auth.0.sub.clone(),
+            role_name(auth),
+            ctx.correlation_id.clone(),
+        )
+        .ok()
+    }
+
     /// Writes one audit record for a mutating call.
     pub async fn audit<T>(
         &self,
@@ -105,12 +119,13 @@ impl AppState {
         let entry = crate::db::NewAuditEntry {
             at_ns: self.exchange.now().nanos(),
             actor: auth.0.sub.clone(),
-            role: format!("{:?}", auth.0.role).to_lowercase(),
+            role: role_name(auth),
             action: action.to_string(),
             target: target.to_string(),
             correlation_id: ctx.correlation_id.clone(),
             result: outcome,
             detail: None,
+            command_seq: None,
         };
         if let Err(error) = self.audit_writer.append(entry).await {
             // The action itself already happened (it is in the journal); losing its
@@ -119,6 +134,11 @@ impl AppState {
             metrics::counter!("voltex_audit_failures_total").increment(1);
         }
     }
+}
+
+/// How a role is written in audit records.
+fn role_name(auth: &Auth) -> String {
+    format!("{:?}", auth.0.role).to_lowercase()
 }
 
 /// Per-request context.
