@@ -30,6 +30,10 @@
 //! With a PostgreSQL `--database-url` the bench creates a scratch database through it
 //! and drops it afterwards, so runs never see each other's rows.
 //!
+//! After the orders, the same server answers schedule reads
+//! (`GET /api/v1/schedules/{device_id}`, the second target; see
+//! `bench_api_schedules`).
+//!
 //! The bench fails on a wrong result, never on timing: every request must be answered
 //! 2xx with the expected order status, each account's resting orders on the server
 //! (`GET /api/v1/orders`, the live index for the baseline) must equal what the client
@@ -82,9 +86,9 @@ const PERSIST_WAIT: Duration = Duration::from_secs(120);
 /// Failures kept for the report.
 const FAILURES_KEPT_MAX: usize = 5;
 /// Granularity of Tokio's timer.
-const TIMER_TICK: Duration = Duration::from_millis(1);
+pub(crate) const TIMER_TICK: Duration = Duration::from_millis(1);
 /// Open loop: from spawning the clients to the first due time.
-const PACED_START_DELAY: Duration = Duration::from_millis(50);
+pub(crate) const PACED_START_DELAY: Duration = Duration::from_millis(50);
 /// The target: this rate through the API ...
 const TARGET_COMMANDS_PER_S: u32 = 5_000;
 /// ... with this p99 (ms).
@@ -233,7 +237,7 @@ impl Grid {
 /// Open-loop schedule of one client: its command `i` is due at
 /// `first_due + i × interval`.
 #[derive(Clone, Copy, Debug)]
-struct Pacer {
+pub(crate) struct Pacer {
     first_due: tokio::time::Instant,
     interval: Duration,
 }
@@ -241,7 +245,7 @@ struct Pacer {
 impl Pacer {
     /// The schedule of client `client_idx` of `n_clients` sharing `rate_per_s`, all
     /// starting at `start`; clients are staggered so the total stream is even.
-    fn for_client(
+    pub(crate) fn for_client(
         start: tokio::time::Instant,
         rate_per_s: u32,
         client_idx: usize,
@@ -255,7 +259,7 @@ impl Pacer {
         }
     }
 
-    fn due(&self, command_idx: usize) -> tokio::time::Instant {
+    pub(crate) fn due(&self, command_idx: usize) -> tokio::time::Instant {
         let after_ns = self.interval.as_nanos().saturating_mul(command_idx as u128);
         self.first_due + Duration::from_nanos(u64::try_from(after_ns).unwrap_or(u64::MAX))
     }
@@ -715,7 +719,14 @@ async fn bench_on(
         .await
         .context("starting the server")?;
     let base: Arc<str> = format!("http://{}", server.http_addr).into();
-    let result = measure(args, &server, &base, n_clients, n_commands, database).await;
+    let mut result = measure(args, &server, &base, n_clients, n_commands, database).await;
+    if result.is_ok() {
+        let n_reads = if args.quick { 4_000 } else { 40_000 };
+        result = crate::bench_api_schedules::measure(
+            &server, &base, SECRET, n_clients, n_reads, args.seed,
+        )
+        .await;
+    }
     server.stop().await.context("stopping the server")?;
     result
 }

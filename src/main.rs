@@ -6,6 +6,7 @@
 
 mod backtest_cmd;
 mod bench_api;
+mod bench_api_schedules;
 mod bench_book;
 mod bench_dispatch;
 mod bench_journal;
