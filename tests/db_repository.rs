@@ -103,6 +103,7 @@ on_both_backends!(
     concurrent_persists_of_one_batch_count_positions_once,
     orders_filter_and_page_by_account,
     newer_schedule_version_supersedes_older_non_final_versions,
+    a_schedule_payload_is_read_back_verbatim_and_a_corrupt_one_is_reported,
     stale_schedule_version_is_refused_and_identical_retry_is_idempotent,
     schedule_retry_and_deadline_bookkeeping,
     same_ack_twice_is_one_row_and_status_only_moves_forward,
@@ -876,6 +877,43 @@ fn ack(device: &str, version: u64, outbox_seq: u64, status: AckStatus) -> Ack {
         status,
         at: UtcNanos(T0 + 100 * NS_PER_S + outbox_seq as i64),
     }
+}
+
+/// Schedule payloads are kept as stored JSON text: read back byte for byte (the
+/// signed schedule decodes from it), and a row whose payload is not JSON is reported
+/// as corrupt, naming the column, rather than served.
+async fn a_schedule_payload_is_read_back_verbatim_and_a_corrupt_one_is_reported(db: Db) {
+    db.register_device(&new_device("bat-1"))
+        .await
+        .expect("register");
+    let signed = signed_schedule("bat-1", 1, 1_500);
+    db.insert_schedule(&signed, T0 + 600 * NS_PER_S)
+        .await
+        .expect("insert");
+    let row = db
+        .schedule_history("bat-1", None, 10)
+        .await
+        .expect("history")
+        .remove(0);
+    assert_eq!(row.payload.get(), serde_json::to_string(&signed).unwrap());
+    assert_eq!(row.signed_schedule().expect("decodes"), signed);
+    let listed = serde_json::to_value(&row).expect("serialises");
+    assert_eq!(listed["payload"], serde_json::to_value(&signed).unwrap());
+
+    sqlx::query(
+        "UPDATE schedules SET payload_json = '{\"schedule\": tru' WHERE device_id = 'bat-1'",
+    )
+    .execute(db.pool())
+    .await
+    .expect("corrupt the row");
+    assert!(matches!(
+        db.schedule_history("bat-1", None, 10).await,
+        Err(DbError::Corrupt {
+            table: "schedules",
+            column: "payload_json",
+            ..
+        })
+    ));
 }
 
 async fn newer_schedule_version_supersedes_older_non_final_versions(db: Db) {

@@ -20,7 +20,7 @@ use super::Db;
 use super::{
     AckOutcome, DbError, DeliveryStatus, DeviceRow, DeviceStatusUpdate, ExecutionLogRow,
     FleetCounts, INSERT_BATCH_ROWS_MAX, NewDevice, ScheduleInsert, ScheduleRow, StatusCount,
-    TelemetryRow, col, col_enum, col_int, col_int_opt, col_json, input_i64, page_limit,
+    TelemetryRow, col, col_enum, col_int, col_int_opt, col_stored_json, input_i64, page_limit,
     placeholders,
 };
 
@@ -394,7 +394,8 @@ impl Db {
                 return Err(not_found_device(device_id));
             };
             if let Some(existing) = schedule_in_tx(&mut tx, device_id, version).await?
-                && existing.payload == serde_json::from_str::<serde_json::Value>(&payload)?
+                && existing.payload.to_value()?
+                    == serde_json::from_str::<serde_json::Value>(&payload)?
             {
                 return Ok(ScheduleInsert {
                     schedule: existing,
@@ -1001,7 +1002,7 @@ fn schedule_from_row(row: &AnyRow) -> Result<ScheduleRow, DbError> {
         attempts: col_int(row, "schedules", "attempts")?,
         last_attempt_at_ns: col(row, "last_attempt_at_ns")?,
         next_attempt_at_ns: col(row, "next_attempt_at_ns")?,
-        payload: col_json(row, "schedules", "payload_json")?,
+        payload: col_stored_json(row, "schedules", "payload_json")?,
     })
 }
 

@@ -430,6 +430,20 @@ pub(crate) fn col_json(
     })
 }
 
+/// Reads a TEXT column holding JSON, checked but kept as text.
+pub(crate) fn col_stored_json(
+    row: &AnyRow,
+    table: &'static str,
+    column: &'static str,
+) -> Result<StoredJson, DbError> {
+    let text: String = col(row, column)?;
+    StoredJson::from_text(text).map_err(|e| DbError::Corrupt {
+        table,
+        column,
+        message: e.to_string(),
+    })
+}
+
 /// Reads a TEXT column through a parser of stored names.
 pub(crate) fn col_enum<T>(
     row: &AnyRow,

@@ -500,7 +500,49 @@ pub struct ScheduleRow {
     /// Next delivery attempt due (retry with backoff), while still issued.
     pub next_attempt_at_ns: Option<i64>,
     /// The signed schedule as sent (`SignedSchedule` JSON), for resending verbatim.
-    pub payload: serde_json::Value,
+    pub payload: StoredJson,
+}
+
+/// A JSON document as stored: checked to be well-formed when read, then kept as its
+/// text and written out verbatim, so listing stored documents (a device's schedule
+/// versions, say) does not parse each into a tree only to serialise it again.
+#[derive(Clone, Debug)]
+pub struct StoredJson(Box<serde_json::value::RawValue>);
+
+impl StoredJson {
+    /// Checks `text` is one well-formed JSON value.
+    ///
+    /// # Errors
+    /// The parser's error for anything else.
+    pub fn from_text(text: String) -> Result<StoredJson, serde_json::Error> {
+        Ok(StoredJson(serde_json::value::RawValue::from_string(text)?))
+    }
+
+    /// The text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Parsed into a tree.
+    ///
+    /// # Errors
+    /// Only if the text is not JSON, which [`StoredJson::from_text`] rules out.
+    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(self.get())
+    }
+}
+
+/// The same text; documents that differ only in spacing or key order differ here.
+impl PartialEq for StoredJson {
+    fn eq(&self, other: &StoredJson) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Serialize for StoredJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
 }
 
 impl ScheduleRow {
@@ -511,7 +553,7 @@ impl ScheduleRow {
     pub fn signed_schedule(
         &self,
     ) -> Result<voltex_dispatch::message::SignedSchedule, crate::db::DbError> {
-        Ok(serde_json::from_value(self.payload.clone())?)
+        Ok(serde_json::from_str(self.payload.get())?)
     }
 }
 
