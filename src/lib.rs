@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod db;
+pub mod process_stats;
 pub mod server;
 pub mod telemetry;
 pub mod workload;

@@ -168,6 +168,95 @@ pub struct UpArgs {
     /// settlement charges per MWh the fleet did not deliver as committed.
     #[arg(long, default_value = "20")]
     pub imbalance_penalty_eur_per_mwh: rust_decimal::Decimal,
+    /// Print this process's CPU use and resident memory every this many seconds, and
+    /// at the end the verdict on the idle target (≤ 0.5 core, ≤ 500 MiB with 1,000
+    /// agents). Linux only.
+    #[arg(long)]
+    pub resources_every_s: Option<u64>,
+}
+
+/// Idle target of `voltex up` with 1,000 agents: cores ...
+const IDLE_CORES_MAX: f64 = 0.5;
+/// ... and resident memory (MiB).
+const IDLE_RSS_MIB_MAX: f64 = 500.0;
+
+/// Samples this process's CPU and memory on its own thread, printing a line per
+/// interval, until stopped.
+struct ResourceSampler {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<Vec<(f64, u64)>>,
+    every: std::time::Duration,
+}
+
+impl ResourceSampler {
+    #[allow(clippy::disallowed_methods)] // wall time between samples is the point
+    fn spawn(every: std::time::Duration) -> Result<ResourceSampler> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("voltex-resources".into())
+            .spawn(move || {
+                let mut intervals = Vec::new();
+                let Some(mut last) = voltex::process_stats::ProcessSample::read() else {
+                    println!("resources: /proc/self is not readable here; no report");
+                    return intervals;
+                };
+                let mut last_at = std::time::Instant::now();
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    let Some(sample) = voltex::process_stats::ProcessSample::read() else {
+                        continue;
+                    };
+                    let at = std::time::Instant::now();
+                    let cores = sample.cores_since(&last, (at - last_at).as_secs_f64());
+                    println!(
+                        "resources: {cores:.3} cores over the last {:.0} s, RSS {:.0} MiB (peak {:.0} MiB)",
+                        (at - last_at).as_secs_f64(),
+                        mib(sample.rss_bytes),
+                        mib(sample.peak_rss_bytes)
+                    );
+                    intervals.push((cores, sample.peak_rss_bytes));
+                    (last, last_at) = (sample, at);
+                }
+                intervals
+            })
+            .context("starting the resource sampler")?;
+        Ok(ResourceSampler {
+            stop,
+            thread,
+            every,
+        })
+    }
+
+    /// Stops sampling and prints the verdict: the median interval's cores (roll-outs
+    /// are bursts a few intervals long; the median is the idle level) and the peak RSS.
+    fn finish(self, n_agents: usize) {
+        let _ = self.stop.send(());
+        let Ok(mut intervals) = self.thread.join() else {
+            return;
+        };
+        if intervals.is_empty() {
+            println!("resources: no full interval sampled");
+            return;
+        }
+        let peak_rss = intervals.iter().map(|(_, peak)| *peak).max().unwrap_or(0);
+        intervals.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let median_cores = intervals[intervals.len() / 2].0;
+        let met = median_cores <= IDLE_CORES_MAX && mib(peak_rss) <= IDLE_RSS_MIB_MAX;
+        println!(
+            "idle target (voltex up with 1000 agents ≤ {IDLE_CORES_MAX} core, ≤ {IDLE_RSS_MIB_MAX} MiB RSS): {} \
+             with {n_agents} agents: median of {} intervals of {} s {median_cores:.3} cores, max {:.3}; peak RSS {:.0} MiB",
+            if met { "met" } else { "NOT met" },
+            intervals.len(),
+            self.every.as_secs(),
+            intervals.last().map_or(0.0, |(cores, _)| *cores),
+            mib(peak_rss)
+        );
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// Runs `voltex up`.
@@ -192,6 +281,14 @@ pub fn run_up(args: &UpArgs) -> Result<()> {
         run_for: args.run_for_s.map(std::time::Duration::from_secs),
         imbalance_penalty_eur_per_mwh: args.imbalance_penalty_eur_per_mwh,
     };
+    anyhow::ensure!(
+        args.resources_every_s != Some(0),
+        "--resources-every-s must be positive"
+    );
+    let sampler = args
+        .resources_every_s
+        .map(|every_s| ResourceSampler::spawn(std::time::Duration::from_secs(every_s)))
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -208,5 +305,8 @@ pub fn run_up(args: &UpArgs) -> Result<()> {
         report.n_issued,
         report.revenue_cents as f64 / 100.0
     );
+    if let Some(sampler) = sampler {
+        sampler.finish(args.agents);
+    }
     Ok(())
 }

@@ -100,13 +100,7 @@ fn now() -> std::time::Instant {
     std::time::Instant::now()
 }
 
-/// Resident set size of this process in bytes (Linux `/proc`; `None` elsewhere).
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
+use voltex::process_stats::rss_bytes;
 
 fn load(path: &Path) -> Result<(Scenario, PriceSeries)> {
     let text =
