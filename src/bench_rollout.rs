@@ -33,8 +33,8 @@ use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use voltex::server::clock::{Clock, SystemClock};
 use voltex::server::fleet::{
-    MemoryDispatchStore, Orchestrator, OrchestratorConfig, SimFleet, SimFleetConfig, SimQuic,
-    TransportKind, spawn_simulated_fleet,
+    MemoryDispatchStore, Orchestrator, OrchestratorConfig, RolloutId, SimFleet, SimFleetConfig,
+    SimQuic, TransportKind, spawn_simulated_fleet,
 };
 use voltex_dispatch::message::{Fallback, SchedulePeriod};
 use voltex_dispatch::transport::embedded_broker::free_port;
@@ -196,6 +196,26 @@ fn schedule(device: &DeviceId, version: u64, now: UtcNanos) -> Schedule {
     }
 }
 
+/// Waits (at most `phase`) until `rollout` is finished and checks every agent acked.
+async fn finish_rollout(
+    orchestrator: &Orchestrator<MemoryDispatchStore>,
+    rollout: RolloutId,
+    phase: Duration,
+    n_agents: usize,
+    what: &str,
+) -> Result<()> {
+    tokio::time::timeout(phase, orchestrator.wait_finished(rollout))
+        .await
+        .with_context(|| format!("{what}: the roll-out did not finish"))?;
+    let status = orchestrator
+        .rollout_status(rollout)
+        .with_context(|| format!("{what}: no roll-out status"))?;
+    if status.n_acked != n_agents as u64 {
+        bail!("{what}: {} of {n_agents} acked: {status:?}", status.n_acked);
+    }
+    Ok(())
+}
+
 async fn bench(args: &RolloutBenchArgs, n_agents: usize, rounds: u32) -> Result<()> {
     let phase = Duration::from_secs(args.phase_timeout_s);
     let signer_seed = [9; 32];
@@ -270,18 +290,7 @@ async fn bench(args: &RolloutBenchArgs, n_agents: usize, rounds: u32) -> Result<
 
     let warm_up = Instant::now();
     let rollout = orchestrator.roll_out(schedules(&fleet, 1)).await?;
-    tokio::time::timeout(phase, orchestrator.wait_finished(rollout))
-        .await
-        .context("warm-up roll-out did not finish")?;
-    let warm_status = orchestrator
-        .rollout_status(rollout)
-        .context("warm-up roll-out status")?;
-    if warm_status.n_acked != n_agents as u64 {
-        bail!(
-            "warm-up: {} of {n_agents} acked: {warm_status:?}",
-            warm_status.n_acked
-        );
-    }
+    finish_rollout(&orchestrator, rollout, phase, n_agents, "warm-up").await?;
     eprintln!(
         "  warm-up roll-out (while links connect) in {:.2} s; every agent acked",
         warm_up.elapsed().as_secs_f64()
@@ -298,19 +307,15 @@ async fn bench(args: &RolloutBenchArgs, n_agents: usize, rounds: u32) -> Result<
         let issued = Instant::now();
         let rollout = orchestrator.roll_out(batch).await?;
         let issue_ms = issued.elapsed().as_secs_f64() * 1_000.0;
-        tokio::time::timeout(phase, orchestrator.wait_finished(rollout))
-            .await
-            .with_context(|| format!("round {round} did not finish"))?;
+        finish_rollout(
+            &orchestrator,
+            rollout,
+            phase,
+            n_agents,
+            &format!("round {round}"),
+        )
+        .await?;
         let all = issued.elapsed();
-        let status = orchestrator
-            .rollout_status(rollout)
-            .context("roll-out status")?;
-        if status.n_acked != n_agents as u64 {
-            bail!(
-                "round {round}: {} of {n_agents} acked: {status:?}",
-                status.n_acked
-            );
-        }
         let mut latency_us = Histogram::<u64>::new(3)?;
         for latency in orchestrator.ack_latencies(rollout) {
             latency_us.record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX))?;

@@ -370,33 +370,13 @@ impl Db {
     /// # Errors
     /// Database errors only.
     pub async fn append_audit(&self, entry: &NewAuditEntry) -> Result<i64, DbError> {
-        let detail = entry
-            .detail
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()?;
-        let id: i64 = sqlx::query_scalar(
+        let query = sqlx::query(
             "INSERT INTO audit_log \
              (at_ns, actor, role, action, target, correlation_id, result, detail_json, \
              command_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING audit_id",
-        )
-        .bind(entry.at_ns)
-        .bind(entry.actor.as_str())
-        .bind(entry.role.as_str())
-        .bind(entry.action.as_str())
-        .bind(entry.target.as_str())
-        .bind(entry.correlation_id.as_str())
-        .bind(entry.result.as_str())
-        .bind(detail)
-        .bind(
-            entry
-                .command_seq
-                .map(|seq| input_i64("command_seq", seq))
-                .transpose()?,
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(id)
+        );
+        let row = bind_audit_row(query, entry)?.fetch_one(&self.pool).await?;
+        col(&row, "audit_id")
     }
 
     /// Appends `entries` atomically (the audit writer's group commit): all are stored
@@ -523,7 +503,7 @@ fn dayahead_from_row(row: &AnyRow) -> Result<DayAheadPeriodRow, DbError> {
 /// [`DbError::InvalidInput`] for a command seq above `i64::MAX`; JSON errors of `detail`.
 pub(crate) fn audit_insert_statements<'q>(
     entries: &[&'q NewAuditEntry],
-) -> Result<Vec<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>>, DbError> {
+) -> Result<Vec<AnyQuery<'q>>, DbError> {
     const N_COLUMNS: usize = 9;
     let mut statements = Vec::with_capacity(entries.len().div_ceil(INSERT_BATCH_ROWS_MAX));
     for chunk in entries.chunks(INSERT_BATCH_ROWS_MAX) {
@@ -540,27 +520,37 @@ pub(crate) fn audit_insert_statements<'q>(
         sql.push_str(" ON CONFLICT (command_seq) DO NOTHING");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for entry in chunk {
-            let detail = entry
-                .detail
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()?;
-            let command_seq = entry
-                .command_seq
-                .map(|seq| input_i64("command_seq", seq))
-                .transpose()?;
-            query = query
-                .bind(entry.at_ns)
-                .bind(entry.actor.as_str())
-                .bind(entry.role.as_str())
-                .bind(entry.action.as_str())
-                .bind(entry.target.as_str())
-                .bind(entry.correlation_id.as_str())
-                .bind(entry.result.as_str())
-                .bind(detail)
-                .bind(command_seq);
+            query = bind_audit_row(query, entry)?;
         }
         statements.push(query);
     }
     Ok(statements)
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds one audit record's nine columns, in the order of the INSERTs above.
+fn bind_audit_row<'q>(
+    query: AnyQuery<'q>,
+    entry: &'q NewAuditEntry,
+) -> Result<AnyQuery<'q>, DbError> {
+    let detail = entry
+        .detail
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()?;
+    let command_seq = entry
+        .command_seq
+        .map(|seq| input_i64("command_seq", seq))
+        .transpose()?;
+    Ok(query
+        .bind(entry.at_ns)
+        .bind(entry.actor.as_str())
+        .bind(entry.role.as_str())
+        .bind(entry.action.as_str())
+        .bind(entry.target.as_str())
+        .bind(entry.correlation_id.as_str())
+        .bind(entry.result.as_str())
+        .bind(detail)
+        .bind(command_seq))
 }
