@@ -1,6 +1,8 @@
 //! This process's CPU time and memory, read from Linux `/proc` (`None` on other
 //! systems or when the files do not parse): what `voltex up --resources-every-s`
-//! reports against the idle target, and what `voltex sim` prints as RSS.
+//! reports against the idle target, what the server exports on `/metrics`
+//! (`voltex_process_cpu_seconds`, `voltex_process_resident_memory_bytes`, every 15 s)
+//! and what `voltex sim` prints as RSS.
 //!
 //! CPU time is `utime + stime` of `/proc/self/stat` (every thread of the process), in
 //! the kernel's `USER_HZ` ticks, which Linux fixes at 100 per second for what it

@@ -300,6 +300,17 @@ async fn trade_restart_and_check(database_url: &str) {
     assert_eq!(status, 200);
     let text = metrics.as_str().unwrap_or_default().to_string();
     assert!(text.contains("voltex_api_request_seconds"), "{text}");
+    // Sampled at start (and every 15 s): CPU seconds so far and resident bytes.
+    for gauge in [
+        "voltex_process_cpu_seconds",
+        "voltex_process_resident_memory_bytes",
+    ] {
+        let value: f64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix(gauge)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{gauge} is exported: {text}"));
+        assert!(value > 0.0, "{gauge} = {value}");
+    }
     let (status, ready) = client.get("/readyz", None).await;
     assert_eq!((status, ready["status"].as_str()), (200, Some("ok")));
     server.stop().await.unwrap();

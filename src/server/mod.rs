@@ -247,6 +247,12 @@ impl RunningServer {
                     _ = tick.tick() => {}
                     _ = alert_shutdown.wait_for(|stop| *stop) => break,
                 }
+                // The process's own CPU and memory, for dashboards and the idle target.
+                if let Some(sample) = crate::process_stats::ProcessSample::read() {
+                    metrics::gauge!("voltex_process_cpu_seconds").set(sample.cpu_s);
+                    metrics::gauge!("voltex_process_resident_memory_bytes")
+                        .set(sample.rss_bytes as f64);
+                }
                 alert_board.sample_and_evaluate();
             }
         }));
