@@ -23,7 +23,7 @@ use voltex_dispatch::transport::embedded_broker::free_port;
 use voltex_dispatch::transport::{
     MqttConfig, QuicPlatformConfig, certs, mqtt_platform, quic_platform, start_embedded_broker,
 };
-use voltex_dispatch::{Ack, DeviceId, Message, Schedule, ScheduleId};
+use voltex_dispatch::{Ack, AckBatch, AckEntry, DeviceId, Message, Schedule, ScheduleId};
 use voltex_market::UtcNanos;
 
 /// Upper bound of any wait: a hang guard, not a performance expectation.
@@ -476,6 +476,64 @@ async fn a_lost_report_holds_the_receipt_back_until_it_is_resent() {
         "every report is stored, in arrival order"
     );
     assert_eq!(orchestrator.counters().receipt_seqs_given_up, 0);
+    orchestrator.check_invariants();
+    orchestrator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_acks_is_stored_in_order_and_receipted_once() {
+    let device = DeviceId::new("batch-1").expect("id");
+    let (orchestrator, uplink_tx, mut downlink_rx, rollout) =
+        one_device_rollout(TransportKind::Mqtt, &device).await;
+    let (_, message) = guarded("schedule sent", downlink_rx.recv())
+        .await
+        .expect("sent");
+    let Message::Schedule(signed) = message else {
+        panic!("expected a schedule, got {message:?}")
+    };
+    let entry = |outbox_seq: u64, status: AckStatus| AckEntry {
+        outbox_seq,
+        schedule_id: signed.schedule.schedule_id,
+        version: 3,
+        status,
+        at: SystemClock.now(),
+    };
+    let batch = Message::Acks(AckBatch {
+        device: device.clone(),
+        acks: vec![
+            entry(1, AckStatus::Received),
+            entry(2, AckStatus::Accepted),
+            entry(3, AckStatus::Started),
+        ],
+    });
+    uplink_tx
+        .send((device.clone(), batch))
+        .await
+        .expect("inject");
+    let (to, receipt) = guarded("receipt", downlink_rx.recv())
+        .await
+        .expect("receipt");
+    assert_eq!(to, device);
+    let Message::Receipt(receipt) = receipt else {
+        panic!("expected a receipt, got {receipt:?}")
+    };
+    assert_eq!(receipt.through_seq, 3, "one receipt covers the whole batch");
+    assert_eq!(
+        orchestrator.store().acks_of(&device, 3),
+        vec![AckStatus::Received, AckStatus::Accepted, AckStatus::Started],
+    );
+    assert_eq!(orchestrator.counters().acks_new, 3);
+    assert_eq!(
+        orchestrator.version_state(&device, 3),
+        Some(DeliveryState::Started)
+    );
+    assert_eq!(
+        orchestrator
+            .rollout_status(rollout)
+            .expect("status")
+            .n_acked,
+        1
+    );
     orchestrator.check_invariants();
     orchestrator.shutdown().await;
 }

@@ -85,9 +85,9 @@ async fn main() -> anyhow::Result<()> {
         };
         let (from, message) = received?;
         let through_seq = match &message {
-            Message::Ack(ack) => {
-                acks += 1;
-                ack.outbox_seq
+            Message::Ack(_) | Message::Acks(_) => {
+                acks += message.ack_count() as u64;
+                message.acks().map(|ack| ack.outbox_seq).max().unwrap_or(0)
             }
             Message::Telemetry(batch) => {
                 samples += batch.samples.len() as u64;

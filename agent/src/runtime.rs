@@ -479,7 +479,7 @@ where
                 self.link.confirm(delivery).await?;
                 Ok(())
             }
-            Message::Ack(_) | Message::Telemetry(_) | Message::Heartbeat(_) => {
+            Message::Ack(_) | Message::Acks(_) | Message::Telemetry(_) | Message::Heartbeat(_) => {
                 // The transport never returns uplink kinds; confirm so it is not redelivered.
                 self.link.confirm(delivery).await?;
                 Ok(())

@@ -40,11 +40,13 @@ struct World {
 impl World {
     fn platform_receives(&mut self, messages: &[(Message, u64)]) {
         for (message, _) in messages {
-            if let Message::Ack(ack) = message {
+            if message.ack_count() > 0 {
                 self.ack_messages += 1;
+            }
+            for ack in message.acks() {
                 if let Some(previous) = self.acks.insert(ack.outbox_seq, ack.clone()) {
                     assert_eq!(
-                        &previous, ack,
+                        previous, ack,
                         "a re-send under the same seq must be identical"
                     );
                 }

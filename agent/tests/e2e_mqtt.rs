@@ -75,10 +75,8 @@ async fn start_agent(
 fn ack_statuses(messages: &[Message]) -> Vec<(u64, AckStatus)> {
     messages
         .iter()
-        .filter_map(|m| match m {
-            Message::Ack(a) => Some((a.outbox_seq, a.status)),
-            _ => None,
-        })
+        .flat_map(Message::acks)
+        .map(|a| (a.outbox_seq, a.status))
         .collect()
 }
 

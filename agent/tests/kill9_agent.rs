@@ -122,11 +122,9 @@ fn write_config(dir: &Path, mqtt_url: &str) -> PathBuf {
 /// Every ack seen, by outbox seq; a re-send under a seq must be identical.
 fn acks_by_seq(messages: &[Message]) -> BTreeMap<u64, Ack> {
     let mut acks = BTreeMap::new();
-    for message in messages {
-        if let Message::Ack(ack) = message
-            && let Some(previous) = acks.insert(ack.outbox_seq, ack.clone())
-        {
-            assert_eq!(&previous, ack, "a re-send under the same seq differs");
+    for ack in messages.iter().flat_map(Message::acks) {
+        if let Some(previous) = acks.insert(ack.outbox_seq, ack.clone()) {
+            assert_eq!(previous, ack, "a re-send under the same seq differs");
         }
     }
     acks
@@ -373,9 +371,10 @@ async fn kill_during_a_burst(platform: &mut impl PlatformLink, config: &Path) {
 
     let _agent = AgentProcess::start(config);
     let accepted_newest = |messages: &[Message]| {
-        messages.iter().any(|m| {
-            matches!(m, Message::Ack(a) if a.version == newest && a.status == AckStatus::Accepted)
-        })
+        messages
+            .iter()
+            .flat_map(Message::acks)
+            .any(|a| a.version == newest && a.status == AckStatus::Accepted)
     };
     for _ in 0..40 {
         if accepted_newest(&seen) {

@@ -9,7 +9,7 @@ use voltex_agent::acceptance::AckDraft;
 use voltex_agent::core::AgentCore;
 use voltex_agent::outbox::{Outbox, OutboxConfig, OutboxItem, Sample, next_messages};
 use voltex_agent::store::memory::MemoryStore;
-use voltex_dispatch::message::{AckStatus, DeviceId};
+use voltex_dispatch::message::{ACK_BATCH_MAX, AckStatus, DeviceId};
 use voltex_dispatch::{Message, Receipt};
 
 fn sample(s: i64) -> Sample {
@@ -37,9 +37,8 @@ fn sent_seqs(outbox: &Outbox, device: &DeviceId) -> Vec<u64> {
     next_messages(outbox, device, 1_000, &mut out);
     out.iter()
         .flat_map(|(message, _)| match message {
-            Message::Ack(a) => vec![a.outbox_seq],
             Message::Telemetry(batch) => batch.samples.iter().map(|t| t.outbox_seq).collect(),
-            _ => vec![],
+            _ => message.acks().map(|a| a.outbox_seq).collect::<Vec<_>>(),
         })
         .collect()
 }
@@ -73,31 +72,74 @@ fn entries_leave_only_on_a_receipt_not_on_sending() {
     outbox.check_invariants();
 }
 
+fn shape(out: &[(Message, u64)]) -> Vec<(String, u64)> {
+    out.iter()
+        .map(|(m, last)| match m {
+            Message::Telemetry(b) => (format!("telemetry x{}", b.samples.len()), *last),
+            Message::Acks(b) => (format!("acks x{}", b.acks.len()), *last),
+            _ => ("other".to_string(), *last),
+        })
+        .collect()
+}
+
 #[test]
-fn telemetry_is_batched_and_acks_go_alone_in_sequence_order() {
+fn telemetry_and_acks_are_batched_by_kind_in_sequence_order() {
     let device = device();
     let mut outbox = Outbox::restore(OutboxConfig::default(), Vec::new(), 1);
     outbox.push(OutboxItem::Telemetry(sample(0)));
     outbox.push(OutboxItem::Telemetry(sample(10)));
     outbox.push(ack(11));
     outbox.push(OutboxItem::Telemetry(sample(20)));
+    outbox.push(ack(21));
+    outbox.push(ack(22));
+    outbox.push(ack(23));
     let mut out = Vec::new();
     next_messages(&outbox, &device, 10, &mut out);
-    let shape: Vec<(String, u64)> = out
-        .iter()
-        .map(|(m, last)| match m {
-            Message::Telemetry(b) => (format!("telemetry x{}", b.samples.len()), *last),
-            Message::Ack(_) => ("ack".to_string(), *last),
-            _ => ("other".to_string(), *last),
-        })
-        .collect();
     assert_eq!(
-        shape,
+        shape(&out),
         vec![
             ("telemetry x2".to_string(), 2),
-            ("ack".to_string(), 3),
-            ("telemetry x1".to_string(), 4)
+            ("acks x1".to_string(), 3),
+            ("telemetry x1".to_string(), 4),
+            ("acks x3".to_string(), 7),
         ]
+    );
+    for (message, _) in &out {
+        message
+            .validate()
+            .expect("every batch is within its bounds");
+    }
+    // The message limit counts messages, not entries: two give the first two.
+    out.clear();
+    next_messages(&outbox, &device, 2, &mut out);
+    assert_eq!(
+        shape(&out),
+        vec![("telemetry x2".to_string(), 2), ("acks x1".to_string(), 3)]
+    );
+}
+
+#[test]
+fn a_long_run_of_acks_is_split_at_the_batch_bound() {
+    let device = device();
+    let mut outbox = Outbox::restore(OutboxConfig::default(), Vec::new(), 1);
+    let n_acks = 2 * ACK_BATCH_MAX + 1;
+    for s in 0..n_acks {
+        outbox.push(ack(s as i64));
+    }
+    let mut out = Vec::new();
+    next_messages(&outbox, &device, 10, &mut out);
+    let max = ACK_BATCH_MAX as u64;
+    assert_eq!(
+        shape(&out),
+        vec![
+            (format!("acks x{ACK_BATCH_MAX}"), max),
+            (format!("acks x{ACK_BATCH_MAX}"), 2 * max),
+            ("acks x1".to_string(), 2 * max + 1),
+        ]
+    );
+    assert_eq!(
+        sent_seqs(&outbox, &device),
+        (1..=n_acks as u64).collect::<Vec<_>>()
     );
 }
 

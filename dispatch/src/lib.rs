@@ -42,7 +42,7 @@ pub mod topics;
 pub mod transport;
 
 pub use message::{
-    Ack, AckStatus, DeviceId, Fallback, Heartbeat, Message, Receipt, Schedule, ScheduleId,
-    SchedulePeriod, ScheduleRejection, SignedSchedule, Telemetry, TelemetryBatch,
+    Ack, AckBatch, AckEntry, AckStatus, DeviceId, Fallback, Heartbeat, Message, Receipt, Schedule,
+    ScheduleId, SchedulePeriod, ScheduleRejection, SignedSchedule, Telemetry, TelemetryBatch,
 };
 pub use signing::{ScheduleSigner, ScheduleVerifier, SignatureError};

@@ -3,16 +3,20 @@
 //!
 //! Downlink: [`SignedSchedule`] (a [`Schedule`] of power setpoints plus the platform's
 //! ed25519 signature) and [`Receipt`] (the platform has stored the agent's reports up to
-//! a sequence number). Uplink: [`Ack`] (2030.5-style response statuses),
-//! [`TelemetryBatch`] and [`Heartbeat`]. Acks and telemetry samples carry the agent's
-//! outbox sequence number so the agent can drop them only once a receipt covers them.
+//! a sequence number). Uplink: [`Ack`] (2030.5-style response statuses), [`AckBatch`]
+//! (several acks of one device in one message: what an agent sends, since one schedule
+//! usually yields three or four acks at once: the previous version superseded, this one
+//! received, accepted and started), [`TelemetryBatch`] and [`Heartbeat`]. Acks and
+//! telemetry samples carry the agent's outbox sequence number so the agent can drop them
+//! only once a receipt covers them.
 //!
 //! Sign convention: a setpoint's `target_w` is positive for discharge (power to the
 //! grid) and negative for charge.
 //!
 //! # Invariants
 //! Every value that [`Message::validate`] accepts is within the named bounds below
-//! (`PERIODS_MAX`, `TELEMETRY_BATCH_MAX`, `TARGET_W_ABS_MAX`, ...); the codec validates
+//! (`PERIODS_MAX`, `ACK_BATCH_MAX`, `TELEMETRY_BATCH_MAX`, `TARGET_W_ABS_MAX`, ...); the
+//! codec validates
 //! every decoded message, so nothing out of bounds reaches an agent's logic.
 
 use std::fmt;
@@ -31,6 +35,8 @@ pub const TARGET_W_ABS_MAX: i64 = 100_000_000;
 pub const RAMP_S_MAX: u32 = 3_600;
 /// Most telemetry samples in one batch.
 pub const TELEMETRY_BATCH_MAX: usize = 256;
+/// Most acks in one [`AckBatch`].
+pub const ACK_BATCH_MAX: usize = 64;
 /// Longest schedule validity window, in seconds (35 days).
 pub const VALIDITY_S_MAX: i64 = 35 * 24 * 3_600;
 /// Length of an ed25519 signature.
@@ -347,6 +353,44 @@ pub struct Ack {
     pub at: UtcNanos,
 }
 
+/// One ack in an [`AckBatch`]: an [`Ack`] without the device, which the batch names once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AckEntry {
+    /// The agent's outbox sequence number (for receipts).
+    pub outbox_seq: u64,
+    /// The schedule.
+    pub schedule_id: ScheduleId,
+    /// Its version.
+    pub version: u64,
+    /// What happened.
+    pub status: AckStatus,
+    /// When, on the agent's clock.
+    pub at: UtcNanos,
+}
+
+/// Acks of one device, sent together (in outbox order).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AckBatch {
+    /// Reporting device.
+    pub device: DeviceId,
+    /// The acks, 1..=[`ACK_BATCH_MAX`].
+    pub acks: Vec<AckEntry>,
+}
+
+impl AckBatch {
+    /// Each entry as a whole [`Ack`] (naming the batch's device).
+    pub fn iter_acks(&self) -> impl Iterator<Item = Ack> + '_ {
+        self.acks.iter().map(|entry| Ack {
+            device: self.device.clone(),
+            outbox_seq: entry.outbox_seq,
+            schedule_id: entry.schedule_id,
+            version: entry.version,
+            status: entry.status,
+            at: entry.at,
+        })
+    }
+}
+
 /// Health flags of a telemetry sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct HealthFlags(pub u32);
@@ -432,6 +476,9 @@ pub enum Message {
     Telemetry(TelemetryBatch),
     /// Agent → platform: liveness.
     Heartbeat(Heartbeat),
+    /// Agent → platform: several schedule responses (appended last, so the binary
+    /// encoding of the variants above is unchanged).
+    Acks(AckBatch),
 }
 
 impl Message {
@@ -443,7 +490,33 @@ impl Message {
             Message::Ack(ack) => &ack.device,
             Message::Telemetry(batch) => &batch.device,
             Message::Heartbeat(heartbeat) => &heartbeat.device,
+            Message::Acks(batch) => &batch.device,
         }
+    }
+
+    /// How many acks the message carries (see [`Message::acks`]).
+    pub fn ack_count(&self) -> usize {
+        match self {
+            Message::Ack(_) => 1,
+            Message::Acks(batch) => batch.acks.len(),
+            _ => 0,
+        }
+    }
+
+    /// The acks the message carries: one for [`Message::Ack`], each of an
+    /// [`Message::Acks`] batch, none for the other kinds.
+    pub fn acks(&self) -> impl Iterator<Item = Ack> + '_ {
+        let single = match self {
+            Message::Ack(ack) => Some(ack.clone()),
+            _ => None,
+        };
+        let batch = match self {
+            Message::Acks(batch) => Some(batch),
+            _ => None,
+        };
+        single
+            .into_iter()
+            .chain(batch.into_iter().flat_map(AckBatch::iter_acks))
     }
 
     /// Checks the protocol rules of the message (not its signature).
@@ -461,6 +534,12 @@ impl Message {
             Message::Telemetry(batch) => {
                 if batch.samples.is_empty() || batch.samples.len() > TELEMETRY_BATCH_MAX {
                     return Err(invalid("samples", "needs 1..=TELEMETRY_BATCH_MAX samples"));
+                }
+                Ok(())
+            }
+            Message::Acks(batch) => {
+                if batch.acks.is_empty() || batch.acks.len() > ACK_BATCH_MAX {
+                    return Err(invalid("acks", "needs 1..=ACK_BATCH_MAX acks"));
                 }
                 Ok(())
             }

@@ -2,7 +2,9 @@
 //! bytes never panics, and one test per kind of bad frame and bad schedule.
 
 use proptest::prelude::*;
-use voltex_dispatch::codec::{DecodeError, MESSAGE_LEN_MAX, decode, encode_binary, encode_json};
+use voltex_dispatch::codec::{
+    DecodeError, EncodeError, MESSAGE_LEN_MAX, decode, encode_binary, encode_json,
+};
 use voltex_dispatch::message::*;
 use voltex_dispatch::signing::{ScheduleSigner, SignatureError};
 use voltex_market::UtcNanos;
@@ -181,6 +183,32 @@ fn arb_message() -> impl Strategy<Value = Message> {
                     outbox_len,
                 })
             ),
+        (
+            arb_device(),
+            proptest::collection::vec(
+                (
+                    any::<u64>(),
+                    any::<u128>(),
+                    any::<u64>(),
+                    arb_status(),
+                    any::<i64>()
+                ),
+                1..=ACK_BATCH_MAX
+            )
+        )
+            .prop_map(|(device, acks)| Message::Acks(AckBatch {
+                device,
+                acks: acks
+                    .into_iter()
+                    .map(|(outbox_seq, id, version, status, at)| AckEntry {
+                        outbox_seq,
+                        schedule_id: ScheduleId(id),
+                        version,
+                        status,
+                        at: UtcNanos(at),
+                    })
+                    .collect(),
+            })),
     ]
 }
 
@@ -269,6 +297,68 @@ fn bad_frames_get_typed_errors() {
         decode(b"{\"v\":1,\"msg\":{\"Receipt\":{\"device\":\"a\",\"through_seq\":1}},\"x\":1}"),
         Err(DecodeError::Malformed(_))
     ));
+}
+
+fn ack_entry(outbox_seq: u64) -> AckEntry {
+    AckEntry {
+        outbox_seq,
+        schedule_id: ScheduleId(7),
+        version: 2,
+        status: AckStatus::Received,
+        at: UtcNanos(0),
+    }
+}
+
+#[test]
+fn an_ack_batch_outside_its_bounds_is_refused_both_ways() {
+    let empty = Message::Acks(AckBatch {
+        device: device(),
+        acks: Vec::new(),
+    });
+    let too_many = Message::Acks(AckBatch {
+        device: device(),
+        acks: (0..=ACK_BATCH_MAX as u64).map(ack_entry).collect(),
+    });
+    for bad in [&empty, &too_many] {
+        assert!(matches!(
+            encode_binary(bad),
+            Err(EncodeError::Invalid(ProtocolError::Invalid {
+                field: "acks",
+                ..
+            }))
+        ));
+    }
+    // A peer that skips the check: the decoder refuses what it sends.
+    let frame = br#"{"v":1,"msg":{"Acks":{"device":"bat-1","acks":[]}}}"#;
+    assert!(matches!(
+        decode(frame),
+        Err(DecodeError::Invalid(ProtocolError::Invalid {
+            field: "acks",
+            ..
+        }))
+    ));
+    // A full batch is within MESSAGE_LEN_MAX in both encodings, and every entry reads
+    // back as a whole ack of the batch's device.
+    let full = Message::Acks(AckBatch {
+        device: DeviceId::new("d".repeat(DEVICE_ID_LEN_MAX)).unwrap(),
+        acks: (0..ACK_BATCH_MAX as u64)
+            .map(|seq| AckEntry {
+                outbox_seq: u64::MAX - seq,
+                schedule_id: ScheduleId(u128::MAX),
+                version: u64::MAX,
+                status: AckStatus::Superseded {
+                    by_version: u64::MAX,
+                },
+                at: UtcNanos(i64::MIN),
+            })
+            .collect(),
+    });
+    assert_eq!(decode(&encode_binary(&full).unwrap()).unwrap(), full);
+    assert_eq!(decode(&encode_json(&full).unwrap()).unwrap(), full);
+    let acks: Vec<Ack> = full.acks().collect();
+    assert_eq!(acks.len(), ACK_BATCH_MAX);
+    assert!(acks.iter().all(|ack| &ack.device == full.device()));
+    assert_eq!(acks[1].outbox_seq, u64::MAX - 1);
 }
 
 #[test]

@@ -257,7 +257,7 @@ pub struct Counters {
     pub schedules_rejected: u64,
     /// Copies the agents recognised as duplicates (no new state, no new ack).
     pub schedules_duplicate: u64,
-    /// Ack messages sent by devices (first sends and re-sends).
+    /// Acks sent by devices (first sends and re-sends; several may share a message).
     pub acks_sent: u64,
     /// Acks the platform stored (in sequence; each counted once).
     pub acks_received: u64,
@@ -1191,10 +1191,13 @@ impl<'a> World<'a> {
         }
         let partitioned = !messages.is_empty() && self.is_partitioned(device, now);
         for (message, _) in messages.drain(..) {
-            let Message::Ack(ack) = message else {
+            // One wire message (an agent sends its acks batched): the network loses,
+            // delays or duplicates it whole.
+            let n_acks = message.ack_count() as u64;
+            if n_acks == 0 {
                 continue;
-            };
-            self.counters.acks_sent += 1;
+            }
+            self.counters.acks_sent += n_acks;
             if partitioned {
                 self.counters.messages_partitioned += 1;
                 continue;
@@ -1203,25 +1206,29 @@ impl<'a> World<'a> {
             match self.network.send(&mut self.rng) {
                 Delivery::Lost => self.counters.messages_lost += 1,
                 Delivery::Once(l) => {
-                    sched.schedule_in(
-                        l,
-                        Event::AckArrive {
-                            device,
-                            ack: Box::new(ack),
-                        },
-                    );
+                    for ack in message.acks() {
+                        sched.schedule_in(
+                            l,
+                            Event::AckArrive {
+                                device,
+                                ack: Box::new(ack),
+                            },
+                        );
+                    }
                 }
                 Delivery::Twice(a, b) => {
                     self.counters.messages_duplicated += 1;
-                    let copy = Box::new(ack.clone());
-                    sched.schedule_in(
-                        a,
-                        Event::AckArrive {
-                            device,
-                            ack: Box::new(ack),
-                        },
-                    );
-                    sched.schedule_in(b, Event::AckArrive { device, ack: copy });
+                    for ack in message.acks() {
+                        let copy = Box::new(ack.clone());
+                        sched.schedule_in(
+                            a,
+                            Event::AckArrive {
+                                device,
+                                ack: Box::new(ack),
+                            },
+                        );
+                        sched.schedule_in(b, Event::AckArrive { device, ack: copy });
+                    }
                 }
             }
         }

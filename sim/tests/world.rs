@@ -358,13 +358,18 @@ fn same_seed_gives_identical_results_and_another_seed_does_not() {
 }
 
 #[test]
-fn acks_lost_or_reordered_on_the_way_are_all_stored_in_the_end() {
+fn acks_lost_on_the_way_are_all_stored_in_the_end() {
     let lossy = "[network]\nlatency_ms_median = 100.0\nlatency_ms_p99 = 3000.0\nloss = 0.05\n\
                  duplicate = 0.01\nretry_s = 60\nmax_retries = 30\n";
     let out = go(&scenario(60, 3, lossy), 3);
     let c = &out.summary.counters;
     assert!(c.messages_lost > 0, "the network loses messages");
-    assert!(c.acks_out_of_order > 0, "jitter reorders acks: {c:?}");
+    // An agent sends the acks of one flush as one message, so the network loses or
+    // delays them together: with one flush at issue and one at the start hours later,
+    // jitter of seconds no longer lands an ack above a hole (when each ack was its own
+    // message, this run stored some out of order). The receipt window's hole rule is
+    // tested with the platform's tracker (tests/fleet_rollout.rs) and in `receipt.rs`.
+    assert_eq!(c.acks_out_of_order, 0, "acks travel batched: {c:?}");
     assert!(
         c.agent_resends > 0,
         "lost acks are re-sent by the agents' timer"

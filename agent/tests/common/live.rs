@@ -63,9 +63,8 @@ pub async fn receipt_for_all(platform: &mut impl PlatformLink, seen: &[Message])
     let through_seq = seen
         .iter()
         .flat_map(|m| match m {
-            Message::Ack(a) => vec![a.outbox_seq],
             Message::Telemetry(b) => b.samples.iter().map(|s| s.outbox_seq).collect(),
-            _ => vec![],
+            _ => m.acks().map(|a| a.outbox_seq).collect::<Vec<_>>(),
         })
         .max()
         .expect("some outbox seq seen");

@@ -321,6 +321,7 @@ pub(crate) fn kind_name(message: &Message) -> &'static str {
         Message::Schedule(_) => "Schedule",
         Message::Receipt(_) => "Receipt",
         Message::Ack(_) => "Ack",
+        Message::Acks(_) => "Acks",
         Message::Telemetry(_) => "Telemetry",
         Message::Heartbeat(_) => "Heartbeat",
     }
@@ -340,7 +341,9 @@ pub(crate) fn check_downlink(message: &Message) -> Result<(), TransportError> {
 /// `Ok` if the message travels device → platform.
 pub(crate) fn check_uplink(message: &Message) -> Result<(), TransportError> {
     match message {
-        Message::Ack(_) | Message::Telemetry(_) | Message::Heartbeat(_) => Ok(()),
+        Message::Ack(_) | Message::Acks(_) | Message::Telemetry(_) | Message::Heartbeat(_) => {
+            Ok(())
+        }
         _ => Err(TransportError::WrongDirection {
             kind: kind_name(message),
             direction: "uplink",

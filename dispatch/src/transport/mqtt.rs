@@ -269,7 +269,7 @@ fn spawn_driver(
 
 fn topic_kind(message: &Message) -> TopicKind {
     match message {
-        Message::Ack(_) => TopicKind::Ack,
+        Message::Ack(_) | Message::Acks(_) => TopicKind::Ack,
         Message::Telemetry(_) => TopicKind::Telemetry,
         Message::Heartbeat(_) => TopicKind::Heartbeat,
         Message::Schedule(_) => TopicKind::Schedule,

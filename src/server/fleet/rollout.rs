@@ -935,6 +935,32 @@ impl<S: DispatchStore> Core<S> {
         }
     }
 
+    /// Keeps a stored uplink report for the tracker, or counts and logs why it could not
+    /// be stored (it gets no receipt: the agent re-sends it).
+    fn keep_stored(
+        &self,
+        result: Result<Stored, StoreError>,
+        kind: TransportKind,
+        device: &DeviceId,
+        now: UtcNanos,
+        stored: &mut Vec<(TransportKind, DeviceId, Stored)>,
+    ) {
+        match result {
+            Ok(stored_message) => stored.push((kind, device.clone(), stored_message)),
+            Err(error) => {
+                bump(&self.shared.counters.store_errors);
+                metrics::counter!("voltex_dispatch_uplink_store_errors_total").increment(1);
+                if let Some(held_back) = self.store_warnings.allow(now) {
+                    tracing::warn!(
+                        %device, %error, held_back,
+                        "could not store an uplink message; no receipt \
+                         (held_back: like warnings suppressed since the last one)"
+                    );
+                }
+            }
+        }
+    }
+
     /// Stores a batch of uplink messages, applies them, persists the changes, sends
     /// receipts.
     async fn handle_uplink(&self, batch: &mut Vec<Uplink>, updates: &mut Vec<DeliveryUpdate>) {
@@ -948,6 +974,19 @@ impl<S: DispatchStore> Core<S> {
                     .record_ack(&ack, kind, now)
                     .await
                     .map(|new| Stored::Ack { ack, new }),
+                Message::Acks(acks) => {
+                    // Each ack on its own: one that fails to store leaves a hole the
+                    // receipt stops below, and the agent re-sends from there.
+                    for ack in acks.iter_acks() {
+                        let result = self
+                            .store
+                            .record_ack(&ack, kind, now)
+                            .await
+                            .map(|new| Stored::Ack { ack, new });
+                        self.keep_stored(result, kind, &device, now, &mut stored);
+                    }
+                    continue;
+                }
                 Message::Telemetry(telemetry) => {
                     let seqs: Vec<u64> = telemetry.samples.iter().map(|s| s.outbox_seq).collect();
                     let soc_wh = telemetry
@@ -968,20 +1007,7 @@ impl<S: DispatchStore> Core<S> {
                 // Links return uplink kinds only.
                 Message::Schedule(_) | Message::Receipt(_) => continue,
             };
-            match result {
-                Ok(stored_message) => stored.push((kind, device, stored_message)),
-                Err(error) => {
-                    bump(&counters.store_errors);
-                    metrics::counter!("voltex_dispatch_uplink_store_errors_total").increment(1);
-                    if let Some(held_back) = self.store_warnings.allow(now) {
-                        tracing::warn!(
-                            %device, %error, held_back,
-                            "could not store an uplink message; no receipt \
-                             (held_back: like warnings suppressed since the last one)"
-                        );
-                    }
-                }
-            }
+            self.keep_stored(result, kind, &device, now, &mut stored);
         }
         updates.clear();
         let mut receipts: HashMap<DeviceId, (TransportKind, u64)> = HashMap::new();

@@ -259,7 +259,10 @@ impl<L: AgentLink> DeviceLink for CountingLink<L> {
     async fn send(&mut self, message: &Message) -> Result<(), TransportError> {
         self.link.send(message).await?;
         match message {
-            Message::Ack(_) => bump(&self.counters.acks_sent),
+            Message::Ack(_) | Message::Acks(_) => {
+                let n_acks = message.ack_count() as u64;
+                self.counters.acks_sent.fetch_add(n_acks, Ordering::Relaxed);
+            }
             Message::Telemetry(_) => bump(&self.counters.telemetry_sent),
             Message::Heartbeat(_) => bump(&self.counters.heartbeats_sent),
             Message::Schedule(_) | Message::Receipt(_) => {}
