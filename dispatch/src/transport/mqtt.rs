@@ -1,4 +1,6 @@
-//! MQTT transport (rumqttc, MQTT 3.1.1): topics `voltex/v1/dev/{device}/{kind}`, QoS 1.
+//! MQTT transport (rumqttc, MQTT 3.1.1): topics `voltex/v1/dev/{device}/{kind}`, QoS 1
+//! except receipts, which go at QoS 0 (see `downlink_qos`: a lost one costs an
+//! idempotent re-send, and none is queued for an offline agent).
 //!
 //! Both sides keep a persistent session (`clean_session = false`) under a stable client id:
 //! the device's id is its [`DeviceId`], the platform's is [`MqttConfig::client_id`]. A
@@ -267,6 +269,19 @@ fn spawn_driver(
     (client, inbound_rx, shared, task.abort_handle())
 }
 
+/// QoS of a downlink message: 1 for schedules; 0 for receipts, which are cumulative and
+/// only ever save the agent a re-send: a lost one costs an idempotent re-send of its
+/// outbox (after `resend_after`, or at once on its next reconnect, which always re-sends
+/// and so earns a fresh receipt), and the broker queues none for an offline agent, so a
+/// reconnecting fleet is not handed a backlog of stale receipts. Each saves the two
+/// PUBACKs of a QoS 1 delivery.
+fn downlink_qos(message: &Message) -> QoS {
+    match message {
+        Message::Receipt(_) => QoS::AtMostOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
 fn topic_kind(message: &Message) -> TopicKind {
     match message {
         Message::Ack(_) | Message::Acks(_) => TopicKind::Ack,
@@ -511,7 +526,7 @@ impl PlatformLink for MqttPlatformLink {
         self.client
             .publish(
                 topic(device, topic_kind(message)),
-                QoS::AtLeastOnce,
+                downlink_qos(message),
                 false,
                 frame,
             )
