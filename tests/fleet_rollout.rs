@@ -23,7 +23,9 @@ use voltex_dispatch::transport::embedded_broker::free_port;
 use voltex_dispatch::transport::{
     MqttConfig, QuicPlatformConfig, certs, mqtt_platform, quic_platform, start_embedded_broker,
 };
-use voltex_dispatch::{Ack, AckBatch, AckEntry, DeviceId, Message, Schedule, ScheduleId};
+use voltex_dispatch::{
+    Ack, AckBatch, AckEntry, DeviceId, Message, Receipt, Schedule, ScheduleId, SignedSchedule,
+};
 use voltex_market::UtcNanos;
 
 /// Upper bound of any wait: a hang guard, not a performance expectation.
@@ -423,17 +425,38 @@ async fn one_device_rollout(
     (orchestrator, uplink_tx, downlink_rx, rollout)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_report_holds_the_receipt_back_until_it_is_resent() {
-    let device = DeviceId::new("lossy-1").expect("id");
-    let (orchestrator, uplink_tx, mut downlink_rx, _) =
-        one_device_rollout(TransportKind::Mqtt, &device).await;
-    let (_, message) = guarded("schedule sent", downlink_rx.recv())
+/// The next downlink message, which must be a schedule, with its addressee.
+async fn next_schedule(
+    downlink_rx: &mut mpsc::Receiver<(DeviceId, Message)>,
+) -> (DeviceId, SignedSchedule) {
+    let (to, message) = guarded("schedule sent", downlink_rx.recv())
         .await
         .expect("sent");
     let Message::Schedule(signed) = message else {
         panic!("expected a schedule, got {message:?}")
     };
+    (to, signed)
+}
+
+/// The next downlink message, which must be a receipt, with its addressee.
+async fn next_receipt(
+    downlink_rx: &mut mpsc::Receiver<(DeviceId, Message)>,
+) -> (DeviceId, Receipt) {
+    let (to, message) = guarded("receipt", downlink_rx.recv())
+        .await
+        .expect("receipt");
+    let Message::Receipt(receipt) = message else {
+        panic!("expected a receipt, got {message:?}")
+    };
+    (to, receipt)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_report_holds_the_receipt_back_until_it_is_resent() {
+    let device = DeviceId::new("lossy-1").expect("id");
+    let (orchestrator, uplink_tx, mut downlink_rx, _) =
+        one_device_rollout(TransportKind::Mqtt, &device).await;
+    let (_, signed) = next_schedule(&mut downlink_rx).await;
     let ack = |outbox_seq: u64, status: AckStatus| Ack {
         device: device.clone(),
         outbox_seq,
@@ -447,13 +470,7 @@ async fn a_lost_report_holds_the_receipt_back_until_it_is_resent() {
             .send((device.clone(), message))
             .await
             .expect("inject");
-        let (_, receipt) = guarded("receipt", downlink_rx.recv())
-            .await
-            .expect("receipt");
-        let Message::Receipt(receipt) = receipt else {
-            panic!("expected a receipt, got {receipt:?}")
-        };
-        receipt.through_seq
+        next_receipt(&mut downlink_rx).await.1.through_seq
     };
     assert_eq!(
         receipt_after(Message::Ack(ack(1, AckStatus::Received))).await,
@@ -485,12 +502,7 @@ async fn a_batch_of_acks_is_stored_in_order_and_receipted_once() {
     let device = DeviceId::new("batch-1").expect("id");
     let (orchestrator, uplink_tx, mut downlink_rx, rollout) =
         one_device_rollout(TransportKind::Mqtt, &device).await;
-    let (_, message) = guarded("schedule sent", downlink_rx.recv())
-        .await
-        .expect("sent");
-    let Message::Schedule(signed) = message else {
-        panic!("expected a schedule, got {message:?}")
-    };
+    let (_, signed) = next_schedule(&mut downlink_rx).await;
     let entry = |outbox_seq: u64, status: AckStatus| AckEntry {
         outbox_seq,
         schedule_id: signed.schedule.schedule_id,
@@ -510,13 +522,8 @@ async fn a_batch_of_acks_is_stored_in_order_and_receipted_once() {
         .send((device.clone(), batch))
         .await
         .expect("inject");
-    let (to, receipt) = guarded("receipt", downlink_rx.recv())
-        .await
-        .expect("receipt");
+    let (to, receipt) = next_receipt(&mut downlink_rx).await;
     assert_eq!(to, device);
-    let Message::Receipt(receipt) = receipt else {
-        panic!("expected a receipt, got {receipt:?}")
-    };
     assert_eq!(receipt.through_seq, 3, "one receipt covers the whole batch");
     assert_eq!(
         orchestrator.store().acks_of(&device, 3),
@@ -543,13 +550,8 @@ async fn a_duplicate_ack_is_recorded_once_and_receipted_again() {
     let device = DeviceId::new("dup-1").expect("id");
     let (orchestrator, uplink_tx, mut downlink_rx, rollout) =
         one_device_rollout(TransportKind::Quic, &device).await;
-    let (to, message) = guarded("schedule sent", downlink_rx.recv())
-        .await
-        .expect("sent");
+    let (to, signed) = next_schedule(&mut downlink_rx).await;
     assert_eq!(to, device);
-    let Message::Schedule(signed) = message else {
-        panic!("expected a schedule, got {message:?}")
-    };
     assert!(support::signer().verifier().verify(&signed).is_ok());
     let ack = Ack {
         device: device.clone(),
@@ -564,13 +566,8 @@ async fn a_duplicate_ack_is_recorded_once_and_receipted_again() {
             .send((device.clone(), Message::Ack(ack.clone())))
             .await
             .expect("inject");
-        let (to, receipt) = guarded("receipt", downlink_rx.recv())
-            .await
-            .expect("receipt");
+        let (to, receipt) = next_receipt(&mut downlink_rx).await;
         assert_eq!(to, device);
-        let Message::Receipt(receipt) = receipt else {
-            panic!("expected a receipt, got {receipt:?}")
-        };
         assert_eq!(receipt.through_seq, 4, "the receipt covers the stored ack");
     }
     let counters = orchestrator.counters();
