@@ -16,8 +16,8 @@
 //! # Invariants
 //! Every value that [`Message::validate`] accepts is within the named bounds below
 //! (`PERIODS_MAX`, `ACK_BATCH_MAX`, `TELEMETRY_BATCH_MAX`, `TARGET_W_ABS_MAX`, ...); the
-//! codec validates
-//! every decoded message, so nothing out of bounds reaches an agent's logic.
+//! codec validates every decoded message, so nothing out of bounds reaches an agent's
+//! logic.
 
 use std::fmt;
 use std::sync::Arc;
