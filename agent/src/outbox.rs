@@ -224,19 +224,18 @@ pub fn next_messages(
     let mut batch: Vec<Telemetry> = Vec::new();
     let mut acks: Vec<AckEntry> = Vec::new();
     let mut last_seq = 0;
-    let flush = |batch: &mut Vec<Telemetry>,
-                 acks: &mut Vec<AckEntry>,
-                 last: u64,
-                 out: &mut Vec<(Message, u64)>| {
-        // At most one of the two holds entries: a change of kind flushes the other.
+    // At most one of the two batches holds entries: a change of kind flushes the other,
+    // so `last_seq` is always the last entry of the one being flushed.
+    let flush_telemetry = |batch: &mut Vec<Telemetry>, last: u64, out: &mut Vec<_>| {
         if !batch.is_empty() {
-            let samples = std::mem::take(batch);
             let message = Message::Telemetry(TelemetryBatch {
                 device: device.clone(),
-                samples,
+                samples: std::mem::take(batch),
             });
             out.push((message, last));
         }
+    };
+    let flush_acks = |acks: &mut Vec<AckEntry>, last: u64, out: &mut Vec<_>| {
         if !acks.is_empty() {
             let message = Message::Acks(AckBatch {
                 device: device.clone(),
@@ -251,7 +250,7 @@ pub fn next_messages(
         }
         match entry.item {
             OutboxItem::Ack(ack) => {
-                flush(&mut batch, &mut Vec::new(), last_seq, out);
+                flush_telemetry(&mut batch, last_seq, out);
                 if out.len() >= max_messages {
                     break;
                 }
@@ -264,11 +263,11 @@ pub fn next_messages(
                 });
                 last_seq = entry.seq;
                 if acks.len() >= ACK_BATCH_MAX {
-                    flush(&mut Vec::new(), &mut acks, last_seq, out);
+                    flush_acks(&mut acks, last_seq, out);
                 }
             }
             OutboxItem::Telemetry(sample) => {
-                flush(&mut Vec::new(), &mut acks, last_seq, out);
+                flush_acks(&mut acks, last_seq, out);
                 if out.len() >= max_messages {
                     break;
                 }
@@ -284,13 +283,14 @@ pub fn next_messages(
                 });
                 last_seq = entry.seq;
                 if batch.len() >= TELEMETRY_BATCH_MAX {
-                    flush(&mut batch, &mut Vec::new(), last_seq, out);
+                    flush_telemetry(&mut batch, last_seq, out);
                 }
             }
         }
     }
     if out.len() < max_messages {
-        flush(&mut batch, &mut acks, last_seq, out);
+        flush_telemetry(&mut batch, last_seq, out);
+        flush_acks(&mut acks, last_seq, out);
     }
 }
 
