@@ -17,15 +17,24 @@
 //!    ack; per-device issue-to-ack latency goes into an HDR histogram; prints the
 //!    median, p99 and max, and the round time against the 1 s target.
 //!
-//! Timings are printed, never asserted. Everything shares one process (and, on a small
-//! machine, the same cores): agents, broker, orchestrator.
+//! Timings are printed, never asserted. Orchestrator and broker share one process; the
+//! agents run in it too, or (`--agents child`, the default with the embedded broker) in
+//! a child process, `voltex bench rollout-agents`, as devices would be elsewhere. With
+//! the embedded broker both ends of every agent's socket would otherwise count against
+//! one process's file-descriptor limit (20,000 here, too few for 10,000 agents). On a
+//! small machine everything shares the same cores either way.
+//!
+//! The child reads its [`AgentsProcessConfig`] as one JSON line on stdin, starts the
+//! fleet, writes `{"started": N}` on stdout, and when its stdin closes shuts the
+//! fleet down and writes the fleet's counters as one more JSON line.
 
 // Benchmarks measure wall time: the one place the clock seam is crossed on purpose.
 #![allow(clippy::disallowed_methods)]
 
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,14 +43,14 @@ use hdrhistogram::Histogram;
 use voltex::server::clock::{Clock, SystemClock};
 use voltex::server::fleet::{
     MemoryDispatchStore, Orchestrator, OrchestratorConfig, RolloutId, SimFleet, SimFleetConfig,
-    SimQuic, TransportKind, spawn_simulated_fleet,
+    SimFleetCounters, SimQuic, TransportKind, spawn_simulated_fleet,
 };
 use voltex_dispatch::message::{Fallback, SchedulePeriod};
 use voltex_dispatch::transport::embedded_broker::free_port;
 use voltex_dispatch::transport::{
     MqttConfig, QuicPlatformConfig, certs, mqtt_platform, quic_platform, start_embedded_broker,
 };
-use voltex_dispatch::{DeviceId, Schedule, ScheduleId, ScheduleSigner};
+use voltex_dispatch::{DeviceId, Schedule, ScheduleId, ScheduleSigner, ScheduleVerifier};
 use voltex_market::UtcNanos;
 
 /// Transport under test.
@@ -51,6 +60,17 @@ pub enum RolloutTransport {
     Mqtt,
     /// QUIC with mutual TLS.
     Quic,
+}
+
+/// Where the simulated agents run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentsPlacement {
+    /// `child` with the embedded broker, `in-process` otherwise.
+    Auto,
+    /// In the bench's own process.
+    InProcess,
+    /// In a child process (MQTT only).
+    Child,
 }
 
 /// Arguments of `voltex bench rollout`.
@@ -75,6 +95,28 @@ pub struct RolloutBenchArgs {
     /// Give up on a phase after this many seconds.
     #[arg(long, default_value_t = 300)]
     phase_timeout_s: u64,
+    /// Where the agents run: `child` (a second process), `in-process`, or `auto`
+    /// (`child` with the embedded broker, whose sockets would otherwise share the
+    /// agents' file-descriptor limit).
+    #[arg(long, value_enum, default_value = "auto")]
+    agents: AgentsPlacement,
+}
+
+/// What the agents' child process is told on its stdin (one JSON line).
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+pub struct AgentsProcessConfig {
+    /// Agents to start.
+    pub n_agents: usize,
+    /// The MQTT broker's port on 127.0.0.1.
+    pub mqtt_port: u16,
+    /// The platform's schedule verification key (ed25519 public key).
+    pub verifier_public_key: [u8; 32],
+}
+
+/// The first line the child writes: how many agents it started.
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+struct AgentsStarted {
+    started: usize,
 }
 
 /// Runs `voltex bench rollout`.
@@ -98,6 +140,153 @@ pub fn run(args: &RolloutBenchArgs) -> Result<()> {
     let result = runtime.block_on(bench(args, n_agents, rounds));
     runtime.shutdown_background();
     result
+}
+
+/// `voltex bench rollout-agents`: the child side of `--agents child`.
+pub fn run_agents_process() -> Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the agents' configuration from stdin")?;
+    let config: AgentsProcessConfig = serde_json::from_str(line.trim())
+        .context("the agents' configuration (one JSON line on stdin) is malformed")?;
+    if config.n_agents == 0 {
+        bail!("the agents' configuration asks for no agents");
+    }
+
+    let verifier = ScheduleVerifier::from_public_bytes(&config.verifier_public_key)
+        .context("the agents' verification key is not an ed25519 public key")?;
+    raise_fd_limit(config.n_agents);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the Tokio runtime")?;
+    let result = runtime.block_on(async {
+        let mut fleet_config = fleet_config(config.n_agents, verifier);
+        fleet_config.mqtt = Some(MqttConfig::new("127.0.0.1", config.mqtt_port));
+        let fleet = spawn_simulated_fleet(fleet_config).await?;
+        write_json_line(&AgentsStarted {
+            started: fleet.devices().len(),
+        })?;
+        // Runs until the bench closes our stdin (or exits).
+        tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink()))
+            .await
+            .context("waiting for stdin to close")?
+            .context("reading stdin")?;
+        let counters = fleet.shutdown().await;
+        write_json_line(&counters)
+    });
+    runtime.shutdown_background();
+    result
+}
+
+fn write_json_line(value: &impl serde::Serialize) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer(&mut stdout, value)?;
+    stdout.write_all(b"\n")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// The simulated agents, in this process or in a child.
+enum Agents {
+    InProcess(SimFleet),
+    Child(AgentsChild),
+}
+
+impl Agents {
+    /// Stops the agents and returns their counters.
+    async fn shutdown(self) -> Result<SimFleetCounters> {
+        match self {
+            Agents::InProcess(fleet) => Ok(fleet.shutdown().await),
+            Agents::Child(child) => child.shutdown().await,
+        }
+    }
+}
+
+/// `voltex bench rollout-agents` running as a child of this bench (killed if dropped).
+struct AgentsChild {
+    child: Child,
+    /// `None` only while a line is being read on a blocking thread.
+    stdout: Option<BufReader<ChildStdout>>,
+}
+
+impl AgentsChild {
+    /// Starts the child and waits (at most `phase`) until its agents are started.
+    async fn start(config: &AgentsProcessConfig, phase: Duration) -> Result<AgentsChild> {
+        let exe = std::env::current_exe().context("finding this executable")?;
+        let mut child = Command::new(exe)
+            .args(["bench", "rollout-agents"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the agents' child process")?;
+        let stdout = child.stdout.take().map(BufReader::new);
+        let mut agents = AgentsChild { child, stdout };
+        let stdin = agents
+            .child
+            .stdin
+            .as_mut()
+            .context("the child has no stdin")?;
+        let mut line = serde_json::to_vec(config)?;
+        line.push(b'\n');
+        // Kept open afterwards: closing it is the child's signal to stop.
+        stdin.write_all(&line)?;
+        stdin.flush()?;
+        let first = agents.next_line(phase, "start its agents").await?;
+        let started: AgentsStarted = serde_json::from_str(&first)
+            .with_context(|| format!("the agents' child process said {first:?}"))?;
+        if started.started != config.n_agents {
+            bail!(
+                "the agents' child process started {} of {} agents",
+                started.started,
+                config.n_agents
+            );
+        }
+        Ok(agents)
+    }
+
+    /// The child's next stdout line, read on a blocking thread, within `limit`.
+    async fn next_line(&mut self, limit: Duration, what: &str) -> Result<String> {
+        let mut stdout = self.stdout.take().context("the child's stdout is gone")?;
+        let read = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            let n = stdout.read_line(&mut line);
+            (stdout, n.map(|n| (n, line)))
+        });
+        let (stdout, read) = tokio::time::timeout(limit, read)
+            .await
+            .with_context(|| format!("the agents' child process did not {what} in time"))?
+            .context("the reading thread failed")?;
+        self.stdout = Some(stdout);
+        match read.context("reading the child's stdout")? {
+            (0, _) => bail!("the agents' child process exited before it could {what}"),
+            (_, line) => Ok(line.trim_end().to_string()),
+        }
+    }
+
+    async fn shutdown(mut self) -> Result<SimFleetCounters> {
+        drop(self.child.stdin.take());
+        let last = self
+            .next_line(Duration::from_secs(60), "stop its agents")
+            .await?;
+        let counters: SimFleetCounters = serde_json::from_str(&last)
+            .with_context(|| format!("the agents' child process said {last:?}"))?;
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("the agents' child process exited with {status}");
+        }
+        Ok(counters)
+    }
+}
+
+impl Drop for AgentsChild {
+    fn drop(&mut self) {
+        // After a clean shutdown the child has exited and this does nothing.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn raise_fd_limit(n_agents: usize) {
@@ -156,8 +345,8 @@ impl Drop for OwnMosquitto {
     }
 }
 
-fn fleet_config(n_agents: usize, signer: &ScheduleSigner) -> SimFleetConfig {
-    let mut config = SimFleetConfig::new(n_agents, signer.verifier());
+fn fleet_config(n_agents: usize, verifier: ScheduleVerifier) -> SimFleetConfig {
+    let mut config = SimFleetConfig::new(n_agents, verifier);
     config.id_prefix = "bench-".into();
     // Quiet agents: an executor tick, telemetry and a heartbeat per real minute.
     config.tick = Duration::from_secs(3_600);
@@ -167,12 +356,11 @@ fn fleet_config(n_agents: usize, signer: &ScheduleSigner) -> SimFleetConfig {
     config
 }
 
-fn schedules(fleet: &SimFleet, version: u64) -> Vec<Schedule> {
+fn schedules(devices: &[DeviceId], version: u64) -> Vec<Schedule> {
     let now = SystemClock.now();
-    fleet
-        .devices()
+    devices
         .iter()
-        .map(|(device, _)| schedule(device, version, now))
+        .map(|device| schedule(device, version, now))
         .collect()
 }
 
@@ -204,9 +392,16 @@ async fn finish_rollout(
     n_agents: usize,
     what: &str,
 ) -> Result<()> {
-    tokio::time::timeout(phase, orchestrator.wait_finished(rollout))
+    if tokio::time::timeout(phase, orchestrator.wait_finished(rollout))
         .await
-        .with_context(|| format!("{what}: the roll-out did not finish"))?;
+        .is_err()
+    {
+        bail!(
+            "{what}: the roll-out did not finish in {phase:?}: {:?}; orchestrator {:?}",
+            orchestrator.rollout_status(rollout),
+            orchestrator.counters()
+        );
+    }
     let status = orchestrator
         .rollout_status(rollout)
         .with_context(|| format!("{what}: no roll-out status"))?;
@@ -225,7 +420,16 @@ async fn bench(args: &RolloutBenchArgs, n_agents: usize, rounds: u32) -> Result<
     config.tracker.retry_delay_max = Duration::from_secs(5);
     let store = MemoryDispatchStore::new();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut fleet_config = fleet_config(n_agents, &signer);
+    let mut fleet_config = fleet_config(n_agents, signer.verifier());
+    let verifier_public_key = signer.verifier().public_bytes();
+    let placement = match (args.agents, args.transport, args.broker.as_str()) {
+        (AgentsPlacement::Auto, RolloutTransport::Mqtt, "embedded") => AgentsPlacement::Child,
+        (AgentsPlacement::Auto, _, _) => AgentsPlacement::InProcess,
+        (AgentsPlacement::Child, RolloutTransport::Quic, _) => {
+            bail!("--agents child is for MQTT; QUIC agents need this process's CA")
+        }
+        (placement, _, _) => placement,
+    };
     let mut _mosquitto = None;
     let (builder, label) = match args.transport {
         RolloutTransport::Mqtt => {
@@ -277,19 +481,50 @@ async fn bench(args: &RolloutBenchArgs, n_agents: usize, rounds: u32) -> Result<
         }
     };
     let orchestrator = builder.start()?;
-    eprintln!("{label}: starting {n_agents} agents");
     let started = Instant::now();
-    let fleet = spawn_simulated_fleet(fleet_config).await?;
-    for (device, transport) in fleet.devices() {
-        orchestrator.register_device(device, *transport)?;
-    }
+    let (agents, devices) = match placement {
+        AgentsPlacement::Child => {
+            eprintln!("{label}: starting {n_agents} agents in a child process");
+            let mqtt_port = fleet_config
+                .mqtt
+                .as_ref()
+                .map(|mqtt| mqtt.port)
+                .context("--agents child needs MQTT")?;
+            let child = AgentsChild::start(
+                &AgentsProcessConfig {
+                    n_agents,
+                    mqtt_port,
+                    verifier_public_key,
+                },
+                phase,
+            )
+            .await?;
+            // The child builds the same configuration, so the same ids.
+            let devices = (0..n_agents)
+                .map(|index| fleet_config.device_id(index))
+                .collect::<Result<Vec<_>, _>>()?;
+            for device in &devices {
+                orchestrator.register_device(device, TransportKind::Mqtt)?;
+            }
+            (Agents::Child(child), devices)
+        }
+        AgentsPlacement::InProcess | AgentsPlacement::Auto => {
+            eprintln!("{label}: starting {n_agents} agents in this process");
+            let fleet = spawn_simulated_fleet(fleet_config).await?;
+            for (device, transport) in fleet.devices() {
+                orchestrator.register_device(device, *transport)?;
+            }
+            let devices = fleet.devices().iter().map(|(id, _)| id.clone()).collect();
+            (Agents::InProcess(fleet), devices)
+        }
+    };
     eprintln!(
         "  agents started in {:.2} s",
         started.elapsed().as_secs_f64()
     );
 
     let warm_up = Instant::now();
-    let rollout = orchestrator.roll_out(schedules(&fleet, 1)).await?;
+    let rollout = orchestrator.roll_out(schedules(&devices, 1)).await?;
     finish_rollout(&orchestrator, rollout, phase, n_agents, "warm-up").await?;
     eprintln!(
         "  warm-up roll-out (while links connect) in {:.2} s; every agent acked",
@@ -303,7 +538,7 @@ async fn bench(args: &RolloutBenchArgs, n_agents: usize, rounds: u32) -> Result<
     );
     for round in 0..rounds {
         let version = 2 + u64::from(round);
-        let batch = schedules(&fleet, version);
+        let batch = schedules(&devices, version);
         let issued = Instant::now();
         let rollout = orchestrator.roll_out(batch).await?;
         let issue_ms = issued.elapsed().as_secs_f64() * 1_000.0;
@@ -350,7 +585,7 @@ async fn bench(args: &RolloutBenchArgs, n_agents: usize, rounds: u32) -> Result<
         counters.receipts_queued,
         orchestrator.ack_latency_p99()
     );
-    let fleet_counters = fleet.shutdown().await;
+    let fleet_counters = agents.shutdown().await?;
     eprintln!(
         "  agents: {} failed, {} schedules received, {} acks sent",
         fleet_counters.agents_failed, fleet_counters.schedules_received, fleet_counters.acks_sent

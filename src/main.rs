@@ -65,6 +65,10 @@ enum BenchCommand {
     Dispatch(bench_dispatch::DispatchBenchArgs),
     /// Schedule roll-out through the orchestrator to N real simulated agents (issue → all acked).
     Rollout(bench_rollout::RolloutBenchArgs),
+    /// Internal: the simulated agents of `bench rollout` in their own process (reads its
+    /// configuration as one JSON line on stdin; stdin closing stops it).
+    #[command(hide = true)]
+    RolloutAgents,
     /// Order commands through the HTTP API (N keep-alive clients) vs straight into the sequencer.
     Api(bench_api::ApiBenchArgs),
     // [helper-bench-commands] (keep this marker)
@@ -138,6 +142,7 @@ fn run(command: Command) -> Result<()> {
         Command::Up(args) => serve_cmd::run_up(&args),
         Command::Token(command) => serve_cmd::run_token(&command),
         Command::Bench(BenchCommand::Rollout(args)) => bench_rollout::run(&args),
+        Command::Bench(BenchCommand::RolloutAgents) => bench_rollout::run_agents_process(),
         Command::Bench(BenchCommand::Api(args)) => bench_api::run(&args),
         // [helper-dispatch] (keep this marker)
     }
