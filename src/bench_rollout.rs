@@ -153,7 +153,6 @@ pub fn run_agents_process() -> Result<()> {
     if config.n_agents == 0 {
         bail!("the agents' configuration asks for no agents");
     }
-
     let verifier = ScheduleVerifier::from_public_bytes(&config.verifier_public_key)
         .context("the agents' verification key is not an ed25519 public key")?;
     raise_fd_limit(config.n_agents);
