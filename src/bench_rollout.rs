@@ -133,11 +133,17 @@ pub fn run(args: &RolloutBenchArgs) -> Result<()> {
         bail!("--devices and --rounds must be > 0");
     }
     raise_fd_limit(n_agents);
+    block_on(bench(args, n_agents, rounds))
+}
+
+/// Runs `work` on a fresh multi-threaded Tokio runtime, then drops the runtime without
+/// waiting for tasks still running (agents' and links' background tasks).
+fn block_on(work: impl std::future::Future<Output = Result<()>>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("building the Tokio runtime")?;
-    let result = runtime.block_on(bench(args, n_agents, rounds));
+    let result = runtime.block_on(work);
     runtime.shutdown_background();
     result
 }
@@ -156,11 +162,7 @@ pub fn run_agents_process() -> Result<()> {
     let verifier = ScheduleVerifier::from_public_bytes(&config.verifier_public_key)
         .context("the agents' verification key is not an ed25519 public key")?;
     raise_fd_limit(config.n_agents);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("building the Tokio runtime")?;
-    let result = runtime.block_on(async {
+    block_on(async {
         let mut fleet_config = fleet_config(config.n_agents, verifier);
         fleet_config.mqtt = Some(MqttConfig::new("127.0.0.1", config.mqtt_port));
         let fleet = spawn_simulated_fleet(fleet_config).await?;
@@ -174,9 +176,7 @@ pub fn run_agents_process() -> Result<()> {
             .context("reading stdin")?;
         let counters = fleet.shutdown().await;
         write_json_line(&counters)
-    });
-    runtime.shutdown_background();
-    result
+    })
 }
 
 fn write_json_line(value: &impl serde::Serialize) -> Result<()> {
@@ -421,13 +421,14 @@ async fn bench(args: &RolloutBenchArgs, n_agents: usize, rounds: u32) -> Result<
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut fleet_config = fleet_config(n_agents, signer.verifier());
     let verifier_public_key = signer.verifier().public_bytes();
-    let placement = match (args.agents, args.transport, args.broker.as_str()) {
-        (AgentsPlacement::Auto, RolloutTransport::Mqtt, "embedded") => AgentsPlacement::Child,
-        (AgentsPlacement::Auto, _, _) => AgentsPlacement::InProcess,
+    let agents_in_child = match (args.agents, args.transport, args.broker.as_str()) {
         (AgentsPlacement::Child, RolloutTransport::Quic, _) => {
             bail!("--agents child is for MQTT; QUIC agents need this process's CA")
         }
-        (placement, _, _) => placement,
+        (AgentsPlacement::Auto, transport, broker) => {
+            transport == RolloutTransport::Mqtt && broker == "embedded"
+        }
+        (placement, _, _) => placement == AgentsPlacement::Child,
     };
     let mut _mosquitto = None;
     let (builder, label) = match args.transport {
@@ -481,41 +482,38 @@ async fn bench(args: &RolloutBenchArgs, n_agents: usize, rounds: u32) -> Result<
     };
     let orchestrator = builder.start()?;
     let started = Instant::now();
-    let (agents, devices) = match placement {
-        AgentsPlacement::Child => {
-            eprintln!("{label}: starting {n_agents} agents in a child process");
-            let mqtt_port = fleet_config
-                .mqtt
-                .as_ref()
-                .map(|mqtt| mqtt.port)
-                .context("--agents child needs MQTT")?;
-            let child = AgentsChild::start(
-                &AgentsProcessConfig {
-                    n_agents,
-                    mqtt_port,
-                    verifier_public_key,
-                },
-                phase,
-            )
-            .await?;
-            // The child builds the same configuration, so the same ids.
-            let devices = (0..n_agents)
-                .map(|index| fleet_config.device_id(index))
-                .collect::<Result<Vec<_>, _>>()?;
-            for device in &devices {
-                orchestrator.register_device(device, TransportKind::Mqtt)?;
-            }
-            (Agents::Child(child), devices)
+    let (agents, devices) = if agents_in_child {
+        eprintln!("{label}: starting {n_agents} agents in a child process");
+        let mqtt_port = fleet_config
+            .mqtt
+            .as_ref()
+            .map(|mqtt| mqtt.port)
+            .context("--agents child needs MQTT")?;
+        let child = AgentsChild::start(
+            &AgentsProcessConfig {
+                n_agents,
+                mqtt_port,
+                verifier_public_key,
+            },
+            phase,
+        )
+        .await?;
+        // The child builds the same configuration, so the same ids.
+        let devices = (0..n_agents)
+            .map(|index| fleet_config.device_id(index))
+            .collect::<Result<Vec<_>, _>>()?;
+        for device in &devices {
+            orchestrator.register_device(device, TransportKind::Mqtt)?;
         }
-        AgentsPlacement::InProcess | AgentsPlacement::Auto => {
-            eprintln!("{label}: starting {n_agents} agents in this process");
-            let fleet = spawn_simulated_fleet(fleet_config).await?;
-            for (device, transport) in fleet.devices() {
-                orchestrator.register_device(device, *transport)?;
-            }
-            let devices = fleet.devices().iter().map(|(id, _)| id.clone()).collect();
-            (Agents::InProcess(fleet), devices)
+        (Agents::Child(child), devices)
+    } else {
+        eprintln!("{label}: starting {n_agents} agents in this process");
+        let fleet = spawn_simulated_fleet(fleet_config).await?;
+        for (device, transport) in fleet.devices() {
+            orchestrator.register_device(device, *transport)?;
         }
+        let devices = fleet.devices().iter().map(|(id, _)| id.clone()).collect();
+        (Agents::InProcess(fleet), devices)
     };
     eprintln!(
         "  agents started in {:.2} s",
