@@ -19,8 +19,8 @@ use voltex::server::RunningServer;
 use voltex::server::auth::Role;
 use voltex::server::clock::ManualClock;
 use voltex::server::config::ServerConfig;
-use voltex_engine::auction::{AUCTION_POINTS_PER_CURVE_MAX, DAY_AHEAD_GATE_CLOSURE_LEAD_S};
-use voltex_market::UtcNanos;
+use voltex_engine::auction::AUCTION_POINTS_PER_CURVE_MAX;
+use voltex_market::{MarketRules, UtcNanos};
 
 const SECRET: &str = "dayahead-test-secret-0123456789abcdef";
 /// 2026-01-05 10:00:00 UTC.
@@ -63,7 +63,8 @@ fn product_id() -> u64 {
 }
 
 fn gate_ns() -> i64 {
-    (NOW.0 / HOUR_NS + 14) * HOUR_NS - DAY_AHEAD_GATE_CLOSURE_LEAD_S * 1_000_000_000
+    (NOW.0 / HOUR_NS + 14) * HOUR_NS
+        - MarketRules::day_ahead_default().gate_closure_lead_s * 1_000_000_000
 }
 
 fn curve(account: u32, side: &str, kind: &str, points: &[(&str, &str)]) -> Value {
@@ -449,6 +450,100 @@ async fn curves_journaled_before_a_restart_clear_identically_on_postgres() {
         restart_keeps_and_clears_curves(&url).await;
     })
     .await;
+}
+
+/// A market with its own day-ahead rules (`[day_ahead_rules]`: capped at 3,000 EUR/MWh,
+/// gate 1 h before delivery): the product shows them, the API refuses a curve above the
+/// cap, and after a restart on the default rules the product listed under the cap
+/// keeps it (the engine journaled it), while its gate stays where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_day_ahead_rules_hold_for_the_products_listed_under_them() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let url = support::sqlite_url(&db_dir.path().join("rules.db"));
+    let data_dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(NOW));
+    let alice = token("alice", Role::Trader, vec![1]);
+    let capped = ServerConfig {
+        day_ahead_rules: ServerConfig::from_toml(
+            "[day_ahead_rules]\nprice_max_eur_per_mwh = \"3000\"\ngate_closure_lead_s = 3600\n",
+        )
+        .unwrap()
+        .day_ahead_rules,
+        ..config(data_dir.path(), &url)
+    };
+    let server = RunningServer::start(
+        capped,
+        Arc::clone(&clock) as Arc<dyn voltex::server::clock::Clock>,
+    )
+    .await
+    .unwrap();
+    let client = Client::new(server.http_addr);
+    let delivery_start_ns = (NOW.0 / HOUR_NS + 14) * HOUR_NS;
+    let capped_gate_ns = delivery_start_ns - HOUR_NS;
+    let (status, product) = client
+        .get(&format!("/api/v1/products/{}", product_id()), Some(&alice))
+        .await;
+    assert_eq!(status, 200, "{product}");
+    assert_eq!(product["auction_price_max_eur_per_mwh"], "3000.00");
+    assert_eq!(product["auction_price_min_eur_per_mwh"], "-500.00");
+    assert_eq!(product["auction_gate_closure_ns"], capped_gate_ns);
+    let above_cap = curve(1, "buy", "stepwise", &[("3500.00", "1")]);
+    let (status, problem) = client
+        .post("/api/v1/auction/curves", Some(&alice), above_cap.clone())
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("price_out_of_limits")),
+        "{problem}"
+    );
+    let (status, ack) = client
+        .post(
+            "/api/v1/auction/curves",
+            Some(&alice),
+            curve(1, "buy", "stepwise", &[("2999.99", "1")]),
+        )
+        .await;
+    assert_eq!(status, 201, "{ack}");
+    server.stop().await.unwrap();
+
+    // Restarted on the defaults (-500..4,000 EUR/MWh, 12 h): the API's own check lets
+    // 3,500 through, the engine refuses it under the product's journaled cap.
+    let (server, client) = start(data_dir.path(), &url, &clock).await;
+    let (_, product) = client
+        .get(&format!("/api/v1/products/{}", product_id()), Some(&alice))
+        .await;
+    assert_eq!(
+        product["auction_gate_closure_ns"], capped_gate_ns,
+        "the gate it was listed with, from the journal: {product}"
+    );
+    assert_eq!(product["auction_phase"], "open");
+    let (status, problem) = client
+        .post("/api/v1/auction/curves", Some(&alice), above_cap)
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("price_out_of_limits")),
+        "{problem}"
+    );
+    let (_, curves) = client
+        .get("/api/v1/auction/curves?account=1", Some(&alice))
+        .await;
+    assert_eq!(
+        curves[0]["points"][0]["price_eur_per_mwh"], "2999.99",
+        "the refused curve replaced nothing: {curves}"
+    );
+    // Past the default gate (12 h ahead of delivery) the auction still takes curves.
+    clock.set(UtcNanos(gate_ns() + HOUR_NS));
+    server.state.exchange.advance_time().await.unwrap();
+    let (status, ack) = client
+        .post(
+            "/api/v1/auction/curves",
+            Some(&alice),
+            curve(1, "buy", "stepwise", &[("100.00", "1")]),
+        )
+        .await;
+    assert_eq!((status, &ack["status"]), (201, &json!("replaced")), "{ack}");
+    server.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,8 @@
 //! until the product's day-ahead gate closure, then cleared once at a uniform price by
 //! [`voltex_market::auction::Auction`].
 //!
-//! This module owns the auction's named limits, its gate time, the typed reasons a
-//! curve command is refused ([`CurveReject`]), and the per-product state the shard keeps
+//! This module owns the auction's named limits, the typed reasons a curve command is
+//! refused ([`CurveReject`]), and the per-product state the shard keeps
 //! ([`ProductAuction`]) with its snapshot form. [`crate::state::ShardState::apply`]
 //! drives it: `SubmitCurve` / `WithdrawCurve` commands change the curves while the
 //! auction is open, and the first command whose time reaches the gate clears it, exactly
@@ -11,13 +11,19 @@
 //! the same result.
 //!
 //! # Rules
+//! - Each product's auction has its own [`MarketRules`], named by the command that
+//!   listed the product (`ListProduct`; the older `AddProduct` means
+//!   [`MarketRules::day_ahead_default`]: tick 0.01 EUR/MWh, -500..+4000 EUR/MWh, gate
+//!   12 h before delivery). They are journaled with the listing and kept in snapshots,
+//!   so a replay clears with the rules the auction was opened with, whatever the
+//!   server's configuration says today.
 //! - One curve per (account, side) and product; a new submission replaces it whole.
-//! - Curves are accepted while `now < period.start - DAY_AHEAD_GATE_CLOSURE_LEAD_S`;
-//!   a product listed after that instant holds no auction (curves are refused with
+//! - Curves are accepted while `now < period.start - rules.gate_closure_lead_s`; a
+//!   product listed after that instant holds no auction (curves are refused with
 //!   [`CurveReject::GateClosed`], and no clearing happens).
-//! - Prices are checked against [`MarketRules::day_ahead_default`] (tick 0.01 EUR/MWh,
-//!   -500..+4000 EUR/MWh) and quantities against its `qty_max`; see
-//!   [`voltex_market::auction`] for the curve shapes and the clearing rule.
+//! - Prices are checked against the rules' tick and limits and quantities against
+//!   their `qty_max`; see [`voltex_market::auction`] for the curve shapes and the
+//!   clearing rule.
 //! - Limits: at most [`AUCTION_CURVES_PER_PRODUCT_MAX`] curves per product and
 //!   [`AUCTION_POINTS_PER_CURVE_MAX`] points per curve. Beyond them a curve is refused;
 //!   nothing is truncated.
@@ -25,19 +31,20 @@
 //! # Invariants
 //! - An open auction has no outcome; a cleared one has an outcome and takes no curves;
 //!   one never held (product listed after its gate) has neither curves nor outcome.
-//! - Every stored curve is valid under [`auction_config`] and there are at most
+//! - Every stored curve is valid under the auction's own [`auction_config`] and there
+//!   are at most
 //!   [`AUCTION_CURVES_PER_PRODUCT_MAX`] of them.
 //! - The outcome is [`Auction::clear_period`] of the curves stored at the gate, so it
 //!   depends only on the journaled commands.
 
 use std::collections::BTreeMap;
 
+use crate::state::gate_closure;
 use serde::{Deserialize, Serialize};
 use voltex_market::auction::{
     Auction, AuctionConfig, BidCurve, ClearingResult, CurveError, CurveKind, CurvePoint,
 };
 use voltex_market::rules::RuleError;
-use voltex_market::time::NANOS_PER_SECOND;
 use voltex_market::{AccountId, DeliveryPeriod, MarketRules, Price, Qty, Side, UtcNanos};
 
 /// Most bid curves one product's auction holds (each account may hold one per side).
@@ -47,24 +54,14 @@ pub const AUCTION_CURVES_PER_PRODUCT_MAX: usize = 256;
 /// inside the journal's `ENTRY_LEN_MAX`.
 pub const AUCTION_POINTS_PER_CURVE_MAX: usize = 64;
 
-/// The day-ahead gate closes this many seconds before delivery starts (12 h, the lead
-/// of [`MarketRules::day_ahead_default`]).
-pub const DAY_AHEAD_GATE_CLOSURE_LEAD_S: i64 = 12 * 3600;
-
-/// The configuration every product's auction clears with: day-ahead rules and the
-/// limits above.
-pub fn auction_config() -> AuctionConfig {
+/// The configuration an auction with `rules` clears with: those rules and the limits
+/// above.
+pub fn auction_config(rules: MarketRules) -> AuctionConfig {
     AuctionConfig {
-        rules: MarketRules::day_ahead_default(),
+        rules,
         points_max: AUCTION_POINTS_PER_CURVE_MAX,
         curves_max: AUCTION_CURVES_PER_PRODUCT_MAX,
     }
-}
-
-/// When curves for `period` stop being accepted and its auction clears.
-pub fn auction_gate_closure(period: &DeliveryPeriod) -> UtcNanos {
-    let lead_nanos = DAY_AHEAD_GATE_CLOSURE_LEAD_S.saturating_mul(NANOS_PER_SECOND);
-    UtcNanos(period.start().0.saturating_sub(lead_nanos))
 }
 
 /// Why a curve command was refused. A refused command changes no curve.
@@ -195,6 +192,8 @@ pub struct CurveSnapshot {
 /// A product's auction in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuctionSnapshot {
+    /// The rules it was opened with.
+    pub rules: MarketRules,
     /// Whether curves are still accepted.
     pub open: bool,
     /// Curves by (account, side).
@@ -206,6 +205,7 @@ pub struct AuctionSnapshot {
 /// The day-ahead auction of one product.
 #[derive(Clone, Debug)]
 pub struct ProductAuction {
+    config: AuctionConfig,
     gate_closure: UtcNanos,
     open: bool,
     curves: BTreeMap<(AccountId, Side), BidCurve>,
@@ -220,16 +220,34 @@ pub struct Submitted {
 }
 
 impl ProductAuction {
-    /// The auction of a product listed at `now` for `period`: open when its gate is
-    /// still ahead.
-    pub fn new(period: &DeliveryPeriod, now: UtcNanos) -> ProductAuction {
-        let gate_closure = auction_gate_closure(period);
-        ProductAuction {
+    /// The auction of a product listed at `now` for `period` under `rules`: open when
+    /// its gate is still ahead.
+    ///
+    /// # Errors
+    /// [`RuleError::InvalidRules`] if `rules` are inconsistent (then no product is
+    /// listed).
+    pub fn new(
+        period: &DeliveryPeriod,
+        now: UtcNanos,
+        rules: MarketRules,
+    ) -> Result<ProductAuction, RuleError> {
+        let config = auction_config(rules);
+        config.validate().map_err(|_| {
+            RuleError::InvalidRules("day-ahead auction rules break the auction's limits")
+        })?;
+        let gate_closure = gate_closure(period, &config.rules);
+        Ok(ProductAuction {
+            config,
             gate_closure,
             open: gate_closure > now,
             curves: BTreeMap::new(),
             outcome: None,
-        }
+        })
+    }
+
+    /// The rules the auction was opened with.
+    pub fn rules(&self) -> &MarketRules {
+        &self.config.rules
     }
 
     /// When the auction clears.
@@ -270,7 +288,7 @@ impl ProductAuction {
             // Checked before copying the points.
             return Err(CurveReject::TooManyPoints);
         }
-        let curve = BidCurve::new(account, side, kind, points.to_vec(), &auction_config())
+        let curve = BidCurve::new(account, side, kind, points.to_vec(), &self.config)
             .map_err(|error| CurveReject::from_curve_error(&error))?;
         let replaced = self.curves.contains_key(&(account, side));
         if !replaced && self.curves.len() >= AUCTION_CURVES_PER_PRODUCT_MAX {
@@ -302,7 +320,7 @@ impl ProductAuction {
     pub fn clear(&mut self) -> &AuctionOutcome {
         assert!(self.open, "an auction clears once");
         let curves: Vec<BidCurve> = self.curves.values().cloned().collect();
-        let result: ClearingResult = Auction::new(auction_config())
+        let result: ClearingResult = Auction::new(self.config.clone())
             .and_then(|mut auction| auction.clear_period(&curves))
             .expect("stored curves were validated against the same configuration");
         self.open = false;
@@ -325,6 +343,7 @@ impl ProductAuction {
     /// The snapshot form.
     pub fn snapshot(&self) -> AuctionSnapshot {
         AuctionSnapshot {
+            rules: self.config.rules.clone(),
             open: self.open,
             curves: self
                 .curves
@@ -357,7 +376,10 @@ impl ProductAuction {
         if snapshot.curves.len() > AUCTION_CURVES_PER_PRODUCT_MAX {
             return Err("more curves than AUCTION_CURVES_PER_PRODUCT_MAX");
         }
-        let config = auction_config();
+        let config = auction_config(snapshot.rules.clone());
+        if config.validate().is_err() {
+            return Err("the auction's rules are invalid");
+        }
         let mut curves = BTreeMap::new();
         for curve in &snapshot.curves {
             let built = BidCurve::new(
@@ -373,7 +395,8 @@ impl ProductAuction {
             }
         }
         Ok(ProductAuction {
-            gate_closure: auction_gate_closure(period),
+            gate_closure: gate_closure(period, &config.rules),
+            config,
             open: snapshot.open,
             curves,
             outcome: snapshot.outcome.clone(),
@@ -397,10 +420,12 @@ impl ProductAuction {
             self.curves.len() <= AUCTION_CURVES_PER_PRODUCT_MAX,
             "at most AUCTION_CURVES_PER_PRODUCT_MAX curves"
         );
-        let config = auction_config();
         for ((account, side), curve) in &self.curves {
             assert_eq!((curve.participant(), curve.side()), (*account, *side));
-            assert!(curve.validate(&config).is_ok(), "stored curves are valid");
+            assert!(
+                curve.validate(&self.config).is_ok(),
+                "stored curves are valid"
+            );
         }
     }
 }
@@ -409,6 +434,7 @@ impl ProductAuction {
 mod tests {
     use super::*;
     use voltex_market::PeriodLength;
+    use voltex_market::time::NANOS_PER_SECOND;
 
     fn point(price: i64, qty: i64) -> CurvePoint {
         CurvePoint {
@@ -417,13 +443,73 @@ mod tests {
         }
     }
 
-    fn open_auction() -> ProductAuction {
-        let period = DeliveryPeriod::new(
+    fn period_at_hour_100() -> DeliveryPeriod {
+        DeliveryPeriod::new(
             UtcNanos(100 * 3600 * NANOS_PER_SECOND),
             PeriodLength::Minutes60,
         )
-        .unwrap();
-        ProductAuction::new(&period, UtcNanos(0))
+        .unwrap()
+    }
+
+    fn open_auction() -> ProductAuction {
+        ProductAuction::new(
+            &period_at_hour_100(),
+            UtcNanos(0),
+            MarketRules::day_ahead_default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_auction_checks_and_clears_with_its_own_rules() {
+        // A market capped at 3000 EUR/MWh, tick 0.10, gate 1 h before delivery.
+        let rules = MarketRules {
+            tick: Price(10),
+            price_max: Price(300_000),
+            gate_closure_lead_s: 3600,
+            ..MarketRules::day_ahead_default()
+        };
+        let period = period_at_hour_100();
+        let mut auction = ProductAuction::new(&period, UtcNanos(0), rules.clone()).unwrap();
+        assert_eq!(
+            auction.gate_closure(),
+            UtcNanos(99 * 3600 * NANOS_PER_SECOND)
+        );
+        let over_cap = [point(350_000, 1)];
+        assert_eq!(
+            auction.submit(AccountId(1), Side::Buy, CurveKind::Stepwise, &over_cap),
+            Err(CurveReject::PriceOutOfLimits { point_idx: 0 }),
+            "legal under the default rules, not under these"
+        );
+        let off_tick = [point(5_005, 1)];
+        assert_eq!(
+            auction.submit(AccountId(1), Side::Buy, CurveKind::Stepwise, &off_tick),
+            Err(CurveReject::PriceOffTick { point_idx: 0 })
+        );
+        auction
+            .submit(
+                AccountId(1),
+                Side::Buy,
+                CurveKind::Stepwise,
+                &[point(5_010, 4)],
+            )
+            .unwrap();
+        let snapshot = auction.snapshot();
+        assert_eq!(snapshot.rules, rules);
+        let restored = ProductAuction::from_snapshot(&period, &snapshot).unwrap();
+        assert_eq!(restored.rules(), &rules);
+        assert_eq!(restored.gate_closure(), auction.gate_closure());
+        restored.check_invariants();
+
+        let mut bad = snapshot;
+        bad.rules.tick = Price(0);
+        assert!(ProductAuction::from_snapshot(&period, &bad).is_err());
+        let invalid = MarketRules {
+            price_min: Price(10),
+            price_max: Price(0),
+            ..rules
+        };
+        assert!(ProductAuction::new(&period, UtcNanos(0), invalid).is_err());
     }
 
     #[test]
@@ -500,12 +586,8 @@ mod tests {
             Err(CurveReject::GateClosed)
         );
         auction.check_invariants();
-        let period = DeliveryPeriod::new(
-            UtcNanos(100 * 3600 * NANOS_PER_SECOND),
-            PeriodLength::Minutes60,
-        )
-        .unwrap();
-        let restored = ProductAuction::from_snapshot(&period, &auction.snapshot()).unwrap();
+        let restored =
+            ProductAuction::from_snapshot(&period_at_hour_100(), &auction.snapshot()).unwrap();
         assert_eq!(restored.snapshot(), auction.snapshot());
     }
 }

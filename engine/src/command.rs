@@ -133,7 +133,9 @@ impl CommandOrigin {
 /// What a command does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandKind {
-    /// List a new product (one delivery period) with its own book.
+    /// List a new product (one delivery period) with its own book, and a day-ahead
+    /// auction under [`MarketRules::day_ahead_default`]. Kept so journals written before
+    /// [`CommandKind::ListProduct`] existed replay unchanged; new listings use that.
     AddProduct {
         /// Identity within the shard; must be new.
         product: ProductId,
@@ -177,6 +179,21 @@ pub enum CommandKind {
         /// Buy or sell.
         side: Side,
     },
+    /// List a new product with its own book under `rules` and a day-ahead auction under
+    /// `auction_rules` (both journaled, so a replay lists it exactly as it was). Last
+    /// variant on purpose: postcard numbers variants in order, and appending keeps
+    /// every older journal record decodable.
+    ListProduct {
+        /// Identity within the shard; must be new.
+        product: ProductId,
+        /// The delivery period it trades.
+        period: DeliveryPeriod,
+        /// The continuous book's rules (gate closure lead included).
+        rules: MarketRules,
+        /// The day-ahead auction's rules (its gate closure lead included); boxed so a
+        /// listing, which is rare, does not grow every command.
+        auction_rules: Box<MarketRules>,
+    },
 }
 
 impl EngineCommand {
@@ -189,7 +206,29 @@ impl EngineCommand {
         }
     }
 
-    /// A new product at `now`.
+    /// A new product at `now` whose book trades under `rules` and whose auction clears
+    /// under `auction_rules`.
+    pub fn list_product(
+        now: UtcNanos,
+        product: ProductId,
+        period: DeliveryPeriod,
+        rules: MarketRules,
+        auction_rules: MarketRules,
+    ) -> EngineCommand {
+        EngineCommand {
+            now,
+            kind: CommandKind::ListProduct {
+                product,
+                period,
+                rules,
+                auction_rules: Box::new(auction_rules),
+            },
+            origin: None,
+        }
+    }
+
+    /// A new product at `now` whose book trades under `rules`, its auction under the
+    /// day-ahead defaults (the journal's older `AddProduct` record).
     pub fn add_product(
         now: UtcNanos,
         product: ProductId,
@@ -248,7 +287,7 @@ pub enum EngineReject {
     /// `AddProduct` for an id already listed.
     #[error("product already listed")]
     DuplicateProduct,
-    /// `AddProduct` with rules the book refuses.
+    /// `AddProduct` with rules the book (or the auction) refuses.
     #[error("invalid market rules")]
     InvalidRules,
     /// `AddProduct` whose gate closure has already passed.
@@ -269,6 +308,9 @@ pub enum EventKind {
     ProductAdded {
         /// Its delivery period.
         period: DeliveryPeriod,
+        /// When its day-ahead auction clears (under the rules it was listed with); at
+        /// or before the listing's time when no auction is held.
+        auction_gate_closure: UtcNanos,
     },
     /// The engine refused the command.
     Rejected {

@@ -602,7 +602,13 @@ mod tests {
             CommandKind::AddProduct {
                 product,
                 period,
-                rules,
+                rules: rules.clone(),
+            },
+            CommandKind::ListProduct {
+                product,
+                period,
+                rules: rules.clone(),
+                auction_rules: Box::new(rules),
             },
             CommandKind::Book {
                 product,

@@ -17,7 +17,7 @@
 //!
 //! # Day-ahead auctions
 //! Every product also holds a day-ahead call auction ([`crate::auction`]) whose gate is
-//! `period.start - DAY_AHEAD_GATE_CLOSURE_LEAD_S`. `SubmitCurve` / `WithdrawCurve`
+//! `period.start - auction_rules.gate_closure_lead_s` (the rules its listing named). `SubmitCurve` / `WithdrawCurve`
 //! change its curves while it is open; the same time step that closes due books clears
 //! every auction whose gate is `<= time`. Due gates are handled in order of gate time,
 //! an auction before a book at the same instant, then by product id, so the events of
@@ -223,7 +223,16 @@ impl ShardState {
                 period,
                 rules,
             } => {
-                self.add_product(*product, *period, rules, out);
+                let auction_rules = MarketRules::day_ahead_default();
+                self.add_product(*product, *period, rules, &auction_rules, out);
+            }
+            CommandKind::ListProduct {
+                product,
+                period,
+                rules,
+                auction_rules,
+            } => {
+                self.add_product(*product, *period, rules, auction_rules, out);
             }
             CommandKind::Book { product, command } => self.apply_book(*product, command, out),
             CommandKind::AdvanceTime => {}
@@ -384,6 +393,7 @@ impl ShardState {
         product: ProductId,
         period: DeliveryPeriod,
         rules: &MarketRules,
+        auction_rules: &MarketRules,
         out: &mut Vec<EngineEvent>,
     ) {
         let gate = gate_closure(&period, rules);
@@ -394,11 +404,14 @@ impl ShardState {
         } else if gate <= self.now {
             Err(EngineReject::GateClosurePassed)
         } else {
-            OrderBook::new(rules.clone(), self.config.book).map_err(|_| EngineReject::InvalidRules)
+            OrderBook::new(rules.clone(), self.config.book)
+                .ok()
+                .zip(ProductAuction::new(&period, self.now, auction_rules.clone()).ok())
+                .ok_or(EngineReject::InvalidRules)
         };
         match verdict {
-            Ok(book) => {
-                let auction = ProductAuction::new(&period, self.now);
+            Ok((book, auction)) => {
+                let auction_gate_closure = auction.gate_closure();
                 if auction.is_open() {
                     self.auction_gates.insert((auction.gate_closure(), product));
                 }
@@ -412,7 +425,14 @@ impl ShardState {
                     },
                 );
                 self.open_gates.insert((gate, product));
-                self.emit(product, EventKind::ProductAdded { period }, out);
+                self.emit(
+                    product,
+                    EventKind::ProductAdded {
+                        period,
+                        auction_gate_closure,
+                    },
+                    out,
+                );
             }
             Err(reason) => self.emit(product, EventKind::Rejected { reason }, out),
         }

@@ -8,12 +8,13 @@ use common::{T0, engine_config, random_batches, rules, run_batches};
 use proptest::prelude::*;
 use voltex_engine::auction::{
     AUCTION_CURVES_PER_PRODUCT_MAX, AUCTION_POINTS_PER_CURVE_MAX, CurveReject,
-    DAY_AHEAD_GATE_CLOSURE_LEAD_S,
 };
 use voltex_engine::{CommandKind, Engine, EngineCommand, EngineError, EventKind, MemDisk};
 use voltex_market::UtcNanos;
 use voltex_market::auction::{CurveKind, CurvePoint};
-use voltex_market::{AccountId, DeliveryPeriod, PeriodLength, Price, ProductId, Qty, Side};
+use voltex_market::{
+    AccountId, DeliveryPeriod, MarketRules, PeriodLength, Price, ProductId, Qty, Side,
+};
 
 const N_AUCTION_PRODUCTS: u32 = 3;
 
@@ -27,7 +28,7 @@ fn auction_period(index: u32) -> DeliveryPeriod {
 fn gate_of(index: u32) -> UtcNanos {
     auction_period(index)
         .start()
-        .plus_seconds(-DAY_AHEAD_GATE_CLOSURE_LEAD_S)
+        .plus_seconds(-MarketRules::day_ahead_default().gate_closure_lead_s)
 }
 
 fn listings() -> Vec<EngineCommand> {
@@ -146,6 +147,95 @@ fn two_accounts_clear_at_the_gate_with_price_volume_and_awards() {
     let auction = engine.state().auction(ProductId(0)).unwrap();
     assert!(!auction.is_open());
     assert_eq!(auction.outcome().unwrap().volume, Qty(15));
+}
+
+#[test]
+fn a_product_keeps_the_auction_rules_it_was_listed_with_across_recovery() {
+    // A market capped at 3,000.00 EUR/MWh whose auction closes 1 h before delivery
+    // (the default: -500..4,000 EUR/MWh, 12 h).
+    let capped = MarketRules {
+        price_max: Price(300_000),
+        gate_closure_lead_s: 3600,
+        ..MarketRules::day_ahead_default()
+    };
+    let period = auction_period(0);
+    let capped_gate = period.start().plus_seconds(-3600);
+    for snapshot_interval in [0, 2] {
+        let (mut engine, disk) = engine(snapshot_interval);
+        let commands = vec![
+            EngineCommand::list_product(T0, ProductId(0), period, rules(), capped.clone()),
+            submit(
+                T0,
+                0,
+                1,
+                Side::Buy,
+                CurveKind::Stepwise,
+                vec![point(350_000, 1)],
+            ),
+            submit(
+                T0,
+                0,
+                1,
+                Side::Buy,
+                CurveKind::Stepwise,
+                vec![point(5_000, 10)],
+            ),
+            submit(
+                T0,
+                0,
+                2,
+                Side::Sell,
+                CurveKind::Stepwise,
+                vec![point(4_000, 10)],
+            ),
+            // The default gate: under these rules the auction is still open.
+            EngineCommand::advance_time(gate_of(0)),
+        ];
+        let run = run_batches(&mut engine, &[&commands]);
+        let reasons: Vec<CurveReject> = run
+            .events
+            .iter()
+            .filter_map(|event| match event.kind {
+                EventKind::CurveRejected { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![CurveReject::PriceOutOfLimits { point_idx: 0 }],
+            "3,500 EUR/MWh is legal by default, not under the product's cap"
+        );
+        assert!(
+            !run.events
+                .iter()
+                .any(|event| matches!(event.kind, EventKind::AuctionCleared { .. })),
+            "nothing clears at the default gate"
+        );
+        let hash = engine.state_hash();
+        drop(engine);
+
+        let (mut recovered, _report) =
+            Engine::open_in_memory(&disk, engine_config(snapshot_interval)).unwrap();
+        assert_eq!(recovered.state_hash(), hash);
+        let auction = recovered.state().auction(ProductId(0)).unwrap();
+        assert_eq!(auction.rules(), &capped);
+        assert!(auction.is_open());
+        assert_eq!(auction.gate_closure(), capped_gate);
+
+        let run = run_batches(
+            &mut recovered,
+            &[&[EngineCommand::advance_time(capped_gate)]],
+        );
+        let volumes: Vec<Qty> = run
+            .events
+            .iter()
+            .filter_map(|event| match event.kind {
+                EventKind::AuctionCleared { volume, .. } => Some(volume),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(volumes, vec![Qty(10)], "clears at the product's own gate");
+    }
 }
 
 #[test]

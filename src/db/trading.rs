@@ -568,7 +568,7 @@ async fn apply_event(tx: &mut Tx, event: &EngineEvent) -> Result<(), DbError> {
     let at_ns = event.now.0;
     let seq = input_i64("event_seq", event.event_seq)?;
     match event.kind {
-        EventKind::ProductAdded { period } => {
+        EventKind::ProductAdded { period, .. } => {
             sqlx::query(
                 "INSERT INTO products \
                  (product_id, period_start_ns, period_minutes, listed_at_ns, listed_event_seq) \

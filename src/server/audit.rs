@@ -147,7 +147,7 @@ pub fn journaled_records(committed: Committed<'_>, out: &mut Vec<NewAuditEntry>)
                 BookCommand::Resume => ("book.resume", format!("product:{}", product.0)),
                 BookCommand::Close => ("book.close", format!("product:{}", product.0)),
             },
-            CommandKind::AddProduct { product, .. } => {
+            CommandKind::AddProduct { product, .. } | CommandKind::ListProduct { product, .. } => {
                 ("product.add", format!("product:{}", product.0))
             }
             CommandKind::AdvanceTime => ("time.advance", "engine".to_string()),

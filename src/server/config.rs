@@ -4,11 +4,22 @@
 //! Every field has an embedded default, so `voltex serve` with no file runs on SQLite
 //! in `./voltex-data/` and an in-process MQTT broker. Unknown TOML fields are an error
 //! naming the field, so a typo never silently falls back to a default.
+//!
+//! The market's rules come from two optional tables, `[intraday_rules]` (the
+//! continuous books) and `[day_ahead_rules]` (the call auction); each field left out
+//! keeps its default ([`MarketRules::intraday_default`],
+//! [`MarketRules::day_ahead_default`]). Prices and quantities are decimal strings, as
+//! in the API, converted exactly: an off-grid or inconsistent value is refused with the
+//! field's name, never rounded. The rules apply to products listed after a restart;
+//! each listed product keeps the rules it was listed with (they are in the journal).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
+use rust_decimal::Decimal;
 use serde::Deserialize;
+use voltex_market::{MarketRules, Price, Qty};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +61,91 @@ pub enum ConfigError {
 /// Longest MQTT client id accepted in the configuration.
 pub const MQTT_CLIENT_ID_LEN_MAX: usize = 64;
 
+/// Overrides of one market's rules (a TOML table); a field left out keeps the default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketRulesOverrides {
+    /// Price tick, EUR/MWh (e.g. `"0.01"`).
+    pub tick_eur_per_mwh: Option<String>,
+    /// Lowest limit price, EUR/MWh.
+    pub price_min_eur_per_mwh: Option<String>,
+    /// Highest limit price, EUR/MWh.
+    pub price_max_eur_per_mwh: Option<String>,
+    /// Lot size, MW (e.g. `"0.1"`); a whole number of kW.
+    pub lot_mw: Option<String>,
+    /// Largest quantity of one order (of one curve, in the auction), MW; a whole
+    /// number of lots.
+    pub qty_max_mw: Option<String>,
+    /// Trading (curve submission, in the auction) closes this many seconds before
+    /// delivery starts.
+    pub gate_closure_lead_s: Option<i64>,
+}
+
+impl MarketRulesOverrides {
+    /// `base` with these overrides applied, checked ([`MarketRules::validate`]).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `table.field` for a value that is not an exact
+    /// decimal in its unit, and `table` for rules that are inconsistent as a whole.
+    pub fn apply(
+        &self,
+        table: &'static str,
+        base: MarketRules,
+    ) -> Result<MarketRules, ConfigError> {
+        let invalid = |field: &'static str, message: String| ConfigError::Invalid {
+            field,
+            message: format!("[{table}] {field}: {message}"),
+        };
+        let decimal = |field: &'static str, text: &str| {
+            Decimal::from_str(text.trim())
+                .map_err(|error| invalid(field, format!("{text:?} is not a decimal ({error})")))
+        };
+        let price = |field: &'static str, text: &str| {
+            Price::from_decimal(decimal(field, text)?)
+                .map_err(|error| invalid(field, error.to_string()))
+        };
+        let mut rules = base;
+        if let Some(text) = &self.tick_eur_per_mwh {
+            rules.tick = price("tick_eur_per_mwh", text)?;
+        }
+        if let Some(text) = &self.price_min_eur_per_mwh {
+            rules.price_min = price("price_min_eur_per_mwh", text)?;
+        }
+        if let Some(text) = &self.price_max_eur_per_mwh {
+            rules.price_max = price("price_max_eur_per_mwh", text)?;
+        }
+        if let Some(text) = &self.lot_mw {
+            let kw = decimal("lot_mw", text)?
+                .checked_mul(Decimal::from(1000))
+                .filter(|kw| kw.fract().is_zero())
+                .and_then(|kw| i64::try_from(kw).ok())
+                .ok_or_else(|| {
+                    invalid("lot_mw", format!("{text} MW is not a whole number of kW"))
+                })?;
+            rules.lot_kw = kw;
+        }
+        if let Some(text) = &self.qty_max_mw {
+            let mw = decimal("qty_max_mw", text)?;
+            // Lots of the (possibly overridden) lot size; the cap itself is what is set.
+            let unbounded = MarketRules {
+                qty_max: Qty(i64::MAX),
+                ..rules.clone()
+            };
+            rules.qty_max = unbounded
+                .qty_from_mw(mw)
+                .map_err(|error| invalid("qty_max_mw", error.to_string()))?;
+        }
+        if let Some(lead_s) = self.gate_closure_lead_s {
+            rules.gate_closure_lead_s = lead_s;
+        }
+        rules.validate().map_err(|error| ConfigError::Invalid {
+            field: table,
+            message: error.to_string(),
+        })?;
+        Ok(rules)
+    }
+}
+
 /// Everything `voltex serve` needs.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -86,6 +182,11 @@ pub struct ServerConfig {
     pub rate_limit_burst: u32,
     /// Hourly intraday products listed ahead of now.
     pub intraday_hours_ahead: u32,
+    /// Rules of the continuous intraday books (`[intraday_rules]`).
+    pub intraday_rules: MarketRulesOverrides,
+    /// Rules of the day-ahead call auction (`[day_ahead_rules]`). Tick and lot must
+    /// equal the intraday ones: positions add awards and trades in the same units.
+    pub day_ahead_rules: MarketRulesOverrides,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +204,8 @@ impl Default for ServerConfig {
             rate_limit_orders_per_s: 2_000,
             rate_limit_burst: 4_000,
             intraday_hours_ahead: 24,
+            intraday_rules: MarketRulesOverrides::default(),
+            day_ahead_rules: MarketRulesOverrides::default(),
         }
     }
 }
@@ -207,7 +310,44 @@ impl ServerConfig {
                 message: "must be at least 32 bytes".into(),
             });
         }
+        self.day_ahead_market_rules()?;
         Ok(())
+    }
+
+    /// The intraday books' rules in effect.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn intraday_market_rules(&self) -> Result<MarketRules, ConfigError> {
+        self.intraday_rules
+            .apply("intraday_rules", MarketRules::intraday_default())
+    }
+
+    /// The day-ahead auction's rules in effect.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field, or `day_ahead_rules` when its tick or
+    /// lot differs from the intraday one.
+    pub fn day_ahead_market_rules(&self) -> Result<MarketRules, ConfigError> {
+        let intraday = self.intraday_market_rules()?;
+        let day_ahead = self
+            .day_ahead_rules
+            .apply("day_ahead_rules", MarketRules::day_ahead_default())?;
+        if (intraday.tick, intraday.lot_kw) != (day_ahead.tick, day_ahead.lot_kw) {
+            return Err(ConfigError::Invalid {
+                field: "day_ahead_rules",
+                message: format!(
+                    "tick and lot must equal the intraday ones (positions add awards and \
+                     trades): day-ahead tick {} EUR/MWh, lot {} kW; intraday tick {} EUR/MWh, \
+                     lot {} kW",
+                    day_ahead.tick.to_decimal(),
+                    day_ahead.lot_kw,
+                    intraday.tick.to_decimal(),
+                    intraday.lot_kw
+                ),
+            });
+        }
+        Ok(day_ahead)
     }
 
     /// The database URL in effect (the embedded SQLite file by default).
@@ -297,6 +437,127 @@ mod tests {
         }
         let parsed = ServerConfig::from_toml("mqtt_client_id = \"platform-7\"\n").unwrap();
         assert_eq!(parsed.mqtt_client_id, "platform-7");
+    }
+
+    #[test]
+    fn market_rules_tables_override_the_defaults_exactly() {
+        let config = ServerConfig::from_toml(
+            "[intraday_rules]\n\
+             qty_max_mw = \"50\"\n\
+             gate_closure_lead_s = 600\n\
+             [day_ahead_rules]\n\
+             price_min_eur_per_mwh = \"-150\"\n\
+             price_max_eur_per_mwh = \"3000.5\"\n\
+             gate_closure_lead_s = 3600\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let intraday = config.intraday_market_rules().unwrap();
+        assert_eq!(
+            intraday,
+            MarketRules {
+                qty_max: Qty(500),
+                gate_closure_lead_s: 600,
+                ..MarketRules::intraday_default()
+            }
+        );
+        let day_ahead = config.day_ahead_market_rules().unwrap();
+        assert_eq!(
+            day_ahead,
+            MarketRules {
+                price_min: Price(-15_000),
+                price_max: Price(300_050),
+                gate_closure_lead_s: 3600,
+                ..MarketRules::day_ahead_default()
+            }
+        );
+        let defaults = ServerConfig::default();
+        assert_eq!(
+            defaults.day_ahead_market_rules().unwrap(),
+            MarketRules::day_ahead_default()
+        );
+    }
+
+    #[test]
+    fn the_example_config_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/voltex.example.toml");
+        let example = ServerConfig::from_file(&path).unwrap();
+        example.validate().unwrap();
+        let defaults = ServerConfig::default();
+        assert_eq!(
+            example.intraday_market_rules().unwrap(),
+            defaults.intraday_market_rules().unwrap()
+        );
+        assert_eq!(
+            example.day_ahead_market_rules().unwrap(),
+            defaults.day_ahead_market_rules().unwrap()
+        );
+        assert_eq!(
+            (
+                example.http_addr,
+                example.rate_limit_burst,
+                example.intraday_hours_ahead
+            ),
+            (
+                defaults.http_addr,
+                defaults.rate_limit_burst,
+                defaults.intraday_hours_ahead
+            )
+        );
+    }
+
+    #[test]
+    fn bad_market_rules_are_refused_naming_the_field() {
+        let cases = [
+            // (TOML, field named in the error)
+            (
+                "[day_ahead_rules]\ntick_eur_per_mwh = \"0.001\"\n",
+                "tick_eur_per_mwh",
+            ),
+            (
+                "[day_ahead_rules]\nprice_max_eur_per_mwh = \"lots\"\n",
+                "price_max_eur_per_mwh",
+            ),
+            ("[intraday_rules]\nlot_mw = \"0.0005\"\n", "lot_mw"),
+            ("[intraday_rules]\nqty_max_mw = \"0.25\"\n", "qty_max_mw"),
+            ("[intraday_rules]\nqty_max_mw = \"-1\"\n", "qty_max_mw"),
+            // Limits off the tick grid, inverted limits, negative lead: the table.
+            (
+                "[day_ahead_rules]\nprice_max_eur_per_mwh = \"3000.05\"\ntick_eur_per_mwh = \"0.1\"\n",
+                "day_ahead_rules",
+            ),
+            (
+                "[day_ahead_rules]\nprice_min_eur_per_mwh = \"5000\"\n",
+                "day_ahead_rules",
+            ),
+            (
+                "[intraday_rules]\ngate_closure_lead_s = -1\n",
+                "intraday_rules",
+            ),
+            // Tick or lot that differ between the markets.
+            ("[day_ahead_rules]\nlot_mw = \"1\"\n", "day_ahead_rules"),
+            (
+                "[intraday_rules]\ntick_eur_per_mwh = \"0.03\"\n",
+                "day_ahead_rules",
+            ),
+        ];
+        for (text, field) in cases {
+            let config = ServerConfig::from_toml(text).unwrap();
+            match config.validate() {
+                Err(ConfigError::Invalid {
+                    field: named,
+                    message,
+                }) => {
+                    assert!(
+                        named == field || message.contains(field),
+                        "{text:?}: named {named}, {message}"
+                    );
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        let error = ServerConfig::from_toml("[day_ahead_rules]\nprice_cap = \"1\"\n").unwrap_err();
+        assert!(error.contains("price_cap"), "{error}");
     }
 
     #[test]

@@ -105,19 +105,22 @@ pub struct ExchangeConfig {
     pub products_max: usize,
     /// Most orders resting in one book (storage reserved up front per book).
     pub orders_per_book_max: usize,
-    /// Rules of the intraday products.
+    /// Rules of the intraday products' books.
     pub rules: MarketRules,
+    /// Rules of the products' day-ahead auctions.
+    pub day_ahead_rules: MarketRules,
 }
 
 impl ExchangeConfig {
     /// Defaults for `engine_dir`: 512 products, 20,000 resting orders per book
-    /// (about 1.3 MiB reserved per book), intraday rules.
+    /// (about 1.3 MiB reserved per book), default intraday and day-ahead rules.
     pub fn new(engine_dir: PathBuf) -> ExchangeConfig {
         ExchangeConfig {
             engine_dir,
             products_max: 512,
             orders_per_book_max: 20_000,
             rules: MarketRules::intraday_default(),
+            day_ahead_rules: MarketRules::day_ahead_default(),
         }
     }
 }
@@ -187,6 +190,14 @@ pub struct ProductInfo {
     pub lot_mw: String,
     /// Day-ahead gate closure (curves accepted before it), UTC nanoseconds.
     pub auction_gate_closure_ns: i64,
+    /// Lowest curve price of the day-ahead auction, EUR/MWh, as configured (a product
+    /// listed under earlier rules keeps those; the engine checks every curve against
+    /// the product's own).
+    pub auction_price_min_eur_per_mwh: String,
+    /// Highest curve price of the day-ahead auction, EUR/MWh, as configured.
+    pub auction_price_max_eur_per_mwh: String,
+    /// Largest quantity of one curve in the day-ahead auction, MW, as configured.
+    pub auction_qty_max_mw: String,
     /// Day-ahead auction: `open`, `cleared`, or `not_held` (listed after its gate).
     pub auction_phase: String,
 }
@@ -265,6 +276,8 @@ pub struct LiveClearing {
 pub struct LiveAuction {
     /// Whether it was open when the product was listed.
     pub held: bool,
+    /// When it clears (under the rules the product was listed with).
+    pub gate_closure: UtcNanos,
     /// Curves by (account, side).
     pub curves: BTreeMap<(AccountId, Side), LiveCurve>,
     /// The result, once cleared.
@@ -296,11 +309,14 @@ impl LiveIndex {
         self.last_event_seq = event.event_seq;
         let product = self.products.entry(event.product).or_default();
         match event.kind {
-            EventKind::ProductAdded { period } => {
+            EventKind::ProductAdded {
+                period,
+                auction_gate_closure,
+            } => {
                 product.period = Some(period);
                 product.phase = Some(Phase::Open);
-                product.auction.held =
-                    voltex_engine::auction::auction_gate_closure(&period) > event.now;
+                product.auction.gate_closure = auction_gate_closure;
+                product.auction.held = auction_gate_closure > event.now;
             }
             EventKind::Rejected { .. } | EventKind::CurveRejected { .. } => {}
             EventKind::CurveAccepted {
@@ -486,6 +502,7 @@ pub struct Exchange {
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,
     rules: MarketRules,
+    day_ahead_rules: MarketRules,
     next_order_id: AtomicU64,
 }
 
@@ -511,7 +528,7 @@ impl Exchange {
         clock: Arc<dyn Clock>,
         persist: mpsc::Sender<PersistBatch>,
     ) -> Result<Exchange, ExchangeError> {
-        let day_ahead = voltex_engine::auction::auction_config().rules;
+        let day_ahead = &config.day_ahead_rules;
         if (config.rules.lot_kw, config.rules.tick) != (day_ahead.lot_kw, day_ahead.tick) {
             return Err(ExchangeError::RulesMismatch {
                 intraday_lot_kw: config.rules.lot_kw,
@@ -593,6 +610,7 @@ impl Exchange {
             shared,
             clock,
             rules: config.rules.clone(),
+            day_ahead_rules: config.day_ahead_rules.clone(),
             next_order_id,
         })
     }
@@ -600,6 +618,12 @@ impl Exchange {
     /// The intraday rules.
     pub fn rules(&self) -> &MarketRules {
         &self.rules
+    }
+
+    /// The day-ahead auction's rules new products are listed with (same tick and lot
+    /// as [`Exchange::rules`]).
+    pub fn day_ahead_rules(&self) -> &MarketRules {
+        &self.day_ahead_rules
     }
 
     /// Now, from the server clock.
@@ -683,11 +707,12 @@ impl Exchange {
                 continue;
             };
             let executed = self
-                .execute(EngineCommand::add_product(
+                .execute(EngineCommand::list_product(
                     now,
                     product,
                     period,
                     self.rules.clone(),
+                    self.day_ahead_rules.clone(),
                 ))
                 .await?;
             if executed
@@ -758,7 +783,14 @@ impl Exchange {
             price_min_eur_per_mwh: self.rules.price_min.to_decimal().to_string(),
             price_max_eur_per_mwh: self.rules.price_max.to_decimal().to_string(),
             lot_mw: self.rules.qty_to_mw(Qty(1)).to_string(),
-            auction_gate_closure_ns: voltex_engine::auction::auction_gate_closure(period).nanos(),
+            auction_gate_closure_ns: state.auction.gate_closure.nanos(),
+            auction_price_min_eur_per_mwh: self.day_ahead_rules.price_min.to_decimal().to_string(),
+            auction_price_max_eur_per_mwh: self.day_ahead_rules.price_max.to_decimal().to_string(),
+            auction_qty_max_mw: self
+                .day_ahead_rules
+                .qty_to_mw(self.day_ahead_rules.qty_max)
+                .normalize()
+                .to_string(),
             auction_phase: auction_phase(&state.auction).to_string(),
         }
     }

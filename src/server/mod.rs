@@ -175,7 +175,9 @@ impl RunningServer {
         let mut tasks = Vec::new();
         // Started before the engine opens: journal replay feeds it.
         let persister = tokio::spawn(persist_events(db.clone(), persist_rx));
-        let exchange_config = ExchangeConfig::new(config.data_dir.join("engine"));
+        let mut exchange_config = ExchangeConfig::new(config.data_dir.join("engine"));
+        exchange_config.rules = config.intraday_market_rules()?;
+        exchange_config.day_ahead_rules = config.day_ahead_market_rules()?;
         let exchange_clock = Arc::clone(&clock);
         let exchange = tokio::task::spawn_blocking(move || {
             Exchange::open(&exchange_config, exchange_clock, persist_tx)

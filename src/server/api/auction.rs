@@ -2,13 +2,16 @@
 //! withdraw it, list an account's curves, and read a product's auction result.
 //!
 //! Prices travel as decimal strings in EUR/MWh and quantities as decimal strings in
-//! MW. They go through the day-ahead rules' exact conversions
+//! MW. They go through the configured day-ahead rules' exact conversions
 //! ([`voltex_market::MarketRules::price_from_decimal`], whole lots): an off-grid or
 //! out-of-limit price is a typed 400, never rounded. A curve is checked here with the
-//! same rules the engine applies ([`voltex_engine::auction::auction_config`]) so a
-//! malformed curve is refused before it costs a journal record; what only the engine
-//! can decide (unknown product, gate closed, too many curves) comes back from the
-//! journaled command. Every answer to a mutating call is sent only after the sequencer
+//! rules new products are listed with ([`Exchange::day_ahead_rules`] through
+//! [`voltex_engine::auction::auction_config`]) so a malformed curve is refused before
+//! it costs a journal record; what only the engine can decide (unknown product, gate
+//! closed, too many curves, and the product's own rules when it was listed under an
+//! earlier configuration) comes back from the journaled command.
+//!
+//! [`Exchange::day_ahead_rules`]: crate::server::exchange::Exchange::day_ahead_rules Every answer to a mutating call is sent only after the sequencer
 //! journaled the command, and every mutating call is audited.
 //!
 //! A trader sees and touches only their own accounts: the curve's account must be
@@ -159,10 +162,6 @@ pub struct CurvesQuery {
     pub account: u32,
 }
 
-fn rules() -> MarketRules {
-    auction_config().rules
-}
-
 fn side_name(side: Side) -> &'static str {
     match side {
         Side::Buy => "buy",
@@ -215,7 +214,10 @@ fn parse_decimal(point_idx: usize, field: &str, text: &str) -> Result<Decimal, A
 
 /// The points of a request on the day-ahead grid (prices exact, whole lots, zero
 /// allowed).
-fn parse_points(points: &[CurvePointDto]) -> Result<Vec<CurvePoint>, ApiError> {
+fn parse_points(
+    rules: &MarketRules,
+    points: &[CurvePointDto],
+) -> Result<Vec<CurvePoint>, ApiError> {
     if points.len() > AUCTION_POINTS_PER_CURVE_MAX {
         return Err(ApiError::bad_request(
             "too_many_points",
@@ -225,7 +227,6 @@ fn parse_points(points: &[CurvePointDto]) -> Result<Vec<CurvePoint>, ApiError> {
             ),
         ));
     }
-    let rules = rules();
     points
         .iter()
         .enumerate()
@@ -328,12 +329,19 @@ pub async fn submit_curve(
         );
         auth.require_account(body.account)?;
         state.limiter.check(body.account)?;
-        let points = parse_points(&body.points)?;
+        let day_ahead = state.exchange.day_ahead_rules();
+        let points = parse_points(day_ahead, &body.points)?;
         let account = AccountId(body.account);
         let kind: CurveKind = body.kind.into();
         // The engine's own check, before the command costs a journal record.
-        BidCurve::new(account, side, kind, points.clone(), &auction_config())
-            .map_err(|error| reject_problem(CurveReject::from_curve_error(&error)))?;
+        BidCurve::new(
+            account,
+            side,
+            kind,
+            points.clone(),
+            &auction_config(day_ahead.clone()),
+        )
+        .map_err(|error| reject_problem(CurveReject::from_curve_error(&error)))?;
         let (command_seq, outcome) = execute_curve_command(
             &state,
             CommandKind::SubmitCurve {
@@ -430,13 +438,13 @@ pub async fn list_curves(
 ) -> Result<Json<Vec<CurveView>>, ApiError> {
     let Query(query) = query?;
     auth.require_account(query.account)?;
-    let rules = rules();
+    let rules = state.exchange.day_ahead_rules();
     Ok(Json(
         state
             .exchange
             .curves_of(AccountId(query.account))
             .iter()
-            .map(|curve| curve_view(&rules, curve))
+            .map(|curve| curve_view(rules, curve))
             .collect(),
     ))
 }
@@ -461,7 +469,7 @@ pub async fn get_result(
         .exchange
         .auction(ProductId(product))
         .ok_or_else(|| ApiError::not_found(format!("product {product} is not listed")))?;
-    let rules = rules();
+    let rules = state.exchange.day_ahead_rules();
     let clearing = auction.clearing.as_ref();
     let awards = clearing
         .map(|clearing| {

@@ -204,7 +204,9 @@ fn messages(
             claims.role == Role::Operator || claims.accounts.contains(&account)
         })
     };
-    let day_ahead = MarketRules::day_ahead_default();
+    // Awards and volumes in the intraday lots (config validation keeps the day-ahead
+    // lot equal to it).
+    let day_ahead = rules;
     let curve =
         |account: voltex_market::AccountId, curve_side: Side, name: &str| StreamMessage::Curve {
             event_seq,
