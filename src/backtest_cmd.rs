@@ -39,8 +39,7 @@ use clap::Args;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use voltex_engine::bidding::{
-    BidConfig, HeadroomSteps, PlannedLimits, day_ahead_curves, price_taking_curves,
-    replay_counterparty,
+    BidConfig, HeadroomSteps, PlannedLimits, ReplayMarket, day_ahead_curves, price_taking_curves,
 };
 use voltex_engine::commit::settle::{SettleConfig, Settlement, execute_and_settle};
 use voltex_engine::forecast::{Forecaster, LearEnsemble, NaiveForecaster};
@@ -48,10 +47,10 @@ use voltex_engine::optimise::rule::DailyRule;
 use voltex_engine::optimise::{
     LpBackend, PlanConfig, RollingHorizon, TerminalSoc, plan_battery, plan_rolling,
 };
-use voltex_market::auction::{Auction, AuctionConfig};
+use voltex_market::auction::AuctionConfig;
 use voltex_market::battery::BatterySpec;
 use voltex_market::series::{PriceSeries, STANDARD_TEST_DAYS, SeriesLayout};
-use voltex_market::{AccountId, MarketRules, Side};
+use voltex_market::{AccountId, MarketRules};
 
 /// Arguments of `voltex backtest`.
 #[derive(Args, Debug)]
@@ -148,9 +147,7 @@ impl Tally {
 /// Everything a daily bidding strategy needs besides its forecast.
 struct DayContext<'a> {
     spec: &'a BatterySpec,
-    rules: &'a MarketRules,
-    auction: Auction,
-    auction_config: AuctionConfig,
+    market: ReplayMarket,
     bid_config: BidConfig,
     settle: SettleConfig,
     terminal_wh: f64,
@@ -198,24 +195,7 @@ impl DayContext<'_> {
         } else {
             day_ahead_curves(self.spec, &plan, forecast, &self.bid_config)?
         };
-        let lot_w = self.rules.lot_kw * 1000;
-        let mut accepted_w = Vec::with_capacity(ppd);
-        for (curve, real_price) in curves.iter().zip(real) {
-            let mut bids = curve.to_auction_curves(BATTERY, &self.auction_config)?;
-            if bids.is_empty() {
-                accepted_w.push(0);
-                continue;
-            }
-            bids.extend(replay_counterparty(
-                COUNTERPARTY,
-                *real_price,
-                &self.auction_config,
-            )?);
-            let result = self.auction.clear_period(&bids)?;
-            let sold = result.accepted_qty(BATTERY, Side::Sell).0;
-            let bought = result.accepted_qty(BATTERY, Side::Buy).0;
-            accepted_w.push((sold - bought) * lot_w);
-        }
+        let accepted_w = self.market.clear_day(&curves, real)?;
         Ok(Some(execute_and_settle(
             self.spec,
             soc_wh,
@@ -260,12 +240,13 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
     let n_days = days.len();
 
     let rules = MarketRules::day_ahead_default();
-    let auction_config = AuctionConfig::with_rules(rules.clone());
     let mut ctx = DayContext {
         spec: &spec,
-        rules: &rules,
-        auction: Auction::new(auction_config.clone())?,
-        auction_config,
+        market: ReplayMarket::new(
+            BATTERY,
+            COUNTERPARTY,
+            AuctionConfig::with_rules(rules.clone()),
+        )?,
         bid_config: BidConfig {
             rules: rules.clone(),
             period_s,

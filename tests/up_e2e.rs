@@ -16,7 +16,9 @@ use voltex::db::{AggregateScope, Db, DeliveryStatus};
 use voltex::server::config::ServerConfig;
 use voltex::server::up::{UpConfig, run};
 
-const N_AGENTS: usize = 12;
+/// 40 devices of 5 kW: 200 kW, two of the day-ahead auction's 0.1 MW lots, so the
+/// fleet's bids are not all rounded away.
+const N_AGENTS: usize = 40;
 
 fn prices() -> Option<PathBuf> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/DE.csv");
@@ -128,6 +130,15 @@ async fn run_and_check(database_url: String, mqtt_url: Option<String>) {
             .iter()
             .all(|p| p.delivered_w.is_none() && p.imbalance_cents.is_none())
     );
+    // The commitment is what the day-ahead auction awarded: whole 0.1 MW lots, within
+    // the fleet's power, and not nothing on this replayed day.
+    assert!(
+        periods
+            .iter()
+            .all(|p| p.committed_w % 100_000 == 0 && p.committed_w.abs() <= 200_000),
+        "{periods:?}"
+    );
+    assert!(periods.iter().any(|p| p.committed_w != 0), "{periods:?}");
     assert!(
         periods
             .windows(2)

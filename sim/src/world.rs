@@ -68,14 +68,14 @@ use voltex_dispatch::receipt::ReceiptWindow;
 use voltex_dispatch::{
     Ack, Fallback, Message, Receipt, Schedule, ScheduleId, ScheduleSigner, SignedSchedule,
 };
-use voltex_engine::bidding::{BidConfig, PlannedLimits, day_ahead_curves, replay_counterparty};
+use voltex_engine::bidding::{BidConfig, PlannedLimits, ReplayMarket, day_ahead_curves};
 use voltex_engine::forecast::{ForecastError, Forecaster, Lear, LearConfig, NaiveForecaster};
 use voltex_engine::optimise::rule::DailyRule;
 use voltex_engine::optimise::{LpBackend, OptimiseError, PlanConfig, TerminalSoc, plan_battery};
-use voltex_market::auction::{AuctionConfig, clear_period};
+use voltex_market::auction::AuctionConfig;
 use voltex_market::battery::{BatterySpec, PeriodPhysics};
 use voltex_market::series::PriceSeries;
-use voltex_market::{AccountId, Side, UtcNanos};
+use voltex_market::{AccountId, UtcNanos};
 
 use crate::agent::{
     GroupProfiles, VirtualAgent, core_config, device_id, schedule_periods, verifies_signatures,
@@ -931,7 +931,7 @@ impl<'a> World<'a> {
             let count = (self.groups[g].end - self.groups[g].first) as i64;
             // Fleet commitment per interval: the plan (price-taker) or what the auction
             // accepted of the group's bid; each device is sent its share.
-            let (committed_w, net_w): (Vec<i64>, Vec<i64>) = match self.auction.as_ref() {
+            let (committed_w, net_w): (Vec<i64>, Vec<i64>) = match self.auction.as_mut() {
                 None => (net_w.iter().map(|w| count * w).collect(), net_w),
                 Some(auction) => {
                     let real = &self.rows[first_k..first_k + self.per_day];
@@ -1533,7 +1533,7 @@ impl<'a> World<'a> {
 /// The platform's day-ahead bidding of [`Bidding::Auction`]: the engine's bid curves
 /// cleared in the market's call auction against the replayed price.
 struct AuctionBidding {
-    auction_config: AuctionConfig,
+    market: ReplayMarket,
     bid_config: BidConfig,
 }
 
@@ -1552,7 +1552,8 @@ impl AuctionBidding {
             planned_limits: PlannedLimits::RoundTrip,
         };
         AuctionBidding {
-            auction_config,
+            market: ReplayMarket::new(FLEET_ACCOUNT, MARKET_ACCOUNT, auction_config)
+                .expect("two accounts and the default day-ahead configuration"),
             bid_config,
         }
     }
@@ -1561,7 +1562,7 @@ impl AuctionBidding {
     /// bids the plan, clears every interval against the replayed prices of `real`, and
     /// returns the group's accepted net power per interval, W (positive = sell).
     fn bid_and_clear(
-        &self,
+        &mut self,
         spec: &BatterySpec,
         count: i64,
         soc_wh: f64,
@@ -1579,26 +1580,10 @@ impl AuctionBidding {
             .map_err(|e| e.to_string())?;
         let curves = day_ahead_curves(&unit, &plan, forecast, &self.bid_config)
             .map_err(|e| e.to_string())?;
-        let lot_w = self.bid_config.rules.lot_kw * 1_000;
-        let mut accepted_w = Vec::with_capacity(curves.len());
-        for (curve, row) in curves.iter().zip(real) {
-            let mut bids = curve
-                .to_auction_curves(FLEET_ACCOUNT, &self.auction_config)
-                .map_err(|e| e.to_string())?;
-            if bids.is_empty() {
-                accepted_w.push(0);
-                continue;
-            }
-            bids.extend(
-                replay_counterparty(MARKET_ACCOUNT, row.price, &self.auction_config)
-                    .map_err(|e| e.to_string())?,
-            );
-            let result = clear_period(&bids, &self.bid_config.rules).map_err(|e| e.to_string())?;
-            let sold = result.accepted_qty(FLEET_ACCOUNT, Side::Sell).0;
-            let bought = result.accepted_qty(FLEET_ACCOUNT, Side::Buy).0;
-            accepted_w.push((sold - bought) * lot_w);
-        }
-        Ok(accepted_w)
+        let real_prices: Vec<Decimal> = real.iter().map(|row| row.price).collect();
+        self.market
+            .clear_day(&curves, &real_prices)
+            .map_err(|e| e.to_string())
     }
 }
 

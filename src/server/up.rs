@@ -5,10 +5,14 @@
 //! with a platform CA, the dispatch orchestrator, and N simulated agents (the real
 //! `voltex-agent` runtime) over both transports. A market replay drives the day-ahead
 //! cycle: for each replayed day the weekly-naive forecast of that day's prices feeds
-//! the fleet LP (`voltex_engine::optimise::fleet`), the plan becomes the fleet's
-//! commitment, which is allocated to devices (`voltex_engine::commit::allocate`),
-//! signed, persisted and rolled out; the expected revenue at the realised prices is
-//! written to `analytics_aggregates`.
+//! the fleet LP (`voltex_engine::optimise::fleet`); each group's plan is bid as
+//! day-ahead curves at its marginal values of energy (`voltex_engine::bidding`) into a
+//! call auction per hour against the replayed market, which buys and sells any
+//! quantity at the historical price (`ReplayMarket`, the backtest's and simulator's
+//! auction, under the configured `[day_ahead_rules]`). What the auction awards is the
+//! fleet's commitment, allocated to devices (`voltex_engine::commit::allocate`),
+//! signed, persisted and rolled out; its revenue at the realised prices is written to
+//! `dayahead_periods` and `analytics_aggregates`.
 //!
 //! Replay runs accelerated: one replayed hour lasts `hour_real_s` real seconds, and
 //! schedules are issued in real time with periods of that length, so the agents
@@ -16,8 +20,9 @@
 //! batteries is therefore the planned power for a compressed time; the P&L figures
 //! are those of the replayed (uncompressed) day.
 //!
-//! Not in this loop yet: bidding the plan into the day-ahead call auction (the
-//! backtest does that, `voltex backtest`); here the plan is taken as cleared.
+//! The replayed auction runs beside the engine, not in it: the engine's products are
+//! real-time hours, while the replay compresses an hour into `hour_real_s` seconds, so
+//! the cycle's curves are not journaled (traders' curves over the API are).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,14 +33,16 @@ use voltex_dispatch::message::{DeviceId, Fallback, Schedule, ScheduleId, Schedul
 use voltex_dispatch::transport::{
     MqttConfig, QuicPlatformConfig, certs, mqtt_platform, quic_platform, start_embedded_broker,
 };
+use voltex_engine::bidding::{BidConfig, PlannedLimits, ReplayMarket, day_ahead_curves};
 use voltex_engine::commit::{Commitment, allocate};
 use voltex_engine::forecast::Forecaster;
 use voltex_engine::forecast::naive::NaiveForecaster;
 use voltex_engine::optimise::PlanConfig;
-use voltex_engine::optimise::fleet::{FleetDevice, plan_fleet};
-use voltex_market::UtcNanos;
+use voltex_engine::optimise::fleet::{FleetDevice, FleetPlan, plan_fleet};
+use voltex_market::auction::AuctionConfig;
 use voltex_market::battery::BatterySpec;
 use voltex_market::series::{PriceSeries, SeriesLayout};
+use voltex_market::{AccountId, UtcNanos};
 
 use super::RunningServer;
 use super::api::fleet_events::EventingStore;
@@ -388,6 +395,22 @@ async fn replay_days(
     // Replay the last weeks of the file: the start of the standard test period.
     let first_day = series.n_days().saturating_sub(728).max(7);
     let model = register_forecast_model(db, config, series, first_day, clock).await?;
+    let day_ahead_rules = config
+        .server
+        .day_ahead_market_rules()
+        .map_err(|e| start_error("day-ahead rules")(&e))?;
+    let bid_config = BidConfig {
+        rules: day_ahead_rules.clone(),
+        period_s: MARKET_PERIOD_S,
+        headroom: None,
+        planned_limits: PlannedLimits::RoundTrip,
+    };
+    let mut market = ReplayMarket::new(
+        FLEET_ACCOUNT,
+        REPLAY_MARKET_ACCOUNT,
+        AuctionConfig::with_rules(day_ahead_rules),
+    )
+    .map_err(|e| start_error("day-ahead auction")(&e))?;
     let mut day = first_day;
     let mut version = clock.now().nanos().max(1) as u64 / 1_000_000_000;
     loop {
@@ -399,18 +422,19 @@ async fn replay_days(
             .map_err(|e| start_error("forecast")(&e))?;
         let plan = plan_fleet(&fleet, &forecast, &PlanConfig::hourly())
             .map_err(|e| start_error("fleet plan")(&e))?;
+        let realised = series.day_prices(day);
+        let awarded_w = bid_and_clear(&plan, &forecast, realised, &bid_config, &mut market)?;
         let commitment = Commitment {
-            period_s: 3600,
-            net_w: plan.net_w.clone(),
+            period_s: MARKET_PERIOD_S,
+            net_w: awarded_w.clone(),
         };
         let allocation =
             allocate(&fleet, &commitment).map_err(|e| start_error("allocation")(&e))?;
-        let realised = series.day_prices(day);
         // The bound: the same fleet and starting SoC, planned on the clearing prices.
         let perfect_foresight =
             plan_fleet(&fleet, series.day_prices_f64(day), &PlanConfig::hourly())
                 .map_err(|e| start_error("perfect-foresight plan")(&e))?;
-        let trading_eur = dayahead::trading_eur(&plan.net_w, realised, MARKET_PERIOD_S);
+        let trading_eur = dayahead::trading_eur(&awarded_w, realised, MARKET_PERIOD_S);
         let bound_eur =
             dayahead::net_of_wear_eur(spec, &perfect_foresight.net_w, realised, MARKET_PERIOD_S);
         // Revenue of the plan at the realised prices, rounded to cents per period (the
@@ -454,7 +478,7 @@ async fn replay_days(
             .collect();
         let n = schedules.len() as u64;
         let versions: Vec<u64> = schedules.iter().map(|schedule| schedule.version).collect();
-        let mut period_rows: Vec<DayAheadPeriodRow> = (0..plan.net_w.len())
+        let mut period_rows: Vec<DayAheadPeriodRow> = (0..awarded_w.len())
             .map(|period| DayAheadPeriodRow {
                 period_start_ns: valid_from.nanos() + period as i64 * hour_s * 1_000_000_000,
                 period_len_s: u32::try_from(hour_s).unwrap_or(u32::MAX),
@@ -464,7 +488,7 @@ async fn replay_days(
                 forecast_price_cents_per_mwh: dayahead::forecast_cents(forecast[period]),
                 model_name: model.0.clone(),
                 model_version: model.1,
-                committed_w: plan.net_w[period],
+                committed_w: awarded_w[period],
                 perfect_foresight_w: perfect_foresight.net_w[period],
                 trading_cents: dayahead::cents(trading_eur[period]),
                 perfect_foresight_cents: dayahead::cents(bound_eur[period]),
@@ -483,8 +507,8 @@ async fn replay_days(
             period_start_ns: valid_from.nanos(),
             period_len_s: u32::try_from(24 * hour_s).unwrap_or(u32::MAX),
             device_id: None,
-            charged_wh: plan.net_w.iter().filter(|w| **w < 0).map(|w| -w).sum(),
-            discharged_wh: plan.net_w.iter().filter(|w| **w > 0).sum(),
+            charged_wh: awarded_w.iter().filter(|w| **w < 0).map(|w| -w).sum(),
+            discharged_wh: awarded_w.iter().filter(|w| **w > 0).sum(),
             n_schedules: n,
             n_acks_completed: 0,
             n_acks_failed: 0,
@@ -495,10 +519,13 @@ async fn replay_days(
         report.n_days += 1;
         report.n_issued += n;
         report.revenue_cents += revenue_cents;
+        let mwh = |net_w: &[i64]| net_w.iter().map(|w| w.unsigned_abs()).sum::<u64>() as f64 / 1e6;
         println!(
-            "day {} ({}): plan issued to {n} devices, expected revenue {:.2} EUR",
+            "day {} ({}): bid {:.1} MWh, awarded {:.1} MWh, issued to {n} devices, expected revenue {:.2} EUR",
             report.n_days,
             series.date(day),
+            mwh(&plan.net_w),
+            mwh(&awarded_w),
             revenue_cents as f64 / 100.0
         );
         let stop = wait_or_stop(
@@ -534,7 +561,7 @@ async fn replay_days(
                 spec,
                 start_soc_wh: &start_soc_wh,
                 setpoints_w: &allocation.setpoints_w,
-                committed_w: &plan.net_w,
+                committed_w: &awarded_w,
                 clearing_prices: realised,
                 period_s: MARKET_PERIOD_S,
             },
@@ -566,6 +593,36 @@ async fn replay_days(
 
 /// Length of the replayed market's delivery periods (hourly day-ahead products).
 const MARKET_PERIOD_S: i64 = 3600;
+
+/// The fleet's account in the replayed day-ahead auction.
+const FLEET_ACCOUNT: AccountId = AccountId(1);
+
+/// The replayed market: buys and sells any quantity at the historical price.
+const REPLAY_MARKET_ACCOUNT: AccountId = AccountId(2);
+
+/// Bids every group's plan as day-ahead curves at its marginal values into the call
+/// auction against the replayed prices; returns the fleet's awarded net power per
+/// period, W (positive = sell).
+fn bid_and_clear(
+    plan: &FleetPlan,
+    forecast: &[f64],
+    realised: &[rust_decimal::Decimal],
+    bid_config: &BidConfig,
+    market: &mut ReplayMarket,
+) -> Result<Vec<i64>, UpError> {
+    let mut awarded_w = vec![0_i64; realised.len()];
+    for (group, group_plan) in plan.groups.iter().zip(&plan.plans) {
+        let curves = day_ahead_curves(&group.aggregate, group_plan, forecast, bid_config)
+            .map_err(|e| start_error("day-ahead bids")(&e))?;
+        let accepted_w = market
+            .clear_day(&curves, realised)
+            .map_err(|e| start_error("day-ahead auction")(&e))?;
+        for (total, w) in awarded_w.iter_mut().zip(accepted_w) {
+            *total += w;
+        }
+    }
+    Ok(awarded_w)
+}
 
 /// Name under which the day-ahead cycle's forecaster is recorded in `ml_models`.
 const FORECAST_MODEL_NAME: &str = "dayahead-naive";
@@ -629,4 +686,113 @@ async fn register_forecast_model(
         })
         .await?;
     Ok((model.name, model.version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+    use voltex_market::MarketRules;
+
+    /// 1,000 devices of 5 kW / 10 kWh (the simulated fleet's battery): 5 MW, 50 lots.
+    fn fleet_plan(forecast: &[f64]) -> FleetPlan {
+        let spec = BatterySpec::symmetric(5_000, 10_000, 0.9, Decimal::from(2));
+        let fleet = vec![
+            FleetDevice {
+                spec,
+                soc_wh: 5_000,
+            };
+            1_000
+        ];
+        plan_fleet(&fleet, forecast, &PlanConfig::hourly()).unwrap()
+    }
+
+    /// Cheap night and midday hours, an expensive evening.
+    fn forecast() -> Vec<f64> {
+        (0..24)
+            .map(|hour| match hour {
+                0..=4 | 12..=13 => 20.0,
+                18..=20 => 150.0,
+                _ => 60.0,
+            })
+            .collect()
+    }
+
+    fn setup() -> (BidConfig, ReplayMarket) {
+        let rules = MarketRules::day_ahead_default();
+        let bid_config = BidConfig {
+            rules: rules.clone(),
+            period_s: MARKET_PERIOD_S,
+            headroom: None,
+            planned_limits: PlannedLimits::RoundTrip,
+        };
+        let market = ReplayMarket::new(
+            FLEET_ACCOUNT,
+            REPLAY_MARKET_ACCOUNT,
+            AuctionConfig::with_rules(rules),
+        )
+        .unwrap();
+        (bid_config, market)
+    }
+
+    #[test]
+    fn the_award_is_the_plan_to_the_nearest_lot_when_prices_match_the_forecast() {
+        let forecast = forecast();
+        let plan = fleet_plan(&forecast);
+        let (bid_config, mut market) = setup();
+        let realised: Vec<Decimal> = forecast
+            .iter()
+            .map(|price| Decimal::try_from(*price).unwrap())
+            .collect();
+        let awarded = bid_and_clear(&plan, &forecast, &realised, &bid_config, &mut market).unwrap();
+        let lot_w = 100_000;
+        assert!(awarded.iter().any(|w| *w < 0), "buys at night: {awarded:?}");
+        assert!(
+            awarded.iter().any(|w| *w > 0),
+            "sells in the evening: {awarded:?}"
+        );
+        for (hour, (award, planned)) in awarded.iter().zip(&plan.net_w).enumerate() {
+            assert_eq!(award % lot_w, 0, "hour {hour}: whole lots");
+            assert!(
+                award.signum() == planned.signum() || *award == 0,
+                "hour {hour}: awarded {award} W against a plan of {planned} W"
+            );
+            assert!(
+                (award - planned).abs() <= lot_w / 2,
+                "hour {hour}: the plan to the nearest lot, awarded {award} W against {planned} W"
+            );
+            assert!(
+                award.abs() <= 5_000_000,
+                "hour {hour}: within the fleet's 5 MW"
+            );
+        }
+    }
+
+    #[test]
+    fn the_fleet_buys_below_and_sells_above_its_value_of_energy() {
+        let forecast = forecast();
+        let plan = fleet_plan(&forecast);
+        let (bid_config, mut market) = setup();
+        // The day clears at 3,000 EUR/MWh everywhere: above every buy limit, so the
+        // planned charging is not bought, and the planned selling is sold.
+        let dear = vec![Decimal::from(3_000); 24];
+        let awarded = bid_and_clear(&plan, &forecast, &dear, &bid_config, &mut market).unwrap();
+        assert!(awarded.iter().all(|w| *w >= 0), "{awarded:?}");
+        assert!(awarded.iter().any(|w| *w > 0), "{awarded:?}");
+        // And at -100 EUR/MWh everywhere nothing is sold and the charging is bought.
+        let cheap = vec![Decimal::from(-100); 24];
+        let awarded = bid_and_clear(&plan, &forecast, &cheap, &bid_config, &mut market).unwrap();
+        assert!(awarded.iter().all(|w| *w <= 0), "{awarded:?}");
+        assert!(awarded.iter().any(|w| *w < 0), "{awarded:?}");
+    }
+
+    #[test]
+    fn a_day_of_the_wrong_length_is_a_typed_error() {
+        let forecast = forecast();
+        let plan = fleet_plan(&forecast);
+        let (bid_config, mut market) = setup();
+        let short = vec![Decimal::from(50); 23];
+        let error = bid_and_clear(&plan, &forecast, &short, &bid_config, &mut market).unwrap_err();
+        assert!(error.to_string().contains("23 replayed prices"), "{error}");
+    }
 }

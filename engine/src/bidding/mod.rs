@@ -40,6 +40,10 @@ use voltex_market::{AccountId, MarketRules, OrderId, Price, Qty, Side};
 
 use crate::optimise::Plan;
 
+pub mod replay;
+
+pub use replay::{ReplayError, ReplayMarket, replay_counterparty};
+
 /// One step of a stepwise bid: `qty` at `price` or better.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BidStep {
@@ -328,39 +332,6 @@ pub fn day_ahead_curves(
         curves.push(curve);
     }
     Ok(curves)
-}
-
-/// The rest of the market when replaying a price series: `account` buys and sells the
-/// market's largest quantity at `real_price` (rounded to the cent and clamped into the
-/// price limits), so a call auction accepts exactly the steps in the money at that
-/// price. Used by the backtest and the simulator's `bidding = "auction"`.
-///
-/// # Errors
-/// The auction's [`CurveError`] if `config` rejects the curves.
-pub fn replay_counterparty(
-    account: AccountId,
-    real_price: Decimal,
-    config: &AuctionConfig,
-) -> Result<[BidCurve; 2], CurveError> {
-    let rules = &config.rules;
-    let cents = (real_price * Decimal::from(100))
-        .round()
-        .to_i64()
-        .unwrap_or(0);
-    let point = vec![CurvePoint {
-        price: Price(cents.clamp(rules.price_min.0, rules.price_max.0)),
-        qty: rules.qty_max,
-    }];
-    Ok([
-        BidCurve::new(
-            account,
-            Side::Buy,
-            CurveKind::Stepwise,
-            point.clone(),
-            config,
-        )?,
-        BidCurve::new(account, Side::Sell, CurveKind::Stepwise, point, config)?,
-    ])
 }
 
 /// The price-taking baseline: the plan's quantities bid at the market's price limits
