@@ -341,6 +341,7 @@ async fn dashboard_pages_and_read_endpoints() {
         model_name: "dayahead-naive".into(),
         model_version: 1,
         committed_w: -25_000,
+        planned_w: settled.then_some(-30_000),
         perfect_foresight_w: -50_000,
         trading_cents: -105,
         perfect_foresight_cents: -212,
@@ -362,6 +363,12 @@ async fn dashboard_pages_and_read_endpoints() {
     assert_eq!(rows[0]["clearing_price_cents_per_mwh"], 4_210);
     assert_eq!(rows[0]["imbalance_cents"], -31);
     assert_eq!(rows[0]["wear_cents"], 4);
+    assert_eq!(rows[0]["planned_w"], -30_000);
+    assert_eq!(
+        rows[1]["planned_w"],
+        Value::Null,
+        "a row from before the cycle bid"
+    );
     assert_eq!(rows[1]["delivered_w"], Value::Null, "not settled yet");
     let (status, newest) = client
         .get("/api/v1/dashboard/dayahead?limit=1", Some(&operator))
@@ -386,8 +393,9 @@ async fn dashboard_pages_and_read_endpoints() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 3, "{csv}");
     assert!(lines[0].starts_with("period_start_ns,period_len_s,delivery_day,"));
-    assert!(lines[1].ends_with(",-20000,-31,4"), "{csv}");
-    assert!(lines[2].ends_with(",,,"), "unsettled: empty fields: {csv}");
+    assert!(lines[0].ends_with(",wear_cents,planned_w"), "{csv}");
+    assert!(lines[1].ends_with(",-20000,-31,4,-30000"), "{csv}");
+    assert!(lines[2].ends_with(",,,,"), "unsettled: empty fields: {csv}");
     let (status, _) = client
         .get("/api/v1/dashboard/dayahead", Some(&trader))
         .await;

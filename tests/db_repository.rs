@@ -1797,6 +1797,8 @@ async fn dayahead_periods_upsert_settle_and_list_newest(db: Db) {
         model_name: "dayahead-naive".into(),
         model_version: 3,
         committed_w: -5_000,
+        // One legacy row without the plan (written before the cycle bid).
+        planned_w: (hour != 5).then_some(-5_000 - i64::from(hour)),
         perfect_foresight_w: 5_000,
         trading_cents: 6,
         perfect_foresight_cents: 12,

@@ -140,6 +140,10 @@ async fn run_and_check(database_url: String, mqtt_url: Option<String>) {
     );
     assert!(periods.iter().any(|p| p.committed_w != 0), "{periods:?}");
     assert!(
+        periods.iter().all(|p| p.planned_w.is_some()),
+        "the bid is recorded with its award: {periods:?}"
+    );
+    assert!(
         periods
             .windows(2)
             .all(|w| w[0].period_start_ns < w[1].period_start_ns)

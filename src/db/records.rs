@@ -23,7 +23,7 @@ const AGGREGATE_COLUMNS: &str = "period_start_ns, period_len_s, device_id, charg
 const DAYAHEAD_COLUMNS: &str = "period_start_ns, period_len_s, delivery_day, delivery_hour, \
      clearing_price_cents_per_mwh, forecast_price_cents_per_mwh, model_name, model_version, \
      committed_w, perfect_foresight_w, trading_cents, perfect_foresight_cents, delivered_w, \
-     imbalance_cents, wear_cents, updated_at_ns";
+     imbalance_cents, wear_cents, updated_at_ns, planned_w";
 
 const AUDIT_COLUMNS: &str = "audit_id, at_ns, actor, role, action, target, correlation_id, \
      result, detail_json, command_seq";
@@ -251,7 +251,7 @@ impl Db {
         let mut tx = self.begin_write().await?;
         let sql = format!(
             "INSERT INTO dayahead_periods ({DAYAHEAD_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
              ON CONFLICT (period_start_ns) DO UPDATE SET \
              period_len_s = excluded.period_len_s, delivery_day = excluded.delivery_day, \
              delivery_hour = excluded.delivery_hour, \
@@ -262,7 +262,8 @@ impl Db {
              trading_cents = excluded.trading_cents, \
              perfect_foresight_cents = excluded.perfect_foresight_cents, \
              delivered_w = excluded.delivered_w, imbalance_cents = excluded.imbalance_cents, \
-             wear_cents = excluded.wear_cents, updated_at_ns = excluded.updated_at_ns"
+             wear_cents = excluded.wear_cents, updated_at_ns = excluded.updated_at_ns, \
+             planned_w = excluded.planned_w"
         );
         let mut n_written = 0;
         for row in rows {
@@ -295,6 +296,7 @@ impl Db {
                 .bind(row.imbalance_cents)
                 .bind(row.wear_cents)
                 .bind(row.updated_at_ns)
+                .bind(row.planned_w)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -484,6 +486,7 @@ fn dayahead_from_row(row: &AnyRow) -> Result<DayAheadPeriodRow, DbError> {
         model_name: col(row, "model_name")?,
         model_version: col_int(row, TABLE, "model_version")?,
         committed_w: col(row, "committed_w")?,
+        planned_w: col_int_opt(row, TABLE, "planned_w")?,
         perfect_foresight_w: col(row, "perfect_foresight_w")?,
         trading_cents: col(row, "trading_cents")?,
         perfect_foresight_cents: col(row, "perfect_foresight_cents")?,

@@ -716,8 +716,12 @@ pub struct DayAheadPeriodRow {
     pub model_name: String,
     /// Its version (`ml_models.version`).
     pub model_version: u32,
-    /// The fleet's committed net position, W (positive: sell / discharge).
+    /// The fleet's committed net position: what the day-ahead auction awarded, W
+    /// (positive: sell / discharge).
     pub committed_w: i64,
+    /// The net position the plan wanted and bid, W; `None` on rows written before the
+    /// cycle bid into the auction (the plan was then taken as cleared).
+    pub planned_w: Option<i64>,
     /// The plan with perfect foresight of the clearing prices, W.
     pub perfect_foresight_w: i64,
     /// Market cash of the committed position at the clearing price.

@@ -489,6 +489,7 @@ async fn replay_days(
                 model_name: model.0.clone(),
                 model_version: model.1,
                 committed_w: awarded_w[period],
+                planned_w: Some(plan.net_w[period]),
                 perfect_foresight_w: perfect_foresight.net_w[period],
                 trading_cents: dayahead::cents(trading_eur[period]),
                 perfect_foresight_cents: dayahead::cents(bound_eur[period]),

@@ -229,7 +229,10 @@ export interface DayAheadPeriod {
   forecast_price_cents_per_mwh: number;
   model_name: string;
   model_version: number;
+  /** What the day-ahead auction awarded the fleet, W (+ sell). */
   committed_w: number;
+  /** What the plan wanted and bid, W; null on rows from before the cycle bid. */
+  planned_w: number | null;
   perfect_foresight_w: number;
   trading_cents: number;
   perfect_foresight_cents: number;

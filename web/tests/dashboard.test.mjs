@@ -314,8 +314,14 @@ async function main() {
     const fillRows = await eventually(async () => page.$$eval('#fills tbody tr time', (cells) => cells.length), 10_000);
     check(fillRows > 0, `own fills of account 1 listed (${fillRows} rows)`);
     const dayaheadShown = await eventually(async () => Number(await page.getAttribute('#market', 'data-dayahead-periods')) >= 24, 15_000);
-    const dayaheadRows = await page.$$eval('#dayahead-day tbody tr td', (cells) => cells.length / 5);
+    const dayaheadRows = await page.$$eval('#dayahead-day tbody tr td', (cells) => cells.length / 6);
     check(Boolean(dayaheadShown) && dayaheadRows === 24, `day-ahead clearing prices of the newest replayed day shown (${dayaheadRows} hours)`);
+    // 200 agents of 5 kW bid up to 1 MW: the day's bid and award columns are numbers,
+    // and the fleet bid something.
+    const bidAward = await page.$$eval('#dayahead-day tbody tr', (rows) =>
+      rows.map((row) => [...row.querySelectorAll('td')].slice(4, 6).map((cell) => Number((cell.textContent ?? '').replace(/[\s,\u202f]/g, '').replace('−', '-')))));
+    const numeric = bidAward.length === 24 && bidAward.every(([bid, award]) => Number.isFinite(bid) && Number.isFinite(award));
+    check(numeric && bidAward.some(([bid]) => bid !== 0), `the fleet's bid and its award per hour shown (${bidAward.filter(([, award]) => award !== 0).length} hours awarded)`);
 
     // Dispatch.
     await page.goto(`${base}/#/dispatch`);
@@ -379,7 +385,7 @@ async function main() {
     check(/Model dayahead-naive v\d+: MAE [\d.,]+ EUR\/MWh/.test(forecastText) && Boolean(models), `ML view: forecast against clearing price and the model registry (${forecastText})`);
     const [dayaheadDownload] = await Promise.all([page.waitForEvent('download'), page.click('#export-dayahead-csv')]);
     const dayaheadCsv = readFileSync(await dayaheadDownload.path(), 'utf8').trim().split('\n');
-    const dayaheadSettled = dayaheadCsv.slice(1).filter((line) => line.split(',').length === 15 && line.split(',')[12] !== '').length;
+    const dayaheadSettled = dayaheadCsv.slice(1).filter((line) => line.split(',').length === 16 && line.split(',')[12] !== '').length;
     check(dayaheadCsv[0].startsWith('period_start_ns,period_len_s,delivery_day,') && dayaheadCsv.length > 24 && dayaheadSettled >= 24,
       `day-ahead CSV export parses (${dayaheadCsv.length - 1} periods, ${dayaheadSettled} settled)`);
     await page.screenshot({ path: path.join(shotDir, 'pnl.png'), fullPage: true });

@@ -594,13 +594,13 @@ pub async fn dayahead(
     let mut text = String::from(
         "period_start_ns,period_len_s,delivery_day,delivery_hour,clearing_price_cents_per_mwh,\
          forecast_price_cents_per_mwh,model_name,model_version,committed_w,perfect_foresight_w,\
-         trading_cents,perfect_foresight_cents,delivered_w,imbalance_cents,wear_cents\n",
+         trading_cents,perfect_foresight_cents,delivered_w,imbalance_cents,wear_cents,planned_w\n",
     );
     for p in &periods {
         // Model names are checked identifiers from the server's own registry, but quote
         // them anyway: a CSV field never breaks the row.
         text.push_str(&format!(
-            "{},{},{},{},{},{},\"{}\",{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},\"{}\",{},{},{},{},{},{},{},{},{}\n",
             p.period_start_ns,
             p.period_len_s,
             p.delivery_day,
@@ -616,6 +616,7 @@ pub async fn dayahead(
             optional(p.delivered_w),
             optional(p.imbalance_cents),
             optional(p.wear_cents),
+            optional(p.planned_w),
         ));
     }
     Ok((

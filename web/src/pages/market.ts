@@ -242,13 +242,14 @@ export function marketPage(): Page {
       root.dataset.dayaheadPeriods = String(periods.length);
       dayaheadBox.replaceChildren(
         table(
-          newestDay ? `Day-ahead auction of ${newestDay} (replayed): clearing prices and the fleet's position` : 'Day-ahead auction',
-          ['Hour', 'Delivered at', 'Clearing (EUR/MWh)', 'Forecast (EUR/MWh)', 'Fleet position (kW)'],
+          newestDay ? `Day-ahead auction of ${newestDay} (replayed): clearing prices, the fleet's bid and its award` : 'Day-ahead auction',
+          ['Hour', 'Delivered at', 'Clearing (EUR/MWh)', 'Forecast (EUR/MWh)', 'Bid (kW, + sell)', 'Awarded (kW, + sell)'],
           day.map((p) => [
             `${String(p.delivery_hour).padStart(2, '0')}:00`,
             timeEl(p.period_start_ns),
             fmtNum(p.clearing_price_cents_per_mwh / 100, 2),
             fmtNum(p.forecast_price_cents_per_mwh / 100, 2),
+            p.planned_w === null ? '—' : fmtNum(p.planned_w / 1000, 1),
             fmtNum(p.committed_w / 1000, 1),
           ]),
           'no day-ahead day replayed yet',
