@@ -426,7 +426,7 @@ enum AuctionOp {
 fn auction_op() -> impl Strategy<Value = (AuctionOp, u16)> {
     let product = 0u32..N_AUCTION_PRODUCTS + 1;
     let account = 0u32..5;
-    // Prices 30.00..69.90 EUR/MWh, small quantities (some negative, to be refused).
+    // Prices 40.00..59.95 EUR/MWh, small quantities (some negative, to be refused).
     let points = proptest::collection::vec((-200i64..200, -1i64..20), 0..6);
     let op = prop_oneof![
         8 => (product.clone(), account.clone(), any::<bool>(), any::<bool>(), points)
@@ -446,9 +446,22 @@ fn auction_op() -> impl Strategy<Value = (AuctionOp, u16)> {
     (op, dt_s)
 }
 
+/// Product 1's day-ahead auction under its own rules (`ListProduct`): a 0.10 EUR/MWh
+/// tick, so about half the generated prices are refused as off its grid, and a gate
+/// 11 h before delivery (an hour later than the default's, tying product 2's gate).
+fn coarse_rules() -> MarketRules {
+    MarketRules {
+        tick: Price(10),
+        gate_closure_lead_s: 11 * 3600,
+        ..MarketRules::day_ahead_default()
+    }
+}
+
 fn commands_of(ops: &[(AuctionOp, u16)]) -> Vec<EngineCommand> {
     let mut now = T0;
     let mut commands = listings();
+    commands[1] =
+        EngineCommand::list_product(T0, ProductId(1), auction_period(1), rules(), coarse_rules());
     for (op, dt_s) in ops {
         now = now.plus_seconds(i64::from(*dt_s));
         let side = |buy: bool| if buy { Side::Buy } else { Side::Sell };
@@ -478,7 +491,7 @@ fn commands_of(ops: &[(AuctionOp, u16)]) -> Vec<EngineCommand> {
                 };
                 let points = points
                     .iter()
-                    .map(|(offset, qty)| point(5_000 + offset * 10, *qty))
+                    .map(|(offset, qty)| point(5_000 + offset * 5, *qty))
                     .collect();
                 submit(now, *product, *account, side(*buy), kind, points)
             }
@@ -554,6 +567,7 @@ fn the_generated_auction_workload_is_rich() {
     let mut runner = TestRunner::deterministic();
     let strategy = proptest::collection::vec(auction_op(), 60..120);
     let (mut n_traded, mut n_replaced, mut n_withdrawn, mut n_refused) = (0, 0, 0, 0);
+    let mut n_off_coarse_tick = 0;
     for _ in 0..16 {
         let ops = strategy.new_tree(&mut runner).unwrap().current();
         let commands = commands_of(&ops);
@@ -564,7 +578,13 @@ fn the_generated_auction_workload_is_rich() {
                 EventKind::AuctionCleared { volume, .. } if volume > Qty::ZERO => n_traded += 1,
                 EventKind::CurveAccepted { replaced: true, .. } => n_replaced += 1,
                 EventKind::CurveWithdrawn { .. } => n_withdrawn += 1,
-                EventKind::CurveRejected { .. } => n_refused += 1,
+                EventKind::CurveRejected { reason, .. } => {
+                    n_refused += 1;
+                    if matches!(reason, CurveReject::PriceOffTick { .. }) {
+                        assert_eq!(event.product, ProductId(1), "only product 1 has 0.10 ticks");
+                        n_off_coarse_tick += 1;
+                    }
+                }
                 _ => {}
             }
         }
@@ -573,4 +593,8 @@ fn the_generated_auction_workload_is_rich() {
     assert!(n_replaced > 0, "some curves are replaced");
     assert!(n_withdrawn > 0, "some curves are withdrawn");
     assert!(n_refused > 0, "some curve commands are refused");
+    assert!(
+        n_off_coarse_tick > 0,
+        "product 1 refuses prices off its own tick"
+    );
 }
