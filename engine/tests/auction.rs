@@ -9,7 +9,9 @@ use proptest::prelude::*;
 use voltex_engine::auction::{
     AUCTION_CURVES_PER_PRODUCT_MAX, AUCTION_POINTS_PER_CURVE_MAX, CurveReject,
 };
-use voltex_engine::{CommandKind, Engine, EngineCommand, EngineError, EventKind, MemDisk};
+use voltex_engine::{
+    CommandKind, Engine, EngineCommand, EngineError, EngineEvent, EventKind, MemDisk,
+};
 use voltex_market::UtcNanos;
 use voltex_market::auction::{CurveKind, CurvePoint};
 use voltex_market::{
@@ -65,6 +67,17 @@ fn submit(
             points,
         },
     }
+}
+
+/// The reasons of the curve commands refused, in order.
+fn rejection_reasons(events: &[EngineEvent]) -> Vec<CurveReject> {
+    events
+        .iter()
+        .filter_map(|event| match event.kind {
+            EventKind::CurveRejected { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect()
 }
 
 fn engine(snapshot_interval: u64) -> (Engine, MemDisk) {
@@ -192,16 +205,8 @@ fn a_product_keeps_the_auction_rules_it_was_listed_with_across_recovery() {
             EngineCommand::advance_time(gate_of(0)),
         ];
         let run = run_batches(&mut engine, &[&commands]);
-        let reasons: Vec<CurveReject> = run
-            .events
-            .iter()
-            .filter_map(|event| match event.kind {
-                EventKind::CurveRejected { reason, .. } => Some(reason),
-                _ => None,
-            })
-            .collect();
         assert_eq!(
-            reasons,
+            rejection_reasons(&run.events),
             vec![CurveReject::PriceOutOfLimits { point_idx: 0 }],
             "3,500 EUR/MWh is legal by default, not under the product's cap"
         );
@@ -277,16 +282,8 @@ fn curve_commands_are_refused_with_typed_reasons() {
         buy,
     ));
     let run = run_batches(&mut engine, &[&commands]);
-    let reasons: Vec<CurveReject> = run
-        .events
-        .iter()
-        .filter_map(|event| match event.kind {
-            EventKind::CurveRejected { reason, .. } => Some(reason),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        reasons,
+        rejection_reasons(&run.events),
         vec![
             CurveReject::UnknownProduct,
             CurveReject::PricesNotIncreasing { point_idx: 1 },

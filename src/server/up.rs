@@ -769,31 +769,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_fleet_buys_below_and_sells_above_its_value_of_energy() {
+    /// The award of the fleet planned on [`forecast`] when the day clears at `real`.
+    fn award_at(real: &[Decimal]) -> Result<Vec<i64>, UpError> {
         let forecast = forecast();
         let plan = fleet_plan(&forecast);
         let (bid_config, mut market) = setup();
+        bid_and_clear(&plan, &forecast, real, &bid_config, &mut market)
+    }
+
+    #[test]
+    fn the_fleet_buys_below_and_sells_above_its_value_of_energy() {
         // The day clears at 3,000 EUR/MWh everywhere: above every buy limit, so the
         // planned charging is not bought, and the planned selling is sold.
-        let dear = vec![Decimal::from(3_000); 24];
-        let awarded = bid_and_clear(&plan, &forecast, &dear, &bid_config, &mut market).unwrap();
+        let awarded = award_at(&[Decimal::from(3_000); 24]).unwrap();
         assert!(awarded.iter().all(|w| *w >= 0), "{awarded:?}");
         assert!(awarded.iter().any(|w| *w > 0), "{awarded:?}");
         // And at -100 EUR/MWh everywhere nothing is sold and the charging is bought.
-        let cheap = vec![Decimal::from(-100); 24];
-        let awarded = bid_and_clear(&plan, &forecast, &cheap, &bid_config, &mut market).unwrap();
+        let awarded = award_at(&[Decimal::from(-100); 24]).unwrap();
         assert!(awarded.iter().all(|w| *w <= 0), "{awarded:?}");
         assert!(awarded.iter().any(|w| *w < 0), "{awarded:?}");
     }
 
     #[test]
     fn a_day_of_the_wrong_length_is_a_typed_error() {
-        let forecast = forecast();
-        let plan = fleet_plan(&forecast);
-        let (bid_config, mut market) = setup();
-        let short = vec![Decimal::from(50); 23];
-        let error = bid_and_clear(&plan, &forecast, &short, &bid_config, &mut market).unwrap_err();
+        let error = award_at(&[Decimal::from(50); 23]).unwrap_err();
         assert!(error.to_string().contains("23 replayed prices"), "{error}");
     }
 }
