@@ -17,8 +17,8 @@
 //!
 //! # Day-ahead auctions
 //! Every product also holds a day-ahead call auction ([`crate::auction`]) whose gate is
-//! `period.start - auction_rules.gate_closure_lead_s` (the rules its listing named). `SubmitCurve` / `WithdrawCurve`
-//! change its curves while it is open; the same time step that closes due books clears
+//! `period.start - auction_rules.gate_closure_lead_s` (the rules its listing named).
+//! `SubmitCurve` / `WithdrawCurve` change its curves while it is open; the same time step that closes due books clears
 //! every auction whose gate is `<= time`. Due gates are handled in order of gate time,
 //! an auction before a book at the same instant, then by product id, so the events of
 //! a clearing (`AuctionCleared`, then one `AuctionAward` per account and side) come out

@@ -241,6 +241,34 @@ fn a_product_keeps_the_auction_rules_it_was_listed_with_across_recovery() {
             .collect();
         assert_eq!(volumes, vec![Qty(10)], "clears at the product's own gate");
     }
+
+    // Auction rules that contradict themselves list nothing.
+    let (mut engine, _disk) = engine(0);
+    let inverted = MarketRules {
+        price_min: Price(100),
+        price_max: Price(0),
+        ..MarketRules::day_ahead_default()
+    };
+    let run = run_batches(
+        &mut engine,
+        &[&[EngineCommand::list_product(
+            T0,
+            ProductId(0),
+            period,
+            rules(),
+            inverted,
+        )]],
+    );
+    assert_eq!(
+        run.events
+            .iter()
+            .map(|event| event.kind)
+            .collect::<Vec<_>>(),
+        vec![EventKind::Rejected {
+            reason: voltex_engine::EngineReject::InvalidRules
+        }]
+    );
+    assert!(engine.state().auction(ProductId(0)).is_none());
 }
 
 #[test]
