@@ -258,6 +258,7 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
             } else {
                 PlannedLimits::RoundTrip
             },
+            imbalance_penalty_eur_per_mwh: args.imbalance_penalty.to_f64().unwrap_or(0.0),
         },
         settle: SettleConfig {
             period_s,

@@ -31,6 +31,7 @@ fn bid_config(headroom: Option<HeadroomSteps>) -> BidConfig {
         period_s: 3600,
         headroom,
         planned_limits: PlannedLimits::Marginal,
+        imbalance_penalty_eur_per_mwh: 0.0,
     }
 }
 
@@ -137,6 +138,54 @@ fn at_the_forecast_price_the_curve_reproduces_the_plan_in_lots() {
         traded += lots.abs();
     }
     assert!(traded > 0, "the test day must make the battery trade");
+}
+
+/// With an imbalance penalty the round-trip limits widen: every planned buy limit
+/// rises and every planned sell limit falls (never the other way), by at most
+/// `π·η_c·η_d` and `π/(η_c·η_d)` plus a tick, so a sale is less often awarded without
+/// its purchase; quantities stay the plan's, and a negative penalty counts as none.
+#[test]
+fn an_imbalance_penalty_widens_the_round_trip_limits() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let penalty = 20.0;
+    let efficiency = spec().charge_efficiency * spec().discharge_efficiency;
+    let (mut n_buys_raised, mut n_sells_lowered) = (0, 0);
+    for _ in 0..10 {
+        let forecast = random_day(&mut rng);
+        let plan = plan(&forecast, LpBackend::Clarabel);
+        let config = |imbalance_penalty_eur_per_mwh| BidConfig {
+            planned_limits: PlannedLimits::RoundTrip,
+            imbalance_penalty_eur_per_mwh,
+            ..bid_config(None)
+        };
+        let blind = day_ahead_curves(&spec(), &plan, &forecast, &config(0.0)).unwrap();
+        let aware = day_ahead_curves(&spec(), &plan, &forecast, &config(penalty)).unwrap();
+        let negative = day_ahead_curves(&spec(), &plan, &forecast, &config(-5.0)).unwrap();
+        assert_eq!(negative, blind, "a negative penalty counts as zero");
+        for (blind, aware) in blind.iter().zip(&aware) {
+            assert_eq!(blind.totals(), aware.totals(), "the plan's quantities");
+            for (b, a) in blind.buy.iter().zip(&aware.buy) {
+                let raised = (a.price.0 - b.price.0) as f64 / 100.0;
+                assert!(
+                    (0.0..=penalty * efficiency + 0.01).contains(&raised),
+                    "{blind:?} {aware:?}"
+                );
+                n_buys_raised += usize::from(raised > 0.0);
+            }
+            for (b, a) in blind.sell.iter().zip(&aware.sell) {
+                let lowered = (b.price.0 - a.price.0) as f64 / 100.0;
+                assert!(
+                    (0.0..=penalty / efficiency + 0.01).contains(&lowered),
+                    "{blind:?} {aware:?}"
+                );
+                n_sells_lowered += usize::from(lowered > 0.0);
+            }
+        }
+    }
+    assert!(
+        n_buys_raised > 0 && n_sells_lowered > 0,
+        "the penalty moved limits"
+    );
 }
 
 #[test]

@@ -61,6 +61,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 use voltex_agent::executor::{ExecEvent, Mode, MonoNanos};
 use voltex_agent::outbox::next_messages;
 use voltex_dispatch::message::{AckStatus, DeviceId, ScheduleRejection};
@@ -646,7 +647,7 @@ impl<'a> World<'a> {
             strategy,
             auction: (scenario.strategy.bidding == Bidding::Auction
                 && strategy != StrategyKind::RuleBased)
-                .then(|| AuctionBidding::new(interval_s)),
+                .then(|| AuctionBidding::new(interval_s, penalty.to_f64().unwrap_or(0.0))),
             history_days,
             lear,
             first_series_day,
@@ -1543,13 +1544,14 @@ const FLEET_ACCOUNT: AccountId = AccountId(1);
 const MARKET_ACCOUNT: AccountId = AccountId(2);
 
 impl AuctionBidding {
-    fn new(interval_s: i64) -> AuctionBidding {
+    fn new(interval_s: i64, imbalance_penalty_eur_per_mwh: f64) -> AuctionBidding {
         let auction_config = AuctionConfig::day_ahead_default();
         let bid_config = BidConfig {
             rules: auction_config.rules.clone(),
             period_s: interval_s,
             headroom: None,
             planned_limits: PlannedLimits::RoundTrip,
+            imbalance_penalty_eur_per_mwh,
         };
         AuctionBidding {
             market: ReplayMarket::new(FLEET_ACCOUNT, MARKET_ACCOUNT, auction_config)

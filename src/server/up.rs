@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rust_decimal::prelude::ToPrimitive;
 use voltex_dispatch::ScheduleSigner;
 use voltex_dispatch::message::{DeviceId, Fallback, Schedule, ScheduleId, SchedulePeriod};
 use voltex_dispatch::transport::{
@@ -404,6 +405,7 @@ async fn replay_days(
         period_s: MARKET_PERIOD_S,
         headroom: None,
         planned_limits: PlannedLimits::RoundTrip,
+        imbalance_penalty_eur_per_mwh: config.imbalance_penalty_eur_per_mwh.to_f64().unwrap_or(0.0),
     };
     let mut market = ReplayMarket::new(
         FLEET_ACCOUNT,
@@ -726,6 +728,7 @@ mod tests {
             period_s: MARKET_PERIOD_S,
             headroom: None,
             planned_limits: PlannedLimits::RoundTrip,
+            imbalance_penalty_eur_per_mwh: 20.0,
         };
         let market = ReplayMarket::new(
             FLEET_ACCOUNT,

@@ -20,7 +20,8 @@
 //!   the sell marginal value, except that a *planned* step's limit is never worse than
 //!   the forecast price it was planned at (the interior-point dual is only accurate to
 //!   its tolerance), and, with [`PlannedLimits::RoundTrip`], not tighter than the plan's
-//!   average round-trip value of stored energy; then clamped into the market's limits. At the forecast price
+//!   average round-trip value of stored energy (widened by the imbalance penalty, see
+//!   there); then clamped into the market's limits. At the forecast price
 //!   the curve reproduces the plan's quantity (up to lot rounding).
 //! - All prices are on the market's tick grid and inside its limits; all quantities are
 //!   whole positive lots, and a curve's buy (sell) lots never add up to more power than
@@ -154,6 +155,10 @@ pub struct BidConfig {
     pub headroom: Option<HeadroomSteps>,
     /// Where the limits of the *planned* quantities sit.
     pub planned_limits: PlannedLimits,
+    /// What one MWh of an award the battery cannot deliver costs beyond its price,
+    /// EUR/MWh (the settlement's imbalance penalty; `>= 0`, a negative value counts as
+    /// zero). Only [`PlannedLimits::RoundTrip`] reads it: see there.
+    pub imbalance_penalty_eur_per_mwh: f64,
 }
 
 /// Limit prices of the steps that carry the plan's own quantities.
@@ -169,6 +174,13 @@ pub enum PlannedLimits {
     /// charge rejected by a small forecast error breaks the discharge it was paired with;
     /// limits at the round-trip break-even keep the plan together unless the trade itself
     /// stops paying on the forecast.
+    ///
+    /// With an imbalance penalty `π` ([`BidConfig::imbalance_penalty_eur_per_mwh`]) the
+    /// break-even counts what a broken pair costs: a sale awarded without its purchase
+    /// is settled short at the price plus `π`, so a stored MWh is worth `π` more to the
+    /// plan's sales (the buy limit rises by `π·η_c·η_d`); a purchase awarded without the
+    /// sale that was to make room is settled short at `π` too, so the sell limit falls
+    /// by `π / (η_c·η_d)`. With `π = 0` the limits are the plain round-trip ones.
     RoundTrip,
 }
 
@@ -270,8 +282,13 @@ pub fn day_ahead_curves(
         bought_cost += c * (f + wear);
     }
     let round_trip = config.planned_limits == PlannedLimits::RoundTrip;
-    let stored_value = (round_trip && sold > 0.0).then(|| sold_value / sold);
-    let stored_cost = (round_trip && bought > 0.0).then(|| bought_cost / bought);
+    let penalty = config.imbalance_penalty_eur_per_mwh.max(0.0);
+    // Per MWh stored: a sale's energy also avoids π per MWh delivered, a purchase's
+    // energy that cannot be sold costs π per MWh bought (see `PlannedLimits::RoundTrip`).
+    let stored_value =
+        (round_trip && sold > 0.0).then(|| sold_value / sold + penalty * spec.discharge_efficiency);
+    let stored_cost = (round_trip && bought > 0.0)
+        .then(|| bought_cost / bought - penalty / spec.charge_efficiency);
     let mut curves = Vec::with_capacity(plan.len());
     for t in 0..plan.len() {
         if !values[t].is_finite() || !forecast[t].is_finite() {
