@@ -168,6 +168,11 @@ pub struct UpArgs {
     /// settlement charges per MWh the fleet did not deliver as committed.
     #[arg(long, default_value = "20")]
     pub imbalance_penalty_eur_per_mwh: rust_decimal::Decimal,
+    /// The fleet's day-ahead risk limit: the largest position it bids per hour, either
+    /// way, MW (whole 0.1 MW lots). Hours whose bid would exceed it are not bid.
+    /// Default: no limit beyond the fleet's power.
+    #[arg(long)]
+    pub max_position_mw: Option<rust_decimal::Decimal>,
     /// Print this process's CPU use and resident memory every this many seconds, and
     /// at the end the verdict on the idle target (≤ 0.5 core, ≤ 500 MiB with 1,000
     /// agents). Linux only.
@@ -272,6 +277,13 @@ pub fn run_up(args: &UpArgs) -> Result<()> {
         "--imbalance-penalty-eur-per-mwh must not be negative"
     );
     let server = args.serve.config()?;
+    if let Some(mw) = args.max_position_mw {
+        // Checked before anything starts: a whole, positive number of day-ahead lots.
+        server
+            .day_ahead_market_rules()?
+            .qty_from_mw(mw)
+            .map_err(|error| anyhow::anyhow!("--max-position-mw: {error}"))?;
+    }
     let config = voltex::server::up::UpConfig {
         server,
         n_agents: args.agents,
@@ -280,6 +292,7 @@ pub fn run_up(args: &UpArgs) -> Result<()> {
         hour_real_s: args.hour_seconds,
         run_for: args.run_for_s.map(std::time::Duration::from_secs),
         imbalance_penalty_eur_per_mwh: args.imbalance_penalty_eur_per_mwh,
+        max_position_mw: args.max_position_mw,
     };
     anyhow::ensure!(
         args.resources_every_s != Some(0),

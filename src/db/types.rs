@@ -719,8 +719,9 @@ pub struct DayAheadPeriodRow {
     /// The fleet's committed net position: what the day-ahead auction awarded, W
     /// (positive: sell / discharge).
     pub committed_w: i64,
-    /// The net position the plan wanted and bid, W; `None` on rows written before the
-    /// cycle bid into the auction (the plan was then taken as cleared).
+    /// The net position the plan wanted, W, and bid unless the fleet's risk limit
+    /// refused the hour; `None` on rows written before the cycle bid into the auction
+    /// (the plan was then taken as cleared).
     pub planned_w: Option<i64>,
     /// The plan with perfect foresight of the clearing prices, W.
     pub perfect_foresight_w: i64,

@@ -34,7 +34,9 @@ use voltex_dispatch::message::{DeviceId, Fallback, Schedule, ScheduleId, Schedul
 use voltex_dispatch::transport::{
     MqttConfig, QuicPlatformConfig, certs, mqtt_platform, quic_platform, start_embedded_broker,
 };
-use voltex_engine::bidding::{BidConfig, PlannedLimits, ReplayMarket, day_ahead_curves};
+use voltex_engine::bidding::{
+    BidConfig, PeriodCurve, PlannedLimits, ReplayMarket, RiskBook, RiskLimits, day_ahead_curves,
+};
 use voltex_engine::commit::{Commitment, allocate};
 use voltex_engine::forecast::Forecaster;
 use voltex_engine::forecast::naive::NaiveForecaster;
@@ -74,6 +76,11 @@ pub struct UpConfig {
     /// Extra cost per MWh of imbalance (energy committed but not delivered, or
     /// delivered but not committed), on top of the clearing price, EUR/MWh.
     pub imbalance_penalty_eur_per_mwh: rust_decimal::Decimal,
+    /// The fleet's day-ahead risk limit: the largest position it may bid per hour,
+    /// either way, MW (whole 0.1 MW lots of the day-ahead rules). An hour whose curve
+    /// would exceed it is not bid (`engine::bidding::RiskBook`). `None`: no limit
+    /// beyond the fleet's power.
+    pub max_position_mw: Option<rust_decimal::Decimal>,
 }
 
 /// Why `voltex up` stopped.
@@ -407,6 +414,7 @@ async fn replay_days(
         planned_limits: PlannedLimits::RoundTrip,
         imbalance_penalty_eur_per_mwh: config.imbalance_penalty_eur_per_mwh.to_f64().unwrap_or(0.0),
     };
+    let risk_limits = fleet_risk_limits(&day_ahead_rules, config.max_position_mw)?;
     let mut market = ReplayMarket::new(
         FLEET_ACCOUNT,
         REPLAY_MARKET_ACCOUNT,
@@ -425,7 +433,15 @@ async fn replay_days(
         let plan = plan_fleet(&fleet, &forecast, &PlanConfig::hourly())
             .map_err(|e| start_error("fleet plan")(&e))?;
         let realised = series.day_prices(day);
-        let awarded_w = bid_and_clear(&plan, &forecast, realised, &bid_config, &mut market)?;
+        let mut risk = RiskBook::new();
+        if let Some(limits) = risk_limits {
+            risk.set_limits(FLEET_ACCOUNT, limits);
+        }
+        let bids = FleetBids {
+            config: &bid_config,
+            risk: risk_limits.map(|_| &mut risk),
+        };
+        let awarded_w = bid_and_clear(&plan, &forecast, realised, bids, &mut market)?;
         let commitment = Commitment {
             period_s: MARKET_PERIOD_S,
             net_w: awarded_w.clone(),
@@ -524,7 +540,7 @@ async fn replay_days(
         report.revenue_cents += revenue_cents;
         let mwh = |net_w: &[i64]| net_w.iter().map(|w| w.unsigned_abs()).sum::<u64>() as f64 / 1e6;
         println!(
-            "day {} ({}): bid {:.1} MWh, awarded {:.1} MWh, issued to {n} devices, expected revenue {:.2} EUR",
+            "day {} ({}): planned {:.1} MWh, awarded {:.1} MWh, issued to {n} devices, expected revenue {:.2} EUR",
             report.n_days,
             series.date(day),
             mwh(&plan.net_w),
@@ -603,20 +619,63 @@ const FLEET_ACCOUNT: AccountId = AccountId(1);
 /// The replayed market: buys and sells any quantity at the historical price.
 const REPLAY_MARKET_ACCOUNT: AccountId = AccountId(2);
 
+/// The fleet's risk limits under `rules`: `max_position_mw` per hour either way, each
+/// step at most that, prices inside the market's limits; `None` without a limit.
+///
+/// # Errors
+/// [`UpError::Start`] if the limit is not a positive whole number of lots.
+fn fleet_risk_limits(
+    rules: &voltex_market::MarketRules,
+    max_position_mw: Option<rust_decimal::Decimal>,
+) -> Result<Option<RiskLimits>, UpError> {
+    max_position_mw
+        .map(|mw| {
+            let lots = rules
+                .qty_from_mw(mw)
+                .map_err(|e| start_error("--max-position-mw")(&e))?;
+            Ok(RiskLimits {
+                max_net_position: lots,
+                max_order_qty: lots,
+                price_floor: rules.price_min,
+                price_cap: rules.price_max,
+            })
+        })
+        .transpose()
+}
+
+/// How the fleet's bids are built and checked.
+struct FleetBids<'a> {
+    config: &'a BidConfig,
+    /// The day's risk book (limits set for [`FLEET_ACCOUNT`]); `None`: no limits.
+    risk: Option<&'a mut RiskBook>,
+}
+
 /// Bids every group's plan as day-ahead curves at its marginal values into the call
 /// auction against the replayed prices; returns the fleet's awarded net power per
-/// period, W (positive = sell).
+/// period, W (positive = sell). An hour whose curve the risk book refuses is not bid
+/// (logged with the reason); the groups' curves count together against the limits.
 fn bid_and_clear(
     plan: &FleetPlan,
     forecast: &[f64],
     realised: &[rust_decimal::Decimal],
-    bid_config: &BidConfig,
+    mut bids: FleetBids<'_>,
     market: &mut ReplayMarket,
 ) -> Result<Vec<i64>, UpError> {
     let mut awarded_w = vec![0_i64; realised.len()];
     for (group, group_plan) in plan.groups.iter().zip(&plan.plans) {
-        let curves = day_ahead_curves(&group.aggregate, group_plan, forecast, bid_config)
+        let mut curves = day_ahead_curves(&group.aggregate, group_plan, forecast, bids.config)
             .map_err(|e| start_error("day-ahead bids")(&e))?;
+        if let Some(risk) = bids.risk.as_deref_mut() {
+            for curve in &mut curves {
+                if let Err(reason) = risk.check_curve(FLEET_ACCOUNT, curve) {
+                    tracing::warn!(hour = curve.period, %reason, "day-ahead bid refused by the fleet's risk limits");
+                    *curve = PeriodCurve {
+                        period: curve.period,
+                        ..PeriodCurve::default()
+                    };
+                }
+            }
+        }
         let accepted_w = market
             .clear_day(&curves, realised)
             .map_err(|e| start_error("day-ahead auction")(&e))?;
@@ -748,7 +807,11 @@ mod tests {
             .iter()
             .map(|price| Decimal::try_from(*price).unwrap())
             .collect();
-        let awarded = bid_and_clear(&plan, &forecast, &realised, &bid_config, &mut market).unwrap();
+        let bids = FleetBids {
+            config: &bid_config,
+            risk: None,
+        };
+        let awarded = bid_and_clear(&plan, &forecast, &realised, bids, &mut market).unwrap();
         let lot_w = 100_000;
         assert!(awarded.iter().any(|w| *w < 0), "buys at night: {awarded:?}");
         assert!(
@@ -772,30 +835,67 @@ mod tests {
         }
     }
 
-    /// The award of the fleet planned on [`forecast`] when the day clears at `real`.
-    fn award_at(real: &[Decimal]) -> Result<Vec<i64>, UpError> {
+    /// The award of the fleet planned on [`forecast`] when the day clears at `real`,
+    /// under a risk limit of `max_position_mw` if given.
+    fn award_at(real: &[Decimal], max_position_mw: Option<&str>) -> Result<Vec<i64>, UpError> {
         let forecast = forecast();
         let plan = fleet_plan(&forecast);
         let (bid_config, mut market) = setup();
-        bid_and_clear(&plan, &forecast, real, &bid_config, &mut market)
+        let limits = fleet_risk_limits(
+            &bid_config.rules,
+            max_position_mw.map(|mw| mw.parse().unwrap()),
+        )?;
+        let mut risk = RiskBook::new();
+        if let Some(limits) = limits {
+            risk.set_limits(FLEET_ACCOUNT, limits);
+        }
+        let bids = FleetBids {
+            config: &bid_config,
+            risk: limits.map(|_| &mut risk),
+        };
+        bid_and_clear(&plan, &forecast, real, bids, &mut market)
+    }
+
+    #[test]
+    fn hours_beyond_the_fleets_risk_limit_are_not_bid() {
+        // At -100 EUR/MWh every planned purchase clears (see below); with a 2 MW limit
+        // the 5 MW hours are refused whole, the hours within it clear as before.
+        let cheap = [Decimal::from(-100); 24];
+        let unlimited = award_at(&cheap, None).unwrap();
+        let limited = award_at(&cheap, Some("2")).unwrap();
+        assert!(
+            unlimited.iter().any(|w| w.abs() > 2_000_000),
+            "{unlimited:?}"
+        );
+        for (hour, (free, capped)) in unlimited.iter().zip(&limited).enumerate() {
+            let expected = if free.abs() > 2_000_000 { 0 } else { *free };
+            assert_eq!(*capped, expected, "hour {hour}");
+        }
+        for bad in ["0", "-1", "0.05"] {
+            let error = award_at(&cheap, Some(bad)).unwrap_err();
+            assert!(
+                error.to_string().contains("--max-position-mw"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]
     fn the_fleet_buys_below_and_sells_above_its_value_of_energy() {
         // The day clears at 3,000 EUR/MWh everywhere: above every buy limit, so the
         // planned charging is not bought, and the planned selling is sold.
-        let awarded = award_at(&[Decimal::from(3_000); 24]).unwrap();
+        let awarded = award_at(&[Decimal::from(3_000); 24], None).unwrap();
         assert!(awarded.iter().all(|w| *w >= 0), "{awarded:?}");
         assert!(awarded.iter().any(|w| *w > 0), "{awarded:?}");
         // And at -100 EUR/MWh everywhere nothing is sold and the charging is bought.
-        let awarded = award_at(&[Decimal::from(-100); 24]).unwrap();
+        let awarded = award_at(&[Decimal::from(-100); 24], None).unwrap();
         assert!(awarded.iter().all(|w| *w <= 0), "{awarded:?}");
         assert!(awarded.iter().any(|w| *w < 0), "{awarded:?}");
     }
 
     #[test]
     fn a_day_of_the_wrong_length_is_a_typed_error() {
-        let error = award_at(&[Decimal::from(50); 23]).unwrap_err();
+        let error = award_at(&[Decimal::from(50); 23], None).unwrap_err();
         assert!(error.to_string().contains("23 replayed prices"), "{error}");
     }
 }

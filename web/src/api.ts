@@ -231,7 +231,8 @@ export interface DayAheadPeriod {
   model_version: number;
   /** What the day-ahead auction awarded the fleet, W (+ sell). */
   committed_w: number;
-  /** What the plan wanted and bid, W; null on rows from before the cycle bid. */
+  /** What the plan wanted (and bid, unless the risk limit refused the hour), W; null
+   * on rows from before the cycle bid. */
   planned_w: number | null;
   perfect_foresight_w: number;
   trading_cents: number;

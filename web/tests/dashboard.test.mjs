@@ -321,7 +321,7 @@ async function main() {
     const bidAward = await page.$$eval('#dayahead-day tbody tr', (rows) =>
       rows.map((row) => [...row.querySelectorAll('td')].slice(4, 6).map((cell) => Number((cell.textContent ?? '').replace(/[\s,\u202f]/g, '').replace('−', '-')))));
     const numeric = bidAward.length === 24 && bidAward.every(([bid, award]) => Number.isFinite(bid) && Number.isFinite(award));
-    check(numeric && bidAward.some(([bid]) => bid !== 0), `the fleet's bid and its award per hour shown (${bidAward.filter(([, award]) => award !== 0).length} hours awarded)`);
+    check(numeric && bidAward.some(([bid]) => bid !== 0), `the fleet's plan (bid) and its award per hour shown (${bidAward.filter(([, award]) => award !== 0).length} hours awarded)`);
 
     // Dispatch.
     await page.goto(`${base}/#/dispatch`);

@@ -242,8 +242,8 @@ export function marketPage(): Page {
       root.dataset.dayaheadPeriods = String(periods.length);
       dayaheadBox.replaceChildren(
         table(
-          newestDay ? `Day-ahead auction of ${newestDay} (replayed): clearing prices, the fleet's bid and its award` : 'Day-ahead auction',
-          ['Hour', 'Delivered at', 'Clearing (EUR/MWh)', 'Forecast (EUR/MWh)', 'Bid (kW, + sell)', 'Awarded (kW, + sell)'],
+          newestDay ? `Day-ahead auction of ${newestDay} (replayed): clearing prices, the fleet's plan (bid) and its award` : 'Day-ahead auction',
+          ['Hour', 'Delivered at', 'Clearing (EUR/MWh)', 'Forecast (EUR/MWh)', 'Planned (kW, + sell)', 'Awarded (kW, + sell)'],
           day.map((p) => [
             `${String(p.delivery_hour).padStart(2, '0')}:00`,
             timeEl(p.period_start_ns),
