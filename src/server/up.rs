@@ -433,14 +433,7 @@ async fn replay_days(
         let plan = plan_fleet(&fleet, &forecast, &PlanConfig::hourly())
             .map_err(|e| start_error("fleet plan")(&e))?;
         let realised = series.day_prices(day);
-        let mut risk = RiskBook::new();
-        if let Some(limits) = risk_limits {
-            risk.set_limits(FLEET_ACCOUNT, limits);
-        }
-        let bids = FleetBids {
-            config: &bid_config,
-            risk: risk_limits.map(|_| &mut risk),
-        };
+        let bids = FleetBids::new(&bid_config, risk_limits);
         let awarded_w = bid_and_clear(&plan, &forecast, realised, bids, &mut market)?;
         let commitment = Commitment {
             period_s: MARKET_PERIOD_S,
@@ -647,7 +640,20 @@ fn fleet_risk_limits(
 struct FleetBids<'a> {
     config: &'a BidConfig,
     /// The day's risk book (limits set for [`FLEET_ACCOUNT`]); `None`: no limits.
-    risk: Option<&'a mut RiskBook>,
+    risk: Option<RiskBook>,
+}
+
+impl FleetBids<'_> {
+    /// One day's bids under `config`, checked against `limits` if any (a fresh book:
+    /// exposure counts per delivery hour of this day).
+    fn new(config: &BidConfig, limits: Option<RiskLimits>) -> FleetBids<'_> {
+        let risk = limits.map(|limits| {
+            let mut risk = RiskBook::new();
+            risk.set_limits(FLEET_ACCOUNT, limits);
+            risk
+        });
+        FleetBids { config, risk }
+    }
 }
 
 /// Bids every group's plan as day-ahead curves at its marginal values into the call
@@ -665,7 +671,7 @@ fn bid_and_clear(
     for (group, group_plan) in plan.groups.iter().zip(&plan.plans) {
         let mut curves = day_ahead_curves(&group.aggregate, group_plan, forecast, bids.config)
             .map_err(|e| start_error("day-ahead bids")(&e))?;
-        if let Some(risk) = bids.risk.as_deref_mut() {
+        if let Some(risk) = bids.risk.as_mut() {
             for curve in &mut curves {
                 if let Err(reason) = risk.check_curve(FLEET_ACCOUNT, curve) {
                     tracing::warn!(hour = curve.period, %reason, "day-ahead bid refused by the fleet's risk limits");
@@ -807,10 +813,7 @@ mod tests {
             .iter()
             .map(|price| Decimal::try_from(*price).unwrap())
             .collect();
-        let bids = FleetBids {
-            config: &bid_config,
-            risk: None,
-        };
+        let bids = FleetBids::new(&bid_config, None);
         let awarded = bid_and_clear(&plan, &forecast, &realised, bids, &mut market).unwrap();
         let lot_w = 100_000;
         assert!(awarded.iter().any(|w| *w < 0), "buys at night: {awarded:?}");
@@ -845,15 +848,13 @@ mod tests {
             &bid_config.rules,
             max_position_mw.map(|mw| mw.parse().unwrap()),
         )?;
-        let mut risk = RiskBook::new();
-        if let Some(limits) = limits {
-            risk.set_limits(FLEET_ACCOUNT, limits);
-        }
-        let bids = FleetBids {
-            config: &bid_config,
-            risk: limits.map(|_| &mut risk),
-        };
-        bid_and_clear(&plan, &forecast, real, bids, &mut market)
+        bid_and_clear(
+            &plan,
+            &forecast,
+            real,
+            FleetBids::new(&bid_config, limits),
+            &mut market,
+        )
     }
 
     #[test]
