@@ -506,8 +506,9 @@ async fn configured_day_ahead_rules_hold_for_the_products_listed_under_them() {
     assert_eq!(status, 201, "{ack}");
     server.stop().await.unwrap();
 
-    // Restarted on the defaults (-500..4,000 EUR/MWh, 12 h): the API's own check lets
-    // 3,500 through, the engine refuses it under the product's journaled cap.
+    // Restarted on the defaults (-500..4,000 EUR/MWh, 12 h): the product shows, and the
+    // API checks curves by, the cap it was listed under (from its journaled listing);
+    // the engine would refuse 3,500 under it as well.
     let (server, client) = start(data_dir.path(), &url, &clock).await;
     let (_, product) = client
         .get(&format!("/api/v1/products/{}", product_id()), Some(&alice))
@@ -517,6 +518,10 @@ async fn configured_day_ahead_rules_hold_for_the_products_listed_under_them() {
         "the gate it was listed with, from the journal: {product}"
     );
     assert_eq!(product["auction_phase"], "open");
+    assert_eq!(
+        product["auction_price_max_eur_per_mwh"], "3000.00",
+        "its own cap, not the configured 4,000: {product}"
+    );
     let (status, problem) = client
         .post("/api/v1/auction/curves", Some(&alice), above_cap)
         .await;

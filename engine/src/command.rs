@@ -196,6 +196,54 @@ pub enum CommandKind {
     },
 }
 
+/// What a listing command asks for, whichever record wrote it: [`CommandKind::AddProduct`]
+/// (auction under [`MarketRules::day_ahead_default`]) or [`CommandKind::ListProduct`].
+/// The engine lists from these terms, and projections read them, so both agree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListingTerms<'a> {
+    /// The product.
+    pub product: ProductId,
+    /// Its delivery period.
+    pub period: DeliveryPeriod,
+    /// Its continuous book's rules.
+    pub rules: &'a MarketRules,
+    /// Its day-ahead auction's rules.
+    pub auction_rules: MarketRules,
+}
+
+impl CommandKind {
+    /// The terms of a listing command; `None` for every other command.
+    pub fn listing(&self) -> Option<ListingTerms<'_>> {
+        match self {
+            CommandKind::AddProduct {
+                product,
+                period,
+                rules,
+            } => Some(ListingTerms {
+                product: *product,
+                period: *period,
+                rules,
+                auction_rules: MarketRules::day_ahead_default(),
+            }),
+            CommandKind::ListProduct {
+                product,
+                period,
+                rules,
+                auction_rules,
+            } => Some(ListingTerms {
+                product: *product,
+                period: *period,
+                rules,
+                auction_rules: (**auction_rules).clone(),
+            }),
+            CommandKind::Book { .. }
+            | CommandKind::AdvanceTime
+            | CommandKind::SubmitCurve { .. }
+            | CommandKind::WithdrawCurve { .. } => None,
+        }
+    }
+}
+
 impl EngineCommand {
     /// A book command at `now`.
     pub fn book(now: UtcNanos, product: ProductId, command: BookCommand) -> EngineCommand {

@@ -77,7 +77,9 @@ pub mod sequencer;
 pub mod snapshot;
 pub mod state;
 
-pub use command::{Ack, CommandKind, EngineCommand, EngineEvent, EngineReject, EventKind};
+pub use command::{
+    Ack, CommandKind, EngineCommand, EngineEvent, EngineReject, EventKind, ListingTerms,
+};
 pub use engine::{Engine, EngineConfig, EngineError, MemDisk, RecoveryReport};
 pub use journal::{DamageKind, Journal, JournalConfig, JournalError, TailDamage};
 pub use sequencer::{Reply, Sequencer, SequencerClient, SequencerConfig, SequencerError};

@@ -218,21 +218,16 @@ impl ShardState {
         self.now = self.now.max(command.now);
         self.close_due_gates(out);
         match &command.kind {
-            CommandKind::AddProduct {
-                product,
-                period,
-                rules,
-            } => {
-                let auction_rules = MarketRules::day_ahead_default();
-                self.add_product(*product, *period, rules, &auction_rules, out);
-            }
-            CommandKind::ListProduct {
-                product,
-                period,
-                rules,
-                auction_rules,
-            } => {
-                self.add_product(*product, *period, rules, auction_rules, out);
+            CommandKind::AddProduct { .. } | CommandKind::ListProduct { .. } => {
+                if let Some(terms) = command.kind.listing() {
+                    self.add_product(
+                        terms.product,
+                        terms.period,
+                        terms.rules,
+                        &terms.auction_rules,
+                        out,
+                    );
+                }
             }
             CommandKind::Book { product, command } => self.apply_book(*product, command, out),
             CommandKind::AdvanceTime => {}

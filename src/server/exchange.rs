@@ -21,6 +21,11 @@
 //!   projection stores each journaled order's record with its events.
 //! - The intraday rules have the day-ahead auction's lot and tick (checked in
 //!   [`Exchange::open`]), so the projection adds awards and trades in one position.
+//! - Each product keeps the rules it was listed under (read from its journaled listing
+//!   command, [`Exchange::listed_rules`]): a restart with other price limits or gate
+//!   leads changes new listings only. A restart with another lot or tick than the
+//!   journal's products is refused ([`ExchangeError::UnitsChanged`]): the database
+//!   holds positions in lots and ticks, which would silently change meaning.
 //! - WebSocket subscribers get events through a bounded broadcast channel; a
 //!   subscriber that falls behind is told it lagged and must resynchronise from the
 //!   REST snapshot. They never slow the sequencer.
@@ -163,6 +168,34 @@ pub enum ExchangeError {
         /// Day-ahead tick.
         day_ahead_tick: voltex_market::Price,
     },
+    /// The configured lot or tick differs from those of a product in the journal: the
+    /// database counts its positions and cash in those units.
+    #[error(
+        "product {product} was listed with lot {journal_lot_kw} kW / tick {journal_tick}, the \
+         configuration now says {config_lot_kw} kW / {config_tick}: positions and cash are \
+         stored in lots and ticks, so these cannot change on an existing engine directory"
+    )]
+    UnitsChanged {
+        /// A product listed under other units.
+        product: u32,
+        /// Its lot size, kW.
+        journal_lot_kw: i64,
+        /// Its tick.
+        journal_tick: voltex_market::Price,
+        /// The configured lot size, kW.
+        config_lot_kw: i64,
+        /// The configured tick.
+        config_tick: voltex_market::Price,
+    },
+}
+
+/// The rules a product was listed under (from its journaled listing command).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedRules {
+    /// Its continuous book's rules.
+    pub book: MarketRules,
+    /// Its day-ahead auction's rules.
+    pub auction: MarketRules,
 }
 
 /// A listed product, as the API shows it.
@@ -190,13 +223,12 @@ pub struct ProductInfo {
     pub lot_mw: String,
     /// Day-ahead gate closure (curves accepted before it), UTC nanoseconds.
     pub auction_gate_closure_ns: i64,
-    /// Lowest curve price of the day-ahead auction, EUR/MWh, as configured (a product
-    /// listed under earlier rules keeps those; the engine checks every curve against
-    /// the product's own).
+    /// Lowest curve price of the day-ahead auction, EUR/MWh (the product's own rules,
+    /// those it was listed under).
     pub auction_price_min_eur_per_mwh: String,
-    /// Highest curve price of the day-ahead auction, EUR/MWh, as configured.
+    /// Highest curve price of the day-ahead auction, EUR/MWh.
     pub auction_price_max_eur_per_mwh: String,
-    /// Largest quantity of one curve in the day-ahead auction, MW, as configured.
+    /// Largest quantity of one curve in the day-ahead auction, MW.
     pub auction_qty_max_mw: String,
     /// Day-ahead auction: `open`, `cleared`, or `not_held` (listed after its gate).
     pub auction_phase: String,
@@ -291,6 +323,8 @@ struct ProductState {
     bids: BTreeMap<Price, Level>,
     asks: BTreeMap<Price, Level>,
     auction: LiveAuction,
+    /// The rules it was listed under; `None` until its listing is seen.
+    rules: Option<ListedRules>,
 }
 
 /// What the events say the books look like now.
@@ -304,6 +338,46 @@ struct LiveIndex {
 }
 
 impl LiveIndex {
+    /// Applies a committed batch: its events, then the rules of every listing that
+    /// succeeded (a refused listing leaves no product behind).
+    fn apply_committed(&mut self, committed: voltex_engine::command::Committed<'_>) {
+        for event in committed.events {
+            self.apply(event);
+        }
+        for (command, _, events) in committed.per_command() {
+            let Some(terms) = command.kind.listing() else {
+                continue;
+            };
+            let listed = events.iter().any(|event| {
+                event.product == terms.product
+                    && matches!(event.kind, EventKind::ProductAdded { .. })
+            });
+            if let (true, Some(product)) = (listed, self.products.get_mut(&terms.product)) {
+                product.rules = Some(ListedRules {
+                    book: terms.rules.clone(),
+                    auction: terms.auction_rules,
+                });
+            }
+        }
+    }
+
+    /// The first product listed under another lot or tick than `rules`.
+    fn units_changed(&self, rules: &MarketRules) -> Option<ExchangeError> {
+        self.products.iter().find_map(|(id, product)| {
+            let listed = product.rules.as_ref()?;
+            [&listed.book, &listed.auction]
+                .into_iter()
+                .find(|listed| (listed.lot_kw, listed.tick) != (rules.lot_kw, rules.tick))
+                .map(|listed| ExchangeError::UnitsChanged {
+                    product: id.0,
+                    journal_lot_kw: listed.lot_kw,
+                    journal_tick: listed.tick,
+                    config_lot_kw: rules.lot_kw,
+                    config_tick: rules.tick,
+                })
+        })
+    }
+
     fn apply(&mut self, event: &EngineEvent) {
         debug_assert!(event.event_seq > self.last_event_seq, "events in seq order");
         self.last_event_seq = event.event_seq;
@@ -467,15 +541,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn observe(&self, events: &[EngineEvent]) {
-        {
-            let mut live = lock(&self.live);
-            for event in events {
-                live.apply(event);
-            }
-        }
+    fn observe(&self, committed: voltex_engine::command::Committed<'_>) {
+        lock(&self.live).apply_committed(committed);
         let mut recent = lock(&self.recent);
-        for event in events {
+        for event in committed.events {
             if recent.len() == RECENT_EVENTS_MAX {
                 recent.pop_front();
             }
@@ -564,13 +633,16 @@ impl Exchange {
                 if batch.events.is_empty() && batch.audit.is_empty() {
                     return;
                 }
-                shared.observe(committed.events);
+                shared.observe(committed);
                 if persist.blocking_send(batch).is_err() {
                     replay_failed = true;
                 }
             })?;
         if replay_failed {
             tracing::warn!("persistence channel closed during replay");
+        }
+        if let Some(changed) = lock(&shared.live).units_changed(&config.rules) {
+            return Err(changed);
         }
         tracing::info!(
             last_seq = report.last_seq,
@@ -580,7 +652,7 @@ impl Exchange {
         let sink_shared = Arc::clone(&shared);
         let sink = Box::new(move |committed: voltex_engine::command::Committed<'_>| {
             let events = committed.events;
-            sink_shared.observe(events);
+            sink_shared.observe(committed);
             for event in events {
                 // No subscriber is not an error.
                 let _ = sink_shared.broadcast.send(*event);
@@ -615,7 +687,26 @@ impl Exchange {
         })
     }
 
-    /// The intraday rules.
+    /// The rules `product` was listed under; `None` if it is not listed.
+    pub fn listed_rules(&self, product: ProductId) -> Option<ListedRules> {
+        lock(&self.shared.live)
+            .products
+            .get(&product)?
+            .rules
+            .clone()
+    }
+
+    /// The rules an order or curve for `product` is checked by before it goes to the
+    /// engine: those it was listed under, else (not listed: the engine refuses it) the
+    /// configured ones.
+    pub fn rules_of(&self, product: ProductId) -> ListedRules {
+        self.listed_rules(product).unwrap_or_else(|| ListedRules {
+            book: self.rules.clone(),
+            auction: self.day_ahead_rules.clone(),
+        })
+    }
+
+    /// The intraday rules (of new listings).
     pub fn rules(&self) -> &MarketRules {
         &self.rules
     }
@@ -766,7 +857,13 @@ impl Exchange {
         state: &ProductState,
     ) -> ProductInfo {
         let phase = state.phase;
-        let gate = voltex_engine::state::gate_closure(period, &self.rules);
+        let (rules, day_ahead) = state
+            .rules
+            .as_ref()
+            .map_or((&self.rules, &self.day_ahead_rules), |listed| {
+                (&listed.book, &listed.auction)
+            });
+        let gate = voltex_engine::state::gate_closure(period, rules);
         ProductInfo {
             product_id: id.0,
             delivery_start_ns: period.start().nanos(),
@@ -779,16 +876,15 @@ impl Exchange {
                 Some(Phase::Closed) | None => "closed",
             }
             .to_string(),
-            tick_eur_per_mwh: self.rules.tick.to_decimal().to_string(),
-            price_min_eur_per_mwh: self.rules.price_min.to_decimal().to_string(),
-            price_max_eur_per_mwh: self.rules.price_max.to_decimal().to_string(),
-            lot_mw: self.rules.qty_to_mw(Qty(1)).to_string(),
+            tick_eur_per_mwh: rules.tick.to_decimal().to_string(),
+            price_min_eur_per_mwh: rules.price_min.to_decimal().to_string(),
+            price_max_eur_per_mwh: rules.price_max.to_decimal().to_string(),
+            lot_mw: rules.qty_to_mw(Qty(1)).to_string(),
             auction_gate_closure_ns: state.auction.gate_closure.nanos(),
-            auction_price_min_eur_per_mwh: self.day_ahead_rules.price_min.to_decimal().to_string(),
-            auction_price_max_eur_per_mwh: self.day_ahead_rules.price_max.to_decimal().to_string(),
-            auction_qty_max_mw: self
-                .day_ahead_rules
-                .qty_to_mw(self.day_ahead_rules.qty_max)
+            auction_price_min_eur_per_mwh: day_ahead.price_min.to_decimal().to_string(),
+            auction_price_max_eur_per_mwh: day_ahead.price_max.to_decimal().to_string(),
+            auction_qty_max_mw: day_ahead
+                .qty_to_mw(day_ahead.qty_max)
                 .normalize()
                 .to_string(),
             auction_phase: auction_phase(&state.auction).to_string(),
@@ -932,14 +1028,19 @@ mod tests {
     use crate::server::clock::ManualClock;
     use voltex_market::book::{BookCommand, NewOrder};
 
+    fn small_config(dir: &std::path::Path) -> ExchangeConfig {
+        let mut config = ExchangeConfig::new(dir.to_path_buf());
+        config.orders_per_book_max = 64;
+        config.products_max = 16;
+        config
+    }
+
     fn open_exchange(
         dir: &std::path::Path,
         now: UtcNanos,
     ) -> (Exchange, mpsc::Receiver<PersistBatch>) {
         let (tx, rx) = mpsc::channel(PERSIST_BATCHES_MAX);
-        let mut config = ExchangeConfig::new(dir.to_path_buf());
-        config.orders_per_book_max = 64;
-        config.products_max = 16;
+        let config = small_config(dir);
         let exchange = Exchange::open(&config, Arc::new(ManualClock::new(now)), tx).unwrap();
         (exchange, rx)
     }
@@ -964,6 +1065,88 @@ mod tests {
             ),
             "positions cannot add 1 kW lots to 0.1 MW awards"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn products_keep_the_rules_they_were_listed_under_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (exchange, _rx) = tokio::task::block_in_place(|| open_exchange(dir.path(), NOW));
+        assert_eq!(exchange.list_products_ahead(1).await.unwrap(), 1);
+        let old = ProductId(exchange.products()[0].product_id);
+        tokio::task::block_in_place(|| exchange.shutdown()).unwrap();
+        drop(exchange);
+
+        // Narrower limits, a longer gate lead: the new configuration of new listings.
+        let mut narrower = small_config(dir.path());
+        narrower.rules.price_max = Price(100_000);
+        narrower.rules.gate_closure_lead_s += 600;
+        narrower.day_ahead_rules.price_max = Price(300_000);
+        narrower.day_ahead_rules.qty_max = Qty(50);
+        let (tx, _rx) = mpsc::channel(PERSIST_BATCHES_MAX);
+        let clock = Arc::new(ManualClock::new(NOW));
+        let restarted =
+            tokio::task::block_in_place(|| Exchange::open(&narrower, clock, tx)).unwrap();
+        assert_eq!(restarted.list_products_ahead(2).await.unwrap(), 1);
+        let products = restarted.products();
+        let (before, after) = (&products[0], &products[1]);
+        assert_eq!(before.product_id, old.0);
+        let defaults = ListedRules {
+            book: MarketRules::intraday_default(),
+            auction: MarketRules::day_ahead_default(),
+        };
+        assert_eq!(restarted.listed_rules(old), Some(defaults.clone()));
+        assert_eq!(
+            restarted.rules_of(old),
+            defaults,
+            "orders to it are checked by its rules"
+        );
+        let eur = |price: Price| price.to_decimal().to_string();
+        assert_eq!(before.price_max_eur_per_mwh, eur(defaults.book.price_max));
+        assert_eq!(
+            before.auction_price_max_eur_per_mwh,
+            eur(defaults.auction.price_max)
+        );
+        let gate = |start_ns: i64, rules: &MarketRules| {
+            start_ns - rules.gate_closure_lead_s * NANOS_PER_SECOND
+        };
+        assert_eq!(
+            before.gate_closure_ns,
+            gate(before.delivery_start_ns, &defaults.book)
+        );
+        assert_eq!(after.price_max_eur_per_mwh, eur(Price(100_000)));
+        assert_eq!(after.auction_price_max_eur_per_mwh, eur(Price(300_000)));
+        assert_eq!(after.auction_qty_max_mw, "5");
+        assert_eq!(
+            after.gate_closure_ns,
+            gate(after.delivery_start_ns, &narrower.rules)
+        );
+        let new = ProductId(after.product_id);
+        assert_eq!(restarted.rules_of(new).book, narrower.rules);
+        assert_eq!(
+            restarted.rules_of(ProductId(1)).auction,
+            narrower.day_ahead_rules,
+            "not listed: the configured rules"
+        );
+        tokio::task::block_in_place(|| restarted.shutdown()).unwrap();
+        drop(restarted);
+
+        // Another lot would change what every stored position means: refused.
+        let mut other_lot = small_config(dir.path());
+        other_lot.rules.lot_kw = 1_000;
+        other_lot.day_ahead_rules.lot_kw = 1_000;
+        let (tx, _rx) = mpsc::channel(PERSIST_BATCHES_MAX);
+        let opened = tokio::task::block_in_place(|| {
+            Exchange::open(&other_lot, Arc::new(ManualClock::new(NOW)), tx)
+        });
+        match opened {
+            Err(ExchangeError::UnitsChanged {
+                product,
+                journal_lot_kw: 100,
+                config_lot_kw: 1_000,
+                ..
+            }) => assert_eq!(product, old.0),
+            other => panic!("expected UnitsChanged, got {other:?}"),
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

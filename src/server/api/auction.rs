@@ -329,7 +329,9 @@ pub async fn submit_curve(
         );
         auth.require_account(body.account)?;
         state.limiter.check(body.account)?;
-        let day_ahead = state.exchange.day_ahead_rules();
+        // The product's own auction rules (it may predate a configuration change).
+        let listed = state.exchange.rules_of(ProductId(body.product));
+        let day_ahead = &listed.auction;
         let points = parse_points(day_ahead, &body.points)?;
         let account = AccountId(body.account);
         let kind: CurveKind = body.kind.into();

@@ -347,7 +347,9 @@ pub async fn submit_order(
         let Json(body) = body?;
         auth.require_account(body.account)?;
         state.limiter.check(body.account)?;
-        let rules = state.exchange.rules();
+        // The product's own rules: one listed before a configuration change keeps its.
+        let listed = state.exchange.rules_of(ProductId(body.product));
+        let rules = &listed.book;
         let (price, qty) = parse_price_qty(rules, &body.price_eur_per_mwh, &body.qty_mw)?;
         let peak = match &body.peak_mw {
             Some(text) => Some(
@@ -516,8 +518,8 @@ pub async fn modify_order(
         let Json(body) = body?;
         let order = owned_live_order(&state, &auth, order_id)?;
         state.limiter.check(order.account.0)?;
-        let rules = state.exchange.rules();
-        let (price, qty) = parse_price_qty(rules, &body.price_eur_per_mwh, &body.qty_mw)?;
+        let listed = state.exchange.rules_of(order.product);
+        let (price, qty) = parse_price_qty(&listed.book, &body.price_eur_per_mwh, &body.qty_mw)?;
         let modify = BookCommand::Modify {
             id: OrderId(order_id),
             account: order.account,
