@@ -77,8 +77,8 @@ pub struct UpConfig {
     /// delivered but not committed), on top of the clearing price, EUR/MWh.
     pub imbalance_penalty_eur_per_mwh: rust_decimal::Decimal,
     /// The fleet's day-ahead risk limit: the largest position it may bid per hour,
-    /// either way, MW (whole 0.1 MW lots of the day-ahead rules). An hour whose curve
-    /// would exceed it is not bid (`engine::bidding::RiskBook`). `None`: no limit
+    /// either way, MW (whole 0.1 MW lots of the day-ahead rules). An hour's curve is
+    /// trimmed to it (`engine::bidding::RiskBook::fit_curve`). `None`: no limit
     /// beyond the fleet's power.
     pub max_position_mw: Option<rust_decimal::Decimal>,
 }
@@ -658,8 +658,10 @@ impl FleetBids<'_> {
 
 /// Bids every group's plan as day-ahead curves at its marginal values into the call
 /// auction against the replayed prices; returns the fleet's awarded net power per
-/// period, W (positive = sell). An hour whose curve the risk book refuses is not bid
-/// (logged with the reason); the groups' curves count together against the limits.
+/// period, W (positive = sell). Under a risk limit each hour's curve is trimmed to it
+/// (`RiskBook::fit_curve`: the least eager steps go first, logged); an hour it refuses
+/// outright (a price outside the collar) is not bid. The groups' curves count together
+/// against the limits, so a later group gets the headroom the earlier ones left.
 fn bid_and_clear(
     plan: &FleetPlan,
     forecast: &[f64],
@@ -673,12 +675,25 @@ fn bid_and_clear(
             .map_err(|e| start_error("day-ahead bids")(&e))?;
         if let Some(risk) = bids.risk.as_mut() {
             for curve in &mut curves {
-                if let Err(reason) = risk.check_curve(FLEET_ACCOUNT, curve) {
-                    tracing::warn!(hour = curve.period, %reason, "day-ahead bid refused by the fleet's risk limits");
-                    *curve = PeriodCurve {
-                        period: curve.period,
-                        ..PeriodCurve::default()
-                    };
+                match risk.fit_curve(FLEET_ACCOUNT, curve) {
+                    Ok(trimmed) => {
+                        if trimmed.was_cut() {
+                            tracing::info!(
+                                hour = curve.period,
+                                buy_cut_lots = trimmed.buy_cut.0,
+                                sell_cut_lots = trimmed.sell_cut.0,
+                                "day-ahead bid trimmed to the fleet's risk limits"
+                            );
+                        }
+                        *curve = trimmed.curve;
+                    }
+                    Err(reason) => {
+                        tracing::warn!(hour = curve.period, %reason, "day-ahead bid refused by the fleet's risk limits");
+                        *curve = PeriodCurve {
+                            period: curve.period,
+                            ..PeriodCurve::default()
+                        };
+                    }
                 }
             }
         }
@@ -858,9 +873,9 @@ mod tests {
     }
 
     #[test]
-    fn hours_beyond_the_fleets_risk_limit_are_not_bid() {
+    fn hours_beyond_the_fleets_risk_limit_are_bid_up_to_it() {
         // At -100 EUR/MWh every planned purchase clears (see below); with a 2 MW limit
-        // the 5 MW hours are refused whole, the hours within it clear as before.
+        // the 5 MW hours are trimmed to 2 MW, the hours within it clear as before.
         let cheap = [Decimal::from(-100); 24];
         let unlimited = award_at(&cheap, None).unwrap();
         let limited = award_at(&cheap, Some("2")).unwrap();
@@ -869,7 +884,7 @@ mod tests {
             "{unlimited:?}"
         );
         for (hour, (free, capped)) in unlimited.iter().zip(&limited).enumerate() {
-            let expected = if free.abs() > 2_000_000 { 0 } else { *free };
+            let expected = free.signum() * free.abs().min(2_000_000);
             assert_eq!(*capped, expected, "hour {hour}");
         }
         for bad in ["0", "-1", "0.05"] {

@@ -29,6 +29,11 @@
 //! - [`RiskBook::check_curve`] / [`RiskBook::check_order`] reject, with a
 //!   [`RiskRejection`] reason, any bid that breaks a [`RiskLimits`]; accepted bids are
 //!   counted against the account's worst-case position.
+//! - [`RiskBook::fit_curve`] is the bidder's side of the same limits: it trims a curve
+//!   to what they allow (steps cut to the largest order, the least eager steps of each
+//!   side cut to the position headroom left) and counts the result; what it returns
+//!   always passes [`RiskBook::check_curve`], is never larger step by step than what it
+//!   was given, and equals it when that passed already.
 
 use std::collections::BTreeMap;
 
@@ -480,6 +485,24 @@ pub enum RiskRejection {
     },
 }
 
+/// A curve trimmed to the risk limits by [`RiskBook::fit_curve`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trimmed {
+    /// What may be bid (counted in the book already).
+    pub curve: PeriodCurve,
+    /// Buy lots cut away.
+    pub buy_cut: Qty,
+    /// Sell lots cut away.
+    pub sell_cut: Qty,
+}
+
+impl Trimmed {
+    /// Whether anything was cut.
+    pub fn was_cut(&self) -> bool {
+        self.buy_cut.0 > 0 || self.sell_cut.0 > 0
+    }
+}
+
 /// Per-account, per-period exposure of accepted bids, checked against [`RiskLimits`].
 #[derive(Clone, Debug, Default)]
 pub struct RiskBook {
@@ -570,6 +593,68 @@ impl RiskBook {
         }
         let (buy, sell) = curve.totals();
         self.admit(account, curve.period, buy.0, sell.0)
+    }
+
+    /// Trims `curve` to the account's limits and counts the result: every step cut to
+    /// the largest order size, then each side's steps kept in the curve's order (buys
+    /// by descending limit, sells by ascending: the most eager first) until the side's
+    /// worst-case position headroom is used up, the last kept step cut to fit. Prices
+    /// are never changed. The returned [`Trimmed`] says how many lots were cut.
+    ///
+    /// # Errors
+    /// [`RiskRejection::UnknownAccount`]; [`RiskRejection::NonPositiveQty`] or
+    /// [`RiskRejection::PriceOutsideCollar`] for a step no trimming can mend (a price is
+    /// what the bidder values the energy at, not the risk book's to move). Nothing is
+    /// counted then.
+    pub fn fit_curve(
+        &mut self,
+        account: AccountId,
+        curve: &PeriodCurve,
+    ) -> Result<Trimmed, RiskRejection> {
+        let limits = *self
+            .limits
+            .get(&account)
+            .ok_or(RiskRejection::UnknownAccount { account })?;
+        for step in curve.buy.iter().chain(&curve.sell) {
+            if step.qty.0 <= 0 {
+                return Err(RiskRejection::NonPositiveQty { qty: step.qty });
+            }
+            let capped = Qty(step.qty.0.min(limits.max_order_qty.0));
+            Self::check_step(&limits, capped, step.price)?;
+        }
+        let (long, short) = self.exposure(account, curve.period);
+        let fit_side = |steps: &[BidStep], used: i64| {
+            let mut headroom = (limits.max_net_position.0 - used).max(0);
+            let mut kept = Vec::with_capacity(steps.len());
+            for step in steps {
+                let qty = step.qty.0.min(limits.max_order_qty.0).min(headroom);
+                if qty == 0 {
+                    break;
+                }
+                headroom -= qty;
+                kept.push(BidStep {
+                    price: step.price,
+                    qty: Qty(qty),
+                });
+            }
+            kept
+        };
+        let fitted = PeriodCurve {
+            period: curve.period,
+            buy: fit_side(&curve.buy, long),
+            sell: fit_side(&curve.sell, short),
+        };
+        let ((buy_before, sell_before), (buy, sell)) = (curve.totals(), fitted.totals());
+        self.admit(account, curve.period, buy.0, sell.0)?;
+        debug_assert!(
+            buy <= buy_before && sell <= sell_before,
+            "trimming never adds"
+        );
+        Ok(Trimmed {
+            buy_cut: Qty(buy_before.0 - buy.0),
+            sell_cut: Qty(sell_before.0 - sell.0),
+            curve: fitted,
+        })
     }
 
     /// Checks one continuous-market order and, if it passes, counts it.
