@@ -181,7 +181,8 @@ async fn device_reconnects_after_the_platform_restarts() {
     let mut link = device(&first, &ca, &ca, "bat-q3").await;
     let id = DeviceId::new("bat-q3").unwrap();
     until_connected(&first, &id).await;
-    assert!(first.shutdown().await, "the socket is released");
+    // Returns once the socket is closed, drained or not.
+    first.shutdown().await;
     let config =
         QuicPlatformConfig::new(addr, ca.cert_pem.clone(), server.cert_pem, server.key_pem);
     // No retry: after `shutdown` the port is free at once.
@@ -205,7 +206,8 @@ async fn shutdown_frees_the_port_for_an_immediate_rebind() {
         links.push(device(&first, &ca, &ca, &id).await);
         until_connected(&first, &DeviceId::new(id).unwrap()).await;
     }
-    assert!(first.shutdown().await, "the socket is released");
+    // Returns once the socket is closed, drained or not.
+    first.shutdown().await;
     // With `drop(first)` in place of `shutdown` this bind fails with AddrInUse.
     let config =
         QuicPlatformConfig::new(addr, ca.cert_pem.clone(), server.cert_pem, server.key_pem);

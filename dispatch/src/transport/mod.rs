@@ -36,7 +36,7 @@ pub mod certs;
 pub mod embedded_broker;
 pub mod mqtt;
 pub mod quic;
-mod released_socket;
+mod releasable_socket;
 pub mod revoked;
 
 use std::sync::Arc;

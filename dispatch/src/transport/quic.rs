@@ -26,10 +26,11 @@
 //! [`TransportError::NotConnected`]: QUIC has no broker to queue it.
 //!
 //! # Shutdown
-//! [`QuicPlatformLink::shutdown`] closes every connection, waits for the endpoint to go
-//! idle and then for its UDP socket to be closed, so a platform restarting on the same
-//! address binds at once. Dropping the link closes too, but the socket goes later, on
-//! quinn's driver task.
+//! [`QuicPlatformLink::shutdown`] closes every connection, lets them drain for at most
+//! [`SHUTDOWN_DRAIN_MAX`] and then closes its UDP socket itself (it is a
+//! `ReleasableSocket`, which quinn's handles do not keep open), so a platform
+//! restarting on the same address binds at once, whatever the number of connections.
+//! Dropping the link closes too, but the socket goes later, on quinn's driver task.
 //!
 //! # Invariants
 //! - Every connection the platform keeps has a verified client certificate with a valid
@@ -49,10 +50,10 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use super::released_socket::ReleasedSocket;
+use super::releasable_socket::ReleasableSocket;
 
 use super::{
     Backoff, Counters, DeliveryToken, DeviceLink, Inbound, LinkStats, PlatformLink,
@@ -241,13 +242,16 @@ pub struct QuicPlatformLink {
     shared: Arc<PlatformShared>,
     uplink: mpsc::Receiver<(DeviceId, Message)>,
     accept_task: AbortHandle,
-    /// Completes once the endpoint's UDP socket is closed ([`ReleasedSocket`]); taken by
-    /// [`QuicPlatformLink::shutdown`].
-    socket_released: Option<oneshot::Receiver<()>>,
-    /// How long [`QuicPlatformLink::shutdown`] waits for the socket (the idle timeout:
-    /// no connection outlives it).
-    shutdown_wait: Duration,
+    /// The endpoint's UDP socket, closed by [`QuicPlatformLink::shutdown`].
+    socket: Arc<ReleasableSocket>,
 }
+
+/// How long [`QuicPlatformLink::shutdown`] lets closed connections drain before it
+/// closes the UDP socket. The close frames go out at once; draining only answers a peer
+/// whose packets crossed them. A connection still draining after this (a handshake the
+/// device abandoned, with an RTT estimate of seconds) is cut: its device learns by its
+/// idle timeout, as after a power cut.
+pub const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(2);
 
 /// Binds the platform's QUIC endpoint and starts accepting devices in the background.
 ///
@@ -289,16 +293,15 @@ pub async fn quic_platform(config: QuicPlatformConfig) -> Result<QuicPlatformLin
         config.keep_alive,
         config.idle_timeout,
     )?));
-    // `Endpoint::server` would do the same bind and wrap; it is spelled out so the socket
-    // can report when it is closed (see `shutdown`).
+    // `Endpoint::server` would bind and wrap the socket itself; it is spelled out so
+    // `shutdown` can close the socket (see `ReleasableSocket`).
     let runtime = quinn::default_runtime()
         .ok_or_else(|| TransportError::Config("QUIC needs a Tokio runtime".into()))?;
-    let socket = runtime.wrap_udp_socket(std::net::UdpSocket::bind(config.bind)?)?;
-    let (socket, socket_released) = ReleasedSocket::wrap(socket);
+    let socket = ReleasableSocket::new(std::net::UdpSocket::bind(config.bind)?)?;
     let endpoint = Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
         Some(server),
-        socket,
+        Arc::clone(&socket) as Arc<dyn quinn::AsyncUdpSocket>,
         runtime,
     )?;
     let shared = Arc::new(PlatformShared::default());
@@ -316,8 +319,7 @@ pub async fn quic_platform(config: QuicPlatformConfig) -> Result<QuicPlatformLin
         shared,
         uplink,
         accept_task,
-        socket_released: Some(socket_released),
-        shutdown_wait: config.idle_timeout,
+        socket,
     })
 }
 
@@ -510,33 +512,28 @@ impl QuicPlatformLink {
         self.shared.peers().clear();
     }
 
-    /// Closes every connection like [`close`](Self::close), waits until the peers have
-    /// been told and the UDP socket is closed, and returns whether it was: `true` means the
-    /// port can be bound again at once (a restart on the same address), `false` that the
-    /// wait hit the idle timeout.
+    /// Closes every connection like [`close`](Self::close), lets them drain for at most
+    /// [`SHUTDOWN_DRAIN_MAX`], then closes the UDP socket: when this returns, the port
+    /// can be bound again (a restart on the same address). Returns how many connections
+    /// were still draining and were cut (0: every peer was told and done).
     ///
-    /// Dropping the link instead closes the same way but without waiting: quinn's
-    /// driver task lets go of the socket some time later, and a bind in between fails with
-    /// `AddrInUse`.
+    /// Dropping the link instead closes the same way but without waiting: quinn's driver
+    /// task lets go of the socket only once every connection has drained (seconds to
+    /// tens of seconds with thousands), and a bind in between fails with `AddrInUse`.
     ///
     /// # Cancellation
     /// Not cancel-safe in the sense that the link is consumed: cancelling leaves it closed,
     /// with the socket released in the background.
-    pub async fn shutdown(mut self) -> bool {
+    pub async fn shutdown(self) -> usize {
         self.close();
-        let wait = self.shutdown_wait;
-        let socket_released = self.socket_released.take();
-        let endpoint = self.endpoint.clone();
-        let idle = tokio::time::timeout(wait, endpoint.wait_idle());
-        // The connections' draining period ends well inside the idle timeout; an elapsed
-        // wait falls through to the socket wait, which reports it.
-        let _ = idle.await;
-        drop(endpoint);
-        drop(self);
-        match socket_released {
-            Some(released) => matches!(tokio::time::timeout(wait, released).await, Ok(Ok(()))),
-            None => false,
-        }
+        let drained = tokio::time::timeout(SHUTDOWN_DRAIN_MAX, self.endpoint.wait_idle()).await;
+        let cut = if drained.is_ok() {
+            0
+        } else {
+            self.endpoint.open_connections()
+        };
+        self.socket.release();
+        cut
     }
 }
 
