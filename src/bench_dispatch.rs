@@ -334,16 +334,25 @@ async fn schedule_round<P: PlatformLink>(
     let mut n_acked = 0;
     let mut latency_us = Histogram::<u64>::new(3)?;
     let started = Instant::now();
+    // Where a slow round's time goes: passes over the unacked devices, sends, and
+    // sends skipped because the device was not connected at that moment.
+    let (mut n_passes, mut n_sends, mut n_not_connected) = (0_u32, 0_usize, 0_usize);
+    let mut last_first_send = started;
     while n_acked < devices.len() {
+        n_passes += 1;
         for (index, device) in devices.iter().enumerate() {
             if acked[index] {
                 continue;
             }
             match platform.send_to(device, &messages[index]).await {
                 Ok(()) => {
-                    first_sent[index].get_or_insert_with(Instant::now);
+                    n_sends += 1;
+                    if first_sent[index].is_none() {
+                        last_first_send = Instant::now();
+                        first_sent[index] = Some(last_first_send);
+                    }
                 }
-                Err(TransportError::NotConnected(_)) => {}
+                Err(TransportError::NotConnected(_)) => n_not_connected += 1,
                 Err(error) => return Err(error.into()),
             }
         }
@@ -375,6 +384,11 @@ async fn schedule_round<P: PlatformLink>(
             );
         }
     }
+    eprintln!(
+        "  round {version}: {n_passes} passes, {n_sends} sends, {n_not_connected} skipped \
+         (not connected), last device first reached after {:.2} s",
+        last_first_send.duration_since(started).as_secs_f64()
+    );
     Ok((latency_us, started.elapsed()))
 }
 
