@@ -169,8 +169,8 @@ pub struct UpArgs {
     #[arg(long, default_value = "20")]
     pub imbalance_penalty_eur_per_mwh: rust_decimal::Decimal,
     /// The fleet's day-ahead risk limit: the largest position it bids per hour, either
-    /// way, MW (whole 0.1 MW lots). Each hour's bid is trimmed to it, least eager
-    /// steps first.
+    /// way, MW (whole 0.1 MW lots). The fleet plans within it, and each hour's bid is
+    /// trimmed to it, least eager steps first.
     /// Default: no limit beyond the fleet's power.
     #[arg(long)]
     pub max_position_mw: Option<rust_decimal::Decimal>,

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
 use voltex_engine::commit::settle::{SettleConfig, execute_and_settle};
-use voltex_engine::optimise::fleet::{FleetDevice, group_devices, plan_fleet};
+use voltex_engine::optimise::fleet::{FleetDevice, group_devices, plan_fleet, plan_fleet_within};
 use voltex_engine::optimise::rule::DailyRule;
 use voltex_engine::optimise::{
     LpBackend, OptimiseError, PlanConfig, PlanWarning, RollingHorizon, TerminalSoc, plan_battery,
@@ -438,6 +438,54 @@ fn fleet_groups_identical_devices_and_scales_the_plan() {
             fleet.plans[0].net_w[t] + fleet.plans[1].net_w[t]
         );
     }
+}
+
+#[test]
+fn a_fleet_planned_within_a_limit_never_exceeds_it_and_shares_it_by_power() {
+    let a = BatterySpec::symmetric(5_000, 10_000, 0.9, Decimal::from(2));
+    let b = BatterySpec::symmetric(3_000, 13_500, 0.9, Decimal::from(2));
+    let devices: Vec<FleetDevice> = (0..10)
+        .map(|i| FleetDevice {
+            spec: if i % 3 == 0 { b.clone() } else { a.clone() },
+            soc_wh: 5_000,
+        })
+        .collect();
+    // 12 kW of `b` and 30 kW of `a`: 42 kW either way.
+    let prices = [10.0, 90.0, 20.0, 80.0, 5.0, 100.0];
+    let cfg = config(TerminalSoc::Free, LpBackend::Clarabel);
+    let free = plan_fleet(&devices, &prices, &cfg).unwrap();
+    assert!(
+        free.net_w.iter().any(|w| w.abs() > 21_000),
+        "{:?}",
+        free.net_w
+    );
+
+    let within = plan_fleet_within(&devices, &prices, &cfg, 21_000).unwrap();
+    let caps: Vec<(i64, i64)> = within
+        .groups
+        .iter()
+        .map(|g| (g.aggregate.max_charge_w, g.aggregate.max_discharge_w))
+        .collect();
+    assert_eq!(
+        caps,
+        vec![(6_000, 6_000), (15_000, 15_000)],
+        "shares by power"
+    );
+    for (t, w) in within.net_w.iter().enumerate() {
+        assert!(w.abs() <= 21_000, "period {t}: {w} W");
+    }
+    // It still trades, at the limit where the free plan went beyond it.
+    assert!(
+        within.net_w.iter().any(|w| w.abs() > 20_000),
+        "{:?}",
+        within.net_w
+    );
+
+    // A limit above the fleet's power changes nothing; none means no trading.
+    let loose = plan_fleet_within(&devices, &prices, &cfg, 50_000).unwrap();
+    assert_eq!(loose, free);
+    let none = plan_fleet_within(&devices, &prices, &cfg, 0).unwrap();
+    assert!(none.net_w.iter().all(|w| *w == 0), "{:?}", none.net_w);
 }
 
 /// No period of `plan` both charges and discharges.

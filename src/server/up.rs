@@ -41,7 +41,7 @@ use voltex_engine::commit::{Commitment, allocate};
 use voltex_engine::forecast::Forecaster;
 use voltex_engine::forecast::naive::NaiveForecaster;
 use voltex_engine::optimise::PlanConfig;
-use voltex_engine::optimise::fleet::{FleetDevice, FleetPlan, plan_fleet};
+use voltex_engine::optimise::fleet::{FleetDevice, FleetPlan, plan_fleet, plan_fleet_within};
 use voltex_market::auction::AuctionConfig;
 use voltex_market::battery::BatterySpec;
 use voltex_market::series::{PriceSeries, SeriesLayout};
@@ -77,8 +77,9 @@ pub struct UpConfig {
     /// delivered but not committed), on top of the clearing price, EUR/MWh.
     pub imbalance_penalty_eur_per_mwh: rust_decimal::Decimal,
     /// The fleet's day-ahead risk limit: the largest position it may bid per hour,
-    /// either way, MW (whole 0.1 MW lots of the day-ahead rules). An hour's curve is
-    /// trimmed to it (`engine::bidding::RiskBook::fit_curve`). `None`: no limit
+    /// either way, MW (whole 0.1 MW lots of the day-ahead rules). The fleet plans within
+    /// it (`plan_fleet_within`) and each hour's curve is trimmed to it
+    /// (`engine::bidding::RiskBook::fit_curve`). `None`: no limit
     /// beyond the fleet's power.
     pub max_position_mw: Option<rust_decimal::Decimal>,
 }
@@ -415,6 +416,15 @@ async fn replay_days(
         imbalance_penalty_eur_per_mwh: config.imbalance_penalty_eur_per_mwh.to_f64().unwrap_or(0.0),
     };
     let risk_limits = fleet_risk_limits(&day_ahead_rules, config.max_position_mw)?;
+    // The fleet plans within its limit (so each LP re-plans its round trips at the
+    // capped power); the risk book then trims only lot rounding.
+    let position_max_w = risk_limits.map(|limits| {
+        limits
+            .max_net_position
+            .0
+            .saturating_mul(day_ahead_rules.lot_kw)
+            .saturating_mul(1_000)
+    });
     let mut market = ReplayMarket::new(
         FLEET_ACCOUNT,
         REPLAY_MARKET_ACCOUNT,
@@ -430,8 +440,11 @@ async fn replay_days(
         let forecast = forecaster
             .forecast_day(series, day)
             .map_err(|e| start_error("forecast")(&e))?;
-        let plan = plan_fleet(&fleet, &forecast, &PlanConfig::hourly())
-            .map_err(|e| start_error("fleet plan")(&e))?;
+        let plan = match position_max_w {
+            Some(max_w) => plan_fleet_within(&fleet, &forecast, &PlanConfig::hourly(), max_w),
+            None => plan_fleet(&fleet, &forecast, &PlanConfig::hourly()),
+        }
+        .map_err(|e| start_error("fleet plan")(&e))?;
         let realised = series.day_prices(day);
         let bids = FleetBids::new(&bid_config, risk_limits);
         let awarded_w = bid_and_clear(&plan, &forecast, realised, bids, &mut market)?;

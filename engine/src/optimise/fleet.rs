@@ -11,6 +11,8 @@
 //! - Groups are listed in order of their first member; members in device order. Grouping
 //!   never iterates a hash map, so the result is deterministic.
 //! - Every device belongs to exactly one group.
+//! - Under [`plan_fleet_within`] the groups' power limits add up to at most the fleet's
+//!   limit either way, so the summed plan never exceeds it in any period.
 
 use std::collections::HashMap;
 
@@ -112,7 +114,59 @@ pub fn plan_fleet(
     prices: &[f64],
     config: &PlanConfig,
 ) -> Result<FleetPlan, OptimiseError> {
-    let groups = group_devices(devices);
+    plan_groups(group_devices(devices), prices, config)
+}
+
+/// Plans a fleet whose net power may not exceed `net_max_w` either way in any period (a
+/// position limit, or a grid connection): each group's aggregated charge and discharge
+/// limits are capped at its share of `net_max_w`, in proportion to its own limit
+/// (rounded down, so the shares add up to at most `net_max_w`), and the LPs plan within
+/// those. The returned groups carry the capped aggregates, so bids built from them stay
+/// within the limit too. A `net_max_w` of zero or less plans no trading.
+///
+/// Planning within the limit, rather than trimming an unconstrained plan afterwards,
+/// lets each LP re-plan its round trips: it charges over more hours at the capped power
+/// instead of losing the energy it would have bought in a few.
+///
+/// # Errors
+/// As [`plan_fleet`].
+pub fn plan_fleet_within(
+    devices: &[FleetDevice],
+    prices: &[f64],
+    config: &PlanConfig,
+    net_max_w: i64,
+) -> Result<FleetPlan, OptimiseError> {
+    let mut groups = group_devices(devices);
+    let net_max_w = net_max_w.max(0);
+    let charge_total_w: i64 = groups.iter().map(|g| g.aggregate.max_charge_w).sum();
+    let discharge_total_w: i64 = groups.iter().map(|g| g.aggregate.max_discharge_w).sum();
+    // Widened to i128: a share's product of two fleet-sized powers can pass i64.
+    let share = |own_w: i64, total_w: i64| -> i64 {
+        if total_w <= net_max_w {
+            own_w
+        } else {
+            let share = i128::from(net_max_w) * i128::from(own_w) / i128::from(total_w);
+            i64::try_from(share).unwrap_or(own_w).min(own_w)
+        }
+    };
+    for group in &mut groups {
+        group.aggregate.max_charge_w = share(group.aggregate.max_charge_w, charge_total_w);
+        group.aggregate.max_discharge_w = share(group.aggregate.max_discharge_w, discharge_total_w);
+    }
+    let sum = |power: fn(&FleetGroup) -> i64| groups.iter().map(power).sum::<i64>();
+    debug_assert!(
+        sum(|g| g.aggregate.max_charge_w) <= net_max_w
+            && sum(|g| g.aggregate.max_discharge_w) <= net_max_w,
+        "the groups' shares add up to at most the fleet's limit"
+    );
+    plan_groups(groups, prices, config)
+}
+
+fn plan_groups(
+    groups: Vec<FleetGroup>,
+    prices: &[f64],
+    config: &PlanConfig,
+) -> Result<FleetPlan, OptimiseError> {
     let mut plans = Vec::with_capacity(groups.len());
     let mut net_w = vec![0_i64; prices.len()];
     for group in &groups {
