@@ -407,16 +407,23 @@ fn rolling_horizon_with_full_window_equals_one_shot_and_short_windows_do_not_bea
     ));
 }
 
-#[test]
-fn fleet_groups_identical_devices_and_scales_the_plan() {
+/// Ten devices of two kinds, 5 kWh in each: `a` (5 kW, 10 kWh) at indices not divisible
+/// by 3, `b` (3 kW, 13.5 kWh) at 0, 3, 6, 9.
+fn two_kind_fleet() -> (BatterySpec, Vec<FleetDevice>) {
     let a = BatterySpec::symmetric(5_000, 10_000, 0.9, Decimal::from(2));
     let b = BatterySpec::symmetric(3_000, 13_500, 0.9, Decimal::from(2));
-    let devices: Vec<FleetDevice> = (0..10)
+    let devices = (0..10)
         .map(|i| FleetDevice {
             spec: if i % 3 == 0 { b.clone() } else { a.clone() },
             soc_wh: 5_000,
         })
         .collect();
+    (a, devices)
+}
+
+#[test]
+fn fleet_groups_identical_devices_and_scales_the_plan() {
+    let (a, devices) = two_kind_fleet();
     let groups = group_devices(&devices);
     assert_eq!(groups.len(), 2);
     assert_eq!(groups[0].members, vec![0, 3, 6, 9]);
@@ -442,14 +449,7 @@ fn fleet_groups_identical_devices_and_scales_the_plan() {
 
 #[test]
 fn a_fleet_planned_within_a_limit_never_exceeds_it_and_shares_it_by_power() {
-    let a = BatterySpec::symmetric(5_000, 10_000, 0.9, Decimal::from(2));
-    let b = BatterySpec::symmetric(3_000, 13_500, 0.9, Decimal::from(2));
-    let devices: Vec<FleetDevice> = (0..10)
-        .map(|i| FleetDevice {
-            spec: if i % 3 == 0 { b.clone() } else { a.clone() },
-            soc_wh: 5_000,
-        })
-        .collect();
+    let (_, devices) = two_kind_fleet();
     // 12 kW of `b` and 30 kW of `a`: 42 kW either way.
     let prices = [10.0, 90.0, 20.0, 80.0, 5.0, 100.0];
     let cfg = config(TerminalSoc::Free, LpBackend::Clarabel);
