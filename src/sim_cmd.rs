@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use rust_decimal::Decimal;
+use toml::Spanned;
 use voltex_dispatch::ScheduleVerifier;
 use voltex_market::series::{PriceSeries, SeriesLayout};
 use voltex_sim::check;
@@ -23,7 +25,7 @@ use voltex_sim::des::bench::{HoldConfig, HoldWorkload, fill, run_hold};
 use voltex_sim::des::{EventQueue, HeapQueue, RadixQueue};
 use voltex_sim::run::SimOutput;
 use voltex_sim::run::{Progress, run};
-use voltex_sim::scenario::{Bidding, Scenario, StrategyKind};
+use voltex_sim::scenario::{Bidding, MAX_POSITION_MW_MIN, Scenario, StrategyKind};
 
 /// Arguments of `voltex sim`.
 #[derive(Args, Debug)]
@@ -325,7 +327,21 @@ fn apply_axis(scenario: &mut Scenario, key: &str, value: &str) -> Result<()> {
             }
             *scenario.network.loss.get_mut() = loss;
         }
-        _ => bail!("unknown sweep key {key:?} (strategy, bidding, seed, days, loss)"),
+        "max_position_mw" => {
+            scenario.strategy.max_position_mw = match value {
+                "none" => None,
+                _ => {
+                    let mw: Decimal = value.parse().map_err(|_| bad("not a decimal or none"))?;
+                    if mw < MAX_POSITION_MW_MIN {
+                        return Err(bad("must be at least 0.000001 (1 W), or none"));
+                    }
+                    Some(Spanned::new(0..0, mw))
+                }
+            }
+        }
+        _ => bail!(
+            "unknown sweep key {key:?} (strategy, bidding, seed, days, loss, max_position_mw)"
+        ),
     }
     Ok(())
 }
@@ -461,4 +477,39 @@ fn bench_des(args: &BenchDesArgs) -> Result<()> {
     }
     println!("(both queues popped identical (time, id) sequences: checksums equal)");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCENARIO: &str = "name = \"t\"\nseed = 1\ninterval_minutes = 60\n\n[market]\n\
+        data = \"x.csv\"\nstart_date = \"2020-01-01\"\ndays = 1\n\n[strategy]\n\
+        kind = \"perfect_foresight\"\n\n[[fleet]]\nname = \"a\"\ncount = 1\n\
+        capacity_wh = 1000\nmax_charge_w = 1000\nmax_discharge_w = 1000\nsoc_min_wh = 0\n\
+        soc_max_wh = 1000\ncharge_efficiency = 1.0\ndischarge_efficiency = 1.0\n\
+        standing_loss_per_hour = 0.0\nwear_cost_eur_per_mwh = \"0\"\ninitial_soc_wh = 0\n";
+
+    #[test]
+    fn the_risk_limit_sweeps_over_values_and_none_and_refuses_bad_ones() {
+        let mut scenario = Scenario::parse("t.toml", SCENARIO).expect("valid scenario");
+        apply_axis(&mut scenario, "max_position_mw", "0.5").expect("0.5 MW");
+        assert_eq!(scenario.strategy.max_position_w(), Some(500_000));
+        apply_axis(&mut scenario, "max_position_mw", "none").expect("no limit");
+        assert_eq!(scenario.strategy.max_position_w(), None);
+        for bad in ["0", "-2", "0.0000001", "half"] {
+            let error = apply_axis(&mut scenario, "max_position_mw", bad).unwrap_err();
+            assert!(
+                error.to_string().contains("sweep max_position_mw="),
+                "{bad}: {error}"
+            );
+            assert_eq!(
+                scenario.strategy.max_position_w(),
+                None,
+                "{bad} left it alone"
+            );
+        }
+        let error = apply_axis(&mut scenario, "max_position", "1").unwrap_err();
+        assert!(error.to_string().contains("max_position_mw"), "{error}");
+    }
 }

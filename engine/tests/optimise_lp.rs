@@ -6,7 +6,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rust_decimal::Decimal;
 use voltex_engine::commit::settle::{SettleConfig, execute_and_settle};
-use voltex_engine::optimise::fleet::{FleetDevice, group_devices, plan_fleet, plan_fleet_within};
+use voltex_engine::optimise::fleet::{
+    FleetDevice, group_devices, plan_fleet, plan_fleet_within, share_of_limit_w,
+};
 use voltex_engine::optimise::rule::DailyRule;
 use voltex_engine::optimise::{
     LpBackend, OptimiseError, PlanConfig, PlanWarning, RollingHorizon, TerminalSoc, plan_battery,
@@ -486,6 +488,36 @@ fn a_fleet_planned_within_a_limit_never_exceeds_it_and_shares_it_by_power() {
     assert_eq!(loose, free);
     let none = plan_fleet_within(&devices, &prices, &cfg, 0).unwrap();
     assert!(none.net_w.iter().all(|w| *w == 0), "{:?}", none.net_w);
+}
+
+proptest::proptest! {
+    /// Members' shares of a limit never add up to more than it, never exceed a
+    /// member's own power, and leave every power alone when the total fits.
+    #[test]
+    fn shares_of_a_limit_add_up_to_at_most_the_limit(
+        powers_w in proptest::collection::vec(0i64..=i64::MAX / 64, 1..12),
+        net_max_w in 0i64..=i64::MAX / 8,
+    ) {
+        let total_w: i64 = powers_w.iter().sum();
+        let shares: Vec<i64> = powers_w
+            .iter()
+            .map(|&own_w| share_of_limit_w(own_w, total_w, net_max_w))
+            .collect();
+        let shared_w: i128 = shares.iter().map(|&w| i128::from(w)).sum();
+        proptest::prop_assert!(shared_w <= i128::from(net_max_w), "{} of {}", shared_w, net_max_w);
+        for (own, share) in powers_w.iter().zip(&shares) {
+            proptest::prop_assert!((0..=*own).contains(share), "{} of {}", share, own);
+        }
+        if total_w <= net_max_w {
+            proptest::prop_assert_eq!(&shares, &powers_w);
+        } else {
+            // Rounding down loses less than one watt per member.
+            proptest::prop_assert!(
+                i128::from(net_max_w) - shared_w < powers_w.len() as i128,
+                "{} of {}", shared_w, net_max_w
+            );
+        }
+    }
 }
 
 /// No period of `plan` both charges and discharges.

@@ -21,6 +21,7 @@ use std::ops::Range;
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 use serde::Deserialize;
 use toml::Spanned;
 use voltex_market::battery::BatterySpec;
@@ -143,6 +144,29 @@ pub struct StrategySpec {
     /// How the plan reaches the market (default [`Bidding::PriceTaker`]).
     #[serde(default)]
     pub bidding: Bidding,
+    /// The fleet's risk limit: its net position (committed power, either way) may not
+    /// exceed this in any interval, MW (decimal string; none = no limit). Each group
+    /// plans within its share of it, in proportion to its power
+    /// (`voltex_engine::optimise::fleet::share_of_limit_w`).
+    #[serde(default)]
+    pub max_position_mw: Option<Spanned<Decimal>>,
+}
+
+/// The smallest risk limit a scenario takes, MW: 1 W.
+pub const MAX_POSITION_MW_MIN: Decimal = Decimal::from_parts(1, 0, 0, false, 6);
+
+impl StrategySpec {
+    /// The fleet's risk limit in whole W (rounded down), if any. A value
+    /// [`Scenario::parse`] accepted is positive and at least 1 W.
+    pub fn max_position_w(&self) -> Option<i64> {
+        // A limit beyond i64 W (9.2 TW) is no limit at all: saturate.
+        self.max_position_mw.as_ref().map(|mw| {
+            mw.get_ref()
+                .checked_mul(Decimal::from(1_000_000))
+                .and_then(|w| w.floor().to_i64())
+                .unwrap_or(i64::MAX)
+        })
+    }
 }
 
 /// How a group's plan becomes its commitment.
@@ -471,6 +495,15 @@ impl Scenario {
             && *days.get_ref() == 0
         {
             return Err(c.at(days.span().start, "history_days", "must be >= 1"));
+        }
+        if let Some(mw) = &self.strategy.max_position_mw
+            && *mw.get_ref() < MAX_POSITION_MW_MIN
+        {
+            return Err(c.at(
+                mw.span().start,
+                "max_position_mw",
+                "must be at least 0.000001 (1 W)",
+            ));
         }
         if self.fleet.is_empty() {
             return Err(c.at(0, "fleet", "at least one [[fleet]] group is required"));

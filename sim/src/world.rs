@@ -13,7 +13,11 @@
 //! one aggregated unit with the LP's marginal values, bid as the engine's
 //! `day_ahead_curves` in whole lots, each interval cleared by `voltex_market`'s auction
 //! against a counterparty at the replayed price; each device is sent its whole-W share,
-//! the rounding remainder is imbalance).
+//! the rounding remainder is imbalance). Under a fleet risk limit
+//! (`strategy.max_position_mw`) the platform plans, bids and sends each device as a
+//! battery whose power is capped at its share of the limit (by group power, then by
+//! count, rounded down), so the commitment never exceeds the limit; the physics keeps
+//! the real battery.
 //!
 //! # Dispatch
 //! Each device gets a real [`voltex_dispatch::Schedule`] (schedule id = device index + 1,
@@ -71,6 +75,7 @@ use voltex_dispatch::{
 };
 use voltex_engine::bidding::{BidConfig, PlannedLimits, ReplayMarket, day_ahead_curves};
 use voltex_engine::forecast::{ForecastError, Forecaster, Lear, LearConfig, NaiveForecaster};
+use voltex_engine::optimise::fleet::share_of_limit_w;
 use voltex_engine::optimise::rule::DailyRule;
 use voltex_engine::optimise::{LpBackend, OptimiseError, PlanConfig, TerminalSoc, plan_battery};
 use voltex_market::auction::AuctionConfig;
@@ -219,6 +224,10 @@ struct Window {
 struct Group {
     name: String,
     spec: BatterySpec,
+    /// `spec` with its power limits capped at the device's share of the fleet's risk
+    /// limit (`strategy.max_position_mw`): what the platform plans and bids each device
+    /// as. `spec` itself without a limit. The physics always runs on `spec`.
+    plan_spec: BatterySpec,
     first: usize,
     end: usize,
     initial_soc_wh: f64,
@@ -549,18 +558,55 @@ impl<'a> World<'a> {
 
         let mut groups = Vec::new();
         let mut first = 0;
+        // The fleet's risk limit, shared by the groups in proportion to their power
+        // (as `plan_fleet_within` shares it in `voltex up`), then by their devices,
+        // each rounded down: the fleet's planned position never exceeds the limit.
+        let total_power_w = |power: fn(&BatterySpec) -> i64| -> i64 {
+            scenario
+                .fleet
+                .iter()
+                .map(|g| i64::from(g.get_ref().count).saturating_mul(power(&g.get_ref().battery())))
+                .fold(0, i64::saturating_add)
+        };
+        let charge_total_w = total_power_w(|s| s.max_charge_w);
+        let discharge_total_w = total_power_w(|s| s.max_discharge_w);
+        let max_position_w = scenario.strategy.max_position_w();
         for g in &scenario.fleet {
             let g = g.get_ref();
             let end = first + g.count as usize;
+            let spec = g.battery();
+            let mut plan_spec = spec.clone();
+            if let Some(limit_w) = max_position_w {
+                let count = i64::from(g.count);
+                let device_share_w = |own_w: i64, total_w: i64| {
+                    share_of_limit_w(own_w.saturating_mul(count), total_w, limit_w) / count
+                };
+                plan_spec.max_charge_w = device_share_w(spec.max_charge_w, charge_total_w);
+                plan_spec.max_discharge_w = device_share_w(spec.max_discharge_w, discharge_total_w);
+            }
             groups.push(Group {
                 name: g.name.clone(),
-                spec: g.battery(),
+                spec,
+                plan_spec,
                 first,
                 end,
                 initial_soc_wh: g.initial_soc_wh as f64,
                 wear_m: mantissa_at(g.wear_cost_eur_per_mwh, scale),
             });
             first = end;
+        }
+        if let Some(limit_w) = max_position_w {
+            let planned_w = |power: fn(&BatterySpec) -> i64| -> i128 {
+                groups
+                    .iter()
+                    .map(|g| i128::from(power(&g.plan_spec)) * (g.end - g.first) as i128)
+                    .sum()
+            };
+            debug_assert!(
+                planned_w(|s| s.max_charge_w) <= i128::from(limit_w)
+                    && planned_w(|s| s.max_discharge_w) <= i128::from(limit_w),
+                "the devices' shares add up to at most the fleet's limit"
+            );
         }
         let n_devices = first;
         let group_index = |name: &str| {
@@ -894,6 +940,7 @@ impl<'a> World<'a> {
         for g in 0..self.groups.len() {
             let group = &self.groups[g];
             let spec = group.spec.clone();
+            let plan_spec = group.plan_spec.clone();
             let start_soc = if day == 0 {
                 group.initial_soc_wh
             } else {
@@ -911,8 +958,8 @@ impl<'a> World<'a> {
             let net_w: Vec<i64> = match self.strategy {
                 StrategyKind::RuleBased => {
                     let profile = self.history_profile(day);
-                    DailyRule::from_profile(&spec, &profile, self.interval_s)
-                        .day_schedule_w(&spec, self.per_day)
+                    DailyRule::from_profile(&plan_spec, &profile, self.interval_s)
+                        .day_schedule_w(&plan_spec, self.per_day)
                 }
                 _ => {
                     let config = PlanConfig {
@@ -920,7 +967,7 @@ impl<'a> World<'a> {
                         terminal: TerminalSoc::Free,
                         backend: LpBackend::Microlp,
                     };
-                    plan_battery(&spec, start_soc, &prices, &config)
+                    plan_battery(&plan_spec, start_soc, &prices, &config)
                         .map_err(|source| SimError::Plan {
                             day,
                             group: self.groups[g].name.clone(),
@@ -937,7 +984,7 @@ impl<'a> World<'a> {
                 Some(auction) => {
                     let real = &self.rows[first_k..first_k + self.per_day];
                     let committed = auction
-                        .bid_and_clear(&spec, count, start_soc, &prices, real)
+                        .bid_and_clear(&plan_spec, count, start_soc, &prices, real)
                         .map_err(|reason| SimError::Bid {
                             day,
                             group: self.groups[g].name.clone(),

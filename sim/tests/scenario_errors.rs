@@ -120,6 +120,27 @@ fn a_zero_signature_sample_is_refused_at_its_line() {
 }
 
 #[test]
+fn a_risk_limit_below_one_watt_is_refused_at_its_line() {
+    let with_limit = |mw: &str| {
+        GOOD.replace(
+            "kind = \"perfect_foresight\"",
+            &format!("kind = \"perfect_foresight\"\nmax_position_mw = {mw}"),
+        )
+    };
+    let scenario = parse(&with_limit("\"2.5\"")).expect("2.5 MW is fine");
+    assert_eq!(scenario.strategy.max_position_w(), Some(2_500_000));
+    assert_eq!(parse(GOOD).expect("valid").strategy.max_position_w(), None);
+    for bad in ["\"0\"", "\"-1\"", "\"0.0000001\""] {
+        let err = parse(&with_limit(bad)).unwrap_err();
+        assert_eq!(err.field(), Some("max_position_mw"), "{bad}: {err}");
+        assert_eq!(err.line(), 12, "{bad}: {err}");
+    }
+    // Not a decimal string: a type error at the value.
+    let err = parse(&with_limit("\"lots\"")).unwrap_err();
+    assert_eq!(err.line(), 12, "{err}");
+}
+
+#[test]
 fn fault_kind_specific_fields_are_required() {
     let text = format!(
         "{GOOD}\n[[faults]]\nkind = \"stuck\"\ngroup = \"a\"\nfraction = 0.5\n\

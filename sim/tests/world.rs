@@ -146,6 +146,62 @@ fn auction_bidding_commits_what_clears_in_whole_lots_and_matches_the_hand_comput
 }
 
 #[test]
+fn a_fleet_risk_limit_caps_every_position_shared_by_power_and_matches_the_hand_computation() {
+    // Group a: 2 batteries of 1 MW / 1 MWh; group b: 1 battery of 2 MW / 2 MWh. The
+    // fleet's 4 MW either way under a 2 MW limit: each group gets half of its power,
+    // a's batteries 0.5 MW each and b's 1 MW. Perfect foresight then charges at the
+    // capped power at 03:00 and sells it at 18:00 (another cycle between 50.00 hours
+    // only costs wear): a: 2 × 0.5 MWh × (10 + 100) = 110 EUR, b: 1 MWh × 110 = 110 EUR;
+    // wear 2 EUR/MWh on 2 MWh of throughput each = 8 EUR.
+    let b = "\n[[fleet]]\nname = \"b\"\ncount = 1\ncapacity_wh = 2000000\n\
+             max_charge_w = 2000000\nmax_discharge_w = 2000000\nsoc_min_wh = 0\n\
+             soc_max_wh = 2000000\ncharge_efficiency = 1.0\ndischarge_efficiency = 1.0\n\
+             standing_loss_per_hour = 0.0\nwear_cost_eur_per_mwh = \"2\"\n\
+             initial_soc_wh = 0\n";
+    let with_limit = |limit: &str, bidding: &str| {
+        let text = scenario_text(2, 1, b).replace(
+            "kind = \"perfect_foresight\"",
+            &format!(
+                "kind = \"perfect_foresight\"\nbidding = \"{bidding}\"{}",
+                if limit.is_empty() {
+                    String::new()
+                } else {
+                    format!("\nmax_position_mw = \"{limit}\"")
+                }
+            ),
+        );
+        Scenario::parse("t.toml", &text).expect("valid scenario")
+    };
+    let free = go(&with_limit("", "price_taker"), 1);
+    assert_eq!(committed_w(&free)[3], -4_000_000, "without the limit");
+    for bidding in ["price_taker", "auction"] {
+        let out = go(&with_limit("2", bidding), 1);
+        let committed = committed_w(&out);
+        assert!(
+            committed.iter().all(|w| w.abs() <= 2_000_000),
+            "{bidding}: {committed:?}"
+        );
+        assert_eq!(committed[3], -2_000_000, "{bidding}");
+        assert_eq!(committed[18], 2_000_000, "{bidding}");
+        assert_eq!(
+            committed.iter().filter(|w| **w != 0).count(),
+            2,
+            "{bidding}"
+        );
+        let pnl = &out.summary.pnl;
+        assert_eq!(pnl.market_eur, eur("220"), "{bidding}");
+        assert_eq!(pnl.imbalance_eur, eur("0"), "{bidding}");
+        assert_eq!(pnl.wear_eur, eur("8"), "{bidding}");
+        // And the devices deliver what was committed.
+        assert_eq!(delivered(&out)[3], -2 * HOUR_J, "{bidding}");
+    }
+    // A limit the fleet cannot reach changes nothing.
+    let loose = go(&with_limit("4", "price_taker"), 1);
+    assert_eq!(loose.summary.pnl, free.summary.pnl);
+    assert_eq!(committed_w(&loose), committed_w(&free));
+}
+
+#[test]
 fn perfect_foresight_pnl_matches_the_hand_computation() {
     let out = go(&scenario(2, 1, ""), 1);
     let pnl = &out.summary.pnl;

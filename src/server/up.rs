@@ -440,11 +440,12 @@ async fn replay_days(
         let forecast = forecaster
             .forecast_day(series, day)
             .map_err(|e| start_error("forecast")(&e))?;
-        let plan = match position_max_w {
-            Some(max_w) => plan_fleet_within(&fleet, &forecast, &PlanConfig::hourly(), max_w),
-            None => plan_fleet(&fleet, &forecast, &PlanConfig::hourly()),
-        }
-        .map_err(|e| start_error("fleet plan")(&e))?;
+        // The fleet's plan on given prices, within the risk limit when there is one.
+        let plan_on = |prices: &[f64]| match position_max_w {
+            Some(max_w) => plan_fleet_within(&fleet, prices, &PlanConfig::hourly(), max_w),
+            None => plan_fleet(&fleet, prices, &PlanConfig::hourly()),
+        };
+        let plan = plan_on(&forecast).map_err(|e| start_error("fleet plan")(&e))?;
         let realised = series.day_prices(day);
         let bids = FleetBids::new(&bid_config, risk_limits);
         let awarded_w = bid_and_clear(&plan, &forecast, realised, bids, &mut market)?;
@@ -454,10 +455,10 @@ async fn replay_days(
         };
         let allocation =
             allocate(&fleet, &commitment).map_err(|e| start_error("allocation")(&e))?;
-        // The bound: the same fleet and starting SoC, planned on the clearing prices.
-        let perfect_foresight =
-            plan_fleet(&fleet, series.day_prices_f64(day), &PlanConfig::hourly())
-                .map_err(|e| start_error("perfect-foresight plan")(&e))?;
+        // The bound: the same fleet, starting SoC and risk limit, planned on the
+        // clearing prices (a bound that ignored the limit would not be reachable).
+        let perfect_foresight = plan_on(series.day_prices_f64(day))
+            .map_err(|e| start_error("perfect-foresight plan")(&e))?;
         let trading_eur = dayahead::trading_eur(&awarded_w, realised, MARKET_PERIOD_S);
         let bound_eur =
             dayahead::net_of_wear_eur(spec, &perfect_foresight.net_w, realised, MARKET_PERIOD_S);

@@ -140,18 +140,12 @@ pub fn plan_fleet_within(
     let net_max_w = net_max_w.max(0);
     let charge_total_w: i64 = groups.iter().map(|g| g.aggregate.max_charge_w).sum();
     let discharge_total_w: i64 = groups.iter().map(|g| g.aggregate.max_discharge_w).sum();
-    // Widened to i128: a share's product of two fleet-sized powers can pass i64.
-    let share = |own_w: i64, total_w: i64| -> i64 {
-        if total_w <= net_max_w {
-            own_w
-        } else {
-            let share = i128::from(net_max_w) * i128::from(own_w) / i128::from(total_w);
-            i64::try_from(share).unwrap_or(own_w).min(own_w)
-        }
-    };
     for group in &mut groups {
-        group.aggregate.max_charge_w = share(group.aggregate.max_charge_w, charge_total_w);
-        group.aggregate.max_discharge_w = share(group.aggregate.max_discharge_w, discharge_total_w);
+        let aggregate = &mut group.aggregate;
+        aggregate.max_charge_w =
+            share_of_limit_w(aggregate.max_charge_w, charge_total_w, net_max_w);
+        aggregate.max_discharge_w =
+            share_of_limit_w(aggregate.max_discharge_w, discharge_total_w, net_max_w);
     }
     let sum = |power: fn(&FleetGroup) -> i64| groups.iter().map(power).sum::<i64>();
     debug_assert!(
@@ -160,6 +154,21 @@ pub fn plan_fleet_within(
         "the groups' shares add up to at most the fleet's limit"
     );
     plan_groups(groups, prices, config)
+}
+
+/// A member's share of a limit `net_max_w` on the sum of members' powers, where the
+/// member's own power is `own_w` and all members' together `total_w`: `own_w` when the
+/// total fits the limit, otherwise `net_max_w × own_w / total_w` rounded down (so the
+/// shares of members whose powers add up to `total_w` add up to at most `net_max_w`).
+/// Never more than `own_w`, never negative for non-negative inputs.
+pub fn share_of_limit_w(own_w: i64, total_w: i64, net_max_w: i64) -> i64 {
+    let net_max_w = net_max_w.max(0);
+    if total_w <= net_max_w {
+        return own_w;
+    }
+    // Widened to i128: the product of two fleet-sized powers can pass i64.
+    let share = i128::from(net_max_w) * i128::from(own_w) / i128::from(total_w);
+    i64::try_from(share).unwrap_or(own_w).min(own_w)
 }
 
 fn plan_groups(
