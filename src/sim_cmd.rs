@@ -40,7 +40,8 @@ pub struct SimArgs {
     out: Option<PathBuf>,
     /// Run a grid of variants instead: KEY=V1,V2 ... with KEY one of strategy
     /// (perfect_foresight|lear_lp|naive_lp|rule_based, or perfect|lear|naive|rule),
-    /// seed, days, loss. Every combination runs, in parallel across cores.
+    /// bidding (price_taker|auction), seed, days, loss, max_position_mw (MW or none).
+    /// Every combination runs, in parallel across cores.
     #[arg(long, num_args = 1..)]
     sweep: Vec<String>,
 }

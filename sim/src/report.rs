@@ -152,7 +152,8 @@ pub fn report_html(summary: &Summary, rows: &[IntervalRow], series: &Series<'_>)
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name}</title><style>\
          body{{font-family:sans-serif;margin:2em}}td{{padding:2px 12px}}\
          .axis{{color:#666;font-size:small}}</style></head><body>\
-         <h1>Scenario {name}</h1><p>seed {seed} · strategy {strategy} · {n} batteries · \
+         <h1>Scenario {name}</h1><p>seed {seed} · strategy {strategy} · bidding {bidding}\
+         {limit} · {n} batteries · \
          {k} intervals · device logic: {logic} · result hash <code>{hash}</code></p>\
          <table><tr><td>market</td><td>{m} EUR</td></tr><tr><td>imbalance</td><td>{i} EUR</td>\
          </tr><tr><td>wear</td><td>−{w} EUR</td></tr><tr><td><b>profit</b></td>\
@@ -160,6 +161,10 @@ pub fn report_html(summary: &Summary, rows: &[IntervalRow], series: &Series<'_>)
         name = summary.scenario,
         seed = summary.seed,
         strategy = summary.strategy,
+        bidding = summary.bidding,
+        limit = summary
+            .max_position_mw
+            .map_or(String::new(), |mw| format!(" · risk limit {mw} MW")),
         n = summary.n_devices,
         k = summary.n_intervals,
         logic = summary.device_logic,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use voltex_market::series::PriceSeries;
 
 use crate::des::{Scheduler, run_until};
-use crate::scenario::Scenario;
+use crate::scenario::{Bidding, Scenario};
 use crate::world::{Counters, Event, IntervalRow, SimError, World};
 
 /// Joules per MWh.
@@ -53,6 +53,10 @@ pub struct Summary {
     pub seed: u64,
     /// Strategy, as in the scenario.
     pub strategy: String,
+    /// How the plan reached the market (`price_taker` or `auction`).
+    pub bidding: String,
+    /// The fleet's risk limit, MW (`null`: none).
+    pub max_position_mw: Option<Decimal>,
     /// Which code made the devices' decisions.
     pub device_logic: String,
     /// Number of batteries.
@@ -208,6 +212,16 @@ fn output(scenario: &Scenario, world: &World<'_>) -> SimOutput {
         scenario: scenario.name.clone(),
         seed: scenario.seed,
         strategy: format!("{:?}", scenario.strategy.kind),
+        bidding: match scenario.strategy.bidding {
+            Bidding::PriceTaker => "price_taker",
+            Bidding::Auction => "auction",
+        }
+        .to_string(),
+        max_position_mw: scenario
+            .strategy
+            .max_position_mw
+            .as_ref()
+            .map(|mw| *mw.get_ref()),
         device_logic: DEVICE_LOGIC.to_string(),
         n_devices: world.n_devices(),
         n_intervals: rows.len(),

@@ -194,7 +194,17 @@ fn a_fleet_risk_limit_caps_every_position_shared_by_power_and_matches_the_hand_c
         assert_eq!(pnl.wear_eur, eur("8"), "{bidding}");
         // And the devices deliver what was committed.
         assert_eq!(delivered(&out)[3], -2 * HOUR_J, "{bidding}");
+        // The outputs say how they were made.
+        assert_eq!(out.summary.bidding, bidding);
+        assert_eq!(out.summary.max_position_mw, Some(eur("2")));
+        assert!(
+            out.report_html
+                .contains(&format!("bidding {bidding} · risk limit 2 MW")),
+            "{bidding}"
+        );
     }
+    assert_eq!(free.summary.max_position_mw, None);
+    assert!(!free.report_html.contains("risk limit"));
     // A limit the fleet cannot reach changes nothing.
     let loose = go(&with_limit("4", "price_taker"), 1);
     assert_eq!(loose.summary.pnl, free.summary.pnl);
