@@ -46,8 +46,10 @@ use voltex_market::{AccountId, MarketRules, OrderId, Price, Qty, Side};
 
 use crate::optimise::Plan;
 
+pub mod intraday;
 pub mod replay;
 
+pub use intraday::{CloseOut, ClosingFill, IntradayConfig, IntradayError, ReplayIntraday};
 pub use replay::{ReplayError, ReplayMarket, replay_counterparty};
 
 /// One step of a stepwise bid: `qty` at `price` or better.

@@ -20,7 +20,7 @@ use rust_decimal::prelude::ToPrimitive;
 use voltex_market::auction::{
     Auction, AuctionConfig, AuctionError, BidCurve, CurveError, CurveKind, CurvePoint,
 };
-use voltex_market::{AccountId, Price, Side};
+use voltex_market::{AccountId, MarketRules, Price, Side};
 
 use super::PeriodCurve;
 
@@ -78,7 +78,7 @@ pub fn replay_counterparty(
     config: &AuctionConfig,
 ) -> Result<[BidCurve; 2], CurveError> {
     let point = vec![CurvePoint {
-        price: replay_price(real_price, config),
+        price: replay_price(real_price, &config.rules),
         qty: config.rules.qty_max,
     }];
     Ok([
@@ -93,9 +93,9 @@ pub fn replay_counterparty(
     ])
 }
 
-/// `real_price` (EUR/MWh) clamped into the limits and rounded to the nearest tick.
-fn replay_price(real_price: Decimal, config: &AuctionConfig) -> Price {
-    let rules = &config.rules;
+/// `real_price` (EUR/MWh) clamped into the limits and rounded to the nearest tick (the
+/// replayed market's price in the call auction and the intraday maker's mid).
+pub(super) fn replay_price(real_price: Decimal, rules: &MarketRules) -> Price {
     let tick_cents = Decimal::from(rules.tick.0.max(1));
     let cents = real_price.clamp(rules.price_min.to_decimal(), rules.price_max.to_decimal())
         * Decimal::from(100);
@@ -260,7 +260,11 @@ mod tests {
             ("79228162514264337593543950335", 300_000),
             ("-79228162514264337593543950335", -50_000),
         ] {
-            assert_eq!(replay_price(eur(real), &coarse), Price(expected), "{real}");
+            assert_eq!(
+                replay_price(eur(real), &coarse.rules),
+                Price(expected),
+                "{real}"
+            );
             assert!(replay_counterparty(MARKET, eur(real), &coarse).is_ok());
         }
     }

@@ -1,0 +1,315 @@
+//! Closing what a day-ahead award cannot deliver, on the continuous intraday book.
+//!
+//! Each hour of the day-ahead auction clears on its own, so an award can hold a sale
+//! whose planned purchase did not clear, or a purchase into a battery that a sale did
+//! not empty (see `README.md`, "bid pairing"). Undelivered energy is imbalance, priced
+//! at the clearing price plus a penalty. [`ReplayIntraday::close_out_day`] instead walks
+//! the day's award through the battery's physics from its expected state of charge and,
+//! in every period where the award is not deliverable, trades the difference back on
+//! that period's continuous book (the market crate's [`OrderBook`]): it buys back, in
+//! whole lots rounded up, a sale it cannot deliver and sells back a purchase it cannot
+//! store. It never trades beyond what closes the gap: no speculation on the replayed
+//! prices, which the platform would not know in advance.
+//!
+//! The rest of the intraday market is a synthetic market maker: in each period's book it
+//! quotes an ask at the replayed price plus half the spread and a bid at the replayed
+//! price minus half of it (on the tick grid, clamped into the price limits), each for
+//! `depth` lots. The platform's closing order is immediate-or-cancel at the maker's
+//! price, so it fills up to the quoted depth and the rest stays open (imbalance).
+//!
+//! # Guarantees
+//! - A period whose award the battery can deliver is not traded.
+//! - A closing trade is in the gap's direction and never larger than the gap rounded up
+//!   to whole lots, nor than the award: the position after it keeps the award's side
+//!   and is never further from zero.
+//! - With enough depth, every period's position is deliverable from the state of
+//!   charge the previous positions leave (the walk is sequential).
+//! - Every fill is at the maker's quote: the replayed price ± half the spread, exact in
+//!   ticks. Pure: no I/O, no clock.
+
+use rust_decimal::Decimal;
+use voltex_market::battery::BatterySpec;
+use voltex_market::book::{BookCommand, BookConfig, BookEvent, NewOrder, OrderBook, TimeInForce};
+use voltex_market::{AccountId, MarketRules, OrderId, Price, Qty, Side};
+
+use super::replay::replay_price;
+
+/// Why a day could not be closed out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntradayError {
+    /// The bidder and the market maker are one account.
+    #[error("the bidder and the intraday market maker must be different accounts ({0:?})")]
+    SameAccount(AccountId),
+    /// The rules are not self-consistent.
+    #[error("intraday rules: {0}")]
+    Rules(String),
+    /// The spread is negative or its half is not on the tick grid.
+    #[error("intraday spread {spread} EUR/MWh: {reason}")]
+    Spread {
+        /// The spread given.
+        spread: Decimal,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The quoted depth is not a positive number of lots within the largest order.
+    #[error("intraday depth {depth_lots} lots: must be 1..={qty_max} lots")]
+    Depth {
+        /// The depth given.
+        depth_lots: i64,
+        /// The rules' largest order.
+        qty_max: i64,
+    },
+    /// Award and prices differ in length.
+    #[error("{award} award periods for {prices} replayed prices")]
+    LengthMismatch {
+        /// Award periods given.
+        award: usize,
+        /// Replayed prices given.
+        prices: usize,
+    },
+    /// The book refused an order (a bug: the quotes are built within its rules).
+    #[error("period {period}: the intraday book refused an order: {reason}")]
+    Refused {
+        /// The period.
+        period: usize,
+        /// The book's reason.
+        reason: String,
+    },
+}
+
+/// The replayed intraday market's terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntradayConfig {
+    /// The continuous market's rules (tick, limits, lot, largest order).
+    pub rules: MarketRules,
+    /// Full bid-ask spread of the market maker's quotes around the replayed price,
+    /// EUR/MWh; its half must be a multiple of the tick.
+    pub spread_eur_per_mwh: Decimal,
+    /// Lots the maker quotes on each side of each period's book.
+    pub depth: Qty,
+}
+
+/// One period's closing trade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClosingFill {
+    /// The bidder's side: [`Side::Buy`] buys back a sale, [`Side::Sell`] sells back a
+    /// purchase.
+    pub side: Side,
+    /// The fill price (the maker's quote).
+    pub price: Price,
+    /// Filled lots.
+    pub qty: Qty,
+    /// The filled quantity as power over the period, W (positive).
+    pub power_w: i64,
+}
+
+/// A day after its close-out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseOut {
+    /// Net position per period after the closing trades, W (positive = sell): the
+    /// award plus the sold-back minus the bought-back power.
+    pub position_w: Vec<i64>,
+    /// Each period's closing trade, if it traded.
+    pub fills: Vec<Option<ClosingFill>>,
+}
+
+impl CloseOut {
+    /// Lots traded over the day.
+    pub fn traded_lots(&self) -> i64 {
+        self.fills.iter().flatten().map(|f| f.qty.0).sum()
+    }
+}
+
+/// The bidder against a replayed intraday market (see the module doc).
+#[derive(Debug)]
+pub struct ReplayIntraday {
+    bidder: AccountId,
+    maker: AccountId,
+    config: IntradayConfig,
+    half_spread: Price,
+    events: Vec<BookEvent>,
+}
+
+impl ReplayIntraday {
+    /// `bidder` closes its awards against `maker`'s quotes under `config`.
+    ///
+    /// # Errors
+    /// [`IntradayError::SameAccount`], [`IntradayError::Rules`],
+    /// [`IntradayError::Spread`] or [`IntradayError::Depth`].
+    pub fn new(
+        bidder: AccountId,
+        maker: AccountId,
+        config: IntradayConfig,
+    ) -> Result<ReplayIntraday, IntradayError> {
+        if bidder == maker {
+            return Err(IntradayError::SameAccount(bidder));
+        }
+        config
+            .rules
+            .validate()
+            .map_err(|e| IntradayError::Rules(e.to_string()))?;
+        let spread = config.spread_eur_per_mwh;
+        let bad = |reason| IntradayError::Spread { spread, reason };
+        if spread < Decimal::ZERO {
+            return Err(bad("must not be negative"));
+        }
+        let off_grid = "half of it must be a multiple of the tick";
+        let half_spread = Price::from_decimal(spread / Decimal::TWO).map_err(|_| bad(off_grid))?;
+        if half_spread.0 % config.rules.tick.0.max(1) != 0 {
+            return Err(bad(off_grid));
+        }
+        if !(1..=config.rules.qty_max.0).contains(&config.depth.0) {
+            return Err(IntradayError::Depth {
+                depth_lots: config.depth.0,
+                qty_max: config.rules.qty_max.0,
+            });
+        }
+        Ok(ReplayIntraday {
+            bidder,
+            maker,
+            config,
+            half_spread,
+            events: Vec::with_capacity(8),
+        })
+    }
+
+    /// The market's terms.
+    pub fn config(&self) -> &IntradayConfig {
+        &self.config
+    }
+
+    /// Walks `award_w` (net W per period, positive = sell) through `spec`'s physics
+    /// from `start_soc_wh` and closes, period by period, what it cannot deliver (see
+    /// the module doc). `real_prices` are the replayed prices, EUR/MWh.
+    ///
+    /// # Errors
+    /// [`IntradayError::LengthMismatch`], or [`IntradayError::Refused`] if the book
+    /// refused an order.
+    pub fn close_out_day(
+        &mut self,
+        spec: &BatterySpec,
+        start_soc_wh: f64,
+        award_w: &[i64],
+        real_prices: &[Decimal],
+        period_s: i64,
+    ) -> Result<CloseOut, IntradayError> {
+        if award_w.len() != real_prices.len() {
+            return Err(IntradayError::LengthMismatch {
+                award: award_w.len(),
+                prices: real_prices.len(),
+            });
+        }
+        let lot_w = self.config.rules.lot_kw.saturating_mul(1_000).max(1);
+        let physics = spec.period(period_s);
+        let mut soc_wh = spec.clamp_soc_wh(start_soc_wh);
+        let mut position_w = Vec::with_capacity(award_w.len());
+        let mut fills = Vec::with_capacity(award_w.len());
+        for (period, (&award, &price)) in award_w.iter().zip(real_prices).enumerate() {
+            let deliverable_w = physics.feasible_power_w(soc_wh, award);
+            let gap_w = award - deliverable_w;
+            let mut position = award;
+            let mut fill = None;
+            if gap_w != 0 {
+                // Sold more than it holds: buy back; bought more than it can store: sell.
+                let side = if gap_w > 0 { Side::Buy } else { Side::Sell };
+                // The gap in whole lots rounded up, but never past the award (an award
+                // of whole lots, as auctions give, is never passed).
+                let lots = gap_w
+                    .unsigned_abs()
+                    .div_ceil(lot_w.unsigned_abs())
+                    .min(award.unsigned_abs() / lot_w.unsigned_abs());
+                let lots = Qty(i64::try_from(lots).unwrap_or(i64::MAX));
+                if lots.0 > 0
+                    && let Some(filled) = self.close(period, side, lots, price)?
+                {
+                    let power_w = filled.qty.0.saturating_mul(lot_w);
+                    position = match side {
+                        Side::Buy => award - power_w,
+                        Side::Sell => award + power_w,
+                    };
+                    fill = Some(ClosingFill { power_w, ..filled });
+                }
+            }
+            debug_assert!(
+                position.signum() * award.signum() >= 0 && position.abs() <= award.abs(),
+                "a close-out only shrinks the award: {award} W -> {position} W"
+            );
+            soc_wh = physics.soc_after_wh(soc_wh, physics.feasible_power_w(soc_wh, position));
+            position_w.push(position);
+            fills.push(fill);
+        }
+        Ok(CloseOut { position_w, fills })
+    }
+
+    /// One period's book: the maker quotes the side opposite `side` at the replayed
+    /// price ± half the spread; the bidder takes up to `lots` of it, immediately or not
+    /// at all. Returns the fill (with `power_w` 0, set by the caller), if any.
+    fn close(
+        &mut self,
+        period: usize,
+        side: Side,
+        lots: Qty,
+        real_price: Decimal,
+    ) -> Result<Option<ClosingFill>, IntradayError> {
+        let rules = &self.config.rules;
+        let quote = maker_quote(real_price, self.half_spread, side, rules);
+        let mut book = OrderBook::new(
+            rules.clone(),
+            BookConfig {
+                orders_max: 2,
+                emit_depth: false,
+            },
+        )
+        .map_err(|e| IntradayError::Rules(e.to_string()))?;
+        let maker_side = match side {
+            Side::Buy => Side::Sell,
+            Side::Sell => Side::Buy,
+        };
+        let maker = NewOrder::limit(OrderId(1), self.maker, maker_side, quote, self.config.depth);
+        let closing = NewOrder {
+            time_in_force: TimeInForce::Ioc,
+            ..NewOrder::limit(
+                OrderId(2),
+                self.bidder,
+                side,
+                quote,
+                Qty(lots.0.min(rules.qty_max.0)),
+            )
+        };
+        let mut filled = 0_i64;
+        for order in [maker, closing] {
+            self.events.clear();
+            book.apply(&BookCommand::Submit(order), &mut self.events);
+            for event in &self.events {
+                match event {
+                    BookEvent::Rejected { reason, .. } => {
+                        return Err(IntradayError::Refused {
+                            period,
+                            reason: format!("{reason:?}"),
+                        });
+                    }
+                    BookEvent::Trade { qty, .. } => filled += qty.0,
+                    _ => {}
+                }
+            }
+        }
+        Ok((filled > 0).then_some(ClosingFill {
+            side,
+            price: quote,
+            qty: Qty(filled),
+            power_w: 0,
+        }))
+    }
+}
+
+/// The maker's quote a bidder on `side` trades against: the ask (the replayed price on
+/// the tick grid, [`replay_price`], plus `half_spread`) for a buyer, the bid (minus it)
+/// for a seller; clamped into the limits (which are on the grid).
+fn maker_quote(real_price: Decimal, half_spread: Price, side: Side, rules: &MarketRules) -> Price {
+    let mid = replay_price(real_price, rules).0;
+    let quote = match side {
+        Side::Buy => mid.saturating_add(half_spread.0),
+        Side::Sell => mid.saturating_sub(half_spread.0),
+    };
+    Price(quote.clamp(rules.price_min.0, rules.price_max.0))
+}
