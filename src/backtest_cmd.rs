@@ -12,8 +12,12 @@
 //! real price. Accepted quantities from independent per-period curves may be infeasible
 //! for the SoC path when real prices differ from the forecast: the battery delivers what
 //! its physics allows and the rest is settled as imbalance at the real price
-//! (`voltex_engine::commit::settle`, optional penalty `--imbalance-penalty`). Money is
-//! exact (`Decimal`): the exact real price from the file times whole-W energy.
+//! (`voltex_engine::commit::settle`, optional penalty `--imbalance-penalty`). With
+//! `--intraday-spread` the platform instead trades what it cannot deliver back on the
+//! continuous intraday book before delivery (`voltex_engine::bidding::intraday`: a
+//! synthetic maker quoting the real price ± half the spread, `--intraday-depth-mw` per
+//! side), paying the spread rather than the imbalance. Money is exact (`Decimal`): the
+//! exact real price from the file times whole-W energy.
 //!
 //! Strategies (one table row each):
 //! - perfect foresight: the same daily pipeline planned on the true prices (the bound
@@ -39,7 +43,8 @@ use clap::Args;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use voltex_engine::bidding::{
-    BidConfig, HeadroomSteps, PlannedLimits, ReplayMarket, day_ahead_curves, price_taking_curves,
+    BidConfig, HeadroomSteps, IntradayConfig, PlannedLimits, ReplayIntraday, ReplayMarket,
+    day_ahead_curves, price_taking_curves,
 };
 use voltex_engine::commit::settle::{SettleConfig, Settlement, execute_and_settle};
 use voltex_engine::forecast::{Forecaster, LearEnsemble, NaiveForecaster};
@@ -50,7 +55,7 @@ use voltex_engine::optimise::{
 use voltex_market::auction::AuctionConfig;
 use voltex_market::battery::BatterySpec;
 use voltex_market::series::{PriceSeries, STANDARD_TEST_DAYS, SeriesLayout};
-use voltex_market::{AccountId, MarketRules};
+use voltex_market::{AccountId, MarketRules, Qty};
 
 /// Arguments of `voltex backtest`.
 #[derive(Args, Debug)]
@@ -94,6 +99,14 @@ pub struct BacktestArgs {
     /// Skip the LEAR strategy (fast runs without its daily recalibration).
     #[arg(long)]
     no_lear: bool,
+    /// Close what an award cannot deliver on the intraday book, against a maker quoting
+    /// the real price ± half this spread (EUR/MWh; half a multiple of 0.01).
+    #[arg(long)]
+    intraday_spread: Option<Decimal>,
+    /// The intraday maker's depth per side and hour, MW (whole 0.1 MW lots; default the
+    /// largest order, 999 MW).
+    #[arg(long, requires = "intraday_spread")]
+    intraday_depth_mw: Option<Decimal>,
 }
 
 /// Parses "1MW/2MWh" into (power W, energy Wh), exactly.
@@ -131,6 +144,8 @@ struct Tally {
     profit_eur: Decimal,
     discharged_mwh: Decimal,
     imbalance_mwh: Decimal,
+    /// Energy closed on the intraday book, MWh.
+    closed_mwh: Decimal,
     soc_wh: f64,
     plan_errors: usize,
 }
@@ -152,6 +167,14 @@ struct DayContext<'a> {
     settle: SettleConfig,
     terminal_wh: f64,
     price_taking: bool,
+    intraday: Option<ReplayIntraday>,
+}
+
+/// One strategy's day: the settlement of what was delivered, and the intraday
+/// close-out's energy (MWh) and cash beyond the replayed prices (EUR, in `profit_eur`).
+struct Day {
+    settlement: Settlement,
+    closed_mwh: Decimal,
 }
 
 const BATTERY: AccountId = AccountId(1);
@@ -160,12 +183,7 @@ const COUNTERPARTY: AccountId = AccountId(2);
 impl DayContext<'_> {
     /// Plans on `forecast`, bids, clears against `real` and settles; returns the
     /// settlement, or `None` (idle day) if the plan or the bids failed.
-    fn run_day(
-        &mut self,
-        soc_wh: f64,
-        forecast: &[f64],
-        real: &[Decimal],
-    ) -> Result<Option<Settlement>> {
+    fn run_day(&mut self, soc_wh: f64, forecast: &[f64], real: &[Decimal]) -> Result<Option<Day>> {
         let ppd = real.len();
         // The end-of-day floor, clamped to what full-power charging can reach.
         let mut reachable = soc_wh;
@@ -196,13 +214,26 @@ impl DayContext<'_> {
             day_ahead_curves(self.spec, &plan, forecast, &self.bid_config)?
         };
         let accepted_w = self.market.clear_day(&curves, real)?;
-        Ok(Some(execute_and_settle(
-            self.spec,
-            soc_wh,
-            &accepted_w,
-            real,
-            &self.settle,
-        )?))
+        let period_s = self.settle.period_s;
+        let (position_w, closed_mwh, intraday_eur) = match self.intraday.as_mut() {
+            None => (accepted_w, Decimal::ZERO, Decimal::ZERO),
+            Some(intraday) => {
+                let out = intraday.close_out_day(self.spec, soc_wh, &accepted_w, real, period_s)?;
+                let closed_mwh = out.traded_mwh(period_s);
+                let cash = out.cash_vs_replay_eur(real, period_s);
+                (out.position_w, closed_mwh, cash)
+            }
+        };
+        let mut settlement =
+            execute_and_settle(self.spec, soc_wh, &position_w, real, &self.settle)?;
+        // The market cash is the position's at the real prices plus what the closing
+        // trades paid beyond them (the spread), so profit stays market + imbalance − wear.
+        settlement.market_eur += intraday_eur;
+        settlement.profit_eur += intraday_eur;
+        Ok(Some(Day {
+            settlement,
+            closed_mwh,
+        }))
     }
 }
 
@@ -266,6 +297,10 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
         },
         terminal_wh: capacity_wh as f64 * args.terminal_soc,
         price_taking: args.price_taking,
+        intraday: match args.intraday_spread {
+            None => None,
+            Some(spread) => Some(intraday_market(spread, args.intraday_depth_mw)?),
+        },
     };
     let start_soc = ctx.terminal_wh;
 
@@ -331,7 +366,10 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
         for (tally, forecast) in tallies.iter_mut().zip(forecasts) {
             let Some(forecast) = forecast else { continue };
             match ctx.run_day(tally.soc_wh, forecast, real)? {
-                Some(settlement) => tally.add(&settlement),
+                Some(day) => {
+                    tally.add(&day.settlement);
+                    tally.closed_mwh += day.closed_mwh;
+                }
                 None => tally.plan_errors += 1,
             }
         }
@@ -437,6 +475,22 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
             t.imbalance_mwh.round_dp(1)
         );
     }
+    if let Some(intraday) = &ctx.intraday {
+        let lot_mw = Decimal::from(intraday.config().rules.lot_kw) / Decimal::from(1_000);
+        println!(
+            "intraday close-out (maker spread {} EUR/MWh, depth {} MW per side and hour): \
+             closed {} MWh (perfect foresight), {} (LEAR-forecast LP), {} (naive-forecast LP)",
+            intraday.config().spread_eur_per_mwh,
+            Decimal::from(intraday.config().depth.0) * lot_mw,
+            tallies[0].closed_mwh.round_dp(1),
+            if args.no_lear {
+                "skipped".to_string()
+            } else {
+                tallies[1].closed_mwh.round_dp(1).to_string()
+            },
+            tallies[2].closed_mwh.round_dp(1)
+        );
+    }
     let errors: usize = tallies.iter().map(|t| t.plan_errors).sum();
     println!(
         "timings: forecasts {forecast_s:.1} s (LEAR daily recalibration{}), plan+bid+clear+settle \
@@ -445,6 +499,32 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The replayed intraday market of `--intraday-spread` and `--intraday-depth-mw`.
+fn intraday_market(spread: Decimal, depth_mw: Option<Decimal>) -> Result<ReplayIntraday> {
+    let rules = MarketRules::intraday_default();
+    let lot_mw = Decimal::from(rules.lot_kw) / Decimal::from(1_000);
+    let depth = match depth_mw {
+        None => rules.qty_max,
+        Some(mw) => {
+            let lots = mw / lot_mw;
+            if !lots.fract().is_zero() {
+                bail!("--intraday-depth-mw {mw}: not a whole number of {lot_mw} MW lots");
+            }
+            Qty(lots.to_i64().unwrap_or(i64::MAX))
+        }
+    };
+    ReplayIntraday::new(
+        BATTERY,
+        COUNTERPARTY,
+        IntradayConfig {
+            rules,
+            spread_eur_per_mwh: spread,
+            depth,
+        },
+    )
+    .map_err(|e| anyhow!("--intraday-spread / --intraday-depth-mw: {e}"))
 }
 
 fn read_cache(path: &std::path::Path, n_days: usize, ppd: usize) -> Result<Vec<Vec<f64>>> {

@@ -6,10 +6,12 @@
 //! at the clearing price plus a penalty. [`ReplayIntraday::close_out_day`] instead walks
 //! the day's award through the battery's physics from its expected state of charge and,
 //! in every period where the award is not deliverable, trades the difference back on
-//! that period's continuous book (the market crate's [`OrderBook`]): it buys back, in
-//! whole lots rounded up, a sale it cannot deliver and sells back a purchase it cannot
-//! store. It never trades beyond what closes the gap: no speculation on the replayed
-//! prices, which the platform would not know in advance.
+//! that period's continuous book (the market crate's [`OrderBook`]): it buys back a sale
+//! it cannot deliver and sells back a purchase it cannot store, in whole lots rounded to
+//! the nearest. It never trades beyond what closes the gap: no speculation on the
+//! replayed prices, which the platform would not know in advance. Closing pays half the
+//! spread per MWh where imbalance would pay the penalty: it is worth it only when the
+//! penalty is larger.
 //!
 //! The rest of the intraday market is a synthetic market maker: in each period's book it
 //! quotes an ask at the replayed price plus half the spread and a bid at the replayed
@@ -19,11 +21,11 @@
 //!
 //! # Guarantees
 //! - A period whose award the battery can deliver is not traded.
-//! - A closing trade is in the gap's direction and never larger than the gap rounded up
-//!   to whole lots, nor than the award: the position after it keeps the award's side
-//!   and is never further from zero.
-//! - With enough depth, every period's position is deliverable from the state of
-//!   charge the previous positions leave (the walk is sequential).
+//! - A closing trade is in the gap's direction and never larger than the gap rounded to
+//!   the nearest whole lot, nor than the award: the position after it keeps the award's
+//!   side and is never further from zero.
+//! - With enough depth, every period's position is deliverable, up to half a lot, from
+//!   the state of charge the previous positions leave (the walk is sequential).
 //! - Every fill is at the maker's quote: the replayed price ± half the spread, exact in
 //!   ticks. Pure: no I/O, no clock.
 
@@ -118,6 +120,39 @@ impl CloseOut {
     pub fn traded_lots(&self) -> i64 {
         self.fills.iter().flatten().map(|f| f.qty.0).sum()
     }
+
+    /// Energy traded over the day, MWh (periods of `period_s`).
+    pub fn traded_mwh(&self, period_s: i64) -> Decimal {
+        self.fills
+            .iter()
+            .flatten()
+            .map(|f| mwh(f.power_w, period_s))
+            .sum()
+    }
+
+    /// The closing trades' cash beyond the traded energy's value at the replayed
+    /// prices, EUR (≤ 0 when the quotes straddle the prices: the spread paid). The
+    /// day's cash is then the position's value at the replayed prices plus this.
+    pub fn cash_vs_replay_eur(&self, real_prices: &[Decimal], period_s: i64) -> Decimal {
+        self.fills
+            .iter()
+            .zip(real_prices)
+            .filter_map(|(fill, real)| fill.map(|f| (f, *real)))
+            .map(|(fill, real)| {
+                let premium = fill.price.to_decimal() - real;
+                let sold_mwh = match fill.side {
+                    Side::Sell => mwh(fill.power_w, period_s),
+                    Side::Buy => -mwh(fill.power_w, period_s),
+                };
+                sold_mwh * premium
+            })
+            .sum()
+    }
+}
+
+/// `power_w` over `period_s`, MWh, exact.
+fn mwh(power_w: i64, period_s: i64) -> Decimal {
+    Decimal::from(power_w) * Decimal::from(period_s) / Decimal::from(3_600_000_000_i64)
 }
 
 /// The bidder against a replayed intraday market (see the module doc).
@@ -212,12 +247,13 @@ impl ReplayIntraday {
             if gap_w != 0 {
                 // Sold more than it holds: buy back; bought more than it can store: sell.
                 let side = if gap_w > 0 { Side::Buy } else { Side::Sell };
-                // The gap in whole lots rounded up, but never past the award (an award
-                // of whole lots, as auctions give, is never passed).
-                let lots = gap_w
-                    .unsigned_abs()
-                    .div_ceil(lot_w.unsigned_abs())
-                    .min(award.unsigned_abs() / lot_w.unsigned_abs());
+                // The gap in whole lots, to the nearest (a remainder under half a lot
+                // stays imbalance: closing a whole lot for it would trade away more
+                // deliverable energy than it saves), never past the award (an award of
+                // whole lots, as auctions give, is never passed).
+                let (gap, lot) = (gap_w.unsigned_abs(), lot_w.unsigned_abs());
+                let lots = (gap / lot + u64::from(gap % lot >= lot.div_ceil(2)))
+                    .min(award.unsigned_abs() / lot);
                 let lots = Qty(i64::try_from(lots).unwrap_or(i64::MAX));
                 if lots.0 > 0
                     && let Some(filled) = self.close(period, side, lots, price)?
