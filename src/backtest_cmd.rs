@@ -587,4 +587,75 @@ mod tests {
         assert!(parse_battery("1XW/2MWh").is_err());
         assert!(parse_battery("0.0000001MW/2MWh").is_err());
     }
+
+    fn eur(s: &str) -> Decimal {
+        s.parse().expect("decimal")
+    }
+
+    #[test]
+    fn intraday_terms_are_checked_with_the_flags_named() {
+        let market = intraday_market(eur("1"), Some(eur("2.5"))).expect("valid terms");
+        assert_eq!(market.config().depth, Qty(25));
+        assert_eq!(
+            intraday_market(eur("1"), None)
+                .expect("valid")
+                .config()
+                .depth,
+            MarketRules::intraday_default().qty_max
+        );
+        for (spread, depth) in [("0.01", None), ("-2", None), ("1", Some("0.05"))] {
+            let error = intraday_market(eur(spread), depth.map(eur)).unwrap_err();
+            assert!(
+                error.to_string().contains("--intraday-"),
+                "{spread} {depth:?}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_sale_awarded_without_its_purchase_is_closed_intraday_at_the_spread() {
+        // 1 MW / 1 MWh, lossless, empty, no wear. Forecast 10 then 100: the plan buys
+        // 1 MWh, then sells it. The real prices are 200 then 100: the purchase does not
+        // clear (200 is above its limit) and the sale does, with nothing stored.
+        let spec = BatterySpec::symmetric(1_000_000, 1_000_000, 1.0, Decimal::ZERO);
+        let rules = MarketRules::day_ahead_default();
+        let day = |intraday: Option<ReplayIntraday>| {
+            let mut ctx = DayContext {
+                spec: &spec,
+                market: ReplayMarket::new(
+                    BATTERY,
+                    COUNTERPARTY,
+                    AuctionConfig::with_rules(rules.clone()),
+                )
+                .expect("replay market"),
+                bid_config: BidConfig {
+                    rules: rules.clone(),
+                    period_s: 3_600,
+                    headroom: None,
+                    planned_limits: PlannedLimits::RoundTrip,
+                    imbalance_penalty_eur_per_mwh: 20.0,
+                },
+                settle: SettleConfig {
+                    period_s: 3_600,
+                    imbalance_penalty_eur_per_mwh: eur("20"),
+                },
+                terminal_wh: 0.0,
+                price_taking: false,
+                intraday,
+            };
+            ctx.run_day(0.0, &[10.0, 100.0], &[eur("200"), eur("100")])
+                .expect("day runs")
+                .expect("plan succeeds")
+        };
+        // Without intraday: 1 MWh sold for 100, none delivered: imbalance at 100 + 20.
+        let alone = day(None);
+        assert_eq!(alone.settlement.profit_eur, eur("-20"));
+        assert_eq!(alone.settlement.imbalance_mwh, eur("1"));
+        assert_eq!(alone.closed_mwh, Decimal::ZERO);
+        // With it: bought back at 100 + 0.50 before delivery; only the half spread paid.
+        let closed = day(Some(intraday_market(eur("1"), None).expect("valid")));
+        assert_eq!(closed.settlement.profit_eur, eur("-0.5"));
+        assert_eq!(closed.settlement.imbalance_mwh, Decimal::ZERO);
+        assert_eq!(closed.closed_mwh, eur("1"));
+    }
 }
