@@ -40,7 +40,8 @@ pub struct SimArgs {
     out: Option<PathBuf>,
     /// Run a grid of variants instead: KEY=V1,V2 ... with KEY one of strategy
     /// (perfect_foresight|lear_lp|naive_lp|rule_based, or perfect|lear|naive|rule),
-    /// bidding (price_taker|auction), seed, days, loss, max_position_mw (MW or none).
+    /// bidding (price_taker|auction), seed, days, loss, max_position_mw (MW or none),
+    /// intraday_spread (EUR/MWh or none).
     /// Every combination runs, in parallel across cores.
     #[arg(long, num_args = 1..)]
     sweep: Vec<String>,
@@ -162,8 +163,8 @@ fn run_scenario(path: &Path, out: Option<&Path>) -> Result<()> {
     let s = &output.summary;
     let device_intervals = s.counters.device_intervals as f64;
     println!(
-        "profit {} EUR (market {}, imbalance {}, wear {})",
-        s.pnl.profit_eur, s.pnl.market_eur, s.pnl.imbalance_eur, s.pnl.wear_eur
+        "profit {} EUR (market {}, intraday {}, imbalance {}, wear {})",
+        s.pnl.profit_eur, s.pnl.market_eur, s.pnl.intraday_eur, s.pnl.imbalance_eur, s.pnl.wear_eur
     );
     println!(
         "{} events, {:.0} device-intervals in {wall:.2} s wall ({:.2} M events/s, \
@@ -340,8 +341,21 @@ fn apply_axis(scenario: &mut Scenario, key: &str, value: &str) -> Result<()> {
                 }
             }
         }
+        "intraday_spread" => {
+            scenario.market.intraday_spread_eur_per_mwh = match value {
+                "none" => None,
+                _ => Some(Spanned::new(
+                    0..0,
+                    value.parse().map_err(|_| bad("not a decimal or none"))?,
+                )),
+            };
+            if let Err((_, _, message)) = scenario.market.intraday() {
+                return Err(bad(&message));
+            }
+        }
         _ => bail!(
-            "unknown sweep key {key:?} (strategy, bidding, seed, days, loss, max_position_mw)"
+            "unknown sweep key {key:?} (strategy, bidding, seed, days, loss, max_position_mw, \
+             intraday_spread)"
         ),
     }
     Ok(())
@@ -405,10 +419,11 @@ fn sweep(path: &Path, specs: &[String]) -> Result<()> {
         .unwrap_or(7)
         .max(7);
     println!(
-        "{:<width$} {:>14} {:>14} {:>12} {:>11} {:>9} {:>9} {:>8} {:>17}",
+        "{:<width$} {:>14} {:>14} {:>12} {:>12} {:>11} {:>9} {:>9} {:>8} {:>17}",
         "variant",
         "profit EUR",
         "market EUR",
+        "intrad. EUR",
         "imbal. EUR",
         "wear EUR",
         "accepted",
@@ -421,9 +436,10 @@ fn sweep(path: &Path, specs: &[String]) -> Result<()> {
             Some((Ok(out), wall)) => {
                 let s = &out.summary;
                 println!(
-                    "{label:<width$} {:>14.2} {:>14.2} {:>12.2} {:>11.2} {:>9} {:>9} {wall:>8.2} {:>17}",
+                    "{label:<width$} {:>14.2} {:>14.2} {:>12.2} {:>12.2} {:>11.2} {:>9} {:>9} {wall:>8.2} {:>17}",
                     s.pnl.profit_eur,
                     s.pnl.market_eur,
+                    s.pnl.intraday_eur,
                     s.pnl.imbalance_eur,
                     s.pnl.wear_eur,
                     s.counters.schedules_accepted,
@@ -512,5 +528,27 @@ mod tests {
         }
         let error = apply_axis(&mut scenario, "max_position", "1").unwrap_err();
         assert!(error.to_string().contains("max_position_mw"), "{error}");
+    }
+
+    #[test]
+    fn the_intraday_spread_sweeps_over_values_and_none_and_refuses_bad_ones() {
+        let mut scenario = Scenario::parse("t.toml", SCENARIO).expect("valid scenario");
+        let spread = |s: &Scenario| {
+            s.market
+                .intraday()
+                .expect("valid terms")
+                .map(|c| c.spread_eur_per_mwh)
+        };
+        apply_axis(&mut scenario, "intraday_spread", "1").expect("1 EUR/MWh");
+        assert_eq!(spread(&scenario), Some(Decimal::ONE));
+        apply_axis(&mut scenario, "intraday_spread", "none").expect("no intraday market");
+        assert_eq!(spread(&scenario), None);
+        for bad in ["-1", "0.01", "wide"] {
+            let error = apply_axis(&mut scenario, "intraday_spread", bad).unwrap_err();
+            assert!(
+                error.to_string().contains("sweep intraday_spread="),
+                "{bad}: {error}"
+            );
+        }
     }
 }

@@ -155,7 +155,7 @@ pub fn report_html(summary: &Summary, rows: &[IntervalRow], series: &Series<'_>)
          <h1>Scenario {name}</h1><p>seed {seed} · strategy {strategy} · bidding {bidding}\
          {limit} · {n} batteries · \
          {k} intervals · device logic: {logic} · result hash <code>{hash}</code></p>\
-         <table><tr><td>market</td><td>{m} EUR</td></tr><tr><td>imbalance</td><td>{i} EUR</td>\
+         <table><tr><td>market</td><td>{m} EUR</td></tr>{intraday}<tr><td>imbalance</td><td>{i} EUR</td>\
          </tr><tr><td>wear</td><td>−{w} EUR</td></tr><tr><td><b>profit</b></td>\
          <td><b>{pr} EUR</b></td></tr></table>",
         name = summary.scenario,
@@ -170,6 +170,14 @@ pub fn report_html(summary: &Summary, rows: &[IntervalRow], series: &Series<'_>)
         logic = summary.device_logic,
         hash = summary.result_hash,
         m = p.market_eur,
+        intraday = if summary.energy.intraday_closed_mwh > 0.0 || !p.intraday_eur.is_zero() {
+            format!(
+                "<tr><td>intraday close-out ({:.1} MWh)</td><td>{} EUR</td></tr>",
+                summary.energy.intraday_closed_mwh, p.intraday_eur
+            )
+        } else {
+            String::new()
+        },
         i = p.imbalance_eur,
         w = p.wear_eur,
         pr = p.profit_eur,

@@ -23,11 +23,13 @@ const J_PER_MWH: i64 = 3_600_000_000;
 pub struct Pnl {
     /// Cash for the committed position at the replayed prices.
     pub market_eur: Decimal,
+    /// What the intraday close-outs paid beyond the replayed prices (≤ 0: the spread).
+    pub intraday_eur: Decimal,
     /// Cash for delivered minus committed energy at the price, minus the penalty.
     pub imbalance_eur: Decimal,
     /// Wear cost of the throughput.
     pub wear_eur: Decimal,
-    /// `market + imbalance − wear`.
+    /// `market + intraday + imbalance − wear`.
     pub profit_eur: Decimal,
 }
 
@@ -42,6 +44,8 @@ pub struct Energy {
     pub throughput_mwh: f64,
     /// Sum over intervals of |delivered − committed|.
     pub imbalance_abs_mwh: f64,
+    /// Sum over intervals of |power closed on the intraday book|.
+    pub intraday_closed_mwh: f64,
 }
 
 /// `summary.json`.
@@ -114,7 +118,7 @@ fn csv(rows: &[IntervalRow]) -> String {
     let mut out = String::with_capacity(rows.len() * 96);
     out.push_str(
         "interval_start_utc,price_eur_per_mwh,committed_w,delivered_j,imbalance_j,\
-         throughput_j,fleet_soc_wh,soc_min_pct,soc_max_pct,n_fallback,n_down\n",
+         throughput_j,fleet_soc_wh,soc_min_pct,soc_max_pct,n_fallback,n_down,closed_w\n",
     );
     let interval_s = rows
         .get(1)
@@ -125,7 +129,7 @@ fn csv(rows: &[IntervalRow]) -> String {
             .format("%Y-%m-%dT%H:%M:%SZ");
         let imbalance = row.delivered_j - row.committed_w * interval_s;
         out.push_str(&format!(
-            "{start},{},{},{},{imbalance},{},{:.3},{:.3},{:.3},{},{}\n",
+            "{start},{},{},{},{imbalance},{},{:.3},{:.3},{:.3},{},{},{}\n",
             row.price,
             row.committed_w,
             row.delivered_j,
@@ -134,7 +138,8 @@ fn csv(rows: &[IntervalRow]) -> String {
             row.soc_min_pct,
             row.soc_max_pct,
             row.n_fallback,
-            row.n_down
+            row.n_down,
+            row.closed_w
         ));
     }
     out
@@ -188,12 +193,13 @@ pub fn simulate<'a>(
 
 fn output(scenario: &Scenario, world: &World<'_>) -> SimOutput {
     let scale = world.money_scale();
-    let (market, imbalance, wear) = world.money();
+    let money = world.money();
     let pnl = Pnl {
-        market_eur: to_eur(market, scale),
-        imbalance_eur: to_eur(imbalance, scale),
-        wear_eur: to_eur(wear, scale),
-        profit_eur: to_eur(market + imbalance - wear, scale),
+        market_eur: to_eur(money.market, scale),
+        intraday_eur: to_eur(money.intraday, scale),
+        imbalance_eur: to_eur(money.imbalance, scale),
+        wear_eur: to_eur(money.wear, scale),
+        profit_eur: to_eur(money.profit(), scale),
     };
     let rows = world.rows();
     let interval_s = scenario.interval_s();
@@ -206,6 +212,7 @@ fn output(scenario: &Scenario, world: &World<'_>) -> SimOutput {
             .iter()
             .map(|r| (r.delivered_j - r.committed_w * interval_s).abs())
             .sum()),
+        intraday_closed_mwh: mwh(rows.iter().map(|r| r.closed_w.abs() * interval_s).sum()),
     };
     let intervals_csv = csv(rows);
     let mut summary = Summary {
@@ -242,8 +249,8 @@ fn output(scenario: &Scenario, world: &World<'_>) -> SimOutput {
     let mut profit_m = 0_i128;
     let cumulative_profit_eur: Vec<f64> = world
         .money_by_interval()
-        .map(|(market, imbalance, wear)| {
-            profit_m += market + imbalance - wear;
+        .map(|money| {
+            profit_m += money.profit();
             to_eur(profit_m, scale).to_f64().unwrap_or(0.0)
         })
         .collect();

@@ -24,7 +24,9 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Deserialize;
 use toml::Spanned;
+use voltex_engine::bidding::{IntradayConfig, IntradayError, ReplayIntraday};
 use voltex_market::battery::BatterySpec;
+use voltex_market::{AccountId, MarketRules, Qty};
 
 /// A scenario that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +117,73 @@ pub struct MarketSpec {
     /// decimal string; default `"0"`.
     #[serde(default)]
     pub imbalance_penalty_eur_per_mwh: Option<Spanned<Decimal>>,
+    /// The continuous intraday market (none by default): before delivery the platform
+    /// closes what a day's commitment cannot deliver on each interval's book against a
+    /// synthetic maker quoting the replayed price ± half this spread, EUR/MWh (decimal
+    /// string; half of it a multiple of 0.01). See `voltex_engine::bidding::intraday`.
+    #[serde(default)]
+    pub intraday_spread_eur_per_mwh: Option<Spanned<Decimal>>,
+    /// The intraday maker's depth per side and interval, MW (whole 0.1 MW lots; default
+    /// the largest order, 999 MW). Needs `intraday_spread_eur_per_mwh`.
+    #[serde(default)]
+    pub intraday_depth_mw: Option<Spanned<Decimal>>,
+}
+
+impl MarketSpec {
+    /// The intraday market's terms, if the scenario has one.
+    ///
+    /// # Errors
+    /// The field at fault and why: a spread or depth [`IntradayConfig`] refuses, a depth
+    /// that is not whole lots, or a depth without a spread.
+    pub fn intraday(&self) -> Result<Option<IntradayConfig>, (&'static str, usize, String)> {
+        let depth_field = "intraday_depth_mw";
+        let Some(spread) = &self.intraday_spread_eur_per_mwh else {
+            return match &self.intraday_depth_mw {
+                None => Ok(None),
+                Some(depth) => Err((
+                    depth_field,
+                    depth.span().start,
+                    "needs intraday_spread_eur_per_mwh".into(),
+                )),
+            };
+        };
+        let rules = MarketRules::intraday_default();
+        let depth = match &self.intraday_depth_mw {
+            None => rules.qty_max,
+            Some(depth) => {
+                let lots = *depth.get_ref() * Decimal::from(1_000) / Decimal::from(rules.lot_kw);
+                if !lots.fract().is_zero() {
+                    return Err((
+                        depth_field,
+                        depth.span().start,
+                        format!("must be whole {} MW lots", Decimal::new(rules.lot_kw, 3)),
+                    ));
+                }
+                Qty(lots.to_i64().unwrap_or(i64::MAX))
+            }
+        };
+        let config = IntradayConfig {
+            rules,
+            spread_eur_per_mwh: *spread.get_ref(),
+            depth,
+        };
+        // The engine's own checks, against two distinct placeholder accounts.
+        match ReplayIntraday::new(AccountId(1), AccountId(2), config.clone()) {
+            Ok(_) => Ok(Some(config)),
+            Err(IntradayError::Depth { .. }) => Err((
+                depth_field,
+                self.intraday_depth_mw
+                    .as_ref()
+                    .map_or(0, |d| d.span().start),
+                "must be at least one 0.1 MW lot and at most 999 MW".into(),
+            )),
+            Err(error) => Err((
+                "intraday_spread_eur_per_mwh",
+                spread.span().start,
+                error.to_string(),
+            )),
+        }
+    }
 }
 
 /// The platform's planning strategy.
@@ -490,6 +559,9 @@ impl Scenario {
                 "imbalance_penalty_eur_per_mwh",
                 "must be >= 0",
             ));
+        }
+        if let Err((field, offset, message)) = self.market.intraday() {
+            return Err(c.at(offset, field, message));
         }
         if let Some(days) = &self.strategy.history_days
             && *days.get_ref() == 0

@@ -17,7 +17,11 @@
 //! (`strategy.max_position_mw`) the platform plans, bids and sends each device as a
 //! battery whose power is capped at its share of the limit (by group power, then by
 //! count, rounded down), so the commitment never exceeds the limit; the physics keeps
-//! the real battery.
+//! the real battery. With an intraday market (`market.intraday_spread_eur_per_mwh`)
+//! each group's commitment is then walked through its aggregated physics from the
+//! expected SoC and what it cannot deliver is closed on each interval's continuous book
+//! (`voltex_engine::bidding::intraday`); the devices are sent the closed position and
+//! the spread paid is settled as `pnl.intraday_eur`.
 //!
 //! # Dispatch
 //! Each device gets a real [`voltex_dispatch::Schedule`] (schedule id = device index + 1,
@@ -73,7 +77,9 @@ use voltex_dispatch::receipt::ReceiptWindow;
 use voltex_dispatch::{
     Ack, Fallback, Message, Receipt, Schedule, ScheduleId, ScheduleSigner, SignedSchedule,
 };
-use voltex_engine::bidding::{BidConfig, PlannedLimits, ReplayMarket, day_ahead_curves};
+use voltex_engine::bidding::{
+    BidConfig, PlannedLimits, ReplayIntraday, ReplayMarket, day_ahead_curves,
+};
 use voltex_engine::forecast::{ForecastError, Forecaster, Lear, LearConfig, NaiveForecaster};
 use voltex_engine::optimise::fleet::share_of_limit_w;
 use voltex_engine::optimise::rule::DailyRule;
@@ -81,7 +87,7 @@ use voltex_engine::optimise::{LpBackend, OptimiseError, PlanConfig, TerminalSoc,
 use voltex_market::auction::AuctionConfig;
 use voltex_market::battery::{BatterySpec, PeriodPhysics};
 use voltex_market::series::PriceSeries;
-use voltex_market::{AccountId, UtcNanos};
+use voltex_market::{AccountId, Side, UtcNanos};
 
 use crate::agent::{
     GroupProfiles, VirtualAgent, core_config, device_id, schedule_periods, verifies_signatures,
@@ -107,6 +113,9 @@ pub enum SimError {
     /// The price file's step does not fit the scenario's interval.
     #[error("market data: {0}")]
     Step(String),
+    /// The intraday market's terms are unusable (a scenario that parsed has usable ones).
+    #[error("intraday market: {0}")]
+    Intraday(String),
     /// Too many fault and partition windows.
     #[error("{n} fault and partition windows; at most {WINDOWS_MAX} are supported")]
     TooManyWindows {
@@ -347,6 +356,26 @@ impl AckCounts {
     }
 }
 
+/// Cash of an interval or a run, money units (J × price mantissa, see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Money {
+    /// The commitment (day-ahead award plus intraday closes) at the replayed price.
+    pub market: i128,
+    /// What the intraday fills paid beyond the replayed price (≤ 0: the spread).
+    pub intraday: i128,
+    /// Delivered minus committed energy at the price, minus the penalty.
+    pub imbalance: i128,
+    /// Wear cost of the throughput.
+    pub wear: i128,
+}
+
+impl Money {
+    /// `market + intraday + imbalance − wear`.
+    pub fn profit(&self) -> i128 {
+        self.market + self.intraday + self.imbalance - self.wear
+    }
+}
+
 /// One interval of the run, fleet-wide.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct IntervalRow {
@@ -370,8 +399,14 @@ pub struct IntervalRow {
     pub n_fallback: u32,
     /// Devices down.
     pub n_down: u32,
+    /// Net power closed on the intraday book, W (positive = sold back): the commitment
+    /// is the day-ahead award plus this.
+    pub closed_w: i64,
     /// Wear cost, money units (see the module docs).
     wear_m: i128,
+    /// The intraday fills' cash beyond their energy's value at the replayed price,
+    /// money units (≤ 0: the spread paid).
+    intraday_m: i128,
 }
 
 /// Per-device flags of the simulator (not agent state).
@@ -398,6 +433,8 @@ pub struct World<'a> {
     strategy: StrategyKind,
     /// `Some` when the plan is bid into the call auction ([`Bidding::Auction`]).
     auction: Option<AuctionBidding>,
+    /// The continuous intraday market, if the scenario has one.
+    intraday: Option<ReplayIntraday>,
     history_days: usize,
     lear: Option<Lear>,
     first_series_day: usize,
@@ -534,6 +571,10 @@ impl<'a> World<'a> {
             .clone()
             .flat_map(|d| series.day_prices(d).iter().copied())
             .collect();
+        let intraday_config = scenario
+            .market
+            .intraday()
+            .map_err(|(field, _, message)| SimError::Intraday(format!("{field}: {message}")))?;
         let penalty = scenario
             .market
             .imbalance_penalty_eur_per_mwh
@@ -549,6 +590,8 @@ impl<'a> World<'a> {
                     .map(|g| g.get_ref().wear_cost_eur_per_mwh.scale()),
             )
             .chain([penalty.scale()])
+            // Intraday fills are on the 0.01 EUR/MWh tick.
+            .chain(intraday_config.as_ref().map(|_| 2))
             .max()
             .unwrap_or(0);
         let prices_m: Vec<i128> = series_prices
@@ -694,6 +737,10 @@ impl<'a> World<'a> {
             auction: (scenario.strategy.bidding == Bidding::Auction
                 && strategy != StrategyKind::RuleBased)
                 .then(|| AuctionBidding::new(interval_s, penalty.to_f64().unwrap_or(0.0))),
+            intraday: intraday_config
+                .map(|config| ReplayIntraday::new(FLEET_ACCOUNT, MARKET_ACCOUNT, config))
+                .transpose()
+                .map_err(|e| SimError::Intraday(e.to_string()))?,
             history_days,
             lear,
             first_series_day,
@@ -994,6 +1041,46 @@ impl<'a> World<'a> {
                     // is imbalance, as a real allocation's rounding would be.
                     let per_device = committed.iter().map(|w| w / count).collect();
                     (committed, per_device)
+                }
+            };
+            // Before delivery, what the commitment cannot deliver from the expected SoC
+            // is closed on the intraday book (the group as one unit, as it was bid).
+            let (committed_w, net_w) = match self.intraday.as_mut() {
+                None => (committed_w, net_w),
+                Some(intraday) => {
+                    let rows = &mut self.rows[first_k..first_k + self.per_day];
+                    let real: Vec<Decimal> = rows.iter().map(|row| row.price).collect();
+                    let out = intraday
+                        .close_out_day(
+                            &plan_spec.scaled(count),
+                            start_soc * count as f64,
+                            &committed_w,
+                            &real,
+                            self.interval_s,
+                        )
+                        .map_err(|e| SimError::Bid {
+                            day,
+                            group: self.groups[g].name.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    for ((row, fill), real) in rows.iter_mut().zip(&out.fills).zip(&real) {
+                        let Some(fill) = fill else { continue };
+                        let sold_w = match fill.side {
+                            Side::Sell => fill.power_w,
+                            Side::Buy => -fill.power_w,
+                        };
+                        row.closed_w += sold_w;
+                        // The fill's cash beyond the energy's value at the replayed price.
+                        let premium_m = mantissa_at(fill.price.to_decimal() - real, self.scale);
+                        row.intraday_m +=
+                            i128::from(sold_w) * i128::from(self.interval_s) * premium_m;
+                    }
+                    if out.fills.iter().any(Option::is_some) {
+                        let per_device = out.position_w.iter().map(|w| w / count).collect();
+                        (out.position_w, per_device)
+                    } else {
+                        (committed_w, net_w)
+                    }
                 }
             };
             // Planned SoC path by the shared physics (for the next day's correction).
@@ -1547,25 +1634,29 @@ impl<'a> World<'a> {
         }
     }
 
-    /// Settlement of the whole run: (market, imbalance, wear) in money units.
-    pub fn money(&self) -> (i128, i128, i128) {
+    /// Settlement of the whole run, money units.
+    pub fn money(&self) -> Money {
         self.money_by_interval()
-            .fold((0, 0, 0), |(m, i, w), (dm, di, dw)| {
-                (m + dm, i + di, w + dw)
+            .fold(Money::default(), |sum, m| Money {
+                market: sum.market + m.market,
+                intraday: sum.intraday + m.intraday,
+                imbalance: sum.imbalance + m.imbalance,
+                wear: sum.wear + m.wear,
             })
     }
 
     /// [`World::money`] of each interval, in order.
-    pub fn money_by_interval(&self) -> impl Iterator<Item = (i128, i128, i128)> + '_ {
+    pub fn money_by_interval(&self) -> impl Iterator<Item = Money> + '_ {
         self.rows.iter().enumerate().map(|(k, row)| {
             let price = self.prices_m[k];
             let committed_j = i128::from(row.committed_w) * i128::from(self.interval_s);
             let diff_j = i128::from(row.delivered_j) - committed_j;
-            (
-                committed_j * price,
-                diff_j * price - diff_j.abs() * self.penalty_m,
-                row.wear_m,
-            )
+            Money {
+                market: committed_j * price,
+                intraday: row.intraday_m,
+                imbalance: diff_j * price - diff_j.abs() * self.penalty_m,
+                wear: row.wear_m,
+            }
         })
     }
 

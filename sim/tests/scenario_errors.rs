@@ -141,6 +141,50 @@ fn a_risk_limit_below_one_watt_is_refused_at_its_line() {
 }
 
 #[test]
+fn bad_intraday_terms_are_refused_at_their_line() {
+    // `days = 2` is line 8; the intraday fields go right after it.
+    let with = |extra: &str| GOOD.replace("days = 2\n", &format!("days = 2\n{extra}"));
+    let scenario = parse(&with(
+        "intraday_spread_eur_per_mwh = \"1\"\nintraday_depth_mw = \"2.5\"\n",
+    ))
+    .expect("valid intraday terms");
+    let config = scenario
+        .market
+        .intraday()
+        .expect("valid")
+        .expect("a market");
+    assert_eq!(config.depth.0, 25, "2.5 MW in 0.1 MW lots");
+    let cases = [
+        (
+            "intraday_spread_eur_per_mwh = \"-1\"\n",
+            "intraday_spread_eur_per_mwh",
+            9,
+        ),
+        (
+            "intraday_spread_eur_per_mwh = \"0.01\"\n",
+            "intraday_spread_eur_per_mwh",
+            9,
+        ),
+        (
+            "intraday_spread_eur_per_mwh = \"1\"\nintraday_depth_mw = \"0.05\"\n",
+            "intraday_depth_mw",
+            10,
+        ),
+        (
+            "intraday_spread_eur_per_mwh = \"1\"\nintraday_depth_mw = \"0\"\n",
+            "intraday_depth_mw",
+            10,
+        ),
+        ("intraday_depth_mw = \"1\"\n", "intraday_depth_mw", 9),
+    ];
+    for (extra, field, line) in cases {
+        let err = parse(&with(extra)).unwrap_err();
+        assert_eq!(err.field(), Some(field), "{extra}: {err}");
+        assert_eq!(err.line(), line, "{extra}: {err}");
+    }
+}
+
+#[test]
 fn fault_kind_specific_fields_are_required() {
     let text = format!(
         "{GOOD}\n[[faults]]\nkind = \"stuck\"\ngroup = \"a\"\nfraction = 0.5\n\

@@ -212,6 +212,84 @@ fn a_fleet_risk_limit_caps_every_position_shared_by_power_and_matches_the_hand_c
 }
 
 #[test]
+fn a_sale_awarded_without_its_purchase_is_closed_intraday_instead_of_left_to_imbalance() {
+    // Seven ordinary days (-10.00 at 03:00, 100.00 at 18:00, 50.00 else), then Wednesday
+    // 2020-01-08 with 200.00 at 03:00. The naive forecast (yesterday) plans to buy at
+    // 03:00 and sell at 18:00; the purchase does not clear at 200, the sale clears at
+    // 100 with the two empty batteries holding nothing to sell.
+    let mut text = String::from(",Price\n");
+    for day in 0..8 {
+        for hour in 0..24 {
+            let price = match (day, hour) {
+                (7, 3) => "200.00",
+                (_, 3) => "-10.00",
+                (_, 18) => "100.00",
+                _ => "50.00",
+            };
+            text.push_str(&format!("2020-01-{:02} {hour:02}:00:00,{price}\n", day + 1));
+        }
+    }
+    let series = PriceSeries::parse_csv("synthetic.csv", &text, &SeriesLayout::default())
+        .expect("valid series");
+    let run_with = |market_extra: &str| {
+        let text = scenario_text(2, 1, "")
+            .replace("start_date = \"2020-01-01\"", "start_date = \"2020-01-08\"")
+            .replace(
+                "imbalance_penalty_eur_per_mwh = \"5\"",
+                &format!("imbalance_penalty_eur_per_mwh = \"5\"{market_extra}"),
+            )
+            .replace(
+                "kind = \"perfect_foresight\"",
+                "kind = \"naive_lp\"\nbidding = \"auction\"",
+            );
+        let scenario = Scenario::parse("t.toml", &text).expect("valid scenario");
+        run(&scenario, &series, &mut |_| {}).expect("run")
+    };
+    // Without an intraday market: 2 MWh sold at 100, none delivered: 200 EUR of market
+    // cash, -2 MWh of imbalance at 100 + 5 EUR/MWh.
+    let alone = run_with("");
+    assert_eq!(committed_w(&alone)[18], 2_000_000);
+    assert_eq!(alone.summary.pnl.market_eur, eur("200"));
+    assert_eq!(alone.summary.pnl.imbalance_eur, eur("-210"));
+    assert_eq!(alone.summary.pnl.profit_eur, eur("-10"));
+    // With one (spread 2): the sale is bought back at 101.00 before delivery; the devices
+    // are sent nothing for 18:00, and only the half spread is paid.
+    let closed = run_with("\nintraday_spread_eur_per_mwh = \"2\"");
+    assert!(committed_w(&closed).iter().all(|w| *w == 0));
+    assert!(delivered(&closed).iter().all(|j| *j == 0));
+    let pnl = &closed.summary.pnl;
+    assert_eq!(pnl.market_eur, eur("0"));
+    assert_eq!(pnl.intraday_eur, eur("-2"));
+    assert_eq!(pnl.imbalance_eur, eur("0"));
+    assert_eq!(pnl.profit_eur, eur("-2"));
+    assert_eq!(closed.summary.energy.intraday_closed_mwh, 2.0);
+    let closed_w: Vec<i64> = closed
+        .intervals_csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.rsplit(',')
+                .next()
+                .expect("column")
+                .parse()
+                .expect("integer")
+        })
+        .collect();
+    assert_eq!(closed_w[18], -2_000_000, "bought back");
+    assert_eq!(closed_w.iter().filter(|w| **w != 0).count(), 1);
+    assert!(closed.report_html.contains("intraday close-out (2.0 MWh)"));
+    // Depth of 0.5 MW: only that much is closed, the rest stays imbalance.
+    let shallow = run_with("\nintraday_spread_eur_per_mwh = \"2\"\nintraday_depth_mw = \"0.5\"");
+    assert_eq!(committed_w(&shallow)[18], 1_500_000);
+    assert_eq!(shallow.summary.pnl.intraday_eur, eur("-0.5"));
+    assert_eq!(
+        shallow.summary.pnl.imbalance_eur,
+        eur("-157.5"),
+        "1.5 MWh at 105"
+    );
+}
+
+#[test]
 fn perfect_foresight_pnl_matches_the_hand_computation() {
     let out = go(&scenario(2, 1, ""), 1);
     let pnl = &out.summary.pnl;
