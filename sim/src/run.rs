@@ -61,6 +61,8 @@ pub struct Summary {
     pub bidding: String,
     /// The fleet's risk limit, MW (`null`: none).
     pub max_position_mw: Option<Decimal>,
+    /// The intraday maker's spread, EUR/MWh (`null`: no intraday market).
+    pub intraday_spread_eur_per_mwh: Option<Decimal>,
     /// Which code made the devices' decisions.
     pub device_logic: String,
     /// Number of batteries.
@@ -229,6 +231,11 @@ fn output(scenario: &Scenario, world: &World<'_>) -> SimOutput {
             .max_position_mw
             .as_ref()
             .map(|mw| *mw.get_ref()),
+        intraday_spread_eur_per_mwh: scenario
+            .market
+            .intraday_spread_eur_per_mwh
+            .as_ref()
+            .map(|spread| *spread.get_ref()),
         device_logic: DEVICE_LOGIC.to_string(),
         n_devices: world.n_devices(),
         n_intervals: rows.len(),

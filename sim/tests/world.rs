@@ -278,6 +278,8 @@ fn a_sale_awarded_without_its_purchase_is_closed_intraday_instead_of_left_to_imb
     assert_eq!(closed_w[18], -2_000_000, "bought back");
     assert_eq!(closed_w.iter().filter(|w| **w != 0).count(), 1);
     assert!(closed.report_html.contains("intraday close-out (2.0 MWh)"));
+    assert_eq!(closed.summary.intraday_spread_eur_per_mwh, Some(eur("2")));
+    assert_eq!(alone.summary.intraday_spread_eur_per_mwh, None);
     // Depth of 0.5 MW: only that much is closed, the rest stays imbalance.
     let shallow = run_with("\nintraday_spread_eur_per_mwh = \"2\"\nintraday_depth_mw = \"0.5\"");
     assert_eq!(committed_w(&shallow)[18], 1_500_000);
