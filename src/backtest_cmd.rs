@@ -180,7 +180,51 @@ struct Day {
 const BATTERY: AccountId = AccountId(1);
 const COUNTERPARTY: AccountId = AccountId(2);
 
-impl DayContext<'_> {
+/// How a strategy's plan becomes bids.
+struct BidStyle {
+    headroom: Option<HeadroomSteps>,
+    planned_limits: PlannedLimits,
+    price_taking: bool,
+}
+
+impl<'a> DayContext<'a> {
+    /// A day's context for `spec` under the default day-ahead rules, periods of
+    /// `period_s`, imbalance priced at the price plus `imbalance_penalty` (EUR/MWh),
+    /// bids in `style`, each day ending with at least `terminal_wh` stored, and an
+    /// optional intraday close-out.
+    fn new(
+        spec: &'a BatterySpec,
+        period_s: i64,
+        imbalance_penalty: Decimal,
+        style: BidStyle,
+        terminal_wh: f64,
+        intraday: Option<ReplayIntraday>,
+    ) -> Result<DayContext<'a>> {
+        let rules = MarketRules::day_ahead_default();
+        Ok(DayContext {
+            spec,
+            market: ReplayMarket::new(
+                BATTERY,
+                COUNTERPARTY,
+                AuctionConfig::with_rules(rules.clone()),
+            )?,
+            bid_config: BidConfig {
+                rules,
+                period_s,
+                headroom: style.headroom,
+                planned_limits: style.planned_limits,
+                imbalance_penalty_eur_per_mwh: imbalance_penalty.to_f64().unwrap_or(0.0),
+            },
+            settle: SettleConfig {
+                period_s,
+                imbalance_penalty_eur_per_mwh: imbalance_penalty,
+            },
+            terminal_wh,
+            price_taking: style.price_taking,
+            intraday,
+        })
+    }
+
     /// Plans on `forecast`, bids, clears against `real` and settles; returns the
     /// settlement, or `None` (idle day) if the plan or the bids failed.
     fn run_day(&mut self, soc_wh: f64, forecast: &[f64], real: &[Decimal]) -> Result<Option<Day>> {
@@ -270,17 +314,11 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
     let days = first..series.n_days();
     let n_days = days.len();
 
-    let rules = MarketRules::day_ahead_default();
-    let mut ctx = DayContext {
-        spec: &spec,
-        market: ReplayMarket::new(
-            BATTERY,
-            COUNTERPARTY,
-            AuctionConfig::with_rules(rules.clone()),
-        )?,
-        bid_config: BidConfig {
-            rules: rules.clone(),
-            period_s,
+    let mut ctx = DayContext::new(
+        &spec,
+        period_s,
+        args.imbalance_penalty,
+        BidStyle {
             headroom: args.headroom_spread.map(|s| HeadroomSteps {
                 spread_eur_per_mwh: s,
             }),
@@ -289,19 +327,14 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
             } else {
                 PlannedLimits::RoundTrip
             },
-            imbalance_penalty_eur_per_mwh: args.imbalance_penalty.to_f64().unwrap_or(0.0),
+            price_taking: args.price_taking,
         },
-        settle: SettleConfig {
-            period_s,
-            imbalance_penalty_eur_per_mwh: args.imbalance_penalty,
-        },
-        terminal_wh: capacity_wh as f64 * args.terminal_soc,
-        price_taking: args.price_taking,
-        intraday: match args.intraday_spread {
+        capacity_wh as f64 * args.terminal_soc,
+        match args.intraday_spread {
             None => None,
             Some(spread) => Some(intraday_market(spread, args.intraday_depth_mw)?),
         },
-    };
+    )?;
     let start_soc = ctx.terminal_wh;
 
     // Forecasts first (the LEAR ensemble recalibrates daily), timed on their own.
@@ -618,31 +651,14 @@ mod tests {
         // 1 MWh, then sells it. The real prices are 200 then 100: the purchase does not
         // clear (200 is above its limit) and the sale does, with nothing stored.
         let spec = BatterySpec::symmetric(1_000_000, 1_000_000, 1.0, Decimal::ZERO);
-        let rules = MarketRules::day_ahead_default();
         let day = |intraday: Option<ReplayIntraday>| {
-            let mut ctx = DayContext {
-                spec: &spec,
-                market: ReplayMarket::new(
-                    BATTERY,
-                    COUNTERPARTY,
-                    AuctionConfig::with_rules(rules.clone()),
-                )
-                .expect("replay market"),
-                bid_config: BidConfig {
-                    rules: rules.clone(),
-                    period_s: 3_600,
-                    headroom: None,
-                    planned_limits: PlannedLimits::RoundTrip,
-                    imbalance_penalty_eur_per_mwh: 20.0,
-                },
-                settle: SettleConfig {
-                    period_s: 3_600,
-                    imbalance_penalty_eur_per_mwh: eur("20"),
-                },
-                terminal_wh: 0.0,
+            let style = BidStyle {
+                headroom: None,
+                planned_limits: PlannedLimits::RoundTrip,
                 price_taking: false,
-                intraday,
             };
+            let mut ctx = DayContext::new(&spec, 3_600, eur("20"), style, 0.0, intraday)
+                .expect("day context");
             ctx.run_day(0.0, &[10.0, 100.0], &[eur("200"), eur("100")])
                 .expect("day runs")
                 .expect("plan succeeds")
