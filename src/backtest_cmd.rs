@@ -55,7 +55,7 @@ use voltex_engine::optimise::{
 use voltex_market::auction::AuctionConfig;
 use voltex_market::battery::BatterySpec;
 use voltex_market::series::{PriceSeries, STANDARD_TEST_DAYS, SeriesLayout};
-use voltex_market::{AccountId, MarketRules, Qty};
+use voltex_market::{AccountId, MarketRules};
 
 /// Arguments of `voltex backtest`.
 #[derive(Args, Debug)]
@@ -536,28 +536,9 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
 
 /// The replayed intraday market of `--intraday-spread` and `--intraday-depth-mw`.
 fn intraday_market(spread: Decimal, depth_mw: Option<Decimal>) -> Result<ReplayIntraday> {
-    let rules = MarketRules::intraday_default();
-    let lot_mw = Decimal::from(rules.lot_kw) / Decimal::from(1_000);
-    let depth = match depth_mw {
-        None => rules.qty_max,
-        Some(mw) => {
-            let lots = mw / lot_mw;
-            if !lots.fract().is_zero() {
-                bail!("--intraday-depth-mw {mw}: not a whole number of {lot_mw} MW lots");
-            }
-            Qty(lots.to_i64().unwrap_or(i64::MAX))
-        }
-    };
-    ReplayIntraday::new(
-        BATTERY,
-        COUNTERPARTY,
-        IntradayConfig {
-            rules,
-            spread_eur_per_mwh: spread,
-            depth,
-        },
-    )
-    .map_err(|e| anyhow!("--intraday-spread / --intraday-depth-mw: {e}"))
+    IntradayConfig::with_depth_mw(MarketRules::intraday_default(), spread, depth_mw)
+        .and_then(|config| ReplayIntraday::new(BATTERY, COUNTERPARTY, config))
+        .map_err(|e| anyhow!("--intraday-spread / --intraday-depth-mw: {e}"))
 }
 
 fn read_cache(path: &std::path::Path, n_days: usize, ppd: usize) -> Result<Vec<Vec<f64>>> {
@@ -628,7 +609,7 @@ mod tests {
     #[test]
     fn intraday_terms_are_checked_with_the_flags_named() {
         let market = intraday_market(eur("1"), Some(eur("2.5"))).expect("valid terms");
-        assert_eq!(market.config().depth, Qty(25));
+        assert_eq!(market.config().depth, voltex_market::Qty(25));
         assert_eq!(
             intraday_market(eur("1"), None)
                 .expect("valid")

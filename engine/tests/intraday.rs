@@ -137,6 +137,24 @@ fn bad_terms_and_inputs_are_typed_errors() {
             Err(IntradayError::Depth { .. })
         ));
     }
+    // Depth in MW: whole 0.1 MW lots, checked like the rest.
+    let rules = MarketRules::intraday_default;
+    let in_mw = IntradayConfig::with_depth_mw(rules(), eur("1"), Some(eur("2.5")));
+    assert_eq!(in_mw.map(|c| c.depth), Ok(Qty(25)));
+    let largest = IntradayConfig::with_depth_mw(rules(), eur("1"), None);
+    assert_eq!(largest.map(|c| c.depth), Ok(rules().qty_max));
+    assert!(matches!(
+        IntradayConfig::with_depth_mw(rules(), eur("1"), Some(eur("0.05"))),
+        Err(IntradayError::DepthNotWholeLots { .. })
+    ));
+    assert!(matches!(
+        IntradayConfig::with_depth_mw(rules(), eur("1"), Some(eur("0"))),
+        Err(IntradayError::Depth { .. })
+    ));
+    assert!(matches!(
+        IntradayConfig::with_depth_mw(rules(), eur("0.01"), None),
+        Err(IntradayError::Spread { .. })
+    ));
     let mut bad_rules = config("2", 10);
     bad_rules.rules.tick = Price(0);
     assert!(matches!(

@@ -24,9 +24,9 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Deserialize;
 use toml::Spanned;
-use voltex_engine::bidding::{IntradayConfig, IntradayError, ReplayIntraday};
+use voltex_engine::bidding::{IntradayConfig, IntradayError};
+use voltex_market::MarketRules;
 use voltex_market::battery::BatterySpec;
-use voltex_market::{AccountId, MarketRules, Qty};
 
 /// A scenario that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,42 +147,23 @@ impl MarketSpec {
                 )),
             };
         };
-        let rules = MarketRules::intraday_default();
-        let depth = match &self.intraday_depth_mw {
-            None => rules.qty_max,
-            Some(depth) => {
-                let lots = *depth.get_ref() * Decimal::from(1_000) / Decimal::from(rules.lot_kw);
-                if !lots.fract().is_zero() {
-                    return Err((
-                        depth_field,
-                        depth.span().start,
-                        format!("must be whole {} MW lots", Decimal::new(rules.lot_kw, 3)),
-                    ));
-                }
-                Qty(lots.to_i64().unwrap_or(i64::MAX))
+        let depth = self.intraday_depth_mw.as_ref();
+        IntradayConfig::with_depth_mw(
+            MarketRules::intraday_default(),
+            *spread.get_ref(),
+            depth.map(|d| *d.get_ref()),
+        )
+        .map(Some)
+        .map_err(|error| match (&error, depth) {
+            (IntradayError::Depth { .. } | IntradayError::DepthNotWholeLots { .. }, Some(d)) => {
+                (depth_field, d.span().start, error.to_string())
             }
-        };
-        let config = IntradayConfig {
-            rules,
-            spread_eur_per_mwh: *spread.get_ref(),
-            depth,
-        };
-        // The engine's own checks, against two distinct placeholder accounts.
-        match ReplayIntraday::new(AccountId(1), AccountId(2), config.clone()) {
-            Ok(_) => Ok(Some(config)),
-            Err(IntradayError::Depth { .. }) => Err((
-                depth_field,
-                self.intraday_depth_mw
-                    .as_ref()
-                    .map_or(0, |d| d.span().start),
-                "must be at least one 0.1 MW lot and at most 999 MW".into(),
-            )),
-            Err(error) => Err((
+            _ => (
                 "intraday_spread_eur_per_mwh",
                 spread.span().start,
                 error.to_string(),
-            )),
-        }
+            ),
+        })
     }
 }
 

@@ -30,6 +30,7 @@
 //!   ticks. Pure: no I/O, no clock.
 
 use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 use voltex_market::battery::BatterySpec;
 use voltex_market::book::{BookCommand, BookConfig, BookEvent, NewOrder, OrderBook, TimeInForce};
 use voltex_market::{AccountId, MarketRules, OrderId, Price, Qty, Side};
@@ -61,6 +62,14 @@ pub enum IntradayError {
         /// The rules' largest order.
         qty_max: i64,
     },
+    /// A depth in MW that is not a whole number of lots.
+    #[error("intraday depth {depth_mw} MW: must be whole {lot_mw} MW lots")]
+    DepthNotWholeLots {
+        /// The depth given, MW.
+        depth_mw: Decimal,
+        /// The lot, MW.
+        lot_mw: Decimal,
+    },
     /// Award and prices differ in length.
     #[error("{award} award periods for {prices} replayed prices")]
     LengthMismatch {
@@ -89,6 +98,66 @@ pub struct IntradayConfig {
     pub spread_eur_per_mwh: Decimal,
     /// Lots the maker quotes on each side of each period's book.
     pub depth: Qty,
+}
+
+impl IntradayConfig {
+    /// Terms from the units people write: `spread_eur_per_mwh` and the maker's depth
+    /// per side in MW (whole lots; `None`: the rules' largest order), checked as
+    /// [`IntradayConfig::validate`] does.
+    ///
+    /// # Errors
+    /// [`IntradayError::DepthNotWholeLots`], or any of [`IntradayConfig::validate`]'s.
+    pub fn with_depth_mw(
+        rules: MarketRules,
+        spread_eur_per_mwh: Decimal,
+        depth_mw: Option<Decimal>,
+    ) -> Result<IntradayConfig, IntradayError> {
+        let depth = match depth_mw {
+            None => rules.qty_max,
+            Some(depth_mw) => {
+                let lot_mw = Decimal::new(rules.lot_kw, 3);
+                let lots = depth_mw
+                    .checked_div(lot_mw)
+                    .filter(|lots| lots.fract().is_zero())
+                    .ok_or(IntradayError::DepthNotWholeLots { depth_mw, lot_mw })?;
+                Qty(lots.to_i64().unwrap_or(i64::MAX))
+            }
+        };
+        let config = IntradayConfig {
+            rules,
+            spread_eur_per_mwh,
+            depth,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the terms and returns half the spread in ticks' units.
+    ///
+    /// # Errors
+    /// [`IntradayError::Rules`], [`IntradayError::Spread`] or [`IntradayError::Depth`].
+    pub fn validate(&self) -> Result<Price, IntradayError> {
+        self.rules
+            .validate()
+            .map_err(|e| IntradayError::Rules(e.to_string()))?;
+        let spread = self.spread_eur_per_mwh;
+        let bad = |reason| IntradayError::Spread { spread, reason };
+        if spread < Decimal::ZERO {
+            return Err(bad("must not be negative"));
+        }
+        let off_grid = "half of it must be a multiple of the tick";
+        let half_spread = Price::from_decimal(spread / Decimal::TWO).map_err(|_| bad(off_grid))?;
+        if half_spread.0 % self.rules.tick.0.max(1) != 0 {
+            return Err(bad(off_grid));
+        }
+        if !(1..=self.rules.qty_max.0).contains(&self.depth.0) {
+            return Err(IntradayError::Depth {
+                depth_lots: self.depth.0,
+                qty_max: self.rules.qty_max.0,
+            });
+        }
+        Ok(half_spread)
+    }
 }
 
 /// One period's closing trade.
@@ -179,26 +248,7 @@ impl ReplayIntraday {
         if bidder == maker {
             return Err(IntradayError::SameAccount(bidder));
         }
-        config
-            .rules
-            .validate()
-            .map_err(|e| IntradayError::Rules(e.to_string()))?;
-        let spread = config.spread_eur_per_mwh;
-        let bad = |reason| IntradayError::Spread { spread, reason };
-        if spread < Decimal::ZERO {
-            return Err(bad("must not be negative"));
-        }
-        let off_grid = "half of it must be a multiple of the tick";
-        let half_spread = Price::from_decimal(spread / Decimal::TWO).map_err(|_| bad(off_grid))?;
-        if half_spread.0 % config.rules.tick.0.max(1) != 0 {
-            return Err(bad(off_grid));
-        }
-        if !(1..=config.rules.qty_max.0).contains(&config.depth.0) {
-            return Err(IntradayError::Depth {
-                depth_lots: config.depth.0,
-                qty_max: config.rules.qty_max.0,
-            });
-        }
+        let half_spread = config.validate()?;
         Ok(ReplayIntraday {
             bidder,
             maker,
