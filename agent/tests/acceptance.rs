@@ -1,5 +1,6 @@
-//! Acceptance table: one case per rejection reason, plus supersede, idempotent
-//! duplicates and clock-skew warnings; and the same through `AgentCore`.
+//! Acceptance table: one case per rejection reason (and per kind of bad batch proof),
+//! plus supersede, idempotent duplicates and clock-skew warnings; and the same
+//! through `AgentCore`.
 
 mod common;
 
@@ -10,7 +11,7 @@ use voltex_agent::acceptance::{
 use voltex_agent::core::AgentCore;
 use voltex_agent::store::{PersistedState, RecordStatus};
 use voltex_dispatch::SignedSchedule;
-use voltex_dispatch::message::{AckStatus, DeviceId, Fallback, ScheduleRejection};
+use voltex_dispatch::message::{AckStatus, DeviceId, Fallback, Schedule, ScheduleRejection};
 use voltex_market::UtcNanos;
 
 struct Case {
@@ -42,7 +43,54 @@ fn cases() -> Vec<Case> {
     let mut same_version_other_content = hour_schedule(1, 5);
     std::sync::Arc::make_mut(&mut same_version_other_content.periods)[0].target_w = -1_000;
     let held_v5 = (sign(hour_schedule(1, 5)), true);
+    // A roll-out batch: this device's schedule and two others', one signature.
+    let batch = signer()
+        .sign_batch(
+            ["bat-0001", "bat-0002", "bat-0003"]
+                .into_iter()
+                .map(|id| Schedule {
+                    device: DeviceId::new(id).expect("valid"),
+                    ..hour_schedule(1, 1)
+                })
+                .collect(),
+        )
+        .expect("signable");
+    let batch_signed = batch[0].clone();
+    let mut proof_of_another = batch_signed.clone();
+    proof_of_another.signature = batch[1].signature.clone();
+    let mut proof_side_corrupt = batch_signed.clone();
+    proof_side_corrupt.signature[64] = 7;
+    let mut proof_cut_mid_step = batch_signed.clone();
+    proof_cut_mid_step.signature.pop();
     vec![
+        Case {
+            name: "batch_signed_schedule_is_accepted",
+            held: None,
+            received: batch_signed,
+            now: at(-60),
+            verdict: Verdict::Accept { supersedes: None },
+        },
+        Case {
+            name: "batch_proof_of_another_schedule",
+            held: None,
+            received: proof_of_another,
+            now: at(-60),
+            verdict: reject(ScheduleRejection::InvalidSignature),
+        },
+        Case {
+            name: "batch_proof_side_byte_corrupt",
+            held: None,
+            received: proof_side_corrupt,
+            now: at(-60),
+            verdict: reject(ScheduleRejection::InvalidSignature),
+        },
+        Case {
+            name: "batch_proof_cut_mid_step",
+            held: None,
+            received: proof_cut_mid_step,
+            now: at(-60),
+            verdict: reject(ScheduleRejection::InvalidSignature),
+        },
         Case {
             name: "fresh_schedule_is_accepted",
             held: None,

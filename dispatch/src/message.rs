@@ -25,6 +25,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use voltex_market::UtcNanos;
 
+use crate::signing::{PROOF_STEP_LEN, PROOF_STEPS_MAX};
+
 /// Longest device id, in bytes.
 pub const DEVICE_ID_LEN_MAX: usize = 64;
 /// Most setpoint periods in one schedule (two weeks of quarter hours).
@@ -280,7 +282,9 @@ impl Schedule {
 pub struct SignedSchedule {
     /// The schedule.
     pub schedule: Schedule,
-    /// ed25519 signature (64 bytes) by the platform's dispatch key; see [`crate::signing`].
+    /// ed25519 signature (64 bytes) by the platform's dispatch key, followed by the
+    /// schedule's batch proof when the signature covers a roll-out batch; see
+    /// [`crate::signing`].
     pub signature: Vec<u8>,
 }
 
@@ -526,8 +530,14 @@ impl Message {
     pub fn validate(&self) -> Result<(), ProtocolError> {
         match self {
             Message::Schedule(signed) => {
-                if signed.signature.len() != SIGNATURE_LEN {
-                    return Err(invalid("signature", "must be 64 bytes"));
+                let proof_len = signed.signature.len().checked_sub(SIGNATURE_LEN);
+                if !proof_len.is_some_and(|len| {
+                    len % PROOF_STEP_LEN == 0 && len / PROOF_STEP_LEN <= PROOF_STEPS_MAX
+                }) {
+                    return Err(invalid(
+                        "signature",
+                        "must be 64 bytes, then at most 32 batch proof steps of 33 bytes",
+                    ));
                 }
                 signed.schedule.validate()
             }

@@ -6,7 +6,7 @@ use voltex_dispatch::codec::{
     DecodeError, EncodeError, MESSAGE_LEN_MAX, decode, encode_binary, encode_json,
 };
 use voltex_dispatch::message::*;
-use voltex_dispatch::signing::{ScheduleSigner, SignatureError};
+use voltex_dispatch::signing::{PROOF_STEP_LEN, PROOF_STEPS_MAX, ScheduleSigner, SignatureError};
 use voltex_market::UtcNanos;
 
 const HOUR_NS: i64 = 3_600_000_000_000;
@@ -122,6 +122,12 @@ fn arb_message() -> impl Strategy<Value = Message> {
     let signer = ScheduleSigner::from_seed(&[9; 32]);
     prop_oneof![
         arb_schedule().prop_map(move |s| Message::Schedule(signer.sign(s).unwrap())),
+        (arb_batch(2..9), any::<usize>()).prop_map(|(batch, pick)| {
+            let batch_signer = ScheduleSigner::from_seed(&[9; 32]);
+            let mut signed = batch_signer.sign_batch(batch).unwrap();
+            let pick = pick % signed.len();
+            Message::Schedule(signed.swap_remove(pick))
+        }),
         (arb_device(), any::<u64>()).prop_map(|(device, through_seq)| Message::Receipt(Receipt {
             device,
             through_seq
@@ -212,6 +218,23 @@ fn arb_message() -> impl Strategy<Value = Message> {
     ]
 }
 
+/// A roll-out batch: `len` schedules for distinct devices (and so distinct leaves).
+fn arb_batch(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Schedule>> {
+    (arb_schedule(), len).prop_map(|(base, len)| {
+        (0..len)
+            .map(|i| Schedule {
+                device: DeviceId::new(format!("bat-{i:05}")).unwrap(),
+                ..base.clone()
+            })
+            .collect()
+    })
+}
+
+/// Proof steps a batch of `n` needs at most: the tree's depth, ceil(log2 n).
+fn depth_of(n: usize) -> usize {
+    n.next_power_of_two().trailing_zeros() as usize
+}
+
 proptest! {
     #[test]
     fn binary_and_json_round_trip(message in arb_message()) {
@@ -249,6 +272,138 @@ proptest! {
         signed.schedule.version = signed.schedule.version.wrapping_add(delta);
         prop_assert_eq!(signer.verifier().verify(&signed), Err(SignatureError::Mismatch));
     }
+
+    #[test]
+    fn every_schedule_of_a_batch_verifies_and_no_proof_fits_another(
+        batch in arb_batch(1..70),
+        other in any::<usize>(),
+        flip_at in any::<usize>(),
+        flip in 1u8..=255,
+    ) {
+        let signer = ScheduleSigner::from_seed(&[5; 32]);
+        let verifier = signer.verifier();
+        let n = batch.len();
+        let signed = signer.sign_batch(batch.clone()).unwrap();
+        prop_assert_eq!(signed.len(), n);
+        for (i, one) in signed.iter().enumerate() {
+            prop_assert_eq!(&one.schedule, &batch[i], "order kept");
+            prop_assert!(verifier.verify(one).is_ok(), "schedule {} of {}", i, n);
+            prop_assert!(Message::Schedule(one.clone()).validate().is_ok());
+            let steps = (one.signature.len() - 64) / PROOF_STEP_LEN;
+            prop_assert_eq!((one.signature.len() - 64) % PROOF_STEP_LEN, 0);
+            prop_assert!(steps <= depth_of(n), "{} steps for a batch of {}", steps, n);
+            if n > 1 {
+                prop_assert!(steps >= 1, "a schedule of a batch needs its proof");
+            }
+        }
+        let j = other % n;
+        let i = (j + 1) % n;
+        if i != j {
+            // Schedule i presented with schedule j's signature and proof.
+            let moved = SignedSchedule { schedule: batch[i].clone(), signature: signed[j].signature.clone() };
+            prop_assert_eq!(verifier.verify(&moved), Err(SignatureError::Mismatch));
+        }
+        let mut changed = signed[j].clone();
+        changed.schedule.version = changed.schedule.version.wrapping_add(1);
+        prop_assert_eq!(verifier.verify(&changed), Err(SignatureError::Mismatch));
+        let mut flipped = signed[j].clone();
+        let at = flip_at % flipped.signature.len();
+        flipped.signature[at] ^= flip;
+        let refused = verifier.verify(&flipped);
+        prop_assert!(
+            matches!(refused, Err(SignatureError::Mismatch | SignatureError::BadProofSide { .. })),
+            "byte {} of {} flipped: {:?}", at, flipped.signature.len(), refused
+        );
+    }
+}
+
+#[test]
+fn a_batch_of_one_is_a_plain_signature() {
+    let signer = ScheduleSigner::from_seed(&[5; 32]);
+    let batch = signer.sign_batch(vec![schedule()]).unwrap();
+    assert_eq!(batch, vec![signer.sign(schedule()).unwrap()]);
+    assert!(signer.sign_batch(Vec::new()).unwrap().is_empty());
+}
+
+#[test]
+fn malformed_batch_proofs_get_typed_errors() {
+    let signer = ScheduleSigner::from_seed(&[5; 32]);
+    let verifier = signer.verifier();
+    let batch: Vec<Schedule> = (0..5)
+        .map(|i| Schedule {
+            version: i + 1,
+            ..schedule()
+        })
+        .collect();
+    let signed = signer.sign_batch(batch.clone()).unwrap();
+    let proven = signed[4].clone();
+    // Five leaves: the fifth moves up alone twice and meets the others' root once.
+    assert_eq!(proven.signature.len(), 64 + PROOF_STEP_LEN);
+    assert_eq!(proven.signature[64], 1, "its sibling is on the left");
+
+    // The batch signature without the proof covers a root, not the schedule.
+    let mut bare = proven.clone();
+    bare.signature.truncate(64);
+    assert_eq!(verifier.verify(&bare), Err(SignatureError::Mismatch));
+
+    // A proof cut mid-step, or longer than 32 steps: typed errors, on decode too.
+    for len in [
+        64 + 1,
+        64 + PROOF_STEP_LEN + 7,
+        64 + (PROOF_STEPS_MAX + 1) * PROOF_STEP_LEN,
+    ] {
+        let mut odd = proven.clone();
+        odd.signature.resize(len, 0);
+        assert_eq!(
+            verifier.verify(&odd),
+            Err(SignatureError::BadLength(len)),
+            "{len} bytes"
+        );
+        assert!(
+            Message::Schedule(odd.clone()).validate().is_err(),
+            "{len} bytes"
+        );
+        let mut frame = vec![b'V', 1];
+        frame.extend(postcard::to_allocvec(&Message::Schedule(odd)).unwrap());
+        assert!(
+            matches!(decode(&frame), Err(DecodeError::Invalid(_))),
+            "{len} bytes"
+        );
+    }
+
+    // A side byte other than 0 or 1.
+    let mut sided = proven.clone();
+    sided.signature[64] = 2;
+    assert_eq!(
+        verifier.verify(&sided),
+        Err(SignatureError::BadProofSide { step: 0, byte: 2 })
+    );
+
+    // The other side: the sibling hashed on the wrong side.
+    let mut swapped = proven.clone();
+    swapped.signature[64] = 0;
+    assert_eq!(verifier.verify(&swapped), Err(SignatureError::Mismatch));
+
+    // A plain signature with a made-up step appended.
+    let mut padded = signer.sign(schedule()).unwrap();
+    padded.signature.extend_from_slice(&[0; PROOF_STEP_LEN]);
+    assert_eq!(verifier.verify(&padded), Err(SignatureError::Mismatch));
+
+    // The same schedule signed in another batch: its proof does not fit this
+    // batch's signature, nor this batch's proof that signature.
+    let other_batch = signer
+        .sign_batch(vec![batch[4].clone(), schedule()])
+        .unwrap();
+    let mut mixed = other_batch[0].clone();
+    mixed.signature.truncate(64);
+    mixed.signature.extend_from_slice(&proven.signature[64..]);
+    assert_eq!(verifier.verify(&mixed), Err(SignatureError::Mismatch));
+
+    // Another key's batch.
+    let forged = ScheduleSigner::from_seed(&[6; 32])
+        .sign_batch(batch)
+        .unwrap();
+    assert_eq!(verifier.verify(&forged[0]), Err(SignatureError::Mismatch));
 }
 
 #[test]

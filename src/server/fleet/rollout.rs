@@ -81,7 +81,10 @@ pub struct OrchestratorConfig {
     pub dispatch_batch_max: usize,
     /// Longest sleep of the core loop (it also refreshes the online gauge this often).
     pub idle_wake: Duration,
-    /// Most schedules signed per blocking task (signing is spread over threads).
+    /// Most schedules per signed batch: each batch gets one signature over a Merkle
+    /// tree ([`ScheduleSigner::sign_batch`]), and batches are hashed and signed on
+    /// blocking threads in parallel. Deeper trees make each schedule's proof longer
+    /// (33 bytes per level), smaller ones cost more signatures.
     pub sign_chunk_len: usize,
 }
 
@@ -526,18 +529,15 @@ impl<S: DispatchStore> Orchestrator<S> {
         let _ = restored.wait_for(|done| *done).await;
     }
 
-    /// Signs in chunks on blocking threads (ed25519 over the canonical encoding).
+    /// Signs in batches of `sign_chunk_len` on blocking threads (one ed25519
+    /// signature per batch, over a Merkle root; see [`ScheduleSigner::sign_batch`]).
     async fn sign_all(
         &self,
         schedules: Vec<Schedule>,
     ) -> Result<Vec<SignedSchedule>, RolloutError> {
         let chunk_len = self.inner.sign_chunk_len;
         if schedules.len() <= chunk_len {
-            let signer = &self.inner.signer;
-            return schedules
-                .into_iter()
-                .map(|s| signer.sign(s).map_err(RolloutError::from))
-                .collect();
+            return Ok(self.inner.signer.sign_batch(schedules)?);
         }
         let mut chunks = Vec::new();
         let mut rest = schedules;
@@ -549,12 +549,7 @@ impl<S: DispatchStore> Orchestrator<S> {
             .into_iter()
             .map(|chunk| {
                 let signer = self.inner.signer.clone();
-                tokio::task::spawn_blocking(move || {
-                    chunk
-                        .into_iter()
-                        .map(|s| signer.sign(s))
-                        .collect::<Result<Vec<_>, _>>()
-                })
+                tokio::task::spawn_blocking(move || signer.sign_batch(chunk))
             })
             .collect();
         let mut signed = Vec::new();
