@@ -179,8 +179,8 @@ fn device_id(index: usize) -> DeviceId {
     DeviceId::new(format!("bench-{index:06}")).unwrap_or_else(|_| unreachable!())
 }
 
-fn schedule(signer: &ScheduleSigner, device: &DeviceId, version: u64) -> Result<Message> {
-    let schedule = Schedule {
+fn schedule(device: &DeviceId, version: u64) -> Schedule {
+    Schedule {
         device: device.clone(),
         schedule_id: ScheduleId(u128::from(version)),
         version,
@@ -196,8 +196,7 @@ fn schedule(signer: &ScheduleSigner, device: &DeviceId, version: u64) -> Result<
             })
             .collect(),
         fallback: Fallback::Idle,
-    };
-    Ok(Message::Schedule(signer.sign(schedule)?))
+    }
 }
 
 /// What the agents tell the bench.
@@ -320,10 +319,17 @@ async fn schedule_round<P: PlatformLink>(
     version: u64,
     deadline: Instant,
 ) -> Result<(Histogram<u64>, Duration)> {
-    let messages = devices
-        .iter()
-        .map(|device| schedule(signer, device, version))
-        .collect::<Result<Vec<_>>>()?;
+    // Signed as one batch, as the platform's orchestrator signs a roll-out.
+    let messages: Vec<Message> = signer
+        .sign_batch(
+            devices
+                .iter()
+                .map(|device| schedule(device, version))
+                .collect(),
+        )?
+        .into_iter()
+        .map(Message::Schedule)
+        .collect();
     let index_of: HashMap<&DeviceId, usize> = devices
         .iter()
         .enumerate()
