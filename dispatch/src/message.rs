@@ -25,7 +25,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use voltex_market::UtcNanos;
 
-use crate::signing::{PROOF_STEP_LEN, PROOF_STEPS_MAX};
+use crate::signing::proof_steps;
 
 /// Longest device id, in bytes.
 pub const DEVICE_ID_LEN_MAX: usize = 64;
@@ -530,10 +530,7 @@ impl Message {
     pub fn validate(&self) -> Result<(), ProtocolError> {
         match self {
             Message::Schedule(signed) => {
-                let proof_len = signed.signature.len().checked_sub(SIGNATURE_LEN);
-                if !proof_len.is_some_and(|len| {
-                    len % PROOF_STEP_LEN == 0 && len / PROOF_STEP_LEN <= PROOF_STEPS_MAX
-                }) {
+                if proof_steps(signed.signature.len()).is_none() {
                     return Err(invalid(
                         "signature",
                         "must be 64 bytes, then at most 32 batch proof steps of 33 bytes",

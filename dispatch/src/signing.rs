@@ -16,7 +16,8 @@
 //! on the right, 1: on the left) and the sibling hash. Leaves, inner nodes and the
 //! signed root each carry their own domain prefix, so a leaf cannot pose as a node
 //! and a batch signature cannot pose as a single one. An agent's cost is one ed25519
-//! verification either way; the proof adds a hash per level (14 for 10,000).
+//! verification either way; the proof adds a hash per level (10 for a batch of
+//! 1,024, 14 for 10,000).
 //!
 //! # Invariants
 //! - `verify(sign(s)) == Ok(())` and `verify(x) == Ok(())` for every `x` of
@@ -46,6 +47,15 @@ pub const PROOF_STEP_LEN: usize = 1 + 32;
 pub const PROOF_STEPS_MAX: usize = 32;
 /// Longest `signature` field: the signature and a full-depth batch proof.
 pub const SIGNATURE_FIELD_LEN_MAX: usize = SIGNATURE_LEN + PROOF_STEPS_MAX * PROOF_STEP_LEN;
+
+/// How many batch proof steps a `signature` field of `field_len` bytes holds, or
+/// `None` if no well-formed field has that length (shorter than a signature, a step
+/// cut short, or more than [`PROOF_STEPS_MAX`] steps).
+pub fn proof_steps(field_len: usize) -> Option<usize> {
+    let proof_len = field_len.checked_sub(SIGNATURE_LEN)?;
+    let steps = proof_len / PROOF_STEP_LEN;
+    (proof_len % PROOF_STEP_LEN == 0 && steps <= PROOF_STEPS_MAX).then_some(steps)
+}
 
 /// A signature that does not hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -242,12 +252,10 @@ impl ScheduleVerifier {
     pub fn verify(&self, signed: &SignedSchedule) -> Result<(), SignatureError> {
         let field = signed.signature.as_slice();
         let bad_length = || SignatureError::BadLength(field.len());
+        proof_steps(field.len()).ok_or_else(bad_length)?;
         let (signature, proof) = field
             .split_first_chunk::<SIGNATURE_LEN>()
             .ok_or_else(bad_length)?;
-        if proof.len() % PROOF_STEP_LEN != 0 || proof.len() / PROOF_STEP_LEN > PROOF_STEPS_MAX {
-            return Err(bad_length());
-        }
         let signature = Signature::from_bytes(signature);
         let message = if proof.is_empty() {
             signed_bytes(&signed.schedule)?

@@ -6,7 +6,10 @@ use voltex_dispatch::codec::{
     DecodeError, EncodeError, MESSAGE_LEN_MAX, decode, encode_binary, encode_json,
 };
 use voltex_dispatch::message::*;
-use voltex_dispatch::signing::{PROOF_STEP_LEN, PROOF_STEPS_MAX, ScheduleSigner, SignatureError};
+use voltex_dispatch::signing::{
+    PROOF_STEP_LEN, PROOF_STEPS_MAX, SIGNATURE_FIELD_LEN_MAX, ScheduleSigner, SignatureError,
+    proof_steps,
+};
 use voltex_market::UtcNanos;
 
 const HOUR_NS: i64 = 3_600_000_000_000;
@@ -345,6 +348,13 @@ fn malformed_batch_proofs_get_typed_errors() {
     let mut bare = proven.clone();
     bare.signature.truncate(64);
     assert_eq!(verifier.verify(&bare), Err(SignatureError::Mismatch));
+
+    // The field's well-formed lengths.
+    assert_eq!(proof_steps(63), None);
+    assert_eq!(proof_steps(64), Some(0));
+    assert_eq!(proof_steps(64 + PROOF_STEP_LEN), Some(1));
+    assert_eq!(proof_steps(SIGNATURE_FIELD_LEN_MAX), Some(PROOF_STEPS_MAX));
+    assert_eq!(proof_steps(SIGNATURE_FIELD_LEN_MAX + PROOF_STEP_LEN), None);
 
     // A proof cut mid-step, or longer than 32 steps: typed errors, on decode too.
     for len in [
