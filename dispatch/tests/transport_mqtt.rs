@@ -288,6 +288,192 @@ async fn corrupt_frames_are_dropped_not_returned(config: MqttConfig, device: Dev
     driver.abort();
 }
 
+/// Connects a plain client under `client_id` with a persistent session and no
+/// subscription, then disconnects; returns the connection's `session_present`.
+async fn leave_session_without_subscriptions(config: &MqttConfig, client_id: &str) -> bool {
+    let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
+    options.set_clean_session(false);
+    let (client, mut eventloop) = AsyncClient::new(options, 4);
+    let mut session_present = None;
+    timeout(PATIENCE, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(connack))) => {
+                    session_present = Some(connack.session_present);
+                    client.try_disconnect().expect("disconnect queued");
+                }
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                Ok(_) => {}
+                Err(error) => panic!("plain client of {client_id}: {error}"),
+            }
+        }
+    })
+    .await
+    .expect("connect and disconnect in time");
+    session_present.expect("a ConnAck")
+}
+
+/// The broker reports a stored session (`session_present`) that holds none of the
+/// device's subscriptions (here left by a plain client under its id; rumqttd also does
+/// this after a duplicate-client-id reconnect in a connect storm): the link subscribes on
+/// every connection, so schedules still arrive.
+async fn stored_session_without_subscriptions_still_delivers(config: MqttConfig, device: DeviceId) {
+    assert!(!leave_session_without_subscriptions(&config, device.as_str()).await);
+    // The broker kept that session: the link's connection will be told `session_present`.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(leave_session_without_subscriptions(&config, device.as_str()).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut platform = mqtt_platform(config.clone()).await.unwrap();
+    let mut device_link = mqtt_device(config, device.clone()).await.unwrap();
+    let sent = schedule(&device, 1);
+    let inbound = deliver(&mut platform, &mut device_link, &sent).await;
+    assert_eq!(inbound.message, sent);
+    device_link.confirm(inbound.delivery).await.unwrap();
+}
+
+/// A plain MQTT client subscribed to one filter, recording every topic it receives.
+struct RawSubscriber {
+    _client: AsyncClient,
+    topics: tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+impl RawSubscriber {
+    /// Connects (clean session) and returns once the broker has acknowledged the
+    /// subscription.
+    async fn subscribe(config: &MqttConfig, filter: &str) -> RawSubscriber {
+        let mut options = MqttOptions::new(unique("raw"), config.host.clone(), config.port);
+        options.set_clean_session(true);
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        client
+            .subscribe(filter, QoS::AtMostOnce)
+            .await
+            .expect("subscribe queued");
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        let (topics_tx, topics) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut subscribed_tx = Some(subscribed_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(publish))) => {
+                        if topics_tx.send(publish.topic).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(STEP).await,
+                }
+            }
+        });
+        timeout(PATIENCE, subscribed_rx)
+            .await
+            .expect("subscription acknowledged in time")
+            .expect("event loop alive");
+        RawSubscriber {
+            _client: client,
+            topics,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Whether `topic` has arrived (waiting at most `wait` for more).
+    async fn has_seen(&mut self, topic: &str, wait: Duration) -> bool {
+        if self.seen.iter().any(|t| t == topic) {
+            return true;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(received)) = tokio::time::timeout_at(deadline, self.topics.recv()).await {
+            self.seen.push(received);
+            if self.seen.iter().any(|t| t == topic) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Publishes `topic` every [`STEP`] until every subscriber in `to` has received it.
+async fn publish_until_received(
+    publisher: &AsyncClient,
+    topic: &str,
+    to: &mut [&mut RawSubscriber],
+) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        publisher
+            .publish(topic, QoS::AtMostOnce, false, b"x".to_vec())
+            .await
+            .expect("publish queued");
+        let mut all = true;
+        for subscriber in to.iter_mut() {
+            all &= subscriber.has_seen(topic, STEP).await;
+        }
+        if all {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{topic} did not reach every subscriber within {PATIENCE:?}"
+        );
+    }
+}
+
+/// A topic reaches exactly the filters that match it, whether the filter was subscribed
+/// before or after the topic was first published, with or without wildcards. (The
+/// embedded broker's router is patched to look exact filters up rather than scan them;
+/// see `vendor/rumqttd/VOLTEX-PATCH.md`.)
+async fn exact_and_wildcard_filters_route_in_any_order(config: MqttConfig, device: DeviceId) {
+    let base = format!("voltex-test/{device}");
+    let (topic_a, topic_b) = (format!("{base}/a/x"), format!("{base}/b/x"));
+    let mut publisher_options =
+        MqttOptions::new(unique("raw-pub"), config.host.clone(), config.port);
+    publisher_options.set_clean_session(true);
+    let (publisher, mut publisher_loop) = AsyncClient::new(publisher_options, 16);
+    tokio::spawn(async move {
+        loop {
+            if publisher_loop.poll().await.is_err() {
+                tokio::time::sleep(STEP).await;
+            }
+        }
+    });
+
+    let mut wildcard = RawSubscriber::subscribe(&config, &format!("{base}/+/x")).await;
+    publish_until_received(&publisher, &topic_a, &mut [&mut wildcard]).await;
+    // An exact filter subscribed after its topic is known, one before.
+    let mut exact_a = RawSubscriber::subscribe(&config, &topic_a).await;
+    let mut exact_b = RawSubscriber::subscribe(&config, &topic_b).await;
+    publish_until_received(&publisher, &topic_a, &mut [&mut exact_a, &mut wildcard]).await;
+    publish_until_received(&publisher, &topic_b, &mut [&mut exact_b, &mut wildcard]).await;
+    // A wildcard filter subscribed after both topics are known.
+    let mut everything = RawSubscriber::subscribe(&config, &format!("{base}/#")).await;
+    publish_until_received(&publisher, &topic_a, &mut [&mut everything, &mut exact_a]).await;
+    publish_until_received(&publisher, &topic_b, &mut [&mut everything, &mut exact_b]).await;
+
+    // Nothing reached a filter it does not match.
+    assert!(
+        !exact_a.has_seen(&topic_b, STEP).await,
+        "{:?}",
+        exact_a.seen
+    );
+    assert!(
+        !exact_b.has_seen(&topic_a, STEP).await,
+        "{:?}",
+        exact_b.seen
+    );
+    assert!(
+        wildcard
+            .seen
+            .iter()
+            .chain(&everything.seen)
+            .all(|t| t == &topic_a || t == &topic_b)
+    );
+}
+
 macro_rules! on_both_brokers {
     ($($case:ident),* $(,)?) => {
         mod mosquitto {
@@ -319,6 +505,8 @@ on_both_brokers!(
     unconfirmed_schedule_is_redelivered,
     schedule_sent_while_offline_arrives_after_reconnect,
     corrupt_frames_are_dropped_not_returned,
+    exact_and_wildcard_filters_route_in_any_order,
+    stored_session_without_subscriptions_still_delivers,
 );
 
 #[tokio::test]

@@ -5,9 +5,11 @@
 //! Both sides keep a persistent session (`clean_session = false`) under a stable client id:
 //! the device's id is its [`DeviceId`], the platform's is [`MqttConfig::client_id`]. A
 //! background task per link drives rumqttc's event loop, reconnects with
-//! [`Backoff`], re-subscribes whenever the broker reports no stored session
-//! (`session_present = false`, e.g. after a rumqttd restart), and forwards inbound publishes
-//! to the link over a bounded channel. Dropping a link stops its task.
+//! [`Backoff`], subscribes again on every connection (not only when the broker reports no
+//! stored session: rumqttd can restore a session without its subscriptions, see `drive`;
+//! MQTT 3.1.1 §3.8.4 makes an identical SUBSCRIBE replace the subscription without
+//! interrupting its flow), and forwards inbound publishes to the link over a
+//! bounded channel. Dropping a link stops its task.
 //!
 //! Device side: subscribes to its own `schedule` and `receipt` topics at QoS 1 with manual
 //! acks; [`DeviceLink::confirm`] sends the PUBACK, so the broker redelivers whatever the
@@ -212,9 +214,14 @@ async fn drive(
                 Counters::bump(&shared.counters.connects);
                 backoff.reset();
                 tracing::debug!(%name, session_present = connack.session_present, "connected");
-                if !connack.session_present
-                    && client.try_subscribe_many(subscriptions.clone()).is_err()
-                {
+                // Even with `session_present`: when a client reconnects while the broker
+                // still handles its previous connection (a connect storm, a client-side
+                // connect timeout), rumqttd 0.20 drops the old one as a duplicate client
+                // id and restores its session, which can come back without the
+                // subscriptions (in `bench rollout` on the embedded broker, 23 of 10,000
+                // agents got nothing in 300 s, each schedule re-sent about 80 times).
+                // Subscribing again costs one packet per connection.
+                if client.try_subscribe_many(subscriptions.clone()).is_err() {
                     let client = client.clone();
                     let subscriptions = subscriptions.clone();
                     tokio::spawn(async move { client.subscribe_many(subscriptions).await });
