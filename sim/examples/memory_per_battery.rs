@@ -1,7 +1,8 @@
 //! Memory per virtual battery, measured: runs a scenario twice in one process, with
 //! every group's count as written (N batteries) and doubled (2N), and prints the live
 //! heap at the end of every simulated day of each run (a counting global allocator),
-//! the peak, and the marginal cost per battery: `(heap(2N) - heap(N)) / N`. The
+//! each day's peak (day 1's includes building the world), the run's peak, and the
+//! marginal cost per battery: `(heap(2N) - heap(N)) / N`. The
 //! difference cancels what does not grow with the fleet (prices, per-interval rows,
 //! the queue's buckets), so it is the steady-state cost of one more battery.
 //!
@@ -82,6 +83,8 @@ struct RunMemory {
     /// Live allocations per size class at the end of the last day, above the start.
     last_day_classes: Vec<isize>,
     daily_live: Vec<usize>,
+    /// Peak live heap during each day (day 1's includes building the world).
+    daily_peak: Vec<usize>,
     peak: usize,
     rss_growth: Option<u64>,
 }
@@ -102,9 +105,16 @@ fn measure(
     PEAK_BYTES.store(base, Ordering::Relaxed);
     let rss_before = rss_bytes();
     let mut daily_live = Vec::new();
+    let mut daily_peak = Vec::new();
+    let mut peak = base;
     let mut rss_last = None;
     let mut on_day = |_: Progress| {
-        daily_live.push(LIVE_BYTES.load(Ordering::Relaxed).saturating_sub(base));
+        let live = LIVE_BYTES.load(Ordering::Relaxed);
+        daily_live.push(live.saturating_sub(base));
+        // The day's peak; the next day's starts from what is live now.
+        let day_peak = PEAK_BYTES.swap(live, Ordering::Relaxed);
+        peak = peak.max(day_peak);
+        daily_peak.push(day_peak.saturating_sub(base));
         last_day_classes = classes()
             .iter()
             .zip(&base_classes)
@@ -119,7 +129,10 @@ fn measure(
         n_devices,
         last_day_classes,
         daily_live,
-        peak: PEAK_BYTES.load(Ordering::Relaxed).saturating_sub(base),
+        daily_peak,
+        peak: peak
+            .max(PEAK_BYTES.load(Ordering::Relaxed))
+            .saturating_sub(base),
         rss_growth: rss_before.zip(rss_last).map(|(b, l)| l.saturating_sub(b)),
     })
 }
@@ -166,19 +179,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         doubled.n_devices,
         single.daily_live.len()
     );
-    println!("day  live heap N (B/battery)  live heap 2N (B/battery)  marginal (B/battery)");
-    for (day, (a, b)) in single
+    println!(
+        "day  live heap N (B/battery)  live heap 2N (B/battery)  marginal (B/battery)  \
+         day's peak, marginal (B/battery)"
+    );
+    let per_battery_marginal =
+        |a: usize, b: usize| (b as f64 - a as f64) / (doubled.n_devices - n) as f64;
+    for (day, ((a, b), (peak_a, peak_b))) in single
         .daily_live
         .iter()
         .zip(&doubled.daily_live)
+        .zip(single.daily_peak.iter().zip(&doubled.daily_peak))
         .enumerate()
     {
         println!(
-            "{:>3}  {:>22.0}  {:>24.0}  {:>20.0}",
+            "{:>3}  {:>22.0}  {:>24.0}  {:>20.0}  {:>31.0}",
             day + 1,
             *a as f64 / n as f64,
             *b as f64 / doubled.n_devices as f64,
-            (*b as f64 - *a as f64) / (doubled.n_devices - n) as f64
+            per_battery_marginal(*a, *b),
+            per_battery_marginal(*peak_a, *peak_b),
         );
     }
     println!(
