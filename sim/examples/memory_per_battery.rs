@@ -30,6 +30,29 @@ static PEAK_BYTES: AtomicUsize = AtomicUsize::new(0);
 const SIZE_CLASSES: usize = 257;
 static LIVE_BY_CLASS: [AtomicUsize; SIZE_CLASSES] = [const { AtomicUsize::new(0) }; SIZE_CLASSES];
 
+/// The live allocations by class when the live heap last rose [`SNAPSHOT_STEP_BYTES`]
+/// above the previous snapshot: the make-up of the peak (to within a step; threads that
+/// allocate at once can blur it).
+static AT_PEAK_BY_CLASS: [AtomicUsize; SIZE_CLASSES] =
+    [const { AtomicUsize::new(0) }; SIZE_CLASSES];
+static SNAPSHOT_LIVE_BYTES: AtomicUsize = AtomicUsize::new(usize::MAX);
+const SNAPSHOT_STEP_BYTES: usize = 256 * 1024;
+
+/// Copies the class counts if `live` is a step above the last snapshot (no allocation:
+/// called from inside the allocator).
+fn snapshot_if_higher(live: usize) {
+    let last = SNAPSHOT_LIVE_BYTES.load(Ordering::Relaxed);
+    if live > last.saturating_add(SNAPSHOT_STEP_BYTES)
+        && SNAPSHOT_LIVE_BYTES
+            .compare_exchange(last, live, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        for (at_peak, live) in AT_PEAK_BY_CLASS.iter().zip(&LIVE_BY_CLASS) {
+            at_peak.store(live.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+}
+
 fn class_of(size: usize) -> usize {
     size.div_ceil(8).min(SIZE_CLASSES - 1)
 }
@@ -43,6 +66,7 @@ unsafe impl GlobalAlloc for Counting {
             let live = LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
             PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
             LIVE_BY_CLASS[class_of(layout.size())].fetch_add(1, Ordering::Relaxed);
+            snapshot_if_higher(live);
         }
         ptr
     }
@@ -61,6 +85,7 @@ unsafe impl GlobalAlloc for Counting {
             PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
             LIVE_BY_CLASS[class_of(layout.size())].fetch_sub(1, Ordering::Relaxed);
             LIVE_BY_CLASS[class_of(new_size)].fetch_add(1, Ordering::Relaxed);
+            snapshot_if_higher(live);
         }
         new
     }
@@ -82,6 +107,8 @@ struct RunMemory {
     n_devices: usize,
     /// Live allocations per size class at the end of the last day, above the start.
     last_day_classes: Vec<isize>,
+    /// The same at the run's peak (see [`AT_PEAK_BY_CLASS`]).
+    peak_classes: Vec<isize>,
     daily_live: Vec<usize>,
     /// Peak live heap during each day (day 1's includes building the world).
     daily_peak: Vec<usize>,
@@ -103,6 +130,7 @@ fn measure(
     let base_classes = classes();
     let mut last_day_classes = Vec::new();
     PEAK_BYTES.store(base, Ordering::Relaxed);
+    SNAPSHOT_LIVE_BYTES.store(base, Ordering::Relaxed);
     let rss_before = rss_bytes();
     let mut daily_live = Vec::new();
     let mut daily_peak = Vec::new();
@@ -125,9 +153,17 @@ fn measure(
     let (world, _) = simulate(scenario, series, &mut on_day)?;
     let n_devices = world.n_devices();
     drop(world);
+    let peak_classes = AT_PEAK_BY_CLASS
+        .iter()
+        .zip(&base_classes)
+        .map(|(at_peak, before)| at_peak.load(Ordering::Relaxed) as isize - before)
+        .collect();
+    // No more snapshots until the next run sets its base.
+    SNAPSHOT_LIVE_BYTES.store(usize::MAX, Ordering::Relaxed);
     Ok(RunMemory {
         n_devices,
         last_day_classes,
+        peak_classes,
         daily_live,
         daily_peak,
         peak: peak
@@ -207,25 +243,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         doubled.peak as f64 / doubled.n_devices as f64,
         (doubled.peak as f64 - single.peak as f64) / (doubled.n_devices - n) as f64
     );
-    println!("live allocations per battery at the end of the last day, by requested size:");
-    let mut marginal: Vec<(usize, f64)> = single
-        .last_day_classes
-        .iter()
-        .zip(&doubled.last_day_classes)
-        .enumerate()
-        .map(|(class, (a, b))| (class, (*b - *a) as f64 / (doubled.n_devices - n) as f64))
-        .filter(|(_, per_battery)| per_battery.abs() >= 0.05)
-        .collect();
-    marginal.sort_by(|x, y| (y.1 * y.0 as f64).total_cmp(&(x.1 * x.0 as f64)));
-    for (class, per_battery) in marginal.iter().take(12) {
-        let upper = class * 8;
-        println!(
-            "  {:>4}-{:<4} B: {per_battery:>5.2} allocations (about {:.0} B)",
-            upper.saturating_sub(7),
-            upper,
-            per_battery * upper as f64
-        );
-    }
+    let by_class = |what: &str, single: &[isize], doubled_classes: &[isize]| {
+        println!("live allocations per battery {what}, by requested size:");
+        let mut marginal: Vec<(usize, f64)> = single
+            .iter()
+            .zip(doubled_classes)
+            .enumerate()
+            .map(|(class, (a, b))| (class, (*b - *a) as f64 / (doubled.n_devices - n) as f64))
+            .filter(|(_, per_battery)| per_battery.abs() >= 0.05)
+            .collect();
+        marginal.sort_by(|x, y| (y.1 * y.0 as f64).total_cmp(&(x.1 * x.0 as f64)));
+        for (class, per_battery) in marginal.iter().take(12) {
+            let upper = class * 8;
+            println!(
+                "  {:>4}-{:<4} B: {per_battery:>5.2} allocations (about {:.0} B)",
+                upper.saturating_sub(7),
+                upper,
+                per_battery * upper as f64
+            );
+        }
+    };
+    by_class(
+        "at the end of the last day",
+        &single.last_day_classes,
+        &doubled.last_day_classes,
+    );
+    by_class(
+        "near the run's peak",
+        &single.peak_classes,
+        &doubled.peak_classes,
+    );
     if let Some(growth) = single.rss_growth {
         println!(
             "resident set grew {:.0} B/battery during the first run (allocator slack included)",
