@@ -11,7 +11,7 @@ use crate::{ConnectionId, Filter, Offset, RouterConfig, Topic};
 
 use crate::segments::{CommitLog, Position};
 use crate::Storage;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::time::Instant;
 
@@ -67,11 +67,6 @@ pub struct DataLog {
     retained_publishes: HashMap<Topic, PublishData>,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
-    /// Voltex patch: the filters each connection has parked a waiter on since its last
-    /// `clean`, so that `clean` (on every disconnection) visits those rather than every
-    /// filter. A superset: a waiter woken by `append` or removed on unsubscribe stays
-    /// listed until `clean`; bounded by the filters the connection subscribed to.
-    parked_filters: HashMap<ConnectionId, HashSet<FilterIdx>>,
 }
 
 impl DataLog {
@@ -103,7 +98,6 @@ impl DataLog {
             filter_indexes,
             wildcard_filters,
             retained_publishes,
-            parked_filters: HashMap::new(),
         })
     }
 
@@ -277,22 +271,14 @@ impl DataLog {
         // there has been atleast 1 call to `native_readv` for the same filter, which means if
         // `native_readv` hasn't paniced, so this won't panic either.
         let data = self.native.get_mut(request.filter_idx).unwrap();
-        self.parked_filters
-            .entry(id)
-            .or_default()
-            .insert(request.filter_idx);
         data.waiters.register(id, request);
     }
 
-    /// Cleanup a connection from all the waiters (Voltex patch: from those of the filters
-    /// it parked on, not every filter; upstream's scan made each disconnection cost the
-    /// whole fleet's filters, quadratic in a reconnect storm)
+    /// Cleanup a connection from all the waiters
     pub fn clean(&mut self, id: ConnectionId) -> Vec<DataRequest> {
         let mut inflight = Vec::new();
-        for filter_idx in self.parked_filters.remove(&id).unwrap_or_default() {
-            if let Some(data) = self.native.get_mut(filter_idx) {
-                inflight.append(&mut data.waiters.remove(id));
-            }
+        for (_, data) in self.native.iter_mut() {
+            inflight.append(&mut data.waiters.remove(id));
         }
 
         inflight
@@ -583,53 +569,6 @@ mod test {
                 assert_eq!(found, expected, "topic {topic}, {split} published first");
             }
         }
-    }
-
-    /// Voltex patch: `clean` returns every request the connection parked, on any
-    /// filter, and leaves other connections' waiters alone.
-    #[test]
-    fn clean_returns_what_the_connection_parked_and_nothing_else() {
-        use crate::router::DataRequest;
-        let config = RouterConfig {
-            max_segment_size: 1024,
-            max_connections: 10,
-            max_segment_count: 10,
-            max_outgoing_packet_count: 1024,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Strategy::RoundRobin,
-        };
-        let mut data = DataLog::new(config).unwrap();
-        let request = |filter: &str, filter_idx: usize| DataRequest {
-            filter: filter.to_owned(),
-            filter_idx,
-            qos: 1,
-            cursor: (0, 0),
-            read_count: 0,
-            max_count: 100,
-            forward_retained: false,
-            group: None,
-        };
-        let a = data.next_native_offset("dev/1/schedule").0;
-        let b = data.next_native_offset("dev/+/ack").0;
-        let _unused = data.next_native_offset("dev/2/schedule").0;
-        data.park(1, request("dev/1/schedule", a));
-        data.park(1, request("dev/+/ack", b));
-        data.park(2, request("dev/+/ack", b));
-
-        let mut cleaned: Vec<String> = data.clean(1).into_iter().map(|r| r.filter).collect();
-        cleaned.sort();
-        assert_eq!(cleaned, ["dev/+/ack", "dev/1/schedule"]);
-        assert!(data.clean(1).is_empty());
-        let waiting: Vec<usize> = data
-            .waiters(&"dev/+/ack".to_owned())
-            .unwrap()
-            .waiters()
-            .iter()
-            .map(|(id, _)| *id)
-            .collect();
-        assert_eq!(waiting, [2]);
-        assert_eq!(data.clean(2).len(), 1);
     }
 
     //     #[test]
