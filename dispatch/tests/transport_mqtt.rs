@@ -323,12 +323,7 @@ async fn stored_session_without_subscriptions_still_delivers(config: MqttConfig,
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(leave_session_without_subscriptions(&config, device.as_str()).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut platform = mqtt_platform(config.clone()).await.unwrap();
-    let mut device_link = mqtt_device(config, device.clone()).await.unwrap();
-    let sent = schedule(&device, 1);
-    let inbound = deliver(&mut platform, &mut device_link, &sent).await;
-    assert_eq!(inbound.message, sent);
-    device_link.confirm(inbound.delivery).await.unwrap();
+    schedule_confirm_ack_round_trip(config, device).await;
 }
 
 /// A plain MQTT client subscribed to one filter, recording every topic it receives.
