@@ -8,6 +8,7 @@
 //! clocks, files, sockets and databases meet the pure crates below it.
 #![deny(missing_docs)]
 
+pub mod allocator;
 pub mod db;
 pub mod process_stats;
 pub mod server;

@@ -74,6 +74,10 @@ enum BenchCommand {
     // [helper-bench-commands] (keep this marker)
 }
 
+/// jemalloc (see `voltex::allocator` for why).
+#[global_allocator]
+static GLOBAL: voltex::allocator::Global = voltex::allocator::ALLOCATOR;
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let log_json = match &cli.command {

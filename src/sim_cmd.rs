@@ -90,6 +90,9 @@ struct BenchDesArgs {
 
 /// Runs `voltex sim ...`.
 pub fn run_cmd(args: &SimArgs) -> Result<()> {
+    // A run's resident memory is reported and is the scenario's budget: give the daily
+    // churn back to the OS as it is freed (see `voltex::allocator`).
+    voltex::allocator::return_freed_pages_at_once()?;
     match (&args.command, &args.scenario) {
         (Some(SimCommand::BenchDes(bench)), _) => bench_des(bench),
         (Some(SimCommand::CheckSchedule(check)), _) => check_schedule(check),

@@ -6,21 +6,28 @@
 //! difference cancels what does not grow with the fleet (prices, per-interval rows,
 //! the queue's buckets), so it is the steady-state cost of one more battery.
 //!
-//! Also prints the process's resident-set growth during the first run divided by N:
-//! what the operating system charges, allocator slack included.
+//! Also prints the process's resident set at the end of every day, above its value
+//! before the run (what the operating system charges, allocator slack included), for
+//! N and 2N and as a marginal cost per battery. Each of those two runs is a fresh child
+//! process (this program again, with `--rss-child SCALE`): in one process the second
+//! run would reuse pages the first left resident, and look cheaper than it is. The
+//! allocator is the `voltex` binary's (jemalloc, wrapped here to count) with the
+//! setting `voltex sim` makes, so these are the figures of a `voltex sim` run.
 //!
-//! `cargo run --release -p voltex-sim --example memory_per_battery -- scenarios/np-year-10k.toml [DAYS]`
+//! `cargo run --release --example memory_per_battery -- scenarios/np-year-10k.toml [DAYS]`
 //!
 //! A measurement tool, not part of the simulator: the library does no file I/O.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use voltex::allocator::{ALLOCATOR, return_freed_pages_at_once};
+use voltex::process_stats::rss_bytes;
 use voltex_market::series::{PriceSeries, SeriesLayout};
 use voltex_sim::run::{Progress, simulate};
 use voltex_sim::scenario::Scenario;
 
-/// The system allocator, counting the bytes live and the peak.
+/// The binary's allocator, counting the bytes live and the peak.
 struct Counting;
 
 static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
@@ -57,34 +64,56 @@ fn class_of(size: usize) -> usize {
     size.div_ceil(8).min(SIZE_CLASSES - 1)
 }
 
-// SAFETY: forwards every call to `System` unchanged; only counts sizes.
+/// Bytes live in allocations larger than the classes above (buffers: the per-device
+/// columns, the event queue's slab and buckets), which the class counts show only as
+/// a count.
+static LIVE_LARGE_BYTES: AtomicUsize = AtomicUsize::new(0);
+const LARGE_ABOVE_BYTES: usize = (SIZE_CLASSES - 1) * 8;
+
+fn add_large(size: usize) {
+    if size > LARGE_ABOVE_BYTES {
+        LIVE_LARGE_BYTES.fetch_add(size, Ordering::Relaxed);
+    }
+}
+
+fn sub_large(size: usize) {
+    if size > LARGE_ABOVE_BYTES {
+        LIVE_LARGE_BYTES.fetch_sub(size, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards every call to `ALLOCATOR` unchanged; only counts sizes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: same contract as the caller's.
-        let ptr = unsafe { System.alloc(layout) };
+        let ptr = unsafe { ALLOCATOR.alloc(layout) };
         if !ptr.is_null() {
             let live = LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
             PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
             LIVE_BY_CLASS[class_of(layout.size())].fetch_add(1, Ordering::Relaxed);
+            add_large(layout.size());
             snapshot_if_higher(live);
         }
         ptr
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) };
+        unsafe { ALLOCATOR.dealloc(ptr, layout) };
         LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
         LIVE_BY_CLASS[class_of(layout.size())].fetch_sub(1, Ordering::Relaxed);
+        sub_large(layout.size());
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: same contract as the caller's.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        let new = unsafe { ALLOCATOR.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
             let live = LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed) + new_size;
             PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
             LIVE_BY_CLASS[class_of(layout.size())].fetch_sub(1, Ordering::Relaxed);
             LIVE_BY_CLASS[class_of(new_size)].fetch_add(1, Ordering::Relaxed);
+            sub_large(layout.size());
+            add_large(new_size);
             snapshot_if_higher(live);
         }
         new
@@ -93,13 +122,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
 
 /// Live heap at the end of each day, and the peak during the run, in bytes above the
 /// live heap before the world was built.
@@ -113,7 +135,12 @@ struct RunMemory {
     /// Peak live heap during each day (day 1's includes building the world).
     daily_peak: Vec<usize>,
     peak: usize,
-    rss_growth: Option<u64>,
+    /// Bytes in allocations above [`LARGE_ABOVE_BYTES`] at the end of the last day,
+    /// above the start.
+    last_day_large: isize,
+    /// Resident set at the end of each day above its value before the run (`None` if
+    /// `/proc` cannot be read).
+    daily_rss: Vec<Option<u64>>,
 }
 
 fn measure(
@@ -128,6 +155,8 @@ fn measure(
             .collect()
     };
     let base_classes = classes();
+    let base_large = LIVE_LARGE_BYTES.load(Ordering::Relaxed) as isize;
+    let mut last_day_large = 0;
     let mut last_day_classes = Vec::new();
     PEAK_BYTES.store(base, Ordering::Relaxed);
     SNAPSHOT_LIVE_BYTES.store(base, Ordering::Relaxed);
@@ -135,7 +164,7 @@ fn measure(
     let mut daily_live = Vec::new();
     let mut daily_peak = Vec::new();
     let mut peak = base;
-    let mut rss_last = None;
+    let mut daily_rss = Vec::new();
     let mut on_day = |_: Progress| {
         let live = LIVE_BYTES.load(Ordering::Relaxed);
         daily_live.push(live.saturating_sub(base));
@@ -148,7 +177,12 @@ fn measure(
             .zip(&base_classes)
             .map(|(now, before)| now - before)
             .collect();
-        rss_last = rss_bytes();
+        last_day_large = LIVE_LARGE_BYTES.load(Ordering::Relaxed) as isize - base_large;
+        daily_rss.push(
+            rss_before
+                .zip(rss_bytes())
+                .map(|(b, l)| l.saturating_sub(b)),
+        );
     };
     let (world, _) = simulate(scenario, series, &mut on_day)?;
     let n_devices = world.n_devices();
@@ -169,11 +203,13 @@ fn measure(
         peak: peak
             .max(PEAK_BYTES.load(Ordering::Relaxed))
             .saturating_sub(base),
-        rss_growth: rss_before.zip(rss_last).map(|(b, l)| l.saturating_sub(b)),
+        last_day_large,
+        daily_rss,
     })
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    return_freed_pages_at_once()?;
     let mut args = std::env::args().skip(1);
     let path = args
         .next()
@@ -183,6 +219,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(days) = args.next() {
         *scenario.market.days.get_mut() = days.parse()?;
     }
+    let rss_child_scale: Option<u32> = match (args.next().as_deref(), args.next()) {
+        (Some("--rss-child"), Some(scale)) => Some(scale.parse()?),
+        (None, None) => None,
+        _ => return Err("usage: memory_per_battery SCENARIO.toml [DAYS]".into()),
+    };
     let data = std::path::Path::new(&path)
         .parent()
         .unwrap_or(std::path::Path::new("."))
@@ -191,17 +232,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let series =
         PriceSeries::parse_csv(&data.display().to_string(), &csv, &SeriesLayout::default())?;
 
-    let single = measure(&scenario, &series)?;
-    let mut doubled_scenario = scenario.clone();
-    for group in &mut doubled_scenario.fleet {
-        group.get_mut().count *= 2;
+    let scaled = |scale: u32| {
+        let mut scaled = scenario.clone();
+        for group in &mut scaled.fleet {
+            group.get_mut().count *= scale;
+        }
+        scaled
+    };
+    if let Some(scale) = rss_child_scale {
+        // One run in this fresh process; the parent reads these lines.
+        let run = measure(&scaled(scale), &series)?;
+        println!("devices {}", run.n_devices);
+        for rss in &run.daily_rss {
+            println!("rss {}", rss.ok_or("/proc/self/status unreadable")?);
+        }
+        return Ok(());
     }
-    let doubled = measure(&doubled_scenario, &series)?;
+
+    let single = measure(&scenario, &series)?;
+    let doubled = measure(&scaled(2), &series)?;
 
     let n = single.n_devices;
     println!(
         "inline sizes: AgentCore {} B (CoreConfig {} B, Executor {} B), VirtualAgent {} B, \
-         ScheduleRecord {} B, SignedSchedule {} B, OutboxEntry {} B",
+         ScheduleRecord {} B, SignedSchedule {} B, OutboxEntry {} B, ReceiptWindow {} B, \
+         sim Event {} B",
         size_of::<voltex_agent::core::AgentCore>(),
         size_of::<voltex_agent::core::CoreConfig>(),
         size_of::<voltex_agent::executor::Executor>(),
@@ -209,6 +264,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         size_of::<voltex_agent::store::ScheduleRecord>(),
         size_of::<voltex_dispatch::SignedSchedule>(),
         size_of::<voltex_agent::outbox::OutboxEntry>(),
+        size_of::<voltex_dispatch::receipt::ReceiptWindow>(),
+        size_of::<voltex_sim::world::Event>(),
     );
     println!(
         "{path}: {n} and {} batteries, {} days",
@@ -268,16 +325,63 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &single.last_day_classes,
         &doubled.last_day_classes,
     );
+    println!(
+        "  above {LARGE_ABOVE_BYTES} B (buffers): {:.0} B",
+        (doubled.last_day_large - single.last_day_large) as f64 / (doubled.n_devices - n) as f64
+    );
     by_class(
         "near the run's peak",
         &single.peak_classes,
         &doubled.peak_classes,
     );
-    if let Some(growth) = single.rss_growth {
+    let days = scenario.market.days.get_ref().to_string();
+    let (n_single, rss_single) = rss_in_child(&path, &days, 1)?;
+    let (n_doubled, rss_doubled) = rss_in_child(&path, &days, 2)?;
+    println!(
+        "resident set at the end of each day above the start of the run, each run in its \
+         own process (allocator slack included):"
+    );
+    println!("day  N (B/battery)  2N (B/battery)  marginal (B/battery)");
+    for (day, (a, b)) in rss_single.iter().zip(&rss_doubled).enumerate() {
         println!(
-            "resident set grew {:.0} B/battery during the first run (allocator slack included)",
-            growth as f64 / n as f64
+            "{:>3}  {:>13.0}  {:>14.0}  {:>20.0}",
+            day + 1,
+            *a as f64 / n_single as f64,
+            *b as f64 / n_doubled as f64,
+            (*b as f64 - *a as f64) / (n_doubled - n_single) as f64,
         );
     }
     Ok(())
+}
+
+/// Runs this program again as `--rss-child SCALE` and reads back its device count and
+/// resident set growth at the end of each day.
+fn rss_in_child(
+    path: &str,
+    days: &str,
+    scale: u32,
+) -> Result<(usize, Vec<u64>), Box<dyn std::error::Error>> {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args([path, days, "--rss-child", &scale.to_string()])
+        .output()?;
+    if !output.status.success() {
+        return Err(format!(
+            "the child run at scale {scale} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    let mut n_devices = None;
+    let mut daily = Vec::new();
+    for line in String::from_utf8(output.stdout)?.lines() {
+        match line.split_once(' ') {
+            Some(("devices", n)) => n_devices = Some(n.parse()?),
+            Some(("rss", bytes)) => daily.push(bytes.parse()?),
+            _ => return Err(format!("unexpected line from the child run: {line:?}").into()),
+        }
+    }
+    Ok((
+        n_devices.ok_or("the child run printed no device count")?,
+        daily,
+    ))
 }
