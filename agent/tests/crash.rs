@@ -55,9 +55,11 @@ impl World {
     }
 
     fn statuses(&self, key: ScheduleKey) -> Vec<AckStatus> {
+        // By value: the key is packed, its fields cannot be borrowed.
+        let (schedule_id, version) = (key.schedule_id, key.version);
         self.acks
             .values()
-            .filter(|a| a.schedule_id == key.schedule_id && a.version == key.version)
+            .filter(|a| a.schedule_id == schedule_id && a.version == version)
             .map(|a| a.status)
             .collect()
     }
