@@ -184,6 +184,9 @@ pub fn simulate<'a>(
         if let Some(err) = world.take_error() {
             return Err(err);
         }
+        // The day's roll-out left the queue's slab sized for every device's messages in
+        // flight at once; the world keeps no event handles, so give it back.
+        sched.compact_queue();
         progress(Progress {
             days_done: day + 1,
             days_total: days,

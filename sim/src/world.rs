@@ -701,10 +701,14 @@ impl<'a> World<'a> {
             add(&f.group, f.fraction, f.start_hour, f.hours, effect);
         }
 
-        let soc_wh: Vec<f64> = groups
-            .iter()
-            .flat_map(|g| std::iter::repeat_n(g.initial_soc_wh, g.end - g.first))
-            .collect();
+        // Per-device columns are sized exactly: collecting a `flat_map` (no exact size
+        // hint) grows by doubling and can leave up to half the buffer spare.
+        let mut soc_wh: Vec<f64> = Vec::with_capacity(n_devices);
+        soc_wh.extend(
+            groups
+                .iter()
+                .flat_map(|g| std::iter::repeat_n(g.initial_soc_wh, g.end - g.first)),
+        );
         let n_groups = groups.len();
         // The platform's dispatch key, drawn from the scenario seed.
         let mut key_rng = ChaCha8Rng::seed_from_u64(scenario.seed ^ 0xd15b_a7c4);
@@ -720,15 +724,17 @@ impl<'a> World<'a> {
             .iter()
             .map(|g| GroupProfiles::new(&g.spec, &verifier))
             .collect();
-        let agents = groups
-            .iter()
-            .zip(&profiles)
-            .flat_map(|(g, p)| (g.first..g.end).map(move |i| (i, p)))
-            .map(|(i, p)| {
-                let profile = p.of_device(i, verify_one_in);
-                VirtualAgent::boot(core_config(i, device_ids[i].clone(), profile))
-            })
-            .collect();
+        let mut agents = Vec::with_capacity(n_devices);
+        agents.extend(
+            groups
+                .iter()
+                .zip(&profiles)
+                .flat_map(|(g, p)| (g.first..g.end).map(move |i| (i, p)))
+                .map(|(i, p)| {
+                    let profile = p.of_device(i, verify_one_in);
+                    VirtualAgent::boot(core_config(i, device_ids[i].clone(), profile))
+                }),
+        );
         Ok(World {
             signer,
             verify_one_in,

@@ -14,6 +14,8 @@ enum Op {
     Pop,
     /// Cancel the handle of the k-th push so far (modulo the number of pushes).
     Cancel(usize),
+    /// Compact the radix queue (handles from before are dropped, as `compact` requires).
+    Compact,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -21,6 +23,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => prop_oneof![0_i64..4, 0_i64..1_000, 0_i64..(1 << 40)].prop_map(Op::Push),
         3 => Just(Op::Pop),
         1 => any::<usize>().prop_map(Op::Cancel),
+        1 => Just(Op::Compact),
     ]
 }
 
@@ -57,6 +60,14 @@ proptest! {
                     if !handles.is_empty() {
                         let (a, b) = handles[k % handles.len()];
                         prop_assert_eq!(radix.cancel(a), heap.cancel(b));
+                    }
+                }
+                Op::Compact => {
+                    radix.compact();
+                    prop_assert_eq!(radix.slab_len(), radix.len(), "only pending slots kept");
+                    // Old handles cancel nothing now, pending or not.
+                    for (a, _) in handles.drain(..) {
+                        prop_assert_eq!(radix.cancel(a), None);
                     }
                 }
             }
@@ -204,4 +215,45 @@ fn a_drained_burst_gives_its_bucket_memory_back() {
         "drained buckets keep room for {} entries",
         queue.bucket_capacity()
     );
+}
+
+/// A daily roll-out in miniature: a burst far larger than what stays pending. After it
+/// has drained, `compact` keeps only the pending events' slots, and the order of what
+/// is pending, ties included, is unchanged; handles from before cancel nothing, also
+/// once new events fill the slots again.
+#[test]
+fn compact_gives_a_drained_burst_back_and_keeps_the_order() {
+    let mut queue: RadixQueue<u32> = RadixQueue::starting_at(0);
+    let n_burst = 20_000_u32;
+    let mut handles: Vec<EventHandle> = (0..n_burst)
+        .map(|i| queue.push(i64::from(i / 2) + 1, i))
+        .collect();
+    // Stragglers pending after the burst, with ties; one cancelled entry left stale.
+    for k in 0..5 {
+        handles.push(queue.push(1_000_000 + k / 2, n_burst + k as u32));
+    }
+    assert_eq!(queue.cancel(handles[n_burst as usize + 2]), Some(n_burst + 2));
+    for i in 0..n_burst {
+        assert_eq!(queue.pop().map(|(_, e)| e), Some(i));
+    }
+    assert_eq!(queue.slab_len(), n_burst as usize + 5);
+    queue.compact();
+    queue.check_invariants();
+    assert_eq!((queue.slab_len(), queue.len()), (4, 4));
+    for handle in &handles {
+        assert_eq!(queue.cancel(*handle), None, "a handle from before the compaction");
+    }
+    // New events take the slots again; the old handles still match none of them.
+    let second: Vec<EventHandle> = (0..100)
+        .map(|i| queue.push(2_000_000 + i, 2 * n_burst + i as u32))
+        .collect();
+    for handle in &handles {
+        assert_eq!(queue.cancel(*handle), None);
+    }
+    assert_eq!(queue.cancel(second[0]), Some(2 * n_burst));
+    queue.check_invariants();
+    let order: Vec<u32> = std::iter::from_fn(|| queue.pop().map(|(_, e)| e)).collect();
+    let mut expected = vec![n_burst, n_burst + 1, n_burst + 3, n_burst + 4];
+    expected.extend((1..100).map(|i| 2 * n_burst + i));
+    assert_eq!(order, expected);
 }

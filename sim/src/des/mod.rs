@@ -126,6 +126,13 @@ impl<E> Scheduler<E> {
         self.queue.cancel(handle)
     }
 
+    /// Gives back the queue's memory beyond the pending events
+    /// ([`RadixQueue::compact`]). Every handle returned before stops working: call it
+    /// only when the model keeps no handle to a pending event.
+    pub fn compact_queue(&mut self) {
+        self.queue.compact();
+    }
+
     /// Number of pending events.
     pub fn n_pending(&self) -> usize {
         self.queue.len()

@@ -30,6 +30,13 @@
 //! [`BUCKET_KEEP_MAX`] entries: a burst (every device of a 10,000-battery fleet at one
 //! instant) passes through dozens of buckets on its way down, and keeping each one's
 //! peak size pinned 5.7 MB (570 B per battery) in buckets that sat empty all day.
+//!
+//! The slab, too, grows to the most events pending at once (a daily roll-out: about
+//! two per device) and, slots being named by handles, cannot shrink by itself.
+//! [`RadixQueue::compact`] gives it back at a quiet moment: the live events move to the
+//! lowest slots, stale entries go, and the slab keeps room for no more. It re-numbers
+//! the pending events, so handles to them no longer cancel them; the simulator calls
+//! it at each day's end and keeps no handles.
 
 use super::{EventHandle, EventQueue};
 
@@ -87,6 +94,9 @@ pub struct RadixQueue<E> {
     n_live: usize,
     /// Cancelled entries still sitting in buckets; while zero, no liveness checks.
     n_stale: usize,
+    /// Generation a newly appended slot starts at: above every generation any slot
+    /// had before the last [`RadixQueue::compact`], so no handle from before matches.
+    fresh_generation: u32,
 }
 
 impl<E> Default for RadixQueue<E> {
@@ -106,6 +116,7 @@ impl<E> RadixQueue<E> {
             free: Vec::new(),
             n_live: 0,
             n_stale: 0,
+            fresh_generation: 0,
         }
     }
 
@@ -245,6 +256,62 @@ impl<E> RadixQueue<E> {
         self.buckets.iter().map(Vec::capacity).sum()
     }
 
+    /// Moves the pending events to the lowest slots, drops cancelled entries and gives
+    /// back the slab and free-list memory beyond what is pending. Order is unchanged
+    /// (entries keep their place in their buckets).
+    ///
+    /// Every handle returned before the call stops working: cancelling through it
+    /// returns `None`, also for an event still pending. Call it only when no handle
+    /// to a pending event is kept. O(slab + entries).
+    pub fn compact(&mut self) {
+        // Above every generation in use, so no old handle or entry matches a slot again.
+        let fresh = self
+            .slab
+            .iter()
+            .map(|slot| slot.generation)
+            .max()
+            .map_or(self.fresh_generation, |g| {
+                g.wrapping_add(1).max(self.fresh_generation)
+            });
+        let mut slab: Vec<Slot<E>> = Vec::with_capacity(self.n_live);
+        let head = self.head;
+        self.head = 0;
+        for (b, bucket) in self.buckets.iter_mut().enumerate() {
+            if b == 0 {
+                bucket.drain(..head);
+            }
+            bucket.retain_mut(|entry| {
+                let Some(old) = self.slab.get_mut(entry.slot as usize) else {
+                    return false;
+                };
+                if old.generation != entry.generation {
+                    return false;
+                }
+                let Some(payload) = old.payload.take() else {
+                    return false;
+                };
+                // Fits: at most `n_live` slots, and `push` keeps that under 2^32.
+                entry.slot = slab.len() as u32;
+                entry.generation = fresh;
+                slab.push(Slot {
+                    generation: fresh,
+                    payload: Some(payload),
+                });
+                true
+            });
+        }
+        debug_assert_eq!(slab.len(), self.n_live);
+        self.slab = slab;
+        self.free = Vec::new();
+        self.n_stale = 0;
+        self.fresh_generation = fresh;
+    }
+
+    /// Slots in the slab (pending and free): its memory, in slots.
+    pub fn slab_len(&self) -> usize {
+        self.slab.len()
+    }
+
     /// Asserts the invariants in the [module docs](self).
     ///
     /// # Panics
@@ -257,7 +324,7 @@ impl<E> RadixQueue<E> {
             for entry in &bucket[start..] {
                 assert!(entry.key >= self.last, "entry below the floor");
                 assert_eq!(self.bucket_of(entry.key), b, "entry in the wrong bucket");
-                if self.slab[entry.slot as usize].generation == entry.generation {
+                if self.is_live(entry) {
                     n_live += 1;
                 }
             }
@@ -269,6 +336,11 @@ impl<E> RadixQueue<E> {
         assert_eq!(n_entries - n_live, self.n_stale, "stale count");
         let n_pending = self.slab.iter().filter(|s| s.payload.is_some()).count();
         assert_eq!(n_pending, self.n_live, "slab payload count");
+        assert_eq!(
+            self.free.len() + self.n_live,
+            self.slab.len(),
+            "every slot is pending or free"
+        );
     }
 }
 
@@ -288,7 +360,7 @@ impl<E> EventQueue<E> for RadixQueue<E> {
             None => {
                 let slot = u32::try_from(self.slab.len()).expect("more than 2^32 pending events");
                 self.slab.push(Slot {
-                    generation: 0,
+                    generation: self.fresh_generation,
                     payload: Some(payload),
                 });
                 slot
