@@ -232,7 +232,10 @@ fn compact_gives_a_drained_burst_back_and_keeps_the_order() {
     for k in 0..5 {
         handles.push(queue.push(1_000_000 + k / 2, n_burst + k as u32));
     }
-    assert_eq!(queue.cancel(handles[n_burst as usize + 2]), Some(n_burst + 2));
+    assert_eq!(
+        queue.cancel(handles[n_burst as usize + 2]),
+        Some(n_burst + 2)
+    );
     for i in 0..n_burst {
         assert_eq!(queue.pop().map(|(_, e)| e), Some(i));
     }
@@ -241,7 +244,11 @@ fn compact_gives_a_drained_burst_back_and_keeps_the_order() {
     queue.check_invariants();
     assert_eq!((queue.slab_len(), queue.len()), (4, 4));
     for handle in &handles {
-        assert_eq!(queue.cancel(*handle), None, "a handle from before the compaction");
+        assert_eq!(
+            queue.cancel(*handle),
+            None,
+            "a handle from before the compaction"
+        );
     }
     // New events take the slots again; the old handles still match none of them.
     let second: Vec<EventHandle> = (0..100)
