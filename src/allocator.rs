@@ -45,9 +45,8 @@ pub struct AllocatorError {
 /// decay 0, for every arena, existing and future) instead of after its default 10 s.
 /// For batch work whose resident memory is reported (`voltex sim`): the simulator's daily
 /// churn is then given back before the next day, so resident memory follows the live
-/// heap. Costs a few more `madvise` calls; a 10-day, 10,000-battery run took the same
-/// wall time (measured, see the README). Not for the server, whose allocation bursts
-/// are better served from pages kept warm.
+/// heap. Costs more `madvise` calls; the one-year, 10,000-battery run was not slower
+/// for it (see the README). The server keeps jemalloc's default decay (10 s).
 ///
 /// # Errors
 /// [`AllocatorError`] if jemalloc refuses a default (never expected: these controls

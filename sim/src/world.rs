@@ -701,8 +701,9 @@ impl<'a> World<'a> {
             add(&f.group, f.fraction, f.start_hour, f.hours, effect);
         }
 
-        // Per-device columns are sized exactly: collecting a `flat_map` (no exact size
-        // hint) grows by doubling and can leave up to half the buffer spare.
+        // Per-device columns are sized up front: a `flat_map` over the groups hints
+        // only the group it is in, so collecting it reallocates at each group and may
+        // leave spare room.
         let mut soc_wh: Vec<f64> = Vec::with_capacity(n_devices);
         soc_wh.extend(
             groups
