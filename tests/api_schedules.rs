@@ -358,7 +358,7 @@ async fn schedules_are_signed_persisted_sent_and_streamed_to_allowed_roles() {
     assert_eq!(sent[0].schedule.periods[1].target_w, -1500);
     assert_eq!(sent[0].schedule.periods[1].ramp_s, 60);
     assert_eq!(
-        sent[0].schedule.schedule_id.0.to_string(),
+        { sent[0].schedule.schedule_id.0 }.to_string(),
         accepted["schedules"][0]["schedule_id"]
             .as_str()
             .expect("id")
@@ -417,7 +417,7 @@ async fn schedules_are_signed_persisted_sent_and_streamed_to_allowed_roles() {
     );
     assert_eq!(
         acked.schedule_id,
-        sent[0].schedule.schedule_id.0.to_string()
+        { sent[0].schedule.schedule_id.0 }.to_string()
     );
 
     // Who sees it on the stream.

@@ -114,12 +114,19 @@ impl fmt::Display for DeviceId {
 }
 
 /// A schedule's identity (mRID-like, 128 bits). Versions of the same schedule share it.
+///
+/// Packed to 8-byte alignment: a `u128` would align every struct holding one to 16 and
+/// pad it. A [`SignedSchedule`] is 144 bytes so, not 160, and its `Arc` fits the
+/// allocator's 160-byte class instead of the 192-byte one; a platform and a simulated
+/// fleet hold one per device. Read the field by value (`id.0`); it cannot be borrowed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[repr(C, packed(8))]
 pub struct ScheduleId(pub u128);
 
 impl fmt::Display for ScheduleId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        let id = self.0; // by value: packed
+        write!(f, "{id:032x}")
     }
 }
 
@@ -287,6 +294,11 @@ pub struct SignedSchedule {
     /// [`crate::signing`].
     pub signature: Vec<u8>,
 }
+
+// Its `Arc` (16 bytes of counts on top) fills jemalloc's 160-byte class exactly: one
+// more field costs a simulated fleet 32 bytes per device (see [`ScheduleId`]).
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<SignedSchedule>() == 144);
 
 /// Why an agent refused a schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -53,7 +53,7 @@ pub struct SqliteStore {
 }
 
 fn key_text(id: ScheduleId) -> String {
-    format!("{:032x}", id.0)
+    id.to_string() // 32 hex digits
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, SqliteStoreError> {

@@ -303,7 +303,8 @@ pub async fn post_schedules(
             .iter()
             .map(|schedule| IssuedSchedule {
                 device_id: schedule.device.as_str().to_string(),
-                schedule_id: schedule.schedule_id.0.to_string(),
+                // Braces copy the packed id's field out before borrowing it.
+                schedule_id: { schedule.schedule_id.0 }.to_string(),
                 version: schedule.version,
             })
             .collect();
