@@ -35,6 +35,7 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
 use voltex_dispatch::message::{AckStatus, FailureReason, HealthFlags, ScheduleRejection};
 use voltex_dispatch::{DeviceId, Heartbeat, Receipt, SignedSchedule};
 use voltex_market::UtcNanos;
@@ -110,7 +111,12 @@ pub struct Ticked {
 #[derive(Clone, Debug)]
 pub struct AgentCore {
     config: CoreConfig,
-    records: Vec<ScheduleRecord>,
+    /// Inline while there is one record, as there is most of the time (a new version
+    /// supersedes the live one, which is pruned in the same `decide_pending`): a
+    /// simulated fleet holds thousands of cores, and a heap buffer per core would be
+    /// re-allocated at every delivery, scattering long-lived blocks among short-lived
+    /// ones.
+    records: SmallVec<[ScheduleRecord; 1]>,
     next_arrival: u64,
     executor: Executor,
     outbox: Outbox,
@@ -136,8 +142,9 @@ impl AgentCore {
     /// `Started` is not acked twice); otherwise the newest accepted schedule's fallback
     /// applies. Undecided records stay undecided: call [`AgentCore::decide_pending`].
     pub fn restore(config: CoreConfig, state: PersistedState) -> AgentCore {
-        let mut records = state.records;
+        let mut records: SmallVec<[ScheduleRecord; 1]> = SmallVec::from_vec(state.records);
         records.sort_by_key(|r| r.arrival);
+        records.shrink_to_fit();
         let mut executor = Executor::new(Arc::clone(&config.profile.executor), config.seed);
         let newest_accepted = records
             .iter()
@@ -145,7 +152,7 @@ impl AgentCore {
             .max_by_key(|r| r.signed.schedule.version);
         if let Some(record) = newest_accepted {
             if record.status == RecordStatus::Accepted {
-                executor.load(record.key(), Arc::clone(&record.signed), record.started);
+                executor.load(Arc::clone(&record.signed), record.started);
             } else {
                 executor.set_fallback(record.signed.schedule.fallback.clone());
             }
@@ -311,7 +318,7 @@ impl AgentCore {
             match decision.verdict {
                 Verdict::Accept { .. } => {
                     self.executor
-                        .load(key, Arc::clone(&self.records[idx].signed), false);
+                        .load(Arc::clone(&self.records[idx].signed), false);
                     decided.accepted.push(key);
                 }
                 Verdict::Reject(_) => decided.rejected.push(key),
@@ -560,5 +567,111 @@ impl AgentCore {
             "executor out of step"
         );
         self.outbox.check_invariants();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use voltex_dispatch::message::{DeviceId, Fallback, Schedule, ScheduleId, SchedulePeriod};
+
+    use super::*;
+    use crate::acceptance::{AcceptancePolicy, DeviceLimits, SignatureCheck};
+
+    const NS: i64 = 1_000_000_000;
+    /// 2026-01-01T00:00:00Z in ns.
+    const T0_NS: i64 = 1_767_225_600 * NS;
+
+    fn core(records_max: usize) -> AgentCore {
+        let limits = DeviceLimits {
+            max_charge_w: 5_000,
+            max_discharge_w: 5_000,
+        };
+        let executor = Arc::new(ExecutorConfig {
+            limits,
+            default_fallback: Fallback::Idle,
+            fallback_ramp_s: 0,
+            clock_step_tolerance_s: 5,
+        });
+        let profile = AgentProfile {
+            acceptance: AcceptanceConfig {
+                limits,
+                signature: SignatureCheck::TrustedSimulation,
+                policy: AcceptancePolicy {
+                    late_grace_s: 60,
+                    clock_skew_tolerance_s: 5,
+                },
+            },
+            executor,
+            outbox: OutboxConfig::default(),
+            records_max,
+        };
+        let config = CoreConfig {
+            device: DeviceId::new("bat-1").expect("valid id"),
+            seed: 1,
+            profile: Arc::new(profile),
+        };
+        AgentCore::restore(config, PersistedState::default())
+    }
+
+    /// Version `version` of one day-long schedule, issued an hour before it starts.
+    fn version(version: u64) -> SignedSchedule {
+        let valid_from = T0_NS + version as i64 * 86_400 * NS;
+        SignedSchedule {
+            schedule: Schedule {
+                device: DeviceId::new("bat-1").expect("valid id"),
+                schedule_id: ScheduleId(7),
+                version,
+                issued_at: UtcNanos(valid_from - 3_600 * NS),
+                valid_from: UtcNanos(valid_from),
+                valid_until: UtcNanos(valid_from + 86_400 * NS),
+                randomize_start_s: 0,
+                periods: vec![SchedulePeriod {
+                    offset_s: 0,
+                    target_w: 1_000,
+                    ramp_s: 0,
+                }]
+                .into(),
+                fallback: Fallback::Idle,
+            },
+            signature: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_superseded_record_is_pruned_and_the_one_left_lives_inline() {
+        let mut core = core(1);
+        for v in 1..=3u64 {
+            let now = UtcNanos(T0_NS + v as i64 * 86_400 * NS - 3_600 * NS);
+            core.receive(version(v), now);
+            let decided = core.decide_pending(now);
+            assert_eq!(decided.accepted.len(), 1, "version {v} accepted");
+            assert_eq!(core.records().len(), 1, "version {v}: the older one pruned");
+            assert_eq!(core.records()[0].signed.schedule.version, v);
+            assert!(
+                !core.records.spilled(),
+                "version {v}: one record, no heap buffer"
+            );
+        }
+    }
+
+    #[test]
+    fn records_beyond_one_spill_to_the_heap_and_keep_their_order() {
+        let mut core = core(4);
+        for v in 1..=3u64 {
+            let now = UtcNanos(T0_NS + v as i64 * 86_400 * NS - 3_600 * NS);
+            core.receive(version(v), now);
+            core.decide_pending(now);
+        }
+        let versions: Vec<u64> = core
+            .records()
+            .iter()
+            .map(|r| r.signed.schedule.version)
+            .collect();
+        assert_eq!(
+            versions,
+            [1, 2, 3],
+            "superseded records kept up to records_max"
+        );
+        assert!(core.records.spilled());
     }
 }

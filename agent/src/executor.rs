@@ -133,12 +133,18 @@ pub enum ExecEvent {
 
 #[derive(Clone, Debug)]
 struct Plan {
-    key: ScheduleKey,
     /// Shared with the agent's stored record (the executor needs only the schedule).
     signed: Arc<SignedSchedule>,
     start: UtcNanos,
     started: bool,
     finished: bool,
+}
+
+impl Plan {
+    /// Derived, not stored: one key less in each of a simulated fleet's executors.
+    fn key(&self) -> ScheduleKey {
+        ScheduleKey::of(&self.signed)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,15 +252,15 @@ impl Executor {
         self.seed
     }
 
-    /// Makes `schedule` (accepted, not finished) the one to execute, replacing any other.
+    /// Makes `signed` (accepted, not finished) the one to execute, replacing any other.
     /// `started` says whether `Started` was already reported (after a restart), so it is
     /// not reported again. Its fallback becomes the fallback from now on.
-    pub fn load(&mut self, key: ScheduleKey, signed: Arc<SignedSchedule>, started: bool) {
+    pub fn load(&mut self, signed: Arc<SignedSchedule>, started: bool) {
         let schedule = &signed.schedule;
+        let key = ScheduleKey::of(&signed);
         let delay_s = start_delay_s(self.seed, key, schedule.randomize_start_s);
         self.fallback = schedule.fallback.clone();
         self.plan = Some(Plan {
-            key,
             start: schedule.valid_from.plus_seconds(i64::from(delay_s)),
             signed,
             started,
@@ -270,7 +276,7 @@ impl Executor {
 
     /// The loaded schedule, if it is still live.
     pub fn live(&self) -> Option<ScheduleKey> {
-        self.plan.as_ref().filter(|p| !p.finished).map(|p| p.key)
+        self.plan.as_ref().filter(|p| !p.finished).map(|p| p.key())
     }
 
     /// The setpoint commanded by the last tick.
@@ -283,7 +289,7 @@ impl Executor {
     pub fn fail(&mut self, reason: FailureReason, events: &mut Vec<ExecEvent>) {
         if let Some(plan) = self.plan.as_mut().filter(|p| !p.finished) {
             plan.finished = true;
-            events.push(ExecEvent::Failed(plan.key, reason));
+            events.push(ExecEvent::Failed(plan.key(), reason));
         }
     }
 
@@ -388,27 +394,27 @@ impl Executor {
             if now >= schedule.valid_until {
                 plan.finished = true;
                 events.push(if plan.started {
-                    ExecEvent::Completed(plan.key)
+                    ExecEvent::Completed(plan.key())
                 } else {
-                    ExecEvent::Missed(plan.key)
+                    ExecEvent::Missed(plan.key())
                 });
             } else if now >= plan.start {
                 if !plan.started {
                     plan.started = true;
-                    events.push(ExecEvent::Started(plan.key));
+                    events.push(ExecEvent::Started(plan.key()));
                 }
                 let elapsed_s = now.0.saturating_sub(plan.start.0) / NANOS_PER_S;
                 if let Some(idx) = schedule.period_index_at(elapsed_s)
                     && let Some(period) = schedule.periods.get(idx)
                 {
                     return (
-                        Segment::Period(plan.key, idx),
+                        Segment::Period(plan.key(), idx),
                         period.target_w,
                         period.ramp_s,
                     );
                 }
             } else if now >= schedule.valid_from {
-                return (Segment::Delay(plan.key), self.commanded_w, 0);
+                return (Segment::Delay(plan.key()), self.commanded_w, 0);
             }
         }
         let target_w = self.fallback.target_w_at(now);

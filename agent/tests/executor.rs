@@ -35,7 +35,7 @@ fn loaded(schedule: &Schedule) -> (Executor, ScheduleKey) {
         schedule_id: schedule.schedule_id,
         version: schedule.version,
     };
-    executor.load(key, unsigned(schedule), false);
+    executor.load(unsigned(schedule), false);
     (executor, key)
 }
 
@@ -274,7 +274,7 @@ fn randomised_start_holds_the_previous_setpoint_then_starts_late() {
         },
         SEED,
     );
-    executor.load(k, unsigned(&schedule), false);
+    executor.load(unsigned(&schedule), false);
     assert_eq!(
         tick(&mut executor, -10).0,
         0,
@@ -341,7 +341,7 @@ fn restored_started_schedule_resumes_at_the_current_period_without_a_second_star
         schedule_id: schedule.schedule_id,
         version: 1,
     };
-    executor.load(k, unsigned(&schedule), true);
+    executor.load(unsigned(&schedule), true);
     let (w, mode, events) = tick(&mut executor, 1_850);
     assert_eq!(
         (w, mode),
@@ -404,8 +404,7 @@ proptest! {
             fallback_ramp_s: 30,
             clock_step_tolerance_s: 5,
         }, seed);
-        let k = ScheduleKey { schedule_id: schedule.schedule_id, version: 1 };
-        executor.load(k, unsigned(&schedule), false);
+        executor.load(unsigned(&schedule), false);
         let mut s = -100;
         let mut events = Vec::new();
         for (advance_s, estop, wall_jitter_s) in steps {

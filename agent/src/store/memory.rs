@@ -12,18 +12,30 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::{Future, ready};
 
-use super::{AgentStore, ExecLogEntry, PersistedState, WriteBatch};
+use smallvec::SmallVec;
+
+use super::{AgentStore, ExecLogEntry, PersistedState, ScheduleRecord, WriteBatch};
+use crate::outbox::OutboxEntry;
 
 /// The state in plain memory. See the module doc.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
-    state: PersistedState,
+    state: Stored,
     /// Boxed and created by the first line: the simulator commits batches without log
     /// lines, and each of its thousands of stores then costs one pointer here instead
     /// of an empty `VecDeque` (32 bytes). The extra allocation the lint warns of is
     /// made once per store that logs at all.
     #[allow(clippy::box_collection)]
     exec_log: Option<Box<VecDeque<ExecLogEntry>>>,
+}
+
+/// A [`PersistedState`] with the records inline while there is one (as `AgentCore`
+/// keeps them, and for the same reason: thousands of simulated stores).
+#[derive(Clone, Debug, Default)]
+struct Stored {
+    records: SmallVec<[ScheduleRecord; 1]>,
+    outbox: Vec<OutboxEntry>,
+    next_seq: u64,
 }
 
 impl MemoryStore {
@@ -93,7 +105,11 @@ impl MemoryStore {
 
     /// A copy of the stored state (what a restarted agent would load).
     pub fn state(&self) -> PersistedState {
-        self.state.clone()
+        PersistedState {
+            records: self.state.records.to_vec(),
+            outbox: self.state.outbox.clone(),
+            next_seq: self.state.next_seq,
+        }
     }
 
     /// The execution log, oldest first.
@@ -136,6 +152,65 @@ mod tests {
                 target_w: 0,
             },
         }
+    }
+
+    fn record(arrival: u64, version: u64) -> ScheduleRecord {
+        use voltex_dispatch::SignedSchedule;
+        use voltex_dispatch::message::{DeviceId, Fallback, Schedule, ScheduleId, SchedulePeriod};
+
+        use crate::store::RecordStatus;
+
+        let signed = SignedSchedule {
+            schedule: Schedule {
+                device: DeviceId::new("bat-1").expect("valid id"),
+                schedule_id: ScheduleId(7),
+                version,
+                issued_at: UtcNanos(0),
+                valid_from: UtcNanos(0),
+                valid_until: UtcNanos(3_600_000_000_000),
+                randomize_start_s: 0,
+                periods: vec![SchedulePeriod {
+                    offset_s: 0,
+                    target_w: 0,
+                    ramp_s: 0,
+                }]
+                .into(),
+                fallback: Fallback::Idle,
+            },
+            signature: Vec::new(),
+        };
+        ScheduleRecord {
+            arrival,
+            received_at: UtcNanos(0),
+            signed: signed.into(),
+            status: RecordStatus::Accepted,
+            started: false,
+        }
+    }
+
+    #[test]
+    fn a_replaced_record_gives_its_heap_buffer_back_and_the_state_reads_the_same() {
+        let mut store = MemoryStore::new();
+        store.apply(&WriteBatch {
+            records_insert: vec![record(0, 1)],
+            ..WriteBatch::default()
+        });
+        assert!(!store.state.records.spilled(), "one record lives inline");
+        // A delivery stores the new version first, then the core prunes the old one.
+        store.apply(&WriteBatch {
+            records_insert: vec![record(1, 2)],
+            ..WriteBatch::default()
+        });
+        assert!(store.state.records.spilled(), "two records need a buffer");
+        let old_key = record(0, 1).key();
+        store.apply(&WriteBatch {
+            records_delete: vec![old_key],
+            ..WriteBatch::default()
+        });
+        assert!(!store.state.records.spilled(), "the buffer is given back");
+        let state = store.state();
+        assert_eq!(state.records, vec![record(1, 2)]);
+        assert!(state.outbox.is_empty());
     }
 
     #[test]
