@@ -11,8 +11,9 @@
 //! N and 2N and as a marginal cost per battery. Each of those two runs is a fresh child
 //! process (this program again, with `--rss-child SCALE`): in one process the second
 //! run would reuse pages the first left resident, and look cheaper than it is. The
-//! allocator is the `voltex` binary's (jemalloc, wrapped here to count) with the
-//! setting `voltex sim` makes, so these are the figures of a `voltex sim` run.
+//! allocator is the `voltex` binary's (jemalloc, wrapped here to count) with its start-up
+//! options and the setting `voltex sim` makes, so these are the figures of a `voltex sim`
+//! run.
 //!
 //! `cargo run --release --example memory_per_battery -- scenarios/np-year-10k.toml [DAYS]`
 //!
@@ -21,7 +22,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use voltex::allocator::{ALLOCATOR, return_freed_pages_at_once};
+use voltex::allocator::{ALLOCATOR, return_freed_pages_at_once, slab_bytes};
 use voltex::process_stats::rss_bytes;
 use voltex_market::series::{PriceSeries, SeriesLayout};
 use voltex_sim::run::{Progress, simulate};
@@ -122,6 +123,7 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+voltex::install_malloc_conf!();
 
 /// Live heap at the end of each day, and the peak during the run, in bytes above the
 /// live heap before the world was built.
@@ -266,6 +268,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         size_of::<voltex_agent::outbox::OutboxEntry>(),
         size_of::<voltex_dispatch::receipt::ReceiptWindow>(),
         size_of::<voltex_sim::world::Event>(),
+    );
+    // What the options `voltex` starts jemalloc with did (`voltex::allocator`).
+    let slab = |block_bytes: usize| match slab_bytes(block_bytes) {
+        Ok(Some(bytes)) => format!("{bytes} B"),
+        Ok(None) => "none".to_string(),
+        Err(error) => error.to_string(),
+    };
+    println!(
+        "jemalloc slab of the size class holding a 160-B block: {}, a 192-B block: {}",
+        slab(160),
+        slab(192)
     );
     println!(
         "{path}: {n} and {} batteries, {} days",

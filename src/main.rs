@@ -77,6 +77,7 @@ enum BenchCommand {
 /// jemalloc (see `voltex::allocator` for why).
 #[global_allocator]
 static GLOBAL: voltex::allocator::Global = voltex::allocator::ALLOCATOR;
+voltex::install_malloc_conf!();
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
