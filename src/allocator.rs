@@ -17,8 +17,9 @@
 //! acks awaiting a receipt, say) among thousands freed: with one-page slabs each such
 //! straggler keeps 4 KiB resident instead of up to 20 KiB. Measured on the one-year,
 //! 10,000-battery run: resident memory per battery stopped creeping up over the year
-//! (quarterly means 739/742/736/739 B instead of 623/813/884/864 B) at a cost of about
-//! 3 % in run time (README, "Simulator memory").
+//! (quarterly means 722/721/726/713 B instead of 623/813/884/864 B) at a cost of about
+//! 3 % in run time (medians of four alternated runs: 31.8 s against 30.9 s; README,
+//! "Simulator memory").
 //!
 //! What it guarantees: nothing about contents or layout; only where freed memory goes.
 //! The functions here touch no data of the program.
