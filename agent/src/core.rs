@@ -572,14 +572,15 @@ impl AgentCore {
 
 #[cfg(test)]
 mod tests {
-    use voltex_dispatch::message::{DeviceId, Fallback, Schedule, ScheduleId, SchedulePeriod};
+    use voltex_dispatch::message::Fallback;
 
     use super::*;
     use crate::acceptance::{AcceptancePolicy, DeviceLimits, SignatureCheck};
+    use crate::test_fixtures::{NS, device, one_period};
 
-    const NS: i64 = 1_000_000_000;
     /// 2026-01-01T00:00:00Z in ns.
     const T0_NS: i64 = 1_767_225_600 * NS;
+    const DAY_NS: i64 = 86_400 * NS;
 
     fn core(records_max: usize) -> AgentCore {
         let limits = DeviceLimits {
@@ -606,45 +607,31 @@ mod tests {
             records_max,
         };
         let config = CoreConfig {
-            device: DeviceId::new("bat-1").expect("valid id"),
+            device: device(),
             seed: 1,
             profile: Arc::new(profile),
         };
         AgentCore::restore(config, PersistedState::default())
     }
 
-    /// Version `version` of one day-long schedule, issued an hour before it starts.
-    fn version(version: u64) -> SignedSchedule {
-        let valid_from = T0_NS + version as i64 * 86_400 * NS;
-        SignedSchedule {
-            schedule: Schedule {
-                device: DeviceId::new("bat-1").expect("valid id"),
-                schedule_id: ScheduleId(7),
-                version,
-                issued_at: UtcNanos(valid_from - 3_600 * NS),
-                valid_from: UtcNanos(valid_from),
-                valid_until: UtcNanos(valid_from + 86_400 * NS),
-                randomize_start_s: 0,
-                periods: vec![SchedulePeriod {
-                    offset_s: 0,
-                    target_w: 1_000,
-                    ramp_s: 0,
-                }]
-                .into(),
-                fallback: Fallback::Idle,
-            },
-            signature: Vec::new(),
-        }
+    /// Delivers day `version`'s schedule (a new version of the same one) an hour before
+    /// it starts, as the simulator does: receive, then decide.
+    fn deliver(core: &mut AgentCore, version: u64) -> Decided {
+        let valid_from = UtcNanos(T0_NS + version as i64 * DAY_NS);
+        let now = UtcNanos(valid_from.0 - 3_600 * NS);
+        core.receive(one_period(version, valid_from, 86_400, 1_000), now);
+        core.decide_pending(now)
     }
 
     #[test]
     fn a_superseded_record_is_pruned_and_the_one_left_lives_inline() {
         let mut core = core(1);
         for v in 1..=3u64 {
-            let now = UtcNanos(T0_NS + v as i64 * 86_400 * NS - 3_600 * NS);
-            core.receive(version(v), now);
-            let decided = core.decide_pending(now);
-            assert_eq!(decided.accepted.len(), 1, "version {v} accepted");
+            assert_eq!(
+                deliver(&mut core, v).accepted.len(),
+                1,
+                "version {v} accepted"
+            );
             assert_eq!(core.records().len(), 1, "version {v}: the older one pruned");
             assert_eq!(core.records()[0].signed.schedule.version, v);
             assert!(
@@ -658,9 +645,7 @@ mod tests {
     fn records_beyond_one_spill_to_the_heap_and_keep_their_order() {
         let mut core = core(4);
         for v in 1..=3u64 {
-            let now = UtcNanos(T0_NS + v as i64 * 86_400 * NS - 3_600 * NS);
-            core.receive(version(v), now);
-            core.decide_pending(now);
+            deliver(&mut core, v);
         }
         let versions: Vec<u64> = core
             .records()

@@ -89,6 +89,8 @@ pub mod executor;
 pub mod outbox;
 pub mod runtime;
 pub mod store;
+#[cfg(test)]
+mod test_fixtures;
 
 /// Below this many entries, the agent's records and outbox buffers grow one entry at a
 /// time instead of jumping to Rust's first capacity of 4: an agent usually holds one or

@@ -141,7 +141,7 @@ mod tests {
     use voltex_market::UtcNanos;
 
     use super::*;
-    use crate::store::ExecLogEvent;
+    use crate::store::{ExecLogEvent, RecordStatus};
 
     fn line(k: u32) -> ExecLogEntry {
         ExecLogEntry {
@@ -155,30 +155,7 @@ mod tests {
     }
 
     fn record(arrival: u64, version: u64) -> ScheduleRecord {
-        use voltex_dispatch::SignedSchedule;
-        use voltex_dispatch::message::{DeviceId, Fallback, Schedule, ScheduleId, SchedulePeriod};
-
-        use crate::store::RecordStatus;
-
-        let signed = SignedSchedule {
-            schedule: Schedule {
-                device: DeviceId::new("bat-1").expect("valid id"),
-                schedule_id: ScheduleId(7),
-                version,
-                issued_at: UtcNanos(0),
-                valid_from: UtcNanos(0),
-                valid_until: UtcNanos(3_600_000_000_000),
-                randomize_start_s: 0,
-                periods: vec![SchedulePeriod {
-                    offset_s: 0,
-                    target_w: 0,
-                    ramp_s: 0,
-                }]
-                .into(),
-                fallback: Fallback::Idle,
-            },
-            signature: Vec::new(),
-        };
+        let signed = crate::test_fixtures::one_period(version, UtcNanos(0), 3_600, 0);
         ScheduleRecord {
             arrival,
             received_at: UtcNanos(0),
