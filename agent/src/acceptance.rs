@@ -43,18 +43,18 @@ pub(crate) const NANOS_PER_S: i64 = 1_000_000_000;
 
 /// A schedule's identity and version: what acks and the store key on.
 ///
-/// Packed to 8-byte alignment: the `u128` id would otherwise align the key to 16 and pad
-/// it to 32 bytes instead of 24. Every executor (twice), ack and outbox entry holds
-/// one, and so does each of a simulated fleet's thousands of cores. A packed field
-/// cannot be borrowed; read it by value (`key.schedule_id`, both fields are `Copy`).
+/// 24 bytes: [`ScheduleId`] is itself packed to 8-byte alignment, so the key needs no
+/// padding. Every executor (twice), ack and outbox entry holds one, and so does each
+/// of a simulated fleet's thousands of cores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[repr(C, packed(8))]
 pub struct ScheduleKey {
     /// The schedule id.
     pub schedule_id: ScheduleId,
     /// Its version.
     pub version: u64,
 }
+
+const _: () = assert!(std::mem::size_of::<ScheduleKey>() == 24);
 
 impl ScheduleKey {
     /// The key of a signed schedule.

@@ -55,7 +55,6 @@ impl World {
     }
 
     fn statuses(&self, key: ScheduleKey) -> Vec<AckStatus> {
-        // By value: the key is packed, its fields cannot be borrowed.
         let (schedule_id, version) = (key.schedule_id, key.version);
         self.acks
             .values()
