@@ -390,9 +390,18 @@ async fn schedule_round<P: PlatformLink>(
             );
         }
     }
+    // When devices were first reached: after a restart, how their reconnects spread.
+    let mut first_reached_ms = Histogram::<u64>::new(3)?;
+    for sent in first_sent.iter().flatten() {
+        first_reached_ms.record(sent.duration_since(started).as_millis() as u64)?;
+    }
     eprintln!(
         "  round {version}: {n_passes} passes, {n_sends} sends, {n_not_connected} skipped \
-         (not connected), last device first reached after {:.2} s",
+         (not connected); devices first reached after p50 {:.2} s, p90 {:.2} s, p99 {:.2} s, \
+         last {:.2} s",
+        first_reached_ms.value_at_quantile(0.5) as f64 / 1e3,
+        first_reached_ms.value_at_quantile(0.9) as f64 / 1e3,
+        first_reached_ms.value_at_quantile(0.99) as f64 / 1e3,
         last_first_send.duration_since(started).as_secs_f64()
     );
     Ok((latency_us, started.elapsed()))
@@ -657,6 +666,11 @@ async fn bench_quic(args: &DispatchBenchArgs, n_devices: usize) -> Result<Row> {
     );
     platform_config.uplink_channel_len = (n_telemetry + 4) * n_devices + 1_024;
     let mut platform = quic_platform(platform_config.clone()).await?;
+    eprintln!(
+        "quic: platform UDP receive buffer {} KiB as the kernel reports it ({} KiB asked)",
+        platform.recv_buffer_bytes() >> 10,
+        platform_config.recv_buffer_bytes >> 10
+    );
     let addr = platform.local_addr()?;
     platform_config.bind = addr;
     let (go, _) = tokio::sync::watch::channel(0u64);
@@ -714,9 +728,14 @@ async fn bench_quic(args: &DispatchBenchArgs, n_devices: usize) -> Result<Row> {
         );
         schedule_round(&mut again, &devices, &signer, 2, Instant::now() + phase).await?;
         restart = Some(restarted.elapsed());
+        let stats = again.stats();
         eprintln!(
-            "  restart: all up to date in {:.2} s",
-            restarted.elapsed().as_secs_f64()
+            "  restart: all up to date in {:.2} s ({} handshakes, {} attempts deferred: \
+             {} in progress at most)",
+            restarted.elapsed().as_secs_f64(),
+            stats.connects,
+            stats.handshakes_deferred,
+            platform_config.handshakes_in_flight_max
         );
     }
     Ok(Row {

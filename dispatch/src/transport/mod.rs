@@ -53,8 +53,8 @@ pub use certs::{CaFiles, CertError};
 pub use embedded_broker::{EmbeddedBroker, EmbeddedBrokerConfig, start_embedded_broker};
 pub use mqtt::{MqttConfig, MqttDeviceLink, MqttPlatformLink, MqttTls, mqtt_device, mqtt_platform};
 pub use quic::{
-    QuicDeviceConfig, QuicDeviceLink, QuicPlatformConfig, QuicPlatformLink, quic_device,
-    quic_platform,
+    PLATFORM_RECV_BUFFER_BYTES, QuicDeviceConfig, QuicDeviceLink, QuicPlatformConfig,
+    QuicPlatformLink, quic_device, quic_platform,
 };
 pub use revoked::RevokedCertificates;
 
@@ -218,6 +218,7 @@ pub(crate) struct Counters {
     pub(crate) connects: AtomicU64,
     pub(crate) connection_errors: AtomicU64,
     pub(crate) handshakes_refused: AtomicU64,
+    pub(crate) handshakes_deferred: AtomicU64,
 }
 
 impl Counters {
@@ -232,6 +233,7 @@ impl Counters {
             connects: self.connects.load(Ordering::Relaxed),
             connection_errors: self.connection_errors.load(Ordering::Relaxed),
             handshakes_refused: self.handshakes_refused.load(Ordering::Relaxed),
+            handshakes_deferred: self.handshakes_deferred.load(Ordering::Relaxed),
         }
     }
 }
@@ -249,6 +251,10 @@ pub struct LinkStats {
     pub connection_errors: u64,
     /// QUIC platform: handshakes refused (e.g. a client certificate from another CA).
     pub handshakes_refused: u64,
+    /// QUIC platform: connection attempts turned away at once, before any cryptography,
+    /// because [`QuicPlatformConfig::handshakes_in_flight_max`] handshakes were under
+    /// way; the device retries after its back-off.
+    pub handshakes_deferred: u64,
 }
 
 /// Reconnection back-off: exponential with full jitter, capped.

@@ -71,6 +71,25 @@ impl ReleasableSocket {
         }))
     }
 
+    /// Asks the kernel for a receive buffer of `bytes` and returns the size it reports
+    /// afterwards. The kernel may grant less (Linux caps an unprivileged request at
+    /// `net.core.rmem_max`) and reports twice what it grants (the other half is its
+    /// bookkeeping). A released socket reports 0.
+    ///
+    /// # Errors
+    /// If the socket option cannot be set or read.
+    pub(crate) fn set_recv_buffer(&self, bytes: usize) -> io::Result<usize> {
+        match &*self.read() {
+            Some(bound) => {
+                bound
+                    .state
+                    .set_recv_buffer_size((&bound.io).into(), bytes)?;
+                bound.state.recv_buffer_size((&bound.io).into())
+            }
+            None => Ok(0),
+        }
+    }
+
     /// Closes the OS socket now (idempotent); see the module doc for what the wrapper
     /// does afterwards.
     pub(crate) fn release(&self) {
@@ -215,5 +234,18 @@ mod tests {
         assert!(socket.poll_recv(&mut cx, &mut bufs, &mut meta).is_pending());
         socket.release();
         assert!(socket.is_released(), "idempotent");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_receive_buffer_asked_for_is_granted_up_to_the_kernel_cap() {
+        let socket =
+            ReleasableSocket::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        // 48 KiB is under every Linux `rmem_max` default; Linux reports twice the grant.
+        let requested = 48 << 10;
+        let reported = socket.set_recv_buffer(requested).unwrap();
+        assert_eq!(reported, 2 * requested);
+        socket.release();
+        assert_eq!(socket.set_recv_buffer(requested).unwrap(), 0, "released");
     }
 }
