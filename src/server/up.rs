@@ -110,6 +110,22 @@ fn start_error(what: &str) -> impl Fn(&dyn std::fmt::Display) -> UpError + '_ {
     move |error| UpError::Start(format!("{what}: {error}"))
 }
 
+/// How often the QUIC endpoint's counters are copied to the metrics.
+const QUIC_METRICS_EVERY: Duration = Duration::from_secs(1);
+
+/// Copies the QUIC endpoint's counters to the metrics: live connections, handshakes in
+/// progress, and how many attempts were deferred (the endpoint was at its handshake
+/// limit: a reconnect storm) or refused (bad certificate).
+fn publish_quic_metrics(stats: &voltex_dispatch::transport::QuicPlatformStats) {
+    let counters = stats.stats();
+    metrics::gauge!("voltex_quic_connections").set(stats.n_connected() as f64);
+    metrics::gauge!("voltex_quic_handshakes_in_progress")
+        .set(stats.handshakes_in_progress() as f64);
+    metrics::counter!("voltex_quic_handshakes_deferred_total")
+        .absolute(counters.handshakes_deferred);
+    metrics::counter!("voltex_quic_handshakes_refused_total").absolute(counters.handshakes_refused);
+}
+
 /// Per-device battery of the simulated fleet (matches [`SimFleetConfig::new`]).
 fn device_spec(config: &SimFleetConfig) -> Result<BatterySpec, UpError> {
     let spec = BatterySpec::symmetric(
@@ -221,6 +237,15 @@ pub async fn run(config: UpConfig, on_ready: impl FnOnce(&str, &str)) -> Result<
     let quic_addr = quic_link
         .local_addr()
         .map_err(|e| start_error("QUIC address")(&e))?;
+    let quic_stats = quic_link.stats_handle();
+    // Ends with the run (dropped on every return path).
+    let _quic_metrics = AbortOnDrop(tokio::spawn(async move {
+        let mut every = tokio::time::interval(QUIC_METRICS_EVERY);
+        loop {
+            every.tick().await;
+            publish_quic_metrics(&quic_stats);
+        }
+    }));
 
     let mut seed = [0u8; 32];
     for (index, byte) in seed.iter_mut().enumerate() {
@@ -790,6 +815,72 @@ mod tests {
     use super::*;
     use rust_decimal::Decimal;
     use voltex_market::MarketRules;
+
+    #[tokio::test]
+    async fn the_quic_endpoint_counters_reach_the_metrics() {
+        let ca = certs::init_ca("metrics test CA").unwrap();
+        let server = certs::issue_server(&ca, &["localhost".into()]).unwrap();
+        let link = quic_platform(QuicPlatformConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            ca.cert_pem.clone(),
+            server.cert_pem,
+            server.key_pem,
+        ))
+        .await
+        .unwrap();
+        // A device from another CA: its handshake is refused and counted.
+        let other_ca = certs::init_ca("another CA").unwrap();
+        let issued =
+            certs::issue_device(&other_ca, &DeviceId::new("dev-foreign").unwrap()).unwrap();
+        let _device = voltex_dispatch::transport::quic_device(
+            voltex_dispatch::transport::QuicDeviceConfig::new(
+                link.local_addr().unwrap(),
+                "localhost",
+                ca.cert_pem.clone(),
+                issued.cert_pem,
+                issued.key_pem,
+            ),
+        )
+        .await
+        .unwrap();
+        let stats = link.stats_handle();
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while stats.stats().handshakes_refused == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the foreign certificate is refused");
+
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let rendered = recorder.handle();
+        metrics::with_local_recorder(&recorder, || publish_quic_metrics(&stats));
+        let text = rendered.render();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| {
+                    line.strip_prefix(name)?
+                        .strip_prefix(' ')?
+                        .parse::<f64>()
+                        .ok()
+                })
+                .unwrap_or_else(|| panic!("{name} is exported: {text}"))
+        };
+        assert!(
+            value("voltex_quic_handshakes_refused_total") >= 1.0,
+            "{text}"
+        );
+        assert_eq!(
+            value("voltex_quic_handshakes_deferred_total"),
+            0.0,
+            "{text}"
+        );
+        assert_eq!(value("voltex_quic_connections"), 0.0, "{text}");
+        assert_eq!(
+            value("voltex_quic_handshakes_in_progress"),
+            stats.handshakes_in_progress() as f64
+        );
+    }
 
     /// 1,000 devices of 5 kW / 10 kWh (the simulated fleet's battery): 5 MW, 50 lots.
     fn fleet_plan(forecast: &[f64]) -> FleetPlan {

@@ -53,8 +53,9 @@ pub use certs::{CaFiles, CertError};
 pub use embedded_broker::{EmbeddedBroker, EmbeddedBrokerConfig, start_embedded_broker};
 pub use mqtt::{MqttConfig, MqttDeviceLink, MqttPlatformLink, MqttTls, mqtt_device, mqtt_platform};
 pub use quic::{
-    PLATFORM_RECV_BUFFER_BYTES, QuicDeviceConfig, QuicDeviceLink, QuicPlatformConfig,
-    QuicPlatformLink, quic_device, quic_platform,
+    PLATFORM_HANDSHAKES_IN_FLIGHT_MAX, PLATFORM_RECV_BUFFER_BYTES, QuicDeviceConfig,
+    QuicDeviceLink, QuicPlatformConfig, QuicPlatformLink, QuicPlatformStats, quic_device,
+    quic_platform,
 };
 pub use revoked::RevokedCertificates;
 

@@ -652,6 +652,12 @@ impl QuicPlatformLink {
         self.shared.handshakes_in_progress.load(Ordering::Acquire)
     }
 
+    /// A handle on the link's counters that stays valid after the link is handed on
+    /// (to an orchestrator) or dropped, for metrics.
+    pub fn stats_handle(&self) -> QuicPlatformStats {
+        QuicPlatformStats(self.shared.clone())
+    }
+
     /// The link's counters.
     pub fn stats(&self) -> LinkStats {
         self.shared.counters.snapshot()
@@ -687,6 +693,28 @@ impl QuicPlatformLink {
         };
         self.socket.release();
         cut
+    }
+}
+
+/// Read-only view of a [`QuicPlatformLink`]'s counters; see
+/// [`QuicPlatformLink::stats_handle`].
+#[derive(Clone, Debug)]
+pub struct QuicPlatformStats(Arc<PlatformShared>);
+
+impl QuicPlatformStats {
+    /// The link's counters.
+    pub fn stats(&self) -> LinkStats {
+        self.0.counters.snapshot()
+    }
+
+    /// Devices with a live connection.
+    pub fn n_connected(&self) -> usize {
+        self.0.peers().len()
+    }
+
+    /// Handshakes under way now.
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.0.handshakes_in_progress.load(Ordering::Acquire)
     }
 }
 
@@ -1093,35 +1121,46 @@ mod tests {
         .is_ok()
     }
 
-    /// Crashes a platform and starts a successor on its port, with the same server key or
-    /// another one from the same CA; returns
-    /// whether the device, with a 600-s idle timeout, reconnected to the successor
-    /// within [`PATIENCE`], and its connection count.
-    async fn crash_and_restart(same_key: bool) -> (bool, u64) {
-        let ca = certs::init_ca("reset test CA").unwrap();
-        let server = certs::issue_server(&ca, &["localhost".into()]).unwrap();
-        let mut config = QuicPlatformConfig::new(
+    /// A platform on a free loopback port with a server certificate from `ca`.
+    fn platform_config(ca: &certs::CaFiles) -> QuicPlatformConfig {
+        let server = certs::issue_server(ca, &["localhost".into()]).unwrap();
+        QuicPlatformConfig::new(
             (Ipv4Addr::LOCALHOST, 0).into(),
             ca.cert_pem.clone(),
             server.cert_pem,
             server.key_pem,
-        );
-        // The idle timeout in force is the smaller of the two sides'.
-        config.idle_timeout = Duration::from_secs(600);
-        let first = quic_platform(config.clone()).await.unwrap();
-        let addr = first.local_addr().unwrap();
-        let device = DeviceId::new("dev-reset").unwrap();
-        let issued = certs::issue_device(&ca, &device).unwrap();
-        let mut device_config = QuicDeviceConfig::new(
-            addr,
+        )
+    }
+
+    /// A device `id` with a certificate from `ca`, retrying within 300 ms.
+    fn device_config(ca: &certs::CaFiles, id: &str, server: SocketAddr) -> QuicDeviceConfig {
+        let issued = certs::issue_device(ca, &DeviceId::new(id).unwrap()).unwrap();
+        let mut config = QuicDeviceConfig::new(
+            server,
             "localhost",
             ca.cert_pem.clone(),
             issued.cert_pem,
             issued.key_pem,
         );
+        config.reconnect.delay_max = Duration::from_millis(300);
+        config
+    }
+
+    /// Crashes a platform and starts a successor on its port, with the same server key or
+    /// another one from the same CA; returns whether the device, with a 600-s idle
+    /// timeout, reconnected to the successor within [`PATIENCE`], and its connection
+    /// count.
+    async fn crash_and_restart(same_key: bool) -> (bool, u64) {
+        let ca = certs::init_ca("reset test CA").unwrap();
+        let mut config = platform_config(&ca);
+        // The idle timeout in force is the smaller of the two sides'.
+        config.idle_timeout = Duration::from_secs(600);
+        let first = quic_platform(config.clone()).await.unwrap();
+        let addr = first.local_addr().unwrap();
+        let device = DeviceId::new("dev-reset").unwrap();
+        let mut device_config = device_config(&ca, device.as_str(), addr);
         device_config.keep_alive = Duration::from_millis(200);
         device_config.idle_timeout = Duration::from_secs(600);
-        device_config.reconnect.delay_max = Duration::from_millis(500);
         let link = quic_device(device_config).await.unwrap();
         assert!(wait_connected(&first, &device).await, "first connection");
 
@@ -1164,29 +1203,10 @@ mod tests {
         addr
     }
 
-    fn device_config(ca: &certs::CaFiles, id: &str, server: SocketAddr) -> QuicDeviceConfig {
-        let issued = certs::issue_device(ca, &DeviceId::new(id).unwrap()).unwrap();
-        let mut config = QuicDeviceConfig::new(
-            server,
-            "localhost",
-            ca.cert_pem.clone(),
-            issued.cert_pem,
-            issued.key_pem,
-        );
-        config.reconnect.delay_max = Duration::from_millis(300);
-        config
-    }
-
     #[tokio::test]
     async fn a_handshake_beyond_the_limit_is_deferred_and_completes_once_a_slot_frees() {
         let ca = certs::init_ca("admission test CA").unwrap();
-        let server = certs::issue_server(&ca, &["localhost".into()]).unwrap();
-        let mut config = QuicPlatformConfig::new(
-            (Ipv4Addr::LOCALHOST, 0).into(),
-            ca.cert_pem.clone(),
-            server.cert_pem,
-            server.key_pem,
-        );
+        let mut config = platform_config(&ca);
         config.handshakes_in_flight_max = 1;
         // The stalled handshake holds the one slot until this idle timeout ends it.
         config.keep_alive = Duration::from_millis(500);
