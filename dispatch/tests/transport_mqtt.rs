@@ -469,6 +469,95 @@ async fn exact_and_wildcard_filters_route_in_any_order(config: MqttConfig, devic
     );
 }
 
+/// A client whose in-flight window (4) is far smaller than what is queued (200 QoS 1
+/// publishes, queued at once) delivers each exactly once and in order. The event loop
+/// takes queued requests into one socket write only while the window has room (see
+/// `vendor/rumqttc/VOLTEX-PATCH.md`): this is the path that batching changed.
+async fn queued_publishes_beyond_the_inflight_window_arrive_once_in_order(
+    config: MqttConfig,
+    device: DeviceId,
+) {
+    const N_PUBLISHES: u32 = 200;
+    let topic = format!("voltex-test/{device}/seq");
+    let mut subscriber_options =
+        MqttOptions::new(unique("seq-sub"), config.host.clone(), config.port);
+    subscriber_options.set_clean_session(true);
+    let (subscriber, mut subscriber_loop) = AsyncClient::new(subscriber_options, 16);
+    subscriber
+        .subscribe(&topic, QoS::AtLeastOnce)
+        .await
+        .expect("subscribe queued");
+    let (payloads_tx, mut payloads) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        loop {
+            match subscriber_loop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(publish))) => {
+                    if payloads_tx.send(publish.payload.to_vec()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(STEP).await,
+            }
+        }
+    });
+
+    let mut publisher_options =
+        MqttOptions::new(unique("seq-pub"), config.host.clone(), config.port);
+    publisher_options.set_clean_session(true);
+    publisher_options.set_inflight(4);
+    let (publisher, mut publisher_loop) = AsyncClient::new(publisher_options, 256);
+    tokio::spawn(async move {
+        loop {
+            if publisher_loop.poll().await.is_err() {
+                tokio::time::sleep(STEP).await;
+            }
+        }
+    });
+    // The subscription is live once a probe gets through.
+    let probe = b"probe".to_vec();
+    timeout(PATIENCE, async {
+        loop {
+            publisher
+                .publish(&topic, QoS::AtLeastOnce, false, probe.clone())
+                .await
+                .expect("probe queued");
+            if let Ok(Some(payload)) = timeout(STEP, payloads.recv()).await {
+                if payload == probe {
+                    break;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the subscription becomes live");
+
+    for seq in 0..N_PUBLISHES {
+        publisher
+            .publish(&topic, QoS::AtLeastOnce, false, seq.to_be_bytes().to_vec())
+            .await
+            .expect("publish queued");
+    }
+    let mut received = Vec::new();
+    timeout(PATIENCE, async {
+        while received.len() < N_PUBLISHES as usize {
+            let payload = payloads.recv().await.expect("subscriber running");
+            if payload != probe {
+                received.push(u32::from_be_bytes(
+                    payload.try_into().expect("4-byte payload"),
+                ));
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} of {N_PUBLISHES} publishes arrived", received.len()));
+    assert_eq!(received, (0..N_PUBLISHES).collect::<Vec<_>>());
+    // Nothing more arrives (no duplicate beyond the probes).
+    while let Ok(Some(payload)) = timeout(STEP, payloads.recv()).await {
+        assert_eq!(payload, probe, "a publish arrived twice");
+    }
+}
+
 macro_rules! on_both_brokers {
     ($($case:ident),* $(,)?) => {
         mod mosquitto {
@@ -502,6 +591,7 @@ on_both_brokers!(
     corrupt_frames_are_dropped_not_returned,
     exact_and_wildcard_filters_route_in_any_order,
     stored_session_without_subscriptions_still_delivers,
+    queued_publishes_beyond_the_inflight_window_arrive_once_in_order,
 );
 
 #[tokio::test]
