@@ -522,10 +522,10 @@ async fn queued_publishes_beyond_the_inflight_window_arrive_once_in_order(
                 .publish(&topic, QoS::AtLeastOnce, false, probe.clone())
                 .await
                 .expect("probe queued");
-            if let Ok(Some(payload)) = timeout(STEP, payloads.recv()).await {
-                if payload == probe {
-                    break;
-                }
+            if let Ok(Some(payload)) = timeout(STEP, payloads.recv()).await
+                && payload == probe
+            {
+                break;
             }
         }
     })
