@@ -25,13 +25,20 @@
 //! [`PlatformLink::send_to`] to a device without a live connection fails with
 //! [`TransportError::NotConnected`]: QUIC has no broker to queue it.
 //!
-//! # Restart
+//! # Reconnect storms and restarts
+//! When thousands of devices reconnect at once, at most
+//! [`QuicPlatformConfig::handshakes_in_flight_max`] handshakes run; a device beyond that
+//! is refused before any cryptography and retries after its back-off (counted as
+//! [`LinkStats::handshakes_deferred`]). The UDP socket asks the kernel for a large receive
+//! buffer ([`QuicPlatformConfig::recv_buffer_bytes`]). Both keep datagrams from being
+//! dropped under load: a lost last handshake flight left a device thinking itself
+//! connected until its probe timeout, tens of seconds.
+//!
 //! The platform's stateless-reset key (RFC 9000 §10.3) and the key its connection ids are
 //! checked with are derived from its private key, so a restarted platform recognises a
 //! packet of a connection it no longer knows as one of its own and answers it with a
-//! reset the device recognises: a device whose close frame was lost learns at its next
-//! keep-alive, not after its idle timeout. Measured with `voltex bench dispatch --devices
-//! 10000 --transport quic`, the idle timeout was the restart's tail.
+//! reset the device recognises: a device whose close frame was lost (a crash) learns at
+//! its next keep-alive, not after its idle timeout.
 //!
 //! # Shutdown
 //! [`QuicPlatformLink::shutdown`] closes every connection, lets them drain for at most
@@ -214,7 +221,8 @@ pub struct QuicPlatformConfig {
 
 impl QuicPlatformConfig {
     /// Defaults: keep-alive 10 s, idle timeout 30 s, channel lengths 65,536 and 64,
-    /// receive buffer [`PLATFORM_RECV_BUFFER_BYTES`].
+    /// receive buffer [`PLATFORM_RECV_BUFFER_BYTES`], handshakes in flight
+    /// [`PLATFORM_HANDSHAKES_IN_FLIGHT_MAX`].
     pub fn new(
         bind: SocketAddr,
         ca_cert_pem: String,
@@ -320,7 +328,7 @@ struct PlatformShared {
     counters: Counters,
     peers: Mutex<HashMap<DeviceId, Peer>>,
     /// Handshakes under way (see [`QuicPlatformConfig::handshakes_in_flight_max`]).
-    handshakes_in_progress: Arc<AtomicUsize>,
+    handshakes_in_progress: AtomicUsize,
 }
 
 impl PlatformShared {
@@ -442,11 +450,11 @@ pub async fn quic_platform(config: QuicPlatformConfig) -> Result<QuicPlatformLin
 }
 
 /// A handshake under way; counted in [`accept_devices`]'s limit until dropped.
-struct HandshakeSlot(Arc<AtomicUsize>);
+struct HandshakeSlot(Arc<PlatformShared>);
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.handshakes_in_progress.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -458,16 +466,16 @@ async fn accept_devices(
     handshakes_in_flight_max: usize,
     revoked: RevokedCertificates,
 ) {
-    let in_flight = shared.handshakes_in_progress.clone();
     while let Some(incoming) = endpoint.accept().await {
         // Only this task adds, so the check and the add cannot race past the limit.
+        let in_flight = &shared.handshakes_in_progress;
         if in_flight.load(Ordering::Acquire) >= handshakes_in_flight_max {
             Counters::bump(&shared.counters.handshakes_deferred);
             incoming.refuse();
             continue;
         }
         in_flight.fetch_add(1, Ordering::AcqRel);
-        let slot = HandshakeSlot(in_flight.clone());
+        let slot = HandshakeSlot(shared.clone());
         let shared = shared.clone();
         let uplink = uplink.clone();
         let revoked = revoked.clone();
