@@ -11,7 +11,7 @@ use crate::{ConnectionId, Filter, Offset, RouterConfig, Topic};
 
 use crate::segments::{CommitLog, Position};
 use crate::Storage;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::time::Instant;
 
@@ -67,6 +67,11 @@ pub struct DataLog {
     retained_publishes: HashMap<Topic, PublishData>,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
+    /// The filters each connection has parked a request on since its last `clean`
+    /// (Voltex patch): a superset of where its waiters are, so `clean` visits these
+    /// only. Upstream visits every filter's waiters on every disconnect, which is
+    /// quadratic in a reconnect storm of a fleet with per-device topics.
+    parked_filters: HashMap<ConnectionId, BTreeSet<FilterIdx>>,
 }
 
 impl DataLog {
@@ -98,6 +103,7 @@ impl DataLog {
             filter_indexes,
             wildcard_filters,
             retained_publishes,
+            parked_filters: HashMap::new(),
         })
     }
 
@@ -270,16 +276,30 @@ impl DataLog {
         // filter as `request` is "done", that is, the subscriber has caught up. In other words,
         // there has been atleast 1 call to `native_readv` for the same filter, which means if
         // `native_readv` hasn't paniced, so this won't panic either.
-        let data = self.native.get_mut(request.filter_idx).unwrap();
+        let filter_idx = request.filter_idx;
+        let data = self.native.get_mut(filter_idx).unwrap();
         data.waiters.register(id, request);
+        self.parked_filters.entry(id).or_default().insert(filter_idx);
     }
 
-    /// Cleanup a connection from all the waiters
+    /// Cleanup a connection from all the waiters: those of the filters it parked on
+    /// (`parked_filters`), in filter order as upstream's full scan returned them.
     pub fn clean(&mut self, id: ConnectionId) -> Vec<DataRequest> {
         let mut inflight = Vec::new();
-        for (_, data) in self.native.iter_mut() {
-            inflight.append(&mut data.waiters.remove(id));
+        let Some(parked) = self.parked_filters.remove(&id) else {
+            return inflight;
+        };
+        for filter_idx in parked {
+            if let Some(data) = self.native.get_mut(filter_idx) {
+                inflight.append(&mut data.waiters.remove(id));
+            }
         }
+        debug_assert!(
+            self.native
+                .iter()
+                .all(|(_, data)| data.waiters.waiters().iter().all(|(waiter, _)| *waiter != id)),
+            "a waiter of connection {id} outside its parked filters"
+        );
 
         inflight
     }

@@ -461,7 +461,12 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 ),
             };
 
-            time::sleep(delay).await;
+            // Voltex patch: tokio's timer has a 1 ms resolution, so even a zero delay
+            // parked the accept loop until the next tick: at most ~1,000 accepts a
+            // second, and a fleet reconnecting at once overflowed the listen backlog.
+            if !delay.is_zero() {
+                time::sleep(delay).await;
+            }
         }
     }
 }
