@@ -390,12 +390,35 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
             listen_addr = self.config.listen.to_string(),
             "Listening for remote connections",
         );
+        // Voltex patch: accept errors in a row (see `accept_error_pause`).
+        let mut accept_errors: u32 = 0;
         loop {
             // Await new network connection.
             let (stream, addr) = match listener.accept().await {
-                Ok((s, r)) => (s, r),
+                Ok((s, r)) => {
+                    if accept_errors > 0 {
+                        warn!(failed = accept_errors, "Accepting sockets again.");
+                        accept_errors = 0;
+                    }
+                    (s, r)
+                }
+                Err(e) if is_connection_error(&e) => {
+                    // One client's connection went away before it was accepted.
+                    warn!(error=?e, "Unable to accept socket.");
+                    continue;
+                }
                 Err(e) => {
-                    error!(error=?e, "Unable to accept socket.");
+                    // Voltex patch: out of file descriptors, memory or buffers, accept
+                    // fails at once for as long as it lasts, and retrying at once spun a
+                    // core and logged millions of errors a second. Pause, and log the
+                    // 1st, 2nd, 4th, ... failure in a row.
+                    accept_errors = accept_errors.saturating_add(1);
+                    let pause = accept_error_pause(accept_errors);
+                    if accept_errors.is_power_of_two() {
+                        error!(error=?e, failed = accept_errors, ?pause, "Unable to accept socket.");
+                    }
+                    tracing::debug!(error=?e, failed = accept_errors, ?pause, "accept failed; pausing");
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
             };
@@ -631,4 +654,26 @@ async fn remote<P: Protocol>(
         // but might affect logs?
         router_tx.send((connection_id, message)).ok();
     }
+}
+
+/// Voltex patch: whether an accept error concerns one client's connection only (it was
+/// reset or aborted before it was accepted); the listener itself is fine.
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Voltex patch: how long the accept loop pauses after `failed` accept errors in a row
+/// that are not about one connection (out of file descriptors, memory, buffers):
+/// 5 ms, doubling, at most 1 s. Connections arriving meanwhile wait in the listen
+/// backlog.
+fn accept_error_pause(failed: u32) -> Duration {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+    let doublings = failed.saturating_sub(1).min(16);
+    FIRST.saturating_mul(1 << doublings).min(MAX)
 }
