@@ -10,14 +10,19 @@
 //!    received − schedule handed to the transport. Prints p50/p99/max and the round time.
 //! 3. **ingest**: every agent sends `--telemetry` telemetry batches as fast as it can; the
 //!    platform's receive rate is printed in messages per second.
-//! 4. **restart** (spawned Mosquitto or QUIC): the broker is killed and restarted (QUIC:
-//!    the platform endpoint is closed and re-bound); the time until every agent has
-//!    reconnected and acked a schedule issued after the restart is printed. The platform
-//!    re-sends unacked schedules every second, as the real platform does. The embedded
-//!    rumqttd cannot be stopped in-process, so it has no restart phase.
+//! 4. **restart** (a broker the bench started, or QUIC): the broker is killed and
+//!    restarted (QUIC: the platform endpoint is closed and re-bound); the time until every
+//!    agent has reconnected and acked a schedule issued after the restart is printed. The
+//!    platform re-sends unacked schedules every second, as the real platform does.
+//!    rumqttd keeps sessions in memory only, so after its restart every agent starts a
+//!    new session and subscribes again.
 //!
-//! Timings are printed, never asserted. The whole run lives in one process (agents,
-//! platform, and the embedded broker), so on a small machine they compete for cores.
+//! Timings are printed, never asserted. Agents and platform share one process; the
+//! broker runs in a process of its own: Mosquitto, or the embedded rumqttd in a
+//! `voltex bench broker` child (with both ends of every connection in one process,
+//! 10,000 agents would need more file descriptors than this machine's limit of 20,000,
+//! and rumqttd cannot be stopped in-process for the restart). On a small machine they
+//! all compete for the same cores.
 
 // Benchmarks measure wall time: the one place the clock seam is crossed on purpose.
 #![allow(clippy::disallowed_methods)]
@@ -59,8 +64,9 @@ pub struct DispatchBenchArgs {
     /// Transport; both (MQTT first) when absent.
     #[arg(long, value_enum)]
     transport: Option<BenchTransport>,
-    /// MQTT broker: `embedded` (rumqttd in this process), `mosquitto` (a Mosquitto
-    /// process started by the bench, with restart phase), or `mqtt://host:port`.
+    /// MQTT broker: `embedded` (rumqttd, in a child process started by the bench),
+    /// `mosquitto` (a Mosquitto process started by the bench), or `mqtt://host:port`
+    /// (no restart phase).
     #[arg(long, default_value = "embedded")]
     broker: String,
     /// CI mode: 500 devices, embedded broker and QUIC, fewer telemetry messages.
@@ -127,8 +133,9 @@ pub fn run(args: &DispatchBenchArgs) -> Result<()> {
 }
 
 fn raise_fd_limit(n_devices: usize) {
-    // Agents, platform and (embedded) broker share this process: 2 fds per MQTT device.
-    let wanted = (4 * n_devices + 1_024) as u64;
+    // Agents and platform share this process (the broker has its own): a socket per
+    // device, and a few for the runtime and the platform.
+    let wanted = (n_devices + 2_048) as u64;
     if let Err(error) = rlimit::setrlimit(rlimit::Resource::NOFILE, wanted, wanted) {
         match rlimit::increase_nofile_limit(wanted) {
             Ok(got) if got < wanted => {
@@ -434,15 +441,24 @@ async fn ingest<P: PlatformLink>(
     Ok(n_received as f64 / started.elapsed().as_secs_f64())
 }
 
-/// A Mosquitto process owned by the bench (so it can be killed and restarted).
-struct OwnMosquitto {
-    config: PathBuf,
+/// A broker process owned by the bench, so it can be killed and restarted: Mosquitto, or
+/// the embedded rumqttd in a `voltex bench broker` process of its own.
+struct OwnBroker {
+    kind: OwnBrokerKind,
+    port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
 }
 
-impl OwnMosquitto {
-    fn start(port: u16) -> Result<OwnMosquitto> {
+enum OwnBrokerKind {
+    Mosquitto {
+        config: PathBuf,
+        _dir: tempfile::TempDir,
+    },
+    Embedded,
+}
+
+impl OwnBroker {
+    fn mosquitto(port: u16) -> Result<OwnBroker> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("mosquitto.conf");
         std::fs::write(
@@ -453,38 +469,78 @@ impl OwnMosquitto {
                  set_tcp_nodelay true\nlog_dest none\n"
             ),
         )?;
-        let child = Self::spawn(&config)?;
+        Self::start(OwnBrokerKind::Mosquitto { config, _dir: dir }, port)
+    }
+
+    /// The embedded broker (`EmbeddedBrokerConfig::new`'s limits) in a process with
+    /// file descriptors of its own: in one process with 10,000 agents both ends of every
+    /// connection would count against one limit (20,000 on this machine).
+    fn embedded(port: u16) -> Result<OwnBroker> {
+        Self::start(OwnBrokerKind::Embedded, port)
+    }
+
+    fn start(kind: OwnBrokerKind, port: u16) -> Result<OwnBroker> {
+        let child = Self::spawn(&kind, port)?;
+        let broker = OwnBroker { kind, port, child };
         wait_for_port(port)?;
-        Ok(OwnMosquitto {
-            config,
-            child,
-            _dir: dir,
-        })
+        Ok(broker)
     }
 
-    fn spawn(config: &PathBuf) -> Result<Child> {
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting mosquitto (is it installed?)")
+    fn spawn(kind: &OwnBrokerKind, port: u16) -> Result<Child> {
+        match kind {
+            OwnBrokerKind::Mosquitto { config, .. } => Command::new("mosquitto")
+                .arg("-c")
+                .arg(config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting mosquitto (is it installed?)"),
+            OwnBrokerKind::Embedded => {
+                let exe = std::env::current_exe().context("locating the voltex binary")?;
+                Command::new(exe)
+                    .args(["bench", "broker", "--port", &port.to_string()])
+                    // Its stdin is our pipe: if this process dies, the broker stops.
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .context("starting `voltex bench broker`")
+            }
+        }
     }
 
-    fn restart(&mut self, port: u16) -> Result<()> {
+    fn restart(&mut self) -> Result<()> {
         self.child.kill()?;
         self.child.wait()?;
-        self.child = Self::spawn(&self.config)?;
-        wait_for_port(port)
+        self.child = Self::spawn(&self.kind, self.port)?;
+        wait_for_port(self.port)
     }
 }
 
-impl Drop for OwnMosquitto {
+impl Drop for OwnBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Arguments of `voltex bench broker` (internal).
+#[derive(clap::Args, Debug)]
+pub struct BrokerArgs {
+    /// TCP port on 127.0.0.1.
+    #[arg(long)]
+    port: u16,
+}
+
+/// `voltex bench broker`: the embedded broker until stdin closes.
+pub fn run_broker_process(args: &BrokerArgs) -> Result<()> {
+    // Room for every connection the broker allows (as far as the hard limit goes).
+    if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("warning: cannot raise the fd limit: {error}");
+    }
+    let broker = start_embedded_broker(args.port)?;
+    eprintln!("embedded broker on {}", broker.addr());
+    std::io::copy(&mut std::io::stdin(), &mut std::io::sink()).context("reading stdin")?;
+    Ok(())
 }
 
 fn wait_for_port(port: u16) -> Result<()> {
@@ -554,15 +610,19 @@ async fn bench_mqtt(args: &DispatchBenchArgs, n_devices: usize) -> Result<Row> {
     let phase = Duration::from_secs(args.phase_timeout_s);
     let (port, broker_name, mut own) = match args.broker.as_str() {
         "embedded" => {
-            let broker = start_embedded_broker(free_port()?)?;
-            (broker.addr().port(), "embedded".to_string(), None)
+            let port = free_port()?;
+            (
+                port,
+                "embedded".to_string(),
+                Some(OwnBroker::embedded(port)?),
+            )
         }
         "mosquitto" => {
             let port = free_port()?;
             (
                 port,
                 "mosquitto".to_string(),
-                Some(OwnMosquitto::start(port)?),
+                Some(OwnBroker::mosquitto(port)?),
             )
         }
         url => {
@@ -622,7 +682,7 @@ async fn bench_mqtt(args: &DispatchBenchArgs, n_devices: usize) -> Result<Row> {
     let mut restart = None;
     if let Some(own) = own.as_mut().filter(|_| !args.no_restart) {
         let restarted = Instant::now();
-        own.restart(port)?;
+        own.restart()?;
         let (_, _) =
             schedule_round(&mut platform, &devices, &signer, 2, Instant::now() + phase).await?;
         restart = Some(restarted.elapsed());

@@ -69,6 +69,10 @@ enum BenchCommand {
     /// configuration as one JSON line on stdin; stdin closing stops it).
     #[command(hide = true)]
     RolloutAgents,
+    /// Internal: the embedded MQTT broker (rumqttd) in its own process on
+    /// 127.0.0.1:PORT, for `bench dispatch` (stdin closing stops it).
+    #[command(hide = true)]
+    Broker(bench_dispatch::BrokerArgs),
     /// Order commands through the HTTP API (N keep-alive clients) vs straight into the sequencer.
     Api(bench_api::ApiBenchArgs),
     // [helper-bench-commands] (keep this marker)
@@ -148,6 +152,7 @@ fn run(command: Command) -> Result<()> {
         Command::Token(command) => serve_cmd::run_token(&command),
         Command::Bench(BenchCommand::Rollout(args)) => bench_rollout::run(&args),
         Command::Bench(BenchCommand::RolloutAgents) => bench_rollout::run_agents_process(),
+        Command::Bench(BenchCommand::Broker(args)) => bench_dispatch::run_broker_process(&args),
         Command::Bench(BenchCommand::Api(args)) => bench_api::run(&args),
         // [helper-dispatch] (keep this marker)
     }
