@@ -594,6 +594,111 @@ on_both_brokers!(
     queued_publishes_beyond_the_inflight_window_arrive_once_in_order,
 );
 
+/// rumqttd keeps every message of a topic in memory until that topic's log holds
+/// `segment_size_max` × (`segment_count_max` + 1) bytes. The embedded broker keeps a short
+/// tail of a device's downlink: a device away while 300 schedules of 1 KiB were
+/// published to it gets the newest few on its return, in order, not all 300 (with
+/// rumqttd's per-filter logs of 64 MiB × 9 every message stayed in memory for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_keeps_a_bounded_tail_for_a_device_away() {
+    const N_PUBLISHES: u32 = 300;
+    const PAYLOAD_BYTES: usize = 1_024;
+    let (config, device) = with_fresh_ids(embedded());
+    let topic = topic(&device, TopicKind::Schedule);
+    let away_id = unique("away");
+
+    // 1. The device's persistent session subscribes, then leaves.
+    let mut options = MqttOptions::new(away_id.clone(), config.host.clone(), config.port);
+    options.set_clean_session(false);
+    let (client, mut eventloop) = AsyncClient::new(options, 4);
+    client
+        .subscribe(&topic, QoS::AtLeastOnce)
+        .await
+        .expect("subscribe queued");
+    timeout(PATIENCE, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    client.try_disconnect().expect("disconnect queued");
+                }
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                Ok(_) => {}
+                Err(error) => panic!("subscriber: {error}"),
+            }
+        }
+    })
+    .await
+    .expect("subscribe and leave in time");
+    drop(eventloop);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // 2. 300 publishes of 1 KiB while it is away, each acknowledged by the broker.
+    let mut publisher_options =
+        MqttOptions::new(unique("tail-pub"), config.host.clone(), config.port);
+    publisher_options.set_clean_session(true);
+    let (publisher, mut publisher_loop) = AsyncClient::new(publisher_options, 512);
+    for seq in 0..N_PUBLISHES {
+        let mut payload = vec![0u8; PAYLOAD_BYTES];
+        payload[..4].copy_from_slice(&seq.to_be_bytes());
+        publisher
+            .publish(&topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("publish queued");
+    }
+    let mut acked = 0;
+    timeout(PATIENCE, async {
+        while acked < N_PUBLISHES {
+            match publisher_loop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(error) => panic!("publisher: {error}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{acked} of {N_PUBLISHES} publishes acknowledged"));
+
+    // 3. The device returns to its session: what the broker kept arrives.
+    let mut options = MqttOptions::new(away_id, config.host.clone(), config.port);
+    options.set_clean_session(false);
+    let (_client, mut eventloop) = AsyncClient::new(options, 4);
+    let mut received = Vec::new();
+    let mut last_seen = None;
+    // Until nothing new for 2 s after the newest publish arrived (or PATIENCE).
+    let _ = timeout(PATIENCE, async {
+        loop {
+            match timeout(Duration::from_secs(2), eventloop.poll()).await {
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(publish)))) => {
+                    let seq = u32::from_be_bytes(
+                        publish.payload[..4].try_into().expect("4-byte sequence"),
+                    );
+                    received.push(seq);
+                    last_seen = Some(seq);
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => panic!("returning subscriber: {error}"),
+                Err(_) if last_seen == Some(N_PUBLISHES - 1) => return,
+                Err(_) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        last_seen,
+        Some(N_PUBLISHES - 1),
+        "the newest publish arrives ({received:?})"
+    );
+    assert!(
+        received.windows(2).all(|pair| pair[0] < pair[1]),
+        "in order, once each: {received:?}"
+    );
+    assert!(
+        received.len() < 32,
+        "{} of {N_PUBLISHES} publishes were kept for the device",
+        received.len()
+    );
+}
+
 #[tokio::test]
 async fn device_link_refuses_downlink_kinds_and_foreign_devices() {
     let config = MqttConfig::new("127.0.0.1", 9); // never reached: checks come first

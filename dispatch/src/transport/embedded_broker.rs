@@ -9,6 +9,9 @@
 //! # Invariants
 //! - Every router limit is set explicitly (rumqttd's defaults are zero): see
 //!   [`EmbeddedBrokerConfig`].
+//! - Every filter's in-memory log is bounded: a device's downlink keeps a short tail
+//!   (about 12 KiB), the platform's uplink filters up to 17 MiB each (test:
+//!   `embedded_broker_keeps_a_bounded_tail_for_a_device_away`).
 //! - rumqttd keeps messages in memory only: a process restart loses sessions and queued
 //!   messages. Delivery then rests on the application (the platform re-sends schedules
 //!   until acked; the agent's outbox re-sends until receipted).
@@ -21,10 +24,11 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 
 use super::TransportError;
 use crate::codec::MESSAGE_LEN_MAX;
+use crate::topics::{TopicKind, uplink_filter};
 
 /// Limits of the embedded broker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,10 +41,18 @@ pub struct EmbeddedBrokerConfig {
     pub inflight_max: usize,
     /// Most outgoing packets buffered per connection (rumqttd `max_outgoing_packet_count`).
     pub outgoing_packets_max: u64,
-    /// Bytes per commit-log segment, per filter.
+    /// Bytes per commit-log segment of a filter (a device's downlink: its schedules and
+    /// receipts). rumqttd keeps every message of a filter in memory until the filter's
+    /// log holds `segment_count_max` + 1 full segments, then drops the oldest segment.
     pub segment_size_max: usize,
-    /// Segments kept per filter (older ones are dropped, with their messages).
+    /// Full segments kept per filter besides the one being filled.
     pub segment_count_max: usize,
+    /// Bytes per segment of the platform's uplink filters ([`uplink_filter`] of acks,
+    /// telemetry and heartbeats, every device's in one log): they hold what the
+    /// platform has not read yet in a burst of the whole fleet.
+    pub uplink_segment_size_max: usize,
+    /// Full segments kept per uplink filter besides the one being filled.
+    pub uplink_segment_count_max: usize,
     /// How long [`start_embedded_broker`] waits for the listener.
     pub ready_timeout: Duration,
 }
@@ -53,8 +65,16 @@ impl EmbeddedBrokerConfig {
             connections_max: 20_000,
             inflight_max: 100,
             outgoing_packets_max: 1_000,
-            segment_size_max: 64 * 1024 * 1024,
-            segment_count_max: 8,
+            // A device's downlink keeps about 12 KiB (a few schedules) while the
+            // device is away; it needs the newest schedule only, and the platform re-sends
+            // until acked. With rumqttd's usual 64 MiB × 9 per filter, every message a
+            // device was sent stayed in memory for good (a filter per device).
+            segment_size_max: 4 * 1024,
+            segment_count_max: 2,
+            // Up to 17 MiB per uplink kind: 10,000 devices' acks of a roll-out are
+            // about 2 MB.
+            uplink_segment_size_max: 1024 * 1024,
+            uplink_segment_count_max: 16,
             ready_timeout: Duration::from_secs(10),
         }
     }
@@ -121,7 +141,18 @@ pub fn start_embedded_broker_with(
             max_outgoing_packet_count: config.outgoing_packets_max,
             max_segment_size: config.segment_size_max,
             max_segment_count: config.segment_count_max,
-            custom_segment: None,
+            custom_segment: Some(
+                [TopicKind::Ack, TopicKind::Telemetry, TopicKind::Heartbeat]
+                    .into_iter()
+                    .map(|kind| {
+                        let segments = SegmentConfig {
+                            max_segment_size: config.uplink_segment_size_max,
+                            max_segment_count: config.uplink_segment_count_max,
+                        };
+                        (uplink_filter(kind), segments)
+                    })
+                    .collect(),
+            ),
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },

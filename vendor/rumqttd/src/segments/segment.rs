@@ -27,16 +27,19 @@ impl<T> Segment<T>
 where
     T: Storage + Clone,
 {
+    // Voltex patch: segments start empty and grow as messages arrive. Upstream reserved
+    // 1,024 entries (a few hundred KiB) per segment, and a broker with a filter per device
+    // and small segments allocates a new segment every few messages per device.
     pub(crate) fn with_offset(absolute_offset: u64) -> Self {
         Self {
-            data: Vec::with_capacity(1024),
+            data: Vec::new(),
             absolute_offset,
             total_size: 0,
         }
     }
     pub(crate) fn new() -> Self {
         Self {
-            data: Vec::with_capacity(1024),
+            data: Vec::new(),
             absolute_offset: 0,
             total_size: 0,
         }
