@@ -288,18 +288,34 @@ async fn corrupt_frames_are_dropped_not_returned(config: MqttConfig, device: Dev
     driver.abort();
 }
 
-/// Connects a plain client under `client_id` with a persistent session and no
-/// subscription, then disconnects; returns the connection's `session_present`.
-async fn leave_session_without_subscriptions(config: &MqttConfig, client_id: &str) -> bool {
+/// Connects a plain client under `client_id` with a persistent session, subscribes to
+/// `filter` (QoS 1) if one is given, then disconnects; returns the connection's
+/// `session_present`.
+async fn leave_persistent_session(
+    config: &MqttConfig,
+    client_id: &str,
+    filter: Option<&str>,
+) -> bool {
     let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
     options.set_clean_session(false);
     let (client, mut eventloop) = AsyncClient::new(options, 4);
+    if let Some(filter) = filter {
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe queued");
+    }
     let mut session_present = None;
     timeout(PATIENCE, async {
         loop {
             match eventloop.poll().await {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(connack))) => {
                     session_present = Some(connack.session_present);
+                    if filter.is_none() {
+                        client.try_disconnect().expect("disconnect queued");
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
                     client.try_disconnect().expect("disconnect queued");
                 }
                 Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
@@ -318,10 +334,10 @@ async fn leave_session_without_subscriptions(config: &MqttConfig, client_id: &st
 /// this after a duplicate-client-id reconnect in a connect storm): the link subscribes on
 /// every connection, so schedules still arrive.
 async fn stored_session_without_subscriptions_still_delivers(config: MqttConfig, device: DeviceId) {
-    assert!(!leave_session_without_subscriptions(&config, device.as_str()).await);
+    assert!(!leave_persistent_session(&config, device.as_str(), None).await);
     // The broker kept that session: the link's connection will be told `session_present`.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(leave_session_without_subscriptions(&config, device.as_str()).await);
+    assert!(leave_persistent_session(&config, device.as_str(), None).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     schedule_confirm_ack_round_trip(config, device).await;
 }
@@ -608,28 +624,7 @@ async fn embedded_broker_keeps_a_bounded_tail_for_a_device_away() {
     let away_id = unique("away");
 
     // 1. The device's persistent session subscribes, then leaves.
-    let mut options = MqttOptions::new(away_id.clone(), config.host.clone(), config.port);
-    options.set_clean_session(false);
-    let (client, mut eventloop) = AsyncClient::new(options, 4);
-    client
-        .subscribe(&topic, QoS::AtLeastOnce)
-        .await
-        .expect("subscribe queued");
-    timeout(PATIENCE, async {
-        loop {
-            match eventloop.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
-                    client.try_disconnect().expect("disconnect queued");
-                }
-                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
-                Ok(_) => {}
-                Err(error) => panic!("subscriber: {error}"),
-            }
-        }
-    })
-    .await
-    .expect("subscribe and leave in time");
-    drop(eventloop);
+    leave_persistent_session(&config, &away_id, Some(&topic)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // 2. 300 publishes of 1 KiB while it is away, each acknowledged by the broker.
