@@ -443,7 +443,7 @@ async fn ingest<P: PlatformLink>(
 
 /// A broker process owned by the bench, so it can be killed and restarted: Mosquitto, or
 /// the embedded rumqttd in a `voltex bench broker` process of its own.
-struct OwnBroker {
+pub(crate) struct OwnBroker {
     kind: OwnBrokerKind,
     port: u16,
     child: Child,
@@ -458,7 +458,9 @@ enum OwnBrokerKind {
 }
 
 impl OwnBroker {
-    fn mosquitto(port: u16) -> Result<OwnBroker> {
+    /// Mosquitto on 127.0.0.1:`port`, with room for a fleet's acks (see the README's
+    /// roll-out bench notes).
+    pub(crate) fn mosquitto(port: u16) -> Result<OwnBroker> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("mosquitto.conf");
         std::fs::write(

@@ -33,11 +33,11 @@
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::bench_dispatch::OwnBroker;
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use voltex::server::clock::{Clock, SystemClock};
@@ -301,49 +301,6 @@ fn raise_fd_limit(n_agents: usize) {
     }
 }
 
-/// A Mosquitto process owned by the bench.
-struct OwnMosquitto {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl OwnMosquitto {
-    fn start(port: u16) -> Result<OwnMosquitto> {
-        let dir = tempfile::tempdir()?;
-        let config: PathBuf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_inflight_messages 1000\nmax_queued_messages 100000\n\
-                 set_tcp_nodelay true\nlog_dest none\n"
-            ),
-        )?;
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting mosquitto (is it installed?)")?;
-        let addr = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        for _ in 0..250 {
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(20)).is_ok() {
-                return Ok(OwnMosquitto { child, _dir: dir });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        bail!("mosquitto is not listening on {addr}")
-    }
-}
-
-impl Drop for OwnMosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn fleet_config(n_agents: usize, verifier: ScheduleVerifier) -> SimFleetConfig {
     let mut config = SimFleetConfig::new(n_agents, verifier);
     config.id_prefix = "bench-".into();
@@ -440,7 +397,7 @@ async fn bench(args: &RolloutBenchArgs, n_agents: usize, rounds: u32) -> Result<
                 }
                 "mosquitto" => {
                     let port = free_port()?;
-                    _mosquitto = Some(OwnMosquitto::start(port)?);
+                    _mosquitto = Some(OwnBroker::mosquitto(port)?);
                     (port, "mqtt/mosquitto".to_string())
                 }
                 url => {

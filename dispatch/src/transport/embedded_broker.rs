@@ -71,8 +71,8 @@ impl EmbeddedBrokerConfig {
             // device was sent stayed in memory for good (a filter per device).
             segment_size_max: 4 * 1024,
             segment_count_max: 2,
-            // Up to 17 MiB per uplink kind: 10,000 devices' acks of a roll-out are
-            // about 2 MB.
+            // Up to 17 MiB per uplink kind; a roll-out to 10,000 devices brings about
+            // 12,000 ack messages of under 200 bytes (an estimate), about 2 MB.
             uplink_segment_size_max: 1024 * 1024,
             uplink_segment_count_max: 16,
             ready_timeout: Duration::from_secs(10),
