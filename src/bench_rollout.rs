@@ -541,8 +541,12 @@ async fn bench(args: &RolloutBenchArgs, n_agents: usize, rounds: u32) -> Result<
     );
     let fleet_counters = agents.shutdown().await?;
     eprintln!(
-        "  agents: {} failed, {} schedules received, {} acks sent",
-        fleet_counters.agents_failed, fleet_counters.schedules_received, fleet_counters.acks_sent
+        "  agents: {} failed, {} schedules received, {} acks sent, {} ed25519 verifications \
+         (one per batch root: the agents share a verifier; a Pi verifies each schedule it gets)",
+        fleet_counters.agents_failed,
+        fleet_counters.schedules_received,
+        fleet_counters.acks_sent,
+        fleet_counters.signature_checks
     );
     orchestrator.shutdown().await;
     Ok(())

@@ -19,13 +19,29 @@
 //! verification either way; the proof adds a hash per level (10 for a batch of
 //! 1,024, 14 for 10,000).
 //!
+//! # Agents that share a verifier
+//! Every schedule of a batch carries the same root and signature. A
+//! [`ScheduleVerifier`] and its clones remember the last
+//! [`VERIFIED_ROOTS_REMEMBERED`] roots whose signature verified, with that
+//! signature, so agents hosted in one process with one verifier (the simulator,
+//! `voltex up`'s and the benches' simulated fleets) check a batch's signature once,
+//! not once per agent. This is a memo of a pure function: a hit needs the same key,
+//! the same root (which the proof has just recomputed from this schedule) and
+//! byte-identical signature bytes, and only a successful verification is
+//! remembered. A Pi hosts one agent: each batch is new to it, and it verifies every
+//! one. [`ScheduleVerifier::signature_checks`] counts the verifications run.
+//!
 //! # Invariants
 //! - `verify(sign(s)) == Ok(())` and `verify(x) == Ok(())` for every `x` of
 //!   `sign_batch(b)`; changing any field of a schedule, any bit of the signature or
 //!   of a proof step, or moving a proof to another schedule makes verification fail
 //!   (tests in `dispatch/tests/codec.rs`).
+//! - A verifier remembers at most [`VERIFIED_ROOTS_REMEMBERED`] batch roots, each one
+//!   whose signature it verified; a remembered root vouches only for the same
+//!   signature bytes (`clones_of_a_verifier_check_a_batch_signature_once`).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
@@ -145,9 +161,7 @@ impl ScheduleSigner {
 
     /// The matching public key, to distribute to agents.
     pub fn verifier(&self) -> ScheduleVerifier {
-        ScheduleVerifier {
-            key: Arc::new(self.key.verifying_key()),
-        }
+        ScheduleVerifier::new(self.key.verifying_key())
     }
 
     /// Signs a schedule.
@@ -219,13 +233,74 @@ impl ScheduleSigner {
     }
 }
 
+/// How many verified batch roots a [`ScheduleVerifier`] and its clones remember (see
+/// the module doc). A roll-out to 10,000 devices is 10 batches of 1,024, which reach
+/// a simulated fleet's agents interleaved; 16 holds them all.
+pub const VERIFIED_ROOTS_REMEMBERED: usize = 16;
+
 /// The platform's public dispatch key, as held by agents.
 ///
-/// Cheap to clone (the expanded key, about 200 bytes, is shared): a simulator holds
-/// one per virtual battery.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Cheap to clone: the expanded key (about 200 bytes) and the memo of verified batch
+/// roots are shared, and a simulator holds one clone per virtual battery. Two
+/// verifiers are equal when their keys are.
+#[derive(Clone)]
 pub struct ScheduleVerifier {
-    key: Arc<VerifyingKey>,
+    shared: Arc<VerifierShared>,
+}
+
+/// What a verifier's clones share.
+struct VerifierShared {
+    key: VerifyingKey,
+    verified_roots: Mutex<VerifiedRoots>,
+    /// ed25519 verifications run (remembered roots skip them).
+    signature_checks: AtomicU64,
+}
+
+/// A ring of the last batch roots whose signature verified under the key.
+struct VerifiedRoots {
+    entries: [Option<VerifiedRoot>; VERIFIED_ROOTS_REMEMBERED],
+    /// The slot the next root overwrites.
+    next: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct VerifiedRoot {
+    root: Hash,
+    signature: [u8; SIGNATURE_LEN],
+}
+
+impl VerifiedRoots {
+    fn contains(&self, wanted: &VerifiedRoot) -> bool {
+        self.entries.iter().flatten().any(|entry| entry == wanted)
+    }
+
+    fn insert(&mut self, verified: VerifiedRoot) {
+        if self.contains(&verified) {
+            return;
+        }
+        self.entries[self.next] = Some(verified);
+        self.next = (self.next + 1) % VERIFIED_ROOTS_REMEMBERED;
+    }
+}
+
+impl PartialEq for ScheduleVerifier {
+    fn eq(&self, other: &ScheduleVerifier) -> bool {
+        self.shared.key == other.shared.key
+    }
+}
+
+impl Eq for ScheduleVerifier {}
+
+impl std::fmt::Debug for ScheduleVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScheduleVerifier")
+            .field("key", &self.shared.key)
+            .field(
+                "signature_checks",
+                &self.shared.signature_checks.load(Ordering::Relaxed),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl ScheduleVerifier {
@@ -235,16 +310,46 @@ impl ScheduleVerifier {
     /// [`SignatureError::InvalidKey`] if the bytes are not a valid ed25519 point.
     pub fn from_public_bytes(bytes: &[u8; 32]) -> Result<ScheduleVerifier, SignatureError> {
         VerifyingKey::from_bytes(bytes)
-            .map(|key| ScheduleVerifier { key: Arc::new(key) })
+            .map(ScheduleVerifier::new)
             .map_err(|error| SignatureError::InvalidKey(error.to_string()))
+    }
+
+    fn new(key: VerifyingKey) -> ScheduleVerifier {
+        ScheduleVerifier {
+            shared: Arc::new(VerifierShared {
+                key,
+                verified_roots: Mutex::new(VerifiedRoots {
+                    entries: [None; VERIFIED_ROOTS_REMEMBERED],
+                    next: 0,
+                }),
+                signature_checks: AtomicU64::new(0),
+            }),
+        }
     }
 
     /// The public key bytes.
     pub fn public_bytes(&self) -> [u8; 32] {
-        self.key.to_bytes()
+        self.shared.key.to_bytes()
     }
 
-    /// Checks a signed schedule's signature, alone or with its batch proof.
+    /// How many ed25519 verifications this verifier and its clones have run; a
+    /// schedule whose batch root is remembered (see the module doc) needs none.
+    pub fn signature_checks(&self) -> u64 {
+        self.shared.signature_checks.load(Ordering::Relaxed)
+    }
+
+    /// The memo of verified roots. A panic cannot leave it half-written (each
+    /// update is one slot store and an index), so a poisoned lock is still usable.
+    fn verified_roots(&self) -> std::sync::MutexGuard<'_, VerifiedRoots> {
+        self.shared
+            .verified_roots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Checks a signed schedule's signature, alone or with its batch proof. A batch
+    /// root already verified with the same signature bytes by this verifier or a
+    /// clone is not verified again (see the module doc).
     ///
     /// # Errors
     /// A malformed signature field ([`SignatureError::BadLength`],
@@ -253,10 +358,11 @@ impl ScheduleVerifier {
         let field = signed.signature.as_slice();
         let bad_length = || SignatureError::BadLength(field.len());
         proof_steps(field.len()).ok_or_else(bad_length)?;
-        let (signature, proof) = field
+        let (signature_bytes, proof) = field
             .split_first_chunk::<SIGNATURE_LEN>()
             .ok_or_else(bad_length)?;
-        let signature = Signature::from_bytes(signature);
+        let signature = Signature::from_bytes(signature_bytes);
+        let mut batch_root = None;
         let message = if proof.is_empty() {
             signed_bytes(&signed.schedule)?
         } else {
@@ -272,10 +378,24 @@ impl ScheduleVerifier {
                     byte => return Err(SignatureError::BadProofSide { step, byte }),
                 };
             }
+            let root = VerifiedRoot {
+                root: hash,
+                signature: *signature_bytes,
+            };
+            if self.verified_roots().contains(&root) {
+                return Ok(());
+            }
+            batch_root = Some(root);
             batch_signed_bytes(&hash)
         };
-        self.key
+        self.shared.signature_checks.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .key
             .verify_strict(&message, &signature)
-            .map_err(|_| SignatureError::Mismatch)
+            .map_err(|_| SignatureError::Mismatch)?;
+        if let Some(root) = batch_root {
+            self.verified_roots().insert(root);
+        }
+        Ok(())
     }
 }

@@ -7,8 +7,8 @@ use voltex_dispatch::codec::{
 };
 use voltex_dispatch::message::*;
 use voltex_dispatch::signing::{
-    PROOF_STEP_LEN, PROOF_STEPS_MAX, SIGNATURE_FIELD_LEN_MAX, ScheduleSigner, SignatureError,
-    proof_steps,
+    PROOF_STEP_LEN, PROOF_STEPS_MAX, SIGNATURE_FIELD_LEN_MAX, ScheduleSigner, ScheduleVerifier,
+    SignatureError, VERIFIED_ROOTS_REMEMBERED, proof_steps,
 };
 use voltex_market::UtcNanos;
 
@@ -650,4 +650,93 @@ fn period_lookup_and_fallback_profile() {
     };
     assert_eq!(profile.target_w_at(UtcNanos(5 * HOUR_NS + 1)), 500);
     assert_eq!(profile.target_w_at(UtcNanos(-HOUR_NS)), 2_300);
+}
+
+#[test]
+fn clones_of_a_verifier_check_a_batch_signature_once() {
+    let signer = ScheduleSigner::from_seed(&[5; 32]);
+    let verifier = signer.verifier();
+    let agents = [verifier.clone(), verifier.clone()];
+    let batch_of = |first_version: u64, len: u64| -> Vec<Schedule> {
+        (first_version..first_version + len)
+            .map(|version| Schedule {
+                version,
+                ..schedule()
+            })
+            .collect()
+    };
+    let signed = signer.sign_batch(batch_of(1, 8)).unwrap();
+    for (i, one) in signed.iter().enumerate() {
+        assert_eq!(agents[i % 2].verify(one), Ok(()), "schedule {i}");
+    }
+    assert_eq!(
+        verifier.signature_checks(),
+        1,
+        "the clones verified the batch's signature once"
+    );
+
+    // A remembered root vouches only for the same signature bytes, and a changed
+    // schedule has another root: both are verified, and refused.
+    let mut flipped = signed[3].clone();
+    flipped.signature[10] ^= 0x40;
+    assert_eq!(agents[0].verify(&flipped), Err(SignatureError::Mismatch));
+    let mut changed = signed[3].clone();
+    changed.schedule.version += 100;
+    assert_eq!(agents[1].verify(&changed), Err(SignatureError::Mismatch));
+    assert_eq!(verifier.signature_checks(), 3);
+
+    // A failed verification is not remembered: another key's batch fails each time.
+    let forged = ScheduleSigner::from_seed(&[6; 32])
+        .sign_batch(batch_of(1, 8))
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(verifier.verify(&forged[0]), Err(SignatureError::Mismatch));
+    }
+    assert_eq!(verifier.signature_checks(), 5);
+
+    // A plain signature is verified every time.
+    let plain = signer.sign(schedule()).unwrap();
+    for _ in 0..2 {
+        assert_eq!(verifier.verify(&plain), Ok(()));
+    }
+    assert_eq!(verifier.signature_checks(), 7);
+
+    // A verifier made from the key's bytes is not a clone: it has its own memo.
+    let own = ScheduleVerifier::from_public_bytes(&verifier.public_bytes()).unwrap();
+    assert_eq!(own, verifier, "equal keys, equal verifiers");
+    assert_eq!(own.verify(&signed[0]), Ok(()));
+    assert_eq!(own.signature_checks(), 1);
+    assert_eq!(verifier.signature_checks(), 7);
+}
+
+#[test]
+fn a_verifier_remembers_a_bounded_number_of_batch_roots() {
+    let signer = ScheduleSigner::from_seed(&[5; 32]);
+    let verifier = signer.verifier();
+    let batches: Vec<Vec<SignedSchedule>> = (0..=VERIFIED_ROOTS_REMEMBERED as u64)
+        .map(|b| {
+            let pair = (0..2)
+                .map(|i| Schedule {
+                    version: 1 + 2 * b + i,
+                    ..schedule()
+                })
+                .collect();
+            signer.sign_batch(pair).unwrap()
+        })
+        .collect();
+    for batch in &batches {
+        assert_eq!(verifier.verify(&batch[0]), Ok(()));
+    }
+    let checks = VERIFIED_ROOTS_REMEMBERED as u64 + 1;
+    assert_eq!(verifier.signature_checks(), checks);
+    // The newest roots are remembered; the oldest was overwritten and is verified
+    // again.
+    assert_eq!(
+        verifier.verify(&batches[VERIFIED_ROOTS_REMEMBERED][1]),
+        Ok(())
+    );
+    assert_eq!(verifier.verify(&batches[1][1]), Ok(()));
+    assert_eq!(verifier.signature_checks(), checks);
+    assert_eq!(verifier.verify(&batches[0][1]), Ok(()));
+    assert_eq!(verifier.signature_checks(), checks + 1);
 }

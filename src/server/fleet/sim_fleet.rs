@@ -194,6 +194,9 @@ pub struct SimFleetCounters {
     pub telemetry_sent: u64,
     /// Heartbeats sent.
     pub heartbeats_sent: u64,
+    /// ed25519 verifications the agents ran. They share one verifier, which checks a
+    /// batch's signature once for all of them (`voltex_dispatch::signing`).
+    pub signature_checks: u64,
 }
 
 #[derive(Debug, Default)]
@@ -220,6 +223,7 @@ impl Counters {
             acks_sent: get(&self.acks_sent),
             telemetry_sent: get(&self.telemetry_sent),
             heartbeats_sent: get(&self.heartbeats_sent),
+            signature_checks: 0,
         }
     }
 }
@@ -328,7 +332,11 @@ impl SimFleet {
 
     /// The counters now.
     pub fn counters(&self) -> SimFleetCounters {
-        self.counters.snapshot()
+        let mut counters = self.counters.snapshot();
+        if let SignatureCheck::Verify(verifier) = &self.agent_profile.acceptance.signature {
+            counters.signature_checks = verifier.signature_checks();
+        }
+        counters
     }
 
     /// Stops every agent and waits for them; returns the final counters.
@@ -337,7 +345,7 @@ impl SimFleet {
         for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
-        self.counters.snapshot()
+        self.counters()
     }
 }
 
