@@ -17,12 +17,14 @@
 //!    rumqttd keeps sessions in memory only, so after its restart every agent starts a
 //!    new session and subscribes again.
 //!
-//! Timings are printed, never asserted. Agents and platform share one process; the
-//! broker runs in a process of its own: Mosquitto, or the embedded rumqttd in a
-//! `voltex bench broker` child (with both ends of every connection in one process,
-//! 10,000 agents would need more file descriptors than this machine's limit of 20,000,
-//! and rumqttd cannot be stopped in-process for the restart). On a small machine they
-//! all compete for the same cores.
+//! Timings are printed, never asserted; for QUIC each phase also prints the machine's UDP
+//! counters (datagrams sent, received, and dropped for a full receive buffer; whenever
+//! UDP moved). Agents and platform share one process; the broker runs in a process of
+//! its own: Mosquitto, or the embedded rumqttd in a `voltex bench broker` child (with
+//! both ends of every connection in one process, 10,000 agents would need more file
+//! descriptors than this machine's limit of 20,000, and rumqttd cannot be stopped
+//! in-process for the restart). On a small machine they all compete for the same
+//! cores.
 
 // Benchmarks measure wall time: the one place the clock seam is crossed on purpose.
 #![allow(clippy::disallowed_methods)]
@@ -582,9 +584,11 @@ async fn measure_phases<P: PlatformLink>(
     started: Instant,
     phase: Duration,
 ) -> Result<Phases> {
+    let udp = UdpCounters::read();
     warm_up(platform, fleet.devices, fleet.tally, Instant::now() + phase).await?;
     let connect = started.elapsed();
     eprintln!("  connected and warm in {:.2} s", connect.as_secs_f64());
+    let udp = UdpCounters::report_since(udp, "the warm-up");
     let (latency_us, round) = schedule_round(
         platform,
         fleet.devices,
@@ -594,8 +598,10 @@ async fn measure_phases<P: PlatformLink>(
     )
     .await?;
     eprintln!("  schedule round {:.3} s", round.as_secs_f64());
+    let udp = UdpCounters::report_since(udp, "the round");
     let ingest_per_s = ingest(platform, fleet.go, n_expected, Instant::now() + phase).await?;
     eprintln!("  ingest {ingest_per_s:.0} msg/s");
+    UdpCounters::report_since(udp, "ingest");
     Ok(Phases {
         connect,
         round,
@@ -705,6 +711,54 @@ async fn bench_mqtt(args: &DispatchBenchArgs, n_devices: usize) -> Result<Row> {
     })
 }
 
+/// The machine's UDP counters (`/proc/net/snmp`, Linux), to tell how many datagrams a
+/// QUIC phase cost and how many the kernel dropped because a receive buffer was full.
+/// Whole-machine counts: anything else using UDP meanwhile is included.
+#[derive(Clone, Copy, Debug)]
+struct UdpCounters {
+    sent: u64,
+    received: u64,
+    receive_buffer_full: u64,
+}
+
+impl UdpCounters {
+    /// `None` where `/proc/net/snmp` cannot be read or parsed (not Linux).
+    fn read() -> Option<UdpCounters> {
+        let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+        let mut udp_lines = snmp.lines().filter(|line| line.starts_with("Udp:"));
+        let names: Vec<&str> = udp_lines.next()?.split_whitespace().collect();
+        let values: Vec<&str> = udp_lines.next()?.split_whitespace().collect();
+        let get = |name: &str| -> Option<u64> {
+            let at = names.iter().position(|n| *n == name)?;
+            values.get(at)?.parse().ok()
+        };
+        Some(UdpCounters {
+            sent: get("OutDatagrams")?,
+            received: get("InDatagrams")?,
+            receive_buffer_full: get("RcvbufErrors")?,
+        })
+    }
+
+    /// Prints what changed since `before` (nothing when UDP was idle or the counters are
+    /// unavailable) and returns the counters now.
+    fn report_since(before: Option<UdpCounters>, phase: &str) -> Option<UdpCounters> {
+        let now = UdpCounters::read();
+        if let (Some(before), Some(now)) = (before, now) {
+            let sent = now.sent.saturating_sub(before.sent);
+            if sent > 0 {
+                eprintln!(
+                    "  UDP in {phase} (whole machine): {sent} datagrams sent, {} received, {} \
+                     dropped by the kernel (receive buffer full)",
+                    now.received.saturating_sub(before.received),
+                    now.receive_buffer_full
+                        .saturating_sub(before.receive_buffer_full)
+                );
+            }
+        }
+        now
+    }
+}
+
 async fn bench_quic(args: &DispatchBenchArgs, n_devices: usize) -> Result<Row> {
     let phase = Duration::from_secs(args.phase_timeout_s);
     let n_telemetry = telemetry_per_agent(args);
@@ -729,9 +783,14 @@ async fn bench_quic(args: &DispatchBenchArgs, n_devices: usize) -> Result<Row> {
     platform_config.uplink_channel_len = (n_telemetry + 4) * n_devices + 1_024;
     let mut platform = quic_platform(platform_config.clone()).await?;
     eprintln!(
-        "quic: platform UDP receive buffer {} KiB as the kernel reports it ({} KiB asked)",
+        "quic: platform UDP receive buffer {} KiB granted ({} KiB asked{})",
         platform.recv_buffer_bytes() >> 10,
-        platform_config.recv_buffer_bytes >> 10
+        platform_config.recv_buffer_bytes >> 10,
+        if platform.recv_buffer_forced() {
+            "; set past net.core.rmem_max with SO_RCVBUFFORCE"
+        } else {
+            ""
+        }
     );
     let addr = platform.local_addr()?;
     platform_config.bind = addr;
@@ -779,6 +838,7 @@ async fn bench_quic(args: &DispatchBenchArgs, n_devices: usize) -> Result<Row> {
     let mut restart = None;
     if !args.no_restart {
         let restarted = Instant::now();
+        let udp = UdpCounters::read();
         // `shutdown` returns once the old UDP socket is closed, so the bind below cannot
         // race it.
         let cut = platform.shutdown().await;
@@ -799,6 +859,7 @@ async fn bench_quic(args: &DispatchBenchArgs, n_devices: usize) -> Result<Row> {
             stats.handshakes_deferred,
             platform_config.handshakes_in_flight_max
         );
+        UdpCounters::report_since(udp, "the restart");
     }
     Ok(Row {
         transport: "quic",

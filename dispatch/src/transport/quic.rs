@@ -30,9 +30,10 @@
 //! [`QuicPlatformConfig::handshakes_in_flight_max`] handshakes run; a device beyond that
 //! is refused before any cryptography and retries after its back-off (counted as
 //! [`LinkStats::handshakes_deferred`]). The UDP socket asks the kernel for a large receive
-//! buffer ([`QuicPlatformConfig::recv_buffer_bytes`]). Both keep datagrams from being
-//! dropped under load: a lost last handshake flight left a device thinking itself
-//! connected until its probe timeout, tens of seconds.
+//! buffer ([`QuicPlatformConfig::recv_buffer_bytes`], past `net.core.rmem_max` when the
+//! process may). Both keep datagrams from being dropped under load: a lost last
+//! handshake flight left a device thinking itself connected until its probe timeout,
+//! tens of seconds, and a lost ack delays a roll-out by a probe timeout too.
 //!
 //! The platform's stateless-reset key (RFC 9000 §10.3) and the key its connection ids are
 //! checked with are derived from its private key, so a restarted platform recognises a
@@ -69,7 +70,7 @@ use rustls::server::WebPkiClientVerifier;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use super::releasable_socket::ReleasableSocket;
+use super::releasable_socket::{RecvBuffer, ReleasableSocket};
 
 use super::{
     Backoff, Counters, DeliveryToken, DeviceLink, Inbound, LinkStats, PlatformLink,
@@ -205,10 +206,12 @@ pub struct QuicPlatformConfig {
     pub uplink_channel_len: usize,
     /// Capacity of each device's downlink frame channel.
     pub downlink_channel_len: usize,
-    /// Receive buffer asked of the kernel for the UDP socket (`SO_RCVBUF`). Every device's
-    /// packets arrive on this one socket: when thousands handshake at once (a restart)
-    /// the OS default (208 KiB on Linux, about 170 Initial packets) overflows, the
-    /// kernel drops the datagrams, and each drop costs its device a probe timeout.
+    /// Receive buffer asked of the kernel for the UDP socket (`SO_RCVBUF`; past
+    /// `net.core.rmem_max` with `SO_RCVBUFFORCE` when the process has `CAP_NET_ADMIN`).
+    /// Every device's packets arrive on this one socket: when thousands handshake at
+    /// once (a restart) or answer a roll-out together, the OS default (208 KiB on Linux,
+    /// about 170 Initial packets) overflows, the kernel drops the datagrams, and each
+    /// drop costs its device a probe timeout.
     pub recv_buffer_bytes: usize,
     /// Handshakes the platform carries at once; a device that tries while this many are
     /// under way is refused at once (a QUIC `CONNECTION_REFUSED`, no cryptography) and
@@ -245,11 +248,17 @@ impl QuicPlatformConfig {
     }
 }
 
-/// Default [`QuicPlatformConfig::recv_buffer_bytes`]: 8 MiB, about 7,000 full-size
-/// datagrams, in line with what other QUIC servers ask for (quic-go asks for 7 MB).
-/// Linux grants an unprivileged process at most `net.core.rmem_max`; a shortfall is
-/// logged as a warning and the link runs with what it got.
-pub const PLATFORM_RECV_BUFFER_BYTES: usize = 8 << 20;
+/// Default [`QuicPlatformConfig::recv_buffer_bytes`]: 16 MiB. The kernel charges each
+/// queued datagram its whole buffer allocation and bookkeeping, not its payload; 16 MiB
+/// held the acks of a 10,000-device roll-out arriving together (quic-go asks for 7 MB;
+/// against 8 MiB, 16 MiB cut the datagrams dropped in a 10,000-device reconnect storm
+/// from about 10,000 to about 1,500).
+/// Linux grants an unprivileged process at most `net.core.rmem_max` (4 MiB on the
+/// development machine; `deploy/sysctl/90-voltex-quic.conf` raises it, and a process
+/// with `CAP_NET_ADMIN` passes it); a shortfall is logged as a warning and the link
+/// runs with what it got. With 10,000 devices on one machine a 4 MiB buffer dropped up
+/// to 38,000 datagrams in a roll-out round (README, `bench dispatch`).
+pub const PLATFORM_RECV_BUFFER_BYTES: usize = 16 << 20;
 
 /// Shortest interval between two stateless resets the platform sends (quinn's default is
 /// 20 ms, 50 a second). After a restart every device whose close frame was lost needs
@@ -346,8 +355,8 @@ pub struct QuicPlatformLink {
     accept_task: AbortHandle,
     /// The endpoint's UDP socket, closed by [`QuicPlatformLink::shutdown`].
     socket: Arc<ReleasableSocket>,
-    /// The socket's receive buffer as the kernel reported it after the request.
-    recv_buffer_bytes: usize,
+    /// The socket's receive buffer as the kernel granted it.
+    recv_buffer: RecvBuffer,
 }
 
 /// How long [`QuicPlatformLink::shutdown`] lets closed connections drain before it
@@ -413,13 +422,18 @@ pub async fn quic_platform(config: QuicPlatformConfig) -> Result<QuicPlatformLin
         .min_reset_interval(STATELESS_RESET_INTERVAL_MIN)
         .cid_generator(move || Box::new(HashedConnectionIdGenerator::from_key(cid_key)));
     let socket = ReleasableSocket::new(std::net::UdpSocket::bind(config.bind)?)?;
-    let recv_buffer_bytes = socket.set_recv_buffer(config.recv_buffer_bytes)?;
-    if recv_buffer_bytes < config.recv_buffer_bytes {
+    let recv_buffer = socket.set_recv_buffer(config.recv_buffer_bytes)?;
+    if recv_buffer.granted_bytes < config.recv_buffer_bytes {
         tracing::warn!(
             requested = config.recv_buffer_bytes,
-            granted = recv_buffer_bytes,
+            granted = recv_buffer.granted_bytes,
             "QUIC socket receive buffer smaller than requested (raise net.core.rmem_max): \
-             a reconnect storm may lose datagrams"
+             a reconnect storm or a large roll-out may lose datagrams"
+        );
+    } else if recv_buffer.forced {
+        tracing::info!(
+            granted = recv_buffer.granted_bytes,
+            "QUIC socket receive buffer set past net.core.rmem_max (SO_RCVBUFFORCE)"
         );
     }
     let endpoint = Endpoint::new_with_abstract_socket(
@@ -445,7 +459,7 @@ pub async fn quic_platform(config: QuicPlatformConfig) -> Result<QuicPlatformLin
         uplink,
         accept_task,
         socket,
-        recv_buffer_bytes,
+        recv_buffer,
     })
 }
 
@@ -638,10 +652,16 @@ impl QuicPlatformLink {
         Ok(self.endpoint.local_addr()?)
     }
 
-    /// The UDP socket's receive buffer in bytes, as the kernel reports it (on Linux twice
-    /// what it granted; see [`QuicPlatformConfig::recv_buffer_bytes`]).
+    /// The UDP socket's receive buffer in bytes, as the kernel granted it (see
+    /// [`QuicPlatformConfig::recv_buffer_bytes`]).
     pub fn recv_buffer_bytes(&self) -> usize {
-        self.recv_buffer_bytes
+        self.recv_buffer.granted_bytes
+    }
+
+    /// Whether the receive buffer was set past `net.core.rmem_max` (`SO_RCVBUFFORCE`,
+    /// which needs `CAP_NET_ADMIN`).
+    pub fn recv_buffer_forced(&self) -> bool {
+        self.recv_buffer.forced
     }
 
     /// Whether `device` has a live, authenticated connection.

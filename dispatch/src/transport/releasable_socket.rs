@@ -35,6 +35,22 @@ use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::io::Interest;
 
+/// What the kernel reports of a socket buffer's size per byte granted: Linux reports
+/// twice the grant (the other half is its bookkeeping, `socket(7)`).
+#[cfg(target_os = "linux")]
+const KERNEL_REPORTS_PER_GRANTED: usize = 2;
+#[cfg(not(target_os = "linux"))]
+const KERNEL_REPORTS_PER_GRANTED: usize = 1;
+
+/// A receive buffer as set by [`ReleasableSocket::set_recv_buffer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RecvBuffer {
+    /// Bytes the kernel granted (on Linux half what it reports).
+    pub(crate) granted_bytes: usize,
+    /// Set with `SO_RCVBUFFORCE`, past `net.core.rmem_max`.
+    pub(crate) forced: bool,
+}
+
 /// The OS socket and quinn-udp's state for it.
 struct Bound {
     io: tokio::net::UdpSocket,
@@ -71,23 +87,42 @@ impl ReleasableSocket {
         }))
     }
 
-    /// Asks the kernel for a receive buffer of `bytes` and returns the size it reports
-    /// afterwards. The kernel may grant less (Linux caps an unprivileged request at
-    /// `net.core.rmem_max`) and reports twice what it grants (the other half is its
-    /// bookkeeping). A released socket reports 0.
+    /// Asks the kernel for a receive buffer of `bytes` and returns what it granted.
+    /// Linux caps an unprivileged request at `net.core.rmem_max`; when that falls short
+    /// and the process has `CAP_NET_ADMIN`, the size is set with `SO_RCVBUFFORCE`,
+    /// past the cap, as quic-go does. A released socket reports 0.
     ///
     /// # Errors
     /// If the socket option cannot be set or read.
-    pub(crate) fn set_recv_buffer(&self, bytes: usize) -> io::Result<usize> {
-        match &*self.read() {
-            Some(bound) => {
-                bound
-                    .state
-                    .set_recv_buffer_size((&bound.io).into(), bytes)?;
-                bound.state.recv_buffer_size((&bound.io).into())
-            }
-            None => Ok(0),
+    pub(crate) fn set_recv_buffer(&self, bytes: usize) -> io::Result<RecvBuffer> {
+        let guard = self.read();
+        let Some(bound) = &*guard else {
+            return Ok(RecvBuffer {
+                granted_bytes: 0,
+                forced: false,
+            });
+        };
+        let granted = || -> io::Result<usize> {
+            let reported = bound.state.recv_buffer_size((&bound.io).into())?;
+            Ok(reported / KERNEL_REPORTS_PER_GRANTED)
+        };
+        bound
+            .state
+            .set_recv_buffer_size((&bound.io).into(), bytes)?;
+        let granted_bytes = granted()?;
+        #[cfg(target_os = "linux")]
+        if granted_bytes < bytes
+            && rustix::net::sockopt::set_socket_recv_buffer_size_force(&bound.io, bytes).is_ok()
+        {
+            return Ok(RecvBuffer {
+                granted_bytes: granted()?,
+                forced: true,
+            });
         }
+        Ok(RecvBuffer {
+            granted_bytes,
+            forced: false,
+        })
     }
 
     /// Closes the OS socket now (idempotent); see the module doc for what the wrapper
@@ -241,11 +276,58 @@ mod tests {
     async fn the_receive_buffer_asked_for_is_granted_up_to_the_kernel_cap() {
         let socket =
             ReleasableSocket::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
-        // 48 KiB is under every Linux `rmem_max` default; Linux reports twice the grant.
+        // 48 KiB is under every Linux `rmem_max` default.
         let requested = 48 << 10;
-        let reported = socket.set_recv_buffer(requested).unwrap();
-        assert_eq!(reported, 2 * requested);
+        let granted = socket.set_recv_buffer(requested).unwrap();
+        assert_eq!(
+            granted,
+            RecvBuffer {
+                granted_bytes: requested,
+                forced: false
+            }
+        );
         socket.release();
-        assert_eq!(socket.set_recv_buffer(requested).unwrap(), 0, "released");
+        assert_eq!(
+            socket.set_recv_buffer(requested).unwrap().granted_bytes,
+            0,
+            "released"
+        );
+    }
+
+    /// Past `net.core.rmem_max`: granted in full with `CAP_NET_ADMIN` (`SO_RCVBUFFORCE`),
+    /// capped at `rmem_max` without.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_receive_buffer_past_the_cap_is_forced_when_the_process_may() {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap();
+        let rmem_max: usize = read("/proc/sys/net/core/rmem_max").trim().parse().unwrap();
+        const CAP_NET_ADMIN: u32 = 12;
+        let effective_caps = read("/proc/self/status")
+            .lines()
+            .find_map(|line| line.strip_prefix("CapEff:"))
+            .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+            .unwrap();
+        let may_force = effective_caps & (1 << CAP_NET_ADMIN) != 0;
+        let socket =
+            ReleasableSocket::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        let requested = rmem_max + (64 << 10);
+        let granted = socket.set_recv_buffer(requested).unwrap();
+        if may_force {
+            assert_eq!(
+                granted,
+                RecvBuffer {
+                    granted_bytes: requested,
+                    forced: true
+                }
+            );
+        } else {
+            assert_eq!(
+                granted,
+                RecvBuffer {
+                    granted_bytes: rmem_max,
+                    forced: false
+                }
+            );
+        }
     }
 }
