@@ -174,6 +174,17 @@ pub struct UpArgs {
     /// Default: no limit beyond the fleet's power.
     #[arg(long)]
     pub max_position_mw: Option<rust_decimal::Decimal>,
+    /// Close what the fleet cannot deliver of each day's award on the intraday book
+    /// before the schedules go out, against a replayed maker quoting the historical
+    /// price ± half this spread, EUR/MWh (half a multiple of the intraday tick). It pays
+    /// half the spread per MWh closed instead of the imbalance penalty. Default: no
+    /// close-out.
+    #[arg(long)]
+    pub intraday_spread_eur_per_mwh: Option<rust_decimal::Decimal>,
+    /// The intraday maker's depth per side and hour, MW (whole lots; default the largest
+    /// order).
+    #[arg(long, requires = "intraday_spread_eur_per_mwh")]
+    pub intraday_depth_mw: Option<rust_decimal::Decimal>,
     /// Print this process's CPU use and resident memory every this many seconds, and
     /// at the end the verdict on the idle target (≤ 0.5 core, ≤ 500 MiB with 1,000
     /// agents). Linux only.
@@ -285,6 +296,18 @@ pub fn run_up(args: &UpArgs) -> Result<()> {
             .qty_from_mw(mw)
             .map_err(|error| anyhow::anyhow!("--max-position-mw: {error}"))?;
     }
+    // Checked before anything starts, like the risk limit.
+    let intraday = args
+        .intraday_spread_eur_per_mwh
+        .map(|spread| {
+            voltex_engine::bidding::IntradayConfig::with_depth_mw(
+                server.intraday_market_rules()?,
+                spread,
+                args.intraday_depth_mw,
+            )
+            .map_err(|error| anyhow::anyhow!("--intraday-spread-eur-per-mwh: {error}"))
+        })
+        .transpose()?;
     let config = voltex::server::up::UpConfig {
         server,
         n_agents: args.agents,
@@ -294,6 +317,7 @@ pub fn run_up(args: &UpArgs) -> Result<()> {
         run_for: args.run_for_s.map(std::time::Duration::from_secs),
         imbalance_penalty_eur_per_mwh: args.imbalance_penalty_eur_per_mwh,
         max_position_mw: args.max_position_mw,
+        intraday,
     };
     anyhow::ensure!(
         args.resources_every_s != Some(0),

@@ -27,7 +27,7 @@ fn up(args: &[&str]) -> (bool, String, bool) {
 
 #[test]
 fn bad_flags_are_refused_by_name_before_anything_starts() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["--max-position-mw", "0.05"], "--max-position-mw"),
         (&["--max-position-mw", "0"], "--max-position-mw"),
         (&["--max-position-mw=-1"], "--max-position-mw"),
@@ -36,6 +36,29 @@ fn bad_flags_are_refused_by_name_before_anything_starts() {
         (
             &["--imbalance-penalty-eur-per-mwh=-5"],
             "--imbalance-penalty",
+        ),
+        // Half the spread off the 0.01 tick; a negative spread; a depth of part of a
+        // lot; a depth without a spread.
+        (
+            &["--intraday-spread-eur-per-mwh", "0.01"],
+            "--intraday-spread-eur-per-mwh",
+        ),
+        (
+            &["--intraday-spread-eur-per-mwh=-2"],
+            "--intraday-spread-eur-per-mwh",
+        ),
+        (
+            &[
+                "--intraday-spread-eur-per-mwh",
+                "1",
+                "--intraday-depth-mw",
+                "0.05",
+            ],
+            "--intraday-spread-eur-per-mwh",
+        ),
+        (
+            &["--intraday-depth-mw", "1"],
+            "--intraday-spread-eur-per-mwh",
         ),
     ];
     for (args, flag) in cases {

@@ -220,3 +220,76 @@ proptest! {
         }
     }
 }
+
+/// A fleet's shortfall (from `allocate`) is closed in whole lots rounded down, in the
+/// gap's direction, at the maker's quote; the remainder under a lot stays open.
+#[test]
+fn a_fleet_shortfall_is_closed_in_whole_lots_rounded_down() {
+    let mut market = market("2", 9_990);
+    // Sold 1 MW with 0.37 MW undeliverable; bought 0.8 MW with 0.25 MW that cannot be
+    // stored; a deliverable hour; a 0.05 MW shortfall, under one 0.1 MW lot.
+    let award = [1_000_000, -800_000, 300_000, 500_000];
+    let shortfall = [370_000, -250_000, 0, 50_000];
+    let prices: Vec<Decimal> = ["50", "40", "60", "55"].iter().map(|p| eur(p)).collect();
+    let out = market
+        .close_shortfall(&award, &shortfall, &prices)
+        .expect("closed");
+    assert_eq!(out.position_w, [700_000, -600_000, 300_000, 500_000]);
+    let buy_back = out.fills[0].expect("bought back");
+    assert_eq!(
+        (
+            buy_back.side,
+            buy_back.price,
+            buy_back.qty,
+            buy_back.power_w
+        ),
+        (Side::Buy, Price(5_100), Qty(3), 300_000)
+    );
+    let sell_back = out.fills[1].expect("sold back");
+    assert_eq!(
+        (
+            sell_back.side,
+            sell_back.price,
+            sell_back.qty,
+            sell_back.power_w
+        ),
+        (Side::Sell, Price(3_900), Qty(2), 200_000)
+    );
+    assert_eq!(out.fills[2], None);
+    assert_eq!(
+        out.fills[3], None,
+        "0.05 MW is under a lot: left as imbalance"
+    );
+    // The spread paid: 0.3 MWh at +1 and 0.2 MWh at -1 EUR/MWh from the price.
+    assert_eq!(
+        out.cash_vs_replay_per_period_eur(&prices, HOUR_S),
+        [eur("-0.3"), eur("-0.2"), Decimal::ZERO, Decimal::ZERO]
+    );
+    assert_eq!(out.cash_vs_replay_eur(&prices, HOUR_S), eur("-0.5"));
+}
+
+/// A shortfall never closes past the award, nor against its side, and a thin maker
+/// fills only its depth.
+#[test]
+fn a_fleet_shortfall_never_closes_past_the_award_or_the_depth() {
+    let prices: Vec<Decimal> = ["50", "40", "45"].iter().map(|p| eur(p)).collect();
+    // A shortfall larger than the award; one against the award's side; a deep one
+    // against a 2-lot maker.
+    let award = [300_000, -500_000, 900_000];
+    let shortfall = [800_000, 200_000, 900_000];
+    let out = market("2", 2)
+        .close_shortfall(&award, &shortfall, &prices)
+        .expect("closed");
+    assert_eq!(out.position_w, [100_000, -500_000, 700_000]);
+    assert_eq!(out.fills[1], None);
+    assert_eq!(out.traded_lots(), 4);
+}
+
+#[test]
+fn a_shortfall_of_another_length_is_a_typed_error() {
+    let prices: Vec<Decimal> = ["50", "40"].iter().map(|p| eur(p)).collect();
+    let error = market("2", 10)
+        .close_shortfall(&[100_000, 0], &[100_000], &prices)
+        .expect_err("ragged");
+    assert!(matches!(error, IntradayError::LengthMismatch { .. }));
+}

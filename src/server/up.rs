@@ -9,9 +9,14 @@
 //! day-ahead curves at its marginal values of energy (`voltex_engine::bidding`) into a
 //! call auction per hour against the replayed market, which buys and sells any
 //! quantity at the historical price (`ReplayMarket`, the backtest's and simulator's
-//! auction, under the configured `[day_ahead_rules]`). What the auction awards is the
-//! fleet's commitment, allocated to devices (`voltex_engine::commit::allocate`),
-//! signed, persisted and rolled out; its revenue at the realised prices is written to
+//! auction, under the configured `[day_ahead_rules]`). What the auction awards is
+//! allocated to devices (`voltex_engine::commit::allocate`); with
+//! `UpConfig::intraday`, what the allocation cannot deliver (each hour clears on its
+//! own, so a sale can clear without the purchase that was to fill it) is first traded
+//! back on the intraday book against a replayed maker
+//! (`ReplayIntraday::close_shortfall`) and the position left is allocated. That
+//! position is the fleet's commitment: signed, persisted and rolled out; its revenue at
+//! the realised prices (plus what the closing trades paid beyond them) is written to
 //! `dayahead_periods` and `analytics_aggregates`.
 //!
 //! Replay runs accelerated: one replayed hour lasts `hour_real_s` real seconds, and
@@ -35,9 +40,10 @@ use voltex_dispatch::transport::{
     MqttConfig, QuicPlatformConfig, certs, mqtt_platform, quic_platform, start_embedded_broker,
 };
 use voltex_engine::bidding::{
-    BidConfig, PeriodCurve, PlannedLimits, ReplayMarket, RiskBook, RiskLimits, day_ahead_curves,
+    BidConfig, IntradayConfig, PeriodCurve, PlannedLimits, ReplayIntraday, ReplayMarket, RiskBook,
+    RiskLimits, day_ahead_curves,
 };
-use voltex_engine::commit::{Commitment, allocate};
+use voltex_engine::commit::{Allocation, Commitment, allocate};
 use voltex_engine::forecast::Forecaster;
 use voltex_engine::forecast::naive::NaiveForecaster;
 use voltex_engine::optimise::PlanConfig;
@@ -82,6 +88,12 @@ pub struct UpConfig {
     /// (`engine::bidding::RiskBook::fit_curve`). `None`: no limit
     /// beyond the fleet's power.
     pub max_position_mw: Option<rust_decimal::Decimal>,
+    /// The intraday close-out: what the fleet cannot deliver of a day's award (the
+    /// allocation's shortfall) is traded back on the continuous book against a
+    /// replayed maker quoting the historical price ± half the spread, before the
+    /// schedules go out (`engine::bidding::ReplayIntraday::close_shortfall`). `None`:
+    /// the shortfall is left to the imbalance settlement.
+    pub intraday: Option<IntradayConfig>,
 }
 
 /// Why `voltex up` stopped.
@@ -456,6 +468,12 @@ async fn replay_days(
         AuctionConfig::with_rules(day_ahead_rules),
     )
     .map_err(|e| start_error("day-ahead auction")(&e))?;
+    let mut intraday = config
+        .intraday
+        .clone()
+        .map(|terms| ReplayIntraday::new(FLEET_ACCOUNT, REPLAY_MARKET_ACCOUNT, terms))
+        .transpose()
+        .map_err(|e| start_error("intraday close-out")(&e))?;
     let mut day = first_day;
     let mut version = clock.now().nanos().max(1) as u64 / 1_000_000_000;
     loop {
@@ -474,17 +492,24 @@ async fn replay_days(
         let realised = series.day_prices(day);
         let bids = FleetBids::new(&bid_config, risk_limits);
         let awarded_w = bid_and_clear(&plan, &forecast, realised, bids, &mut market)?;
-        let commitment = Commitment {
-            period_s: MARKET_PERIOD_S,
-            net_w: awarded_w.clone(),
-        };
-        let allocation =
-            allocate(&fleet, &commitment).map_err(|e| start_error("allocation")(&e))?;
+        let CommittedAward {
+            position_w: committed_w,
+            allocation,
+            closing_premium_eur,
+            closed_mwh,
+        } = commit_award(&fleet, &awarded_w, realised, intraday.as_mut())?;
         // The bound: the same fleet, starting SoC and risk limit, planned on the
         // clearing prices (a bound that ignored the limit would not be reachable).
         let perfect_foresight = plan_on(series.day_prices_f64(day))
             .map_err(|e| start_error("perfect-foresight plan")(&e))?;
-        let trading_eur = dayahead::trading_eur(&awarded_w, realised, MARKET_PERIOD_S);
+        // The position's value at the clearing prices, plus what closing trades paid
+        // beyond them (the spread).
+        let trading_eur: Vec<rust_decimal::Decimal> =
+            dayahead::trading_eur(&committed_w, realised, MARKET_PERIOD_S)
+                .into_iter()
+                .zip(&closing_premium_eur)
+                .map(|(trading, premium)| trading + premium)
+                .collect();
         let bound_eur =
             dayahead::net_of_wear_eur(spec, &perfect_foresight.net_w, realised, MARKET_PERIOD_S);
         // Revenue of the plan at the realised prices, rounded to cents per period (the
@@ -528,7 +553,7 @@ async fn replay_days(
             .collect();
         let n = schedules.len() as u64;
         let versions: Vec<u64> = schedules.iter().map(|schedule| schedule.version).collect();
-        let mut period_rows: Vec<DayAheadPeriodRow> = (0..awarded_w.len())
+        let mut period_rows: Vec<DayAheadPeriodRow> = (0..committed_w.len())
             .map(|period| DayAheadPeriodRow {
                 period_start_ns: valid_from.nanos() + period as i64 * hour_s * 1_000_000_000,
                 period_len_s: u32::try_from(hour_s).unwrap_or(u32::MAX),
@@ -538,7 +563,7 @@ async fn replay_days(
                 forecast_price_cents_per_mwh: dayahead::forecast_cents(forecast[period]),
                 model_name: model.0.clone(),
                 model_version: model.1,
-                committed_w: awarded_w[period],
+                committed_w: committed_w[period],
                 planned_w: Some(plan.net_w[period]),
                 perfect_foresight_w: perfect_foresight.net_w[period],
                 trading_cents: dayahead::cents(trading_eur[period]),
@@ -558,8 +583,8 @@ async fn replay_days(
             period_start_ns: valid_from.nanos(),
             period_len_s: u32::try_from(24 * hour_s).unwrap_or(u32::MAX),
             device_id: None,
-            charged_wh: awarded_w.iter().filter(|w| **w < 0).map(|w| -w).sum(),
-            discharged_wh: awarded_w.iter().filter(|w| **w > 0).sum(),
+            charged_wh: committed_w.iter().filter(|w| **w < 0).map(|w| -w).sum(),
+            discharged_wh: committed_w.iter().filter(|w| **w > 0).sum(),
             n_schedules: n,
             n_acks_completed: 0,
             n_acks_failed: 0,
@@ -579,6 +604,12 @@ async fn replay_days(
             mwh(&awarded_w),
             revenue_cents as f64 / 100.0
         );
+        if intraday.is_some() {
+            println!(
+                "  intraday close-out: {closed_mwh} MWh traded back, committed {:.1} MWh",
+                mwh(&committed_w)
+            );
+        }
         let stop = wait_or_stop(
             Duration::from_secs(24 * hour_s as u64),
             deadline,
@@ -612,7 +643,7 @@ async fn replay_days(
                 spec,
                 start_soc_wh: &start_soc_wh,
                 setpoints_w: &allocation.setpoints_w,
-                committed_w: &awarded_w,
+                committed_w: &committed_w,
                 clearing_prices: realised,
                 period_s: MARKET_PERIOD_S,
             },
@@ -744,6 +775,68 @@ fn bid_and_clear(
         }
     }
     Ok(awarded_w)
+}
+
+/// A day's award made a commitment: the position the fleet is held to and its
+/// allocation to devices.
+struct CommittedAward {
+    /// The award after the intraday close-out (the award itself without one), W per
+    /// period (positive = sell).
+    position_w: Vec<i64>,
+    /// The position split into device setpoints.
+    allocation: Allocation,
+    /// What the closing trades paid beyond the clearing prices, EUR per period (zero
+    /// where nothing was closed; negative: the spread).
+    closing_premium_eur: Vec<rust_decimal::Decimal>,
+    /// Energy traded back on the intraday book, MWh.
+    closed_mwh: rust_decimal::Decimal,
+}
+
+/// Allocates `awarded_w` to the fleet and, with an intraday market, closes the
+/// allocation's shortfall there (whole lots, rounded down, so the fleet's delivery path
+/// is the one the shortfall was computed on) and allocates the position left.
+fn commit_award(
+    fleet: &[FleetDevice],
+    awarded_w: &[i64],
+    realised: &[rust_decimal::Decimal],
+    intraday: Option<&mut ReplayIntraday>,
+) -> Result<CommittedAward, UpError> {
+    let allocate_w = |net_w: &[i64]| {
+        allocate(
+            fleet,
+            &Commitment {
+                period_s: MARKET_PERIOD_S,
+                net_w: net_w.to_vec(),
+            },
+        )
+        .map_err(|e| start_error("allocation")(&e))
+    };
+    let allocation = allocate_w(awarded_w)?;
+    let untouched = |allocation| CommittedAward {
+        position_w: awarded_w.to_vec(),
+        allocation,
+        closing_premium_eur: vec![rust_decimal::Decimal::ZERO; awarded_w.len()],
+        closed_mwh: rust_decimal::Decimal::ZERO,
+    };
+    let Some(intraday) = intraday else {
+        return Ok(untouched(allocation));
+    };
+    if allocation.shortfall_w.iter().all(|w| *w == 0) {
+        return Ok(untouched(allocation));
+    }
+    let out = intraday
+        .close_shortfall(awarded_w, &allocation.shortfall_w, realised)
+        .map_err(|e| start_error("intraday close-out")(&e))?;
+    if out.traded_lots() == 0 {
+        return Ok(untouched(allocation));
+    }
+    let closed = allocate_w(&out.position_w)?;
+    Ok(CommittedAward {
+        closing_premium_eur: out.cash_vs_replay_per_period_eur(realised, MARKET_PERIOD_S),
+        closed_mwh: out.traded_mwh(MARKET_PERIOD_S),
+        position_w: out.position_w,
+        allocation: closed,
+    })
 }
 
 /// Name under which the day-ahead cycle's forecaster is recorded in `ml_models`.
@@ -882,17 +975,21 @@ mod tests {
         );
     }
 
-    /// 1,000 devices of 5 kW / 10 kWh (the simulated fleet's battery): 5 MW, 50 lots.
-    fn fleet_plan(forecast: &[f64]) -> FleetPlan {
+    /// 1,000 devices of 5 kW / 10 kWh (the simulated fleet's battery), half full: 5 MW,
+    /// 50 lots.
+    fn fleet() -> Vec<FleetDevice> {
         let spec = BatterySpec::symmetric(5_000, 10_000, 0.9, Decimal::from(2));
-        let fleet = vec![
+        vec![
             FleetDevice {
                 spec,
                 soc_wh: 5_000,
             };
             1_000
-        ];
-        plan_fleet(&fleet, forecast, &PlanConfig::hourly()).unwrap()
+        ]
+    }
+
+    fn fleet_plan(forecast: &[f64]) -> FleetPlan {
+        plan_fleet(&fleet(), forecast, &PlanConfig::hourly()).unwrap()
     }
 
     /// Cheap night and midday hours, an expensive evening.
@@ -1012,6 +1109,59 @@ mod tests {
         let awarded = award_at(&[Decimal::from(-100); 24], None).unwrap();
         assert!(awarded.iter().all(|w| *w <= 0), "{awarded:?}");
         assert!(awarded.iter().any(|w| *w < 0), "{awarded:?}");
+    }
+
+    #[test]
+    fn the_intraday_close_out_trades_back_what_the_fleet_cannot_deliver() {
+        let lot_w = 100_000;
+        let fleet = fleet();
+        let intraday_terms =
+            IntradayConfig::with_depth_mw(MarketRules::intraday_default(), Decimal::TWO, None)
+                .unwrap();
+        let mut intraday =
+            ReplayIntraday::new(FLEET_ACCOUNT, REPLAY_MARKET_ACCOUNT, intraday_terms).unwrap();
+        // At 3,000 EUR/MWh only the planned sales clear: more than the half-full fleet
+        // holds.
+        let real = [Decimal::from(3_000); 24];
+        let awarded = award_at(&real, None).unwrap();
+        let left = commit_award(&fleet, &awarded, &real, None).unwrap();
+        assert_eq!(left.position_w, awarded);
+        assert!(
+            left.allocation.shortfall_w.iter().any(|w| *w >= lot_w),
+            "the award is not deliverable: {:?}",
+            left.allocation.shortfall_w
+        );
+        let closed = commit_award(&fleet, &awarded, &real, Some(&mut intraday)).unwrap();
+        let mut bought_back_w = 0;
+        for (hour, (position, award)) in closed.position_w.iter().zip(&awarded).enumerate() {
+            assert!(
+                (0..=*award).contains(position),
+                "hour {hour}: a sale only shrinks, {award} -> {position} W"
+            );
+            assert_eq!(position % lot_w, 0, "hour {hour}: whole lots");
+            assert!(
+                closed.allocation.shortfall_w[hour].abs() < lot_w,
+                "hour {hour}: deliverable to under a lot, short {} W",
+                closed.allocation.shortfall_w[hour]
+            );
+            bought_back_w += award - position;
+        }
+        assert!(bought_back_w > 0);
+        // Hourly periods: W summed over hours is Wh; the ask is the price + 1 EUR/MWh.
+        let closed_mwh = Decimal::from(bought_back_w) / Decimal::from(1_000_000);
+        assert_eq!(closed.closed_mwh, closed_mwh);
+        let premium: Decimal = closed.closing_premium_eur.iter().sum();
+        assert_eq!(premium, -closed_mwh);
+
+        // A deliverable award is not traded.
+        let forecast: Vec<Decimal> = forecast()
+            .iter()
+            .map(|price| Decimal::try_from(*price).unwrap())
+            .collect();
+        let awarded = award_at(&forecast, None).unwrap();
+        let kept = commit_award(&fleet, &awarded, &forecast, Some(&mut intraday)).unwrap();
+        assert_eq!(kept.position_w, awarded);
+        assert_eq!(kept.closed_mwh, Decimal::ZERO);
     }
 
     #[test]

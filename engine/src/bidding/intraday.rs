@@ -203,19 +203,32 @@ impl CloseOut {
     /// prices, EUR (≤ 0 when the quotes straddle the prices: the spread paid). The
     /// day's cash is then the position's value at the replayed prices plus this.
     pub fn cash_vs_replay_eur(&self, real_prices: &[Decimal], period_s: i64) -> Decimal {
+        self.cash_vs_replay_per_period_eur(real_prices, period_s)
+            .iter()
+            .sum()
+    }
+
+    /// [`CloseOut::cash_vs_replay_eur`] period by period (zero where nothing traded),
+    /// EUR.
+    pub fn cash_vs_replay_per_period_eur(
+        &self,
+        real_prices: &[Decimal],
+        period_s: i64,
+    ) -> Vec<Decimal> {
         self.fills
             .iter()
             .zip(real_prices)
-            .filter_map(|(fill, real)| fill.map(|f| (f, *real)))
             .map(|(fill, real)| {
-                let premium = fill.price.to_decimal() - real;
-                let sold_mwh = match fill.side {
-                    Side::Sell => mwh(fill.power_w, period_s),
-                    Side::Buy => -mwh(fill.power_w, period_s),
-                };
-                sold_mwh * premium
+                fill.map_or(Decimal::ZERO, |fill| {
+                    let premium = fill.price.to_decimal() - real;
+                    let sold_mwh = match fill.side {
+                        Side::Sell => mwh(fill.power_w, period_s),
+                        Side::Buy => -mwh(fill.power_w, period_s),
+                    };
+                    sold_mwh * premium
+                })
             })
-            .sum()
+            .collect()
     }
 }
 
@@ -284,47 +297,107 @@ impl ReplayIntraday {
                 prices: real_prices.len(),
             });
         }
-        let lot_w = self.config.rules.lot_kw.saturating_mul(1_000).max(1);
         let physics = spec.period(period_s);
         let mut soc_wh = spec.clamp_soc_wh(start_soc_wh);
         let mut position_w = Vec::with_capacity(award_w.len());
         let mut fills = Vec::with_capacity(award_w.len());
         for (period, (&award, &price)) in award_w.iter().zip(real_prices).enumerate() {
-            let deliverable_w = physics.feasible_power_w(soc_wh, award);
-            let gap_w = award - deliverable_w;
-            let mut position = award;
-            let mut fill = None;
-            if gap_w != 0 {
-                // Sold more than it holds: buy back; bought more than it can store: sell.
-                let side = if gap_w > 0 { Side::Buy } else { Side::Sell };
-                // The gap in whole lots, to the nearest (a remainder under half a lot
-                // stays imbalance: closing a whole lot for it would trade away more
-                // deliverable energy than it saves), never past the award (an award of
-                // whole lots, as auctions give, is never passed).
-                let (gap, lot) = (gap_w.unsigned_abs(), lot_w.unsigned_abs());
-                let lots = (gap / lot + u64::from(gap % lot >= lot.div_ceil(2)))
-                    .min(award.unsigned_abs() / lot);
-                let lots = Qty(i64::try_from(lots).unwrap_or(i64::MAX));
-                if lots.0 > 0
-                    && let Some(filled) = self.close(period, side, lots, price)?
-                {
-                    let power_w = filled.qty.0.saturating_mul(lot_w);
-                    position = match side {
-                        Side::Buy => award - power_w,
-                        Side::Sell => award + power_w,
-                    };
-                    fill = Some(ClosingFill { power_w, ..filled });
-                }
-            }
-            debug_assert!(
-                position.signum() * award.signum() >= 0 && position.abs() <= award.abs(),
-                "a close-out only shrinks the award: {award} W -> {position} W"
-            );
+            let gap_w = award - physics.feasible_power_w(soc_wh, award);
+            // To the nearest lot: a remainder under half a lot stays imbalance, as
+            // closing a whole lot for it would trade away more deliverable energy than
+            // it saves.
+            let (position, fill) =
+                self.close_gap(period, award, gap_w, price, LotRounding::Nearest)?;
             soc_wh = physics.soc_after_wh(soc_wh, physics.feasible_power_w(soc_wh, position));
             position_w.push(position);
             fills.push(fill);
         }
         Ok(CloseOut { position_w, fills })
+    }
+
+    /// Closes a shortfall someone else computed: `shortfall_w[t]` is what the award of
+    /// period `t` cannot deliver, W (positive: sold more than the batteries hold, so
+    /// bought back; negative: bought more than they can store, so sold back), as
+    /// [`crate::commit::allocate`] reports it for a fleet. Each period closes the
+    /// shortfall in whole lots rounded **down**, so the position left is never more
+    /// deliverable than the award was beyond what was closed: a fleet that delivered
+    /// `award − shortfall` still delivers exactly that, and the later periods'
+    /// shortfalls, computed on that path, stay valid. The remainder (under a lot) stays
+    /// imbalance.
+    ///
+    /// # Errors
+    /// [`IntradayError::LengthMismatch`] if award, shortfall and prices differ in
+    /// length, or [`IntradayError::Refused`] if the book refused an order.
+    pub fn close_shortfall(
+        &mut self,
+        award_w: &[i64],
+        shortfall_w: &[i64],
+        real_prices: &[Decimal],
+    ) -> Result<CloseOut, IntradayError> {
+        if award_w.len() != real_prices.len() || shortfall_w.len() != real_prices.len() {
+            return Err(IntradayError::LengthMismatch {
+                award: award_w.len().min(shortfall_w.len()),
+                prices: real_prices.len(),
+            });
+        }
+        let mut position_w = Vec::with_capacity(award_w.len());
+        let mut fills = Vec::with_capacity(award_w.len());
+        for (period, ((&award, &gap_w), &price)) in
+            award_w.iter().zip(shortfall_w).zip(real_prices).enumerate()
+        {
+            let (position, fill) =
+                self.close_gap(period, award, gap_w, price, LotRounding::Down)?;
+            position_w.push(position);
+            fills.push(fill);
+        }
+        Ok(CloseOut { position_w, fills })
+    }
+
+    /// Closes `gap_w` (what `award` cannot deliver, W; positive: buy back) in whole lots
+    /// rounded as `rounding` says, never past the award (an award of whole lots, as
+    /// auctions give, is never passed). Returns the position after it and the fill.
+    fn close_gap(
+        &mut self,
+        period: usize,
+        award: i64,
+        gap_w: i64,
+        price: Decimal,
+        rounding: LotRounding,
+    ) -> Result<(i64, Option<ClosingFill>), IntradayError> {
+        if gap_w == 0 {
+            return Ok((award, None));
+        }
+        let lot_w = self.config.rules.lot_kw.saturating_mul(1_000).max(1);
+        // Sold more than it holds: buy back; bought more than it can store: sell.
+        let side = if gap_w > 0 { Side::Buy } else { Side::Sell };
+        let (gap, lot) = (gap_w.unsigned_abs(), lot_w.unsigned_abs());
+        let round_up = match rounding {
+            LotRounding::Nearest => gap % lot >= lot.div_ceil(2),
+            LotRounding::Down => false,
+        };
+        let lots = (gap / lot + u64::from(round_up)).min(award.unsigned_abs() / lot);
+        // A gap against the award's own side (a sale "short" of delivering more) is
+        // nothing to close.
+        let against_award = (side == Side::Buy && award <= 0) || (side == Side::Sell && award >= 0);
+        let lots = Qty(i64::try_from(lots).unwrap_or(i64::MAX));
+        let mut position = award;
+        let mut fill = None;
+        if lots.0 > 0
+            && !against_award
+            && let Some(filled) = self.close(period, side, lots, price)?
+        {
+            let power_w = filled.qty.0.saturating_mul(lot_w);
+            position = match side {
+                Side::Buy => award - power_w,
+                Side::Sell => award + power_w,
+            };
+            fill = Some(ClosingFill { power_w, ..filled });
+        }
+        debug_assert!(
+            position.signum() * award.signum() >= 0 && position.abs() <= award.abs(),
+            "a close-out only shrinks the award: {award} W -> {position} W"
+        );
+        Ok((position, fill))
     }
 
     /// One period's book: the maker quotes the side opposite `side` at the replayed
@@ -386,6 +459,15 @@ impl ReplayIntraday {
             power_w: 0,
         }))
     }
+}
+
+/// How a gap becomes whole lots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LotRounding {
+    /// To the nearest lot (one battery, walked period by period).
+    Nearest,
+    /// Down (a shortfall computed on the award's delivery path, which must stay valid).
+    Down,
 }
 
 /// The maker's quote a bidder on `side` trades against: the ask (the replayed price on
