@@ -107,6 +107,11 @@ pub struct BacktestArgs {
     /// largest order, 999 MW).
     #[arg(long, requires = "intraday_spread")]
     intraday_depth_mw: Option<Decimal>,
+    /// Also write one CSV row per test day to this file: the date and, per strategy,
+    /// the day's profit (EUR) and end-of-day SoC (MWh), to see where a strategy gains or
+    /// loses against perfect foresight.
+    #[arg(long)]
+    daily_csv: Option<PathBuf>,
 }
 
 /// Parses "1MW/2MWh" into (power W, energy Wh), exactly.
@@ -387,6 +392,14 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
         soc_wh: start_soc,
         ..Tally::default()
     };
+    let mut daily_csv = String::new();
+    if args.daily_csv.is_some() {
+        daily_csv.push_str("date");
+        for label in ["pf", "lear", "naive", "rule"] {
+            daily_csv.push_str(&format!(",{label}_profit_eur,{label}_end_soc_mwh"));
+        }
+        daily_csv.push('\n');
+    }
     let plan_started = Instant::now();
     for (i, day) in days.clone().enumerate() {
         let real = series.day_prices(day);
@@ -396,10 +409,17 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
             lear_days.get(i).map(Vec::as_slice),
             Some(naive_days[i].as_slice()),
         ];
-        for (tally, forecast) in tallies.iter_mut().zip(forecasts) {
+        // Each strategy's profit of the day (zero when skipped or idle).
+        let mut day_profits = [Decimal::ZERO; 3];
+        for ((tally, forecast), day_profit) in tallies
+            .iter_mut()
+            .zip(forecasts)
+            .zip(day_profits.iter_mut())
+        {
             let Some(forecast) = forecast else { continue };
             match ctx.run_day(tally.soc_wh, forecast, real)? {
                 Some(day) => {
+                    *day_profit = day.settlement.profit_eur;
                     tally.add(&day.settlement);
                     tally.closed_mwh += day.closed_mwh;
                 }
@@ -409,6 +429,23 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
         let settlement =
             execute_and_settle(&spec, rule_tally.soc_wh, &rule_day, real, &ctx.settle)?;
         rule_tally.add(&settlement);
+        if args.daily_csv.is_some() {
+            daily_csv.push_str(&series.date(day).to_string());
+            let days_end: [(Decimal, f64); 4] = [
+                (day_profits[0], tallies[0].soc_wh),
+                (day_profits[1], tallies[1].soc_wh),
+                (day_profits[2], tallies[2].soc_wh),
+                (settlement.profit_eur, rule_tally.soc_wh),
+            ];
+            for (profit, soc_wh) in days_end {
+                daily_csv.push_str(&format!(",{},{:.4}", profit.round_dp(2), soc_wh / 1e6));
+            }
+            daily_csv.push('\n');
+        }
+    }
+    if let Some(path) = &args.daily_csv {
+        std::fs::write(path, &daily_csv)
+            .with_context(|| format!("writing daily CSV {}", path.display()))?;
     }
     let plan_s = plan_started.elapsed().as_secs_f64();
 
