@@ -31,6 +31,10 @@
 //!
 //! Each daily plan ends the day with at least `--terminal-soc` of capacity stored (50 %
 //! by default), clamped to what is reachable, so every day is a closed optimisation.
+//! With `--terminal-value` it instead values what is left at the end of the day at what
+//! it would sell for at the day's mean price (`η_d · mean − wear` per MWh stored; the
+//! forecast's mean for forecast strategies, the true mean for perfect foresight), so
+//! a day may end emptier or fuller when the prices say so.
 
 // The binary may read the wall clock: it times the stages it reports.
 #![allow(clippy::disallowed_methods)]
@@ -78,6 +82,10 @@ pub struct BacktestArgs {
     /// End-of-day SoC floor as a fraction of capacity.
     #[arg(long, default_value = "0.5")]
     terminal_soc: f64,
+    /// Instead of the --terminal-soc floor, value the energy left at the end of each
+    /// day at `η_d · mean price − wear` per MWh (the mean of the prices planned on).
+    #[arg(long)]
+    terminal_value: bool,
     /// Extra cost per MWh of imbalance (undeliverable accepted energy), EUR/MWh.
     #[arg(long, default_value = "0")]
     imbalance_penalty: Decimal,
@@ -171,6 +179,8 @@ struct DayContext<'a> {
     bid_config: BidConfig,
     settle: SettleConfig,
     terminal_wh: f64,
+    /// Value the end-of-day energy (`--terminal-value`) instead of the floor.
+    terminal_value: bool,
     price_taking: bool,
     intraday: Option<ReplayIntraday>,
 }
@@ -190,6 +200,8 @@ struct BidStyle {
     headroom: Option<HeadroomSteps>,
     planned_limits: PlannedLimits,
     price_taking: bool,
+    /// See `DayContext::terminal_value`.
+    terminal_value: bool,
 }
 
 impl<'a> DayContext<'a> {
@@ -225,6 +237,7 @@ impl<'a> DayContext<'a> {
                 imbalance_penalty_eur_per_mwh: imbalance_penalty,
             },
             terminal_wh,
+            terminal_value: style.terminal_value,
             price_taking: style.price_taking,
             intraday,
         })
@@ -247,7 +260,11 @@ impl<'a> DayContext<'a> {
             .min(self.spec.soc_max_wh as f64);
         let config = PlanConfig {
             period_s: self.settle.period_s,
-            terminal: TerminalSoc::AtLeastWh(target),
+            terminal: if self.terminal_value {
+                TerminalSoc::ValueEurPerMwh(stored_energy_value_eur_per_mwh(self.spec, forecast))
+            } else {
+                TerminalSoc::AtLeastWh(target)
+            },
             backend: LpBackend::Clarabel,
         };
         let plan = match plan_battery(self.spec, soc_wh, forecast, &config) {
@@ -333,6 +350,7 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
                 PlannedLimits::RoundTrip
             },
             price_taking: args.price_taking,
+            terminal_value: args.terminal_value,
         },
         capacity_wh as f64 * args.terminal_soc,
         match args.intraday_spread {
@@ -478,13 +496,17 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
     let naive_profit = tallies[2].profit_eur;
     println!(
         "backtest {name}: {n_days} days ({} .. {}), {ppd} periods/day, battery {} rte {} \
-         wear {} EUR/MWh, end-of-day SoC >= {:.0}%, LP clarabel, bids {}",
+         wear {} EUR/MWh, {}, LP clarabel, bids {}",
         series.date(first),
         series.date(series.n_days() - 1),
         args.battery,
         args.rte,
         args.wear,
-        args.terminal_soc * 100.0,
+        if args.terminal_value {
+            "end-of-day energy valued at eta_d x mean price - wear".to_string()
+        } else {
+            format!("end-of-day SoC >= {:.0}%", args.terminal_soc * 100.0)
+        },
         if args.price_taking {
             "price-taking"
         } else {
@@ -571,6 +593,15 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
     Ok(())
 }
 
+/// What a MWh left in the battery at the end of a day is worth to the plan: sold on a
+/// later day at about this day's mean price, after discharge losses and wear, EUR per
+/// MWh stored (`--terminal-value`).
+fn stored_energy_value_eur_per_mwh(spec: &BatterySpec, prices: &[f64]) -> f64 {
+    let mean = prices.iter().sum::<f64>() / prices.len().max(1) as f64;
+    let wear = spec.wear_cost_eur_per_mwh.to_f64().unwrap_or(0.0);
+    spec.discharge_efficiency * mean - wear
+}
+
 /// The replayed intraday market of `--intraday-spread` and `--intraday-depth-mw`.
 fn intraday_market(spread: Decimal, depth_mw: Option<Decimal>) -> Result<ReplayIntraday> {
     IntradayConfig::with_depth_mw(MarketRules::intraday_default(), spread, depth_mw)
@@ -630,6 +661,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn end_of_day_energy_is_valued_at_the_mean_price_after_losses_and_wear() {
+        let spec = BatterySpec::symmetric(1_000_000, 2_000_000, 0.81, Decimal::from(2));
+        // η_d = 0.9: 0.9 × 40 − 2.
+        let value = stored_energy_value_eur_per_mwh(&spec, &[30.0, 50.0, 40.0, 40.0]);
+        assert!((value - 34.0).abs() < 1e-9, "{value}");
+        // An empty day plans nothing; the value is then only the wear.
+        assert_eq!(stored_energy_value_eur_per_mwh(&spec, &[]), -2.0);
+    }
+
+    #[test]
     fn battery_sizes_parse_exactly_and_reject_garbage() {
         assert_eq!(parse_battery("1MW/2MWh").unwrap(), (1_000_000, 2_000_000));
         assert_eq!(parse_battery("5kW/13.5kWh").unwrap(), (5_000, 13_500));
@@ -664,6 +705,31 @@ mod tests {
     }
 
     #[test]
+    fn a_valued_day_end_keeps_energy_bought_below_its_value() {
+        // 1 MW / 1 MWh, lossless, no wear, full. The day sells at 100, then 20: with no
+        // floor the plan sells and ends empty (energy at the end is worth nothing);
+        // valued at the mean, 60, it buys back at 20 and ends full.
+        let spec = BatterySpec::symmetric(1_000_000, 1_000_000, 1.0, Decimal::ZERO);
+        let end_soc_wh = |terminal_value: bool| {
+            let style = BidStyle {
+                headroom: None,
+                planned_limits: PlannedLimits::RoundTrip,
+                price_taking: false,
+                terminal_value,
+            };
+            let mut ctx =
+                DayContext::new(&spec, 3_600, Decimal::ZERO, style, 0.0, None).expect("context");
+            let day = ctx
+                .run_day(1_000_000.0, &[100.0, 20.0], &[eur("100"), eur("20")])
+                .expect("day runs")
+                .expect("plan succeeds");
+            day.settlement.end_soc_wh
+        };
+        assert!(end_soc_wh(false) < 1.0, "{}", end_soc_wh(false));
+        assert!(end_soc_wh(true) > 999_999.0, "{}", end_soc_wh(true));
+    }
+
+    #[test]
     fn a_sale_awarded_without_its_purchase_is_closed_intraday_at_the_spread() {
         // 1 MW / 1 MWh, lossless, empty, no wear. Forecast 10 then 100: the plan buys
         // 1 MWh, then sells it. The real prices are 200 then 100: the purchase does not
@@ -674,6 +740,7 @@ mod tests {
                 headroom: None,
                 planned_limits: PlannedLimits::RoundTrip,
                 price_taking: false,
+                terminal_value: false,
             };
             let mut ctx = DayContext::new(&spec, 3_600, eur("20"), style, 0.0, intraday)
                 .expect("day context");
