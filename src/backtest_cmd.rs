@@ -34,7 +34,11 @@
 //! With `--terminal-value` it instead values what is left at the end of the day at what
 //! it would sell for at the day's mean price (`η_d · mean − wear` per MWh stored; the
 //! forecast's mean for forecast strategies, the true mean for perfect foresight), so
-//! a day may end emptier or fuller when the prices say so.
+//! a day may end emptier or fuller when the prices say so. With `--horizon-days N` each
+//! day is planned ahead of `N − 1` repeats of its own prices (the persistence forecast
+//! of the days after it; `optimise::plan_day_with_continuation`) and only the day itself
+//! is bid, so the energy held at midnight is valued by the next day's plan; the floor or
+//! value then applies at the end of the horizon.
 
 // The binary may read the wall clock: it times the stages it reports.
 #![allow(clippy::disallowed_methods)]
@@ -54,7 +58,8 @@ use voltex_engine::commit::settle::{SettleConfig, Settlement, execute_and_settle
 use voltex_engine::forecast::{Forecaster, LearEnsemble, NaiveForecaster};
 use voltex_engine::optimise::rule::DailyRule;
 use voltex_engine::optimise::{
-    LpBackend, PlanConfig, RollingHorizon, TerminalSoc, plan_battery, plan_rolling,
+    LpBackend, MAX_CONTINUATION_DAYS, PlanConfig, RollingHorizon, TerminalSoc,
+    plan_day_with_continuation, plan_rolling,
 };
 use voltex_market::auction::AuctionConfig;
 use voltex_market::battery::BatterySpec;
@@ -84,8 +89,13 @@ pub struct BacktestArgs {
     terminal_soc: f64,
     /// Instead of the --terminal-soc floor, value the energy left at the end of each
     /// day at `η_d · mean price − wear` per MWh (the mean of the prices planned on).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "terminal_soc")]
     terminal_value: bool,
+    /// Plan each day ahead of N − 1 repeats of its own prices (the forecast's, or the
+    /// real ones for perfect foresight) and bid only the day: what is stored at midnight
+    /// is then valued by the next day's plan. 1 plans the day alone.
+    #[arg(long, default_value_t = 1, value_parser = parse_horizon_days)]
+    horizon_days: usize,
     /// Extra cost per MWh of imbalance (undeliverable accepted energy), EUR/MWh.
     #[arg(long, default_value = "0")]
     imbalance_penalty: Decimal,
@@ -120,6 +130,21 @@ pub struct BacktestArgs {
     /// loses against perfect foresight.
     #[arg(long)]
     daily_csv: Option<PathBuf>,
+}
+
+/// Parses `--horizon-days`: 1 up to a week.
+fn parse_horizon_days(text: &str) -> std::result::Result<usize, String> {
+    let days: usize = text
+        .parse()
+        .map_err(|_| format!("expected a whole number of days, got {text:?}"))?;
+    if (1..=MAX_CONTINUATION_DAYS + 1).contains(&days) {
+        Ok(days)
+    } else {
+        Err(format!(
+            "must be 1 to {} days, got {days}",
+            MAX_CONTINUATION_DAYS + 1
+        ))
+    }
 }
 
 /// Parses "1MW/2MWh" into (power W, energy Wh), exactly.
@@ -181,6 +206,8 @@ struct DayContext<'a> {
     terminal_wh: f64,
     /// Value the end-of-day energy (`--terminal-value`) instead of the floor.
     terminal_value: bool,
+    /// Repeats of the day planned after it (`--horizon-days` − 1).
+    continuation_days: usize,
     price_taking: bool,
     intraday: Option<ReplayIntraday>,
 }
@@ -202,6 +229,8 @@ struct BidStyle {
     price_taking: bool,
     /// See `DayContext::terminal_value`.
     terminal_value: bool,
+    /// See `DayContext::continuation_days`.
+    continuation_days: usize,
 }
 
 impl<'a> DayContext<'a> {
@@ -238,6 +267,7 @@ impl<'a> DayContext<'a> {
             },
             terminal_wh,
             terminal_value: style.terminal_value,
+            continuation_days: style.continuation_days,
             price_taking: style.price_taking,
             intraday,
         })
@@ -247,27 +277,37 @@ impl<'a> DayContext<'a> {
     /// settlement, or `None` (idle day) if the plan or the bids failed.
     fn run_day(&mut self, soc_wh: f64, forecast: &[f64], real: &[Decimal]) -> Result<Option<Day>> {
         let ppd = real.len();
-        // The end-of-day floor, clamped to what full-power charging can reach.
-        let mut reachable = soc_wh;
-        for _ in 0..ppd {
-            reachable =
-                self.spec
-                    .soc_after_wh(reachable, -self.spec.max_charge_w, self.settle.period_s);
-        }
-        let target = self
-            .terminal_wh
-            .min(reachable - 1.0)
-            .min(self.spec.soc_max_wh as f64);
+        let terminal = if self.terminal_value {
+            TerminalSoc::ValueEurPerMwh(stored_energy_value_eur_per_mwh(self.spec, forecast))
+        } else {
+            // The end-of-day floor, clamped to what full-power charging can reach in a
+            // day (a longer horizon can reach at least as much).
+            let mut reachable = soc_wh;
+            for _ in 0..ppd {
+                reachable = self.spec.soc_after_wh(
+                    reachable,
+                    -self.spec.max_charge_w,
+                    self.settle.period_s,
+                );
+            }
+            TerminalSoc::AtLeastWh(
+                self.terminal_wh
+                    .min(reachable - 1.0)
+                    .min(self.spec.soc_max_wh as f64),
+            )
+        };
         let config = PlanConfig {
             period_s: self.settle.period_s,
-            terminal: if self.terminal_value {
-                TerminalSoc::ValueEurPerMwh(stored_energy_value_eur_per_mwh(self.spec, forecast))
-            } else {
-                TerminalSoc::AtLeastWh(target)
-            },
+            terminal,
             backend: LpBackend::Clarabel,
         };
-        let plan = match plan_battery(self.spec, soc_wh, forecast, &config) {
+        let plan = match plan_day_with_continuation(
+            self.spec,
+            soc_wh,
+            forecast,
+            self.continuation_days,
+            &config,
+        ) {
             Ok(plan) => plan,
             Err(error) => {
                 tracing::warn!(%error, "plan failed: battery idle for the day");
@@ -351,6 +391,7 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
             },
             price_taking: args.price_taking,
             terminal_value: args.terminal_value,
+            continuation_days: args.horizon_days - 1,
         },
         capacity_wh as f64 * args.terminal_soc,
         match args.intraday_spread {
@@ -496,7 +537,7 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
     let naive_profit = tallies[2].profit_eur;
     println!(
         "backtest {name}: {n_days} days ({} .. {}), {ppd} periods/day, battery {} rte {} \
-         wear {} EUR/MWh, {}, LP clarabel, bids {}",
+         wear {} EUR/MWh, {}{}, LP clarabel, bids {}",
         series.date(first),
         series.date(series.n_days() - 1),
         args.battery,
@@ -506,6 +547,14 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
             "end-of-day energy valued at eta_d x mean price - wear".to_string()
         } else {
             format!("end-of-day SoC >= {:.0}%", args.terminal_soc * 100.0)
+        },
+        if args.horizon_days > 1 {
+            format!(
+                " (after a horizon of {} days, the day's prices repeated)",
+                args.horizon_days
+            )
+        } else {
+            String::new()
         },
         if args.price_taking {
             "price-taking"
@@ -671,6 +720,47 @@ mod tests {
     }
 
     #[test]
+    fn horizon_days_are_one_to_a_week() {
+        assert_eq!(parse_horizon_days("1"), Ok(1));
+        assert_eq!(parse_horizon_days("7"), Ok(7));
+        for bad in ["0", "8", "-1", "2.5", "two", ""] {
+            let error = parse_horizon_days(bad).expect_err(bad);
+            assert!(
+                error.contains("days"),
+                "{bad:?} is refused with a reason: {error}"
+            );
+        }
+    }
+
+    /// `voltex backtest`'s arguments alone, as clap parses them.
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BacktestArgs,
+    }
+
+    #[test]
+    fn a_terminal_value_and_a_terminal_floor_together_are_refused() {
+        use clap::Parser;
+        let both = Cli::try_parse_from([
+            "backtest",
+            "--data",
+            "x.csv",
+            "--terminal-value",
+            "--terminal-soc",
+            "0.3",
+        ]);
+        let error = both.err().expect("conflicting flags are refused");
+        assert_eq!(error.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let value = Cli::try_parse_from(["backtest", "--data", "x.csv", "--terminal-value"])
+            .expect("the value alone parses");
+        assert!(value.args.terminal_value);
+        assert_eq!(value.args.horizon_days, 1);
+        let horizon = Cli::try_parse_from(["backtest", "--data", "x.csv", "--horizon-days", "9"]);
+        assert!(horizon.is_err(), "a horizon past a week is refused");
+    }
+
+    #[test]
     fn battery_sizes_parse_exactly_and_reject_garbage() {
         assert_eq!(parse_battery("1MW/2MWh").unwrap(), (1_000_000, 2_000_000));
         assert_eq!(parse_battery("5kW/13.5kWh").unwrap(), (5_000, 13_500));
@@ -708,14 +798,16 @@ mod tests {
     fn a_valued_day_end_keeps_energy_bought_below_its_value() {
         // 1 MW / 1 MWh, lossless, no wear, full. The day sells at 100, then 20: with no
         // floor the plan sells and ends empty (energy at the end is worth nothing);
-        // valued at the mean, 60, it buys back at 20 and ends full.
+        // valued at the mean, 60, it buys back at 20 and ends full; so it does, with no
+        // floor or value, when the day is planned ahead of its repeat (for tomorrow's 100).
         let spec = BatterySpec::symmetric(1_000_000, 1_000_000, 1.0, Decimal::ZERO);
-        let end_soc_wh = |terminal_value: bool| {
+        let end_soc_wh_with = |terminal_value: bool, continuation_days: usize| {
             let style = BidStyle {
                 headroom: None,
                 planned_limits: PlannedLimits::RoundTrip,
                 price_taking: false,
                 terminal_value,
+                continuation_days,
             };
             let mut ctx =
                 DayContext::new(&spec, 3_600, Decimal::ZERO, style, 0.0, None).expect("context");
@@ -725,6 +817,9 @@ mod tests {
                 .expect("plan succeeds");
             day.settlement.end_soc_wh
         };
+        let end_soc_wh = |terminal_value: bool| end_soc_wh_with(terminal_value, 0);
+        let ahead = end_soc_wh_with(false, 1);
+        assert!(ahead > 999_999.0, "{ahead}");
         assert!(end_soc_wh(false) < 1.0, "{}", end_soc_wh(false));
         assert!(end_soc_wh(true) > 999_999.0, "{}", end_soc_wh(true));
     }
@@ -741,6 +836,7 @@ mod tests {
                 planned_limits: PlannedLimits::RoundTrip,
                 price_taking: false,
                 terminal_value: false,
+                continuation_days: 0,
             };
             let mut ctx = DayContext::new(&spec, 3_600, eur("20"), style, 0.0, intraday)
                 .expect("day context");

@@ -1,6 +1,6 @@
 //! The battery LP against hand-solved small cases, the perfect-foresight bound, start SoC
-//! clamping, typed infeasibility, fleet grouping and the rolling horizon, with both
-//! pure-Rust backends.
+//! clamping, typed infeasibility, fleet grouping, the rolling horizon and the day planned
+//! ahead of its own repeats, with both pure-Rust backends.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -11,8 +11,8 @@ use voltex_engine::optimise::fleet::{
 };
 use voltex_engine::optimise::rule::DailyRule;
 use voltex_engine::optimise::{
-    LpBackend, OptimiseError, PlanConfig, PlanWarning, RollingHorizon, TerminalSoc, plan_battery,
-    plan_rolling,
+    LpBackend, MAX_CONTINUATION_DAYS, OptimiseError, PlanConfig, PlanWarning, RollingHorizon,
+    TerminalSoc, plan_battery, plan_day_with_continuation, plan_rolling,
 };
 use voltex_market::battery::BatterySpec;
 
@@ -123,6 +123,65 @@ fn full_battery_sells_first_and_does_not_refill_without_terminal_value() {
         .unwrap();
         assert_net(&plan.net_w, &[1_000_000, 0]);
         assert!(close(plan.expected_profit_eur, 100.0, 1e-3));
+    }
+}
+
+#[test]
+fn a_day_planned_ahead_of_its_repeat_refills_for_the_next_morning_when_the_round_trip_pays() {
+    // Full 1 MWh battery, lossless; the day is [100, 10] EUR/MWh and nothing is worth
+    // anything after it (Free terminal).
+    for backend in BACKENDS {
+        let free = config(TerminalSoc::Free, backend);
+        let alone =
+            plan_day_with_continuation(&battery(1, 1.0, 0), 1e6, &[100.0, 10.0], 0, &free).unwrap();
+        let one_shot = plan_battery(&battery(1, 1.0, 0), 1e6, &[100.0, 10.0], &free).unwrap();
+        assert_eq!(
+            alone, one_shot,
+            "{backend:?}: no continuation is plan_battery"
+        );
+        assert_net(&alone.net_w, &[1_000_000, 0]);
+
+        // With tomorrow repeating today, the 10 EUR hour refills for tomorrow's 100:
+        // the day sells 1 MWh at 100 and buys 1 MWh at 10 (90 EUR) and ends full.
+        let ahead =
+            plan_day_with_continuation(&battery(1, 1.0, 0), 1e6, &[100.0, 10.0], 1, &free).unwrap();
+        assert_net(&ahead.net_w, &[1_000_000, -1_000_000]);
+        assert_eq!(ahead.len(), 2, "only the first day is returned");
+        assert_eq!(ahead.soc_wh.len(), 2);
+        assert!(close(ahead.soc_wh[1], 1e6, 10.0), "{backend:?} {ahead:?}");
+        assert!(
+            close(ahead.expected_profit_eur, 90.0, 1e-2),
+            "{backend:?}: the day's own profit, {ahead:?}"
+        );
+        if let Some(values) = &ahead.marginal_value_eur_per_mwh {
+            assert_eq!(values.len(), 2);
+        }
+
+        // At 60 EUR/MWh wear the refill would buy at 70 to sell at 40: it never charges.
+        // (Selling the stored 1 MWh today or at tomorrow's same 100 is a tie, so either
+        // may be planned.)
+        let worn = plan_day_with_continuation(&battery(1, 1.0, 60), 1e6, &[100.0, 10.0], 1, &free)
+            .unwrap();
+        assert!(
+            worn.charge_w.iter().all(|c| *c <= 5),
+            "{backend:?} {worn:?}"
+        );
+        let sold_mwh = worn.discharge_w.iter().sum::<i64>() as f64 / 1e6;
+        assert!(
+            close(worn.expected_profit_eur, 40.0 * sold_mwh, 1e-2),
+            "{backend:?} {worn:?}"
+        );
+
+        assert!(matches!(
+            plan_day_with_continuation(
+                &battery(1, 1.0, 0),
+                1e6,
+                &[100.0, 10.0],
+                MAX_CONTINUATION_DAYS + 1,
+                &free
+            ),
+            Err(OptimiseError::InvalidConfig(_))
+        ));
     }
 }
 

@@ -15,6 +15,8 @@
 //!
 //! - [`plan_battery`]: one battery (or one aggregated group of identical batteries).
 //! - [`plan_rolling`]: rolling horizon, re-planning every `step` periods over a `window`.
+//! - [`plan_day_with_continuation`]: one day planned ahead of repeats of itself, so the
+//!   energy held past midnight is valued by the next day's plan.
 //! - [`fleet`]: batteries grouped by identical parameters and planned as aggregated units.
 //! - [`rule`]: the rule-based baseline (fixed charge and discharge hours).
 //!
@@ -594,6 +596,66 @@ fn diagnose_infeasible(spec: &BatterySpec, start_wh: f64, n: usize, config: &Pla
     "unidentified: the solver reported infeasibility but every constraint is reachable \
      alone (numerical trouble?)"
         .to_string()
+}
+
+/// Most repeats [`plan_day_with_continuation`] appends (a week's horizon in all).
+pub const MAX_CONTINUATION_DAYS: usize = 6;
+
+/// Plans one day of `day_prices` (EUR/MWh per period) as the first day of a horizon of
+/// `1 + continuation_days` days in which every later day repeats `day_prices` ("tomorrow
+/// looks like today"), and returns the first day's part of the plan.
+///
+/// Why: at the day-ahead auction the next day's prices are not known, yet what the
+/// battery holds at midnight is worth what the next day's plan makes of it. Repeating the
+/// day is the persistence forecast of the next one; the continuation then values the
+/// energy carried over (and the room left to charge) by the same LP instead of a fixed
+/// floor or value at midnight. `config.terminal` applies at the end of the whole horizon.
+/// Only the first day is returned to be bid; the SoC path, marginal values and expected
+/// profit (without any terminal value) cover that day alone. With `continuation_days = 0`
+/// this is [`plan_battery`].
+///
+/// # Errors
+/// As [`plan_battery`], plus [`OptimiseError::InvalidConfig`] for more than
+/// [`MAX_CONTINUATION_DAYS`].
+pub fn plan_day_with_continuation(
+    spec: &BatterySpec,
+    start_soc_wh: f64,
+    day_prices: &[f64],
+    continuation_days: usize,
+    config: &PlanConfig,
+) -> Result<Plan, OptimiseError> {
+    if continuation_days == 0 {
+        return plan_battery(spec, start_soc_wh, day_prices, config);
+    }
+    if continuation_days > MAX_CONTINUATION_DAYS {
+        return Err(OptimiseError::InvalidConfig(
+            "continuation longer than MAX_CONTINUATION_DAYS",
+        ));
+    }
+    let n = day_prices.len();
+    let mut horizon = Vec::with_capacity(n * (1 + continuation_days));
+    for _ in 0..=continuation_days {
+        horizon.extend_from_slice(day_prices);
+    }
+    let mut plan = plan_battery(spec, start_soc_wh, &horizon, config)?;
+    plan.charge_w.truncate(n);
+    plan.discharge_w.truncate(n);
+    plan.net_w.truncate(n);
+    plan.soc_wh.truncate(n);
+    if let Some(values) = plan.marginal_value_eur_per_mwh.as_mut() {
+        values.truncate(n);
+    }
+    let dt_h = config.period_s as f64 / SECONDS_PER_HOUR;
+    let wear = spec.wear_cost_eur_per_mwh.to_f64().unwrap_or(0.0);
+    plan.expected_profit_eur = day_prices
+        .iter()
+        .zip(plan.charge_w.iter().zip(&plan.discharge_w))
+        .map(|(price, (c, d))| {
+            let (c, d) = (*c as f64, *d as f64);
+            (price * (d - c) - wear * (c + d)) * dt_h / W_PER_MW
+        })
+        .sum();
+    Ok(plan)
 }
 
 /// A rolling horizon: plan `window` periods, keep the first `step`, move on.
