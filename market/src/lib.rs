@@ -12,7 +12,9 @@
 //!   `BTreeMap` implementation of the same rules, used as the differential oracle and
 //!   the benchmark baseline.
 //! - [`auction::Auction`]: the day-ahead uniform-price call auction over stepwise and
-//!   piecewise-linear [`auction::BidCurve`]s, one delivery period at a time.
+//!   piecewise-linear [`auction::BidCurve`]s, one delivery period at a time;
+//!   [`block::clear_day_with_families`] adds linked block orders across a day's periods
+//!   (all-or-none [`block::BlockFamily`]s, accepted only at a surplus).
 //! - [`series::PriceSeries`]: day-ahead price series with exogenous day-ahead forecasts,
 //!   parsed from CSV text (whole days, no gaps, exact `Decimal` prices plus an `f64` view).
 //!
@@ -36,6 +38,7 @@
 
 pub mod auction;
 pub mod battery;
+pub mod block;
 pub mod book;
 pub mod rules;
 pub mod series;

@@ -13,6 +13,13 @@
 //! spread. The curve is thus not a price-taking quantity: if the auction clears above the
 //! battery's value of energy it does not buy, and below it it does not sell.
 //!
+//! [`day_ahead_family`] bids the same plan as one linked block family instead
+//! ([`voltex_market::block`]): the day's purchases and sales accepted together or not at
+//! all, priced so the auction accepts the day only where, at the prices it clears at,
+//! its cash plus the value of the energy it leaves stored is not negative. Per-period
+//! curves clear hour by hour and can win a sale without the purchase that was to fill it
+//! when the day comes out higher or lower than forecast; a family cannot.
+//!
 //! # Invariants
 //! - Every curve's net quantity (sold − bought) is non-decreasing in price (buy steps
 //!   have non-increasing limits, sell steps non-decreasing ones).
@@ -41,6 +48,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use voltex_market::auction::{AuctionConfig, BidCurve, CurveError, CurveKind, CurvePoint};
 use voltex_market::battery::BatterySpec;
+use voltex_market::block::{Block, BlockError, BlockFamily};
 use voltex_market::book::NewOrder;
 use voltex_market::{AccountId, MarketRules, OrderId, Price, Qty, Side};
 
@@ -211,6 +219,12 @@ pub enum BidError {
         /// The offending period.
         period: usize,
     },
+    /// The value of stored energy a block family is priced with is not finite.
+    #[error("the value of stored energy is not finite")]
+    NonFiniteValue,
+    /// The plan's block family breaks the auction's rules.
+    #[error("block family: {0}")]
+    Family(#[from] BlockError),
 }
 
 /// Buy and sell marginal values of one period, EUR/MWh (before rounding).
@@ -386,6 +400,68 @@ pub fn price_taking_curves(plan: &Plan, config: &BidConfig) -> Vec<PeriodCurve> 
             curve
         })
         .collect()
+}
+
+/// The plan's day as one linked block family for the day-ahead auction (see
+/// [`voltex_market::block`]): its charging as a buy block and its discharging as a sell
+/// block, in whole lots (never more than the battery's power holds), accepted together
+/// or not at all. Both are priced at the value `lambda` (EUR per MWh stored) of the
+/// energy the day leaves in the battery or takes out of it, as [`marginal_limits`]: the
+/// buy block at `λ·η_c − κ` rounded down to the tick, the sell block at `λ/η_d + κ`
+/// rounded up. The family's surplus at the clearing prices is then the day's cash
+/// (sales − purchases − wear) plus `λ` times the change in stored energy, so the auction
+/// accepts the day only where that is not negative at the prices it actually clears at,
+/// whether they came out as forecast or shifted. `None` when the plan trades nothing.
+///
+/// # Errors
+/// [`BidError::NonFiniteValue`], or [`BidError::Family`] if a quantity or limit breaks
+/// `auction`'s rules.
+pub fn day_ahead_family(
+    spec: &BatterySpec,
+    plan: &Plan,
+    lambda_eur_per_mwh: f64,
+    participant: AccountId,
+    auction: &AuctionConfig,
+) -> Result<Option<BlockFamily>, BidError> {
+    if !lambda_eur_per_mwh.is_finite() {
+        return Err(BidError::NonFiniteValue);
+    }
+    let rules = &auction.rules;
+    let limits = marginal_limits(spec, lambda_eur_per_mwh);
+    let buy: Vec<Qty> = plan
+        .charge_w
+        .iter()
+        .map(|w| to_lots_within(rules, *w, spec.max_charge_w))
+        .collect();
+    let sell: Vec<Qty> = plan
+        .discharge_w
+        .iter()
+        .map(|w| to_lots_within(rules, *w, spec.max_discharge_w))
+        .collect();
+    let mut blocks = Vec::with_capacity(2);
+    if buy.iter().any(|q| !q.is_zero()) {
+        blocks.push(Block {
+            side: Side::Buy,
+            limit: to_tick(rules, limits.buy_eur_per_mwh, false),
+            qty: buy,
+        });
+    }
+    if sell.iter().any(|q| !q.is_zero()) {
+        blocks.push(Block {
+            side: Side::Sell,
+            limit: to_tick(rules, limits.sell_eur_per_mwh, true),
+            qty: sell,
+        });
+    }
+    if blocks.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(BlockFamily::new(
+        participant,
+        plan.len(),
+        blocks,
+        auction,
+    )?))
 }
 
 /// A limit order for the continuous book, before the sequencer assigns its id.

@@ -14,12 +14,17 @@
 //! - [`ReplayMarket::clear_day`] clears every period independently and returns the
 //!   bidder's net accepted power per period in W (positive = sell), exact in lots; a
 //!   period without bids is zero and runs no auction.
+//! - [`ReplayMarket::clear_day_with_families`] clears the bidder's linked block families
+//!   ([`voltex_market::block`]) in the same day: since the replayed market is deep, a
+//!   family is accepted exactly when its surplus at the replayed prices is `>= 0`, and
+//!   then counts in full.
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use voltex_market::auction::{
     Auction, AuctionConfig, AuctionError, BidCurve, CurveError, CurveKind, CurvePoint,
 };
+use voltex_market::block::{BlockFamily, FamilyClearingError, clear_day_with_families};
 use voltex_market::{AccountId, MarketRules, Price, Side};
 
 use super::PeriodCurve;
@@ -63,6 +68,12 @@ pub enum ReplayError {
         /// The period.
         period: usize,
     },
+    /// The day with block families could not clear.
+    #[error("block families: {0}")]
+    Families(FamilyClearingError),
+    /// A block family belongs to another account than the bidder.
+    #[error("a block family of {0:?} bid as the replay's bidder")]
+    ForeignFamily(AccountId),
 }
 
 /// The rest of the market when replaying a price series: `account` buys and sells the
@@ -156,44 +167,125 @@ impl ReplayMarket {
         curves: &[PeriodCurve],
         real_prices: &[Decimal],
     ) -> Result<Vec<i64>, ReplayError> {
-        if curves.len() != real_prices.len() {
-            return Err(ReplayError::LengthMismatch {
-                curves: curves.len(),
-                prices: real_prices.len(),
-            });
-        }
+        check_lengths(curves, real_prices)?;
         let lot_w = self.config().rules.lot_kw.saturating_mul(1_000);
         let mut accepted_w = Vec::with_capacity(curves.len());
         for (period, (curve, real_price)) in curves.iter().zip(real_prices).enumerate() {
             self.bids.clear();
-            let config = self.auction.config();
-            self.bids.extend(
-                curve
-                    .to_auction_curves(self.bidder, config)
-                    .map_err(|source| ReplayError::Curve { period, source })?,
-            );
-            if self.bids.is_empty() {
+            let (bidder, market) = (self.bidder, self.market);
+            let bid = push_period_bids(
+                (bidder, market),
+                self.auction.config(),
+                (period, curve, *real_price),
+                false,
+                &mut self.bids,
+            )?;
+            if !bid {
                 accepted_w.push(0);
                 continue;
             }
-            self.bids.extend(
-                replay_counterparty(self.market, *real_price, config)
-                    .map_err(|source| ReplayError::Curve { period, source })?,
-            );
             let result = self
                 .auction
                 .clear_period(&self.bids)
                 .map_err(|source| ReplayError::Auction { period, source })?;
-            let sold = result.accepted_qty(self.bidder, Side::Sell).0;
-            let bought = result.accepted_qty(self.bidder, Side::Buy).0;
-            let net_w = sold
-                .checked_sub(bought)
-                .and_then(|lots| lots.checked_mul(lot_w))
-                .ok_or(ReplayError::Overflow { period })?;
-            accepted_w.push(net_w);
+            accepted_w.push(self.net_w(&result, period, lot_w)?);
         }
         Ok(accepted_w)
     }
+
+    /// As [`ReplayMarket::clear_day`], with the bidder's linked block `families` (see
+    /// [`voltex_market::block`]) cleared in the same day: a family's quantities count in
+    /// the returned power only if it was accepted. Against the replayed market a family
+    /// is accepted exactly when its surplus at the replayed prices is not negative.
+    ///
+    /// # Errors
+    /// As [`ReplayMarket::clear_day`], plus [`ReplayError::ForeignFamily`] and
+    /// [`ReplayError::Families`] (a family of another day length, too many families).
+    pub fn clear_day_with_families(
+        &mut self,
+        curves: &[PeriodCurve],
+        families: &[BlockFamily],
+        real_prices: &[Decimal],
+    ) -> Result<Vec<i64>, ReplayError> {
+        check_lengths(curves, real_prices)?;
+        if let Some(family) = families.iter().find(|f| f.participant() != self.bidder) {
+            return Err(ReplayError::ForeignFamily(family.participant()));
+        }
+        let config = self.auction.config().clone();
+        let mut periods = Vec::with_capacity(curves.len());
+        for (period, (curve, real_price)) in curves.iter().zip(real_prices).enumerate() {
+            let mut bids = Vec::with_capacity(4);
+            push_period_bids(
+                (self.bidder, self.market),
+                &config,
+                (period, curve, *real_price),
+                true,
+                &mut bids,
+            )?;
+            periods.push(bids);
+        }
+        let day = clear_day_with_families(&mut self.auction, &periods, families)
+            .map_err(ReplayError::Families)?;
+        let lot_w = config.rules.lot_kw.saturating_mul(1_000);
+        day.periods
+            .iter()
+            .enumerate()
+            .map(|(period, result)| self.net_w(result, period, lot_w))
+            .collect()
+    }
+
+    /// The bidder's net accepted power in one period's result, W (positive = sell).
+    fn net_w(
+        &self,
+        result: &voltex_market::auction::ClearingResult,
+        period: usize,
+        lot_w: i64,
+    ) -> Result<i64, ReplayError> {
+        let sold = result.accepted_qty(self.bidder, Side::Sell).0;
+        let bought = result.accepted_qty(self.bidder, Side::Buy).0;
+        sold.checked_sub(bought)
+            .and_then(|lots| lots.checked_mul(lot_w))
+            .ok_or(ReplayError::Overflow { period })
+    }
+}
+
+/// One curve per period and one replayed price per period.
+fn check_lengths(curves: &[PeriodCurve], real_prices: &[Decimal]) -> Result<(), ReplayError> {
+    if curves.len() == real_prices.len() {
+        Ok(())
+    } else {
+        Err(ReplayError::LengthMismatch {
+            curves: curves.len(),
+            prices: real_prices.len(),
+        })
+    }
+}
+
+/// Appends the `(bidder, market)` bids of one `(period, curve, replayed price)` to
+/// `out`: the bidder's curves, then the replayed market's if the bidder bid anything or
+/// `with_market_always` (a day with block families needs every period's price). Returns
+/// whether the bidder bid.
+fn push_period_bids(
+    (bidder, market): (AccountId, AccountId),
+    config: &AuctionConfig,
+    (period, curve, real_price): (usize, &PeriodCurve, Decimal),
+    with_market_always: bool,
+    out: &mut Vec<BidCurve>,
+) -> Result<bool, ReplayError> {
+    let before = out.len();
+    out.extend(
+        curve
+            .to_auction_curves(bidder, config)
+            .map_err(|source| ReplayError::Curve { period, source })?,
+    );
+    let bid = out.len() > before;
+    if bid || with_market_always {
+        out.extend(
+            replay_counterparty(market, real_price, config)
+                .map_err(|source| ReplayError::Curve { period, source })?,
+        );
+    }
+    Ok(bid)
 }
 
 #[cfg(test)]

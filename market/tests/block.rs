@@ -1,0 +1,320 @@
+//! Linked block families in the day's clearing: accepted exactly at a non-negative
+//! surplus against a deep market (hand-computed and property-tested), rejected when they
+//! move a thin market against themselves or would be curtailed, and every kind of bad
+//! family or day refused with a typed error.
+
+use proptest::prelude::*;
+use voltex_market::auction::{Auction, AuctionConfig, BidCurve, CurveKind, CurvePoint};
+use voltex_market::block::{
+    BLOCKS_PER_FAMILY_MAX, Block, BlockError, BlockFamily, FAMILIES_MAX, FamilyClearingError,
+    clear_day_with_families,
+};
+use voltex_market::{AccountId, Price, Qty, RuleError, Side};
+
+const BATTERY: AccountId = AccountId(1);
+const MARKET: AccountId = AccountId(99);
+
+fn config() -> AuctionConfig {
+    AuctionConfig::day_ahead_default()
+}
+
+fn eur(cents: i64) -> Price {
+    Price(cents)
+}
+
+fn step(participant: AccountId, side: Side, price: Price, qty: i64) -> BidCurve {
+    BidCurve::new(
+        participant,
+        side,
+        CurveKind::Stepwise,
+        vec![CurvePoint {
+            price,
+            qty: Qty(qty),
+        }],
+        &config(),
+    )
+    .expect("valid step")
+}
+
+/// A market that buys and sells any quantity at `price`.
+fn deep(price: Price) -> Vec<BidCurve> {
+    let max = config().rules.qty_max.0;
+    vec![
+        step(MARKET, Side::Buy, price, max),
+        step(MARKET, Side::Sell, price, max),
+    ]
+}
+
+/// `participant` buys 10 lots in period 0 at an average of at most `buy_limit`, linked
+/// with selling 9 lots in period 1 at an average of at least `sell_limit`.
+fn round_trip_of(participant: AccountId, buy_limit: Price, sell_limit: Price) -> BlockFamily {
+    BlockFamily::new(
+        participant,
+        2,
+        vec![
+            Block {
+                side: Side::Buy,
+                limit: buy_limit,
+                qty: vec![Qty(10), Qty(0)],
+            },
+            Block {
+                side: Side::Sell,
+                limit: sell_limit,
+                qty: vec![Qty(0), Qty(9)],
+            },
+        ],
+        &config(),
+    )
+    .expect("valid family")
+}
+
+/// The battery's round trip: buy at most 40.00, sell at least 60.00.
+fn round_trip() -> BlockFamily {
+    round_trip_of(BATTERY, eur(4_000), eur(6_000))
+}
+
+fn auction() -> Auction {
+    Auction::new(config()).expect("auction")
+}
+
+#[test]
+fn a_linked_family_clears_all_or_nothing_at_a_non_negative_surplus() {
+    // (prices, accepted, surplus in ticks x lots)
+    let cases = [
+        // Both in the money: 10 x 10.00 + 9 x 10.00.
+        ([3_000, 7_000], true, 10 * 1_000 + 9 * 1_000),
+        // Both out of the money.
+        ([5_000, 5_500], false, -(10 * 1_000) - 9 * 500),
+        // The purchase is 5.00 above its limit but the linked sale is 20.00 above its own:
+        // the sale carries the purchase (hourly curves would sell without the energy).
+        ([4_500, 8_000], true, -(10 * 500) + 9 * 2_000),
+        // The sale's gain does not cover the purchase's loss.
+        ([5_000, 6_500], false, -(10 * 1_000) + 9 * 500),
+        // Exactly zero surplus is accepted.
+        ([4_900, 7_000], true, -(10 * 900) + 9 * 1_000),
+    ];
+    for (prices, accepted, surplus) in cases {
+        let periods: Vec<Vec<BidCurve>> = prices.iter().map(|p| deep(eur(*p))).collect();
+        let day =
+            clear_day_with_families(&mut auction(), &periods, &[round_trip()]).expect("day clears");
+        let outcome = day.families[0];
+        assert_eq!(outcome.accepted, accepted, "{prices:?}");
+        assert_eq!(outcome.surplus, Some(surplus), "{prices:?}");
+        let (bought, sold) = (
+            day.periods[0].accepted_qty(BATTERY, Side::Buy),
+            day.periods[1].accepted_qty(BATTERY, Side::Sell),
+        );
+        let expected = if accepted { (10, 9) } else { (0, 0) };
+        assert_eq!((bought.0, sold.0), expected, "{prices:?}: all or nothing");
+        assert_eq!(day.periods[0].price, Some(eur(prices[0])));
+        assert_eq!(day.rounds, if accepted { 1 } else { 2 });
+    }
+}
+
+#[test]
+fn a_family_that_moves_a_thin_market_against_itself_is_rejected_and_nothing_trades() {
+    // Period 0 offers 5 lots at 30.00 and 10 more at 100.00: buying 10 lots there sets the
+    // price at 100.00, far above the block's 40.00; period 1 has a buyer of 10 lots at 60.00.
+    let periods = vec![
+        vec![
+            step(MARKET, Side::Sell, eur(3_000), 5),
+            step(AccountId(98), Side::Sell, eur(10_000), 10),
+        ],
+        vec![step(MARKET, Side::Buy, eur(6_000), 10)],
+    ];
+    let day = clear_day_with_families(&mut auction(), &periods, &[round_trip()]).expect("clears");
+    assert!(!day.families[0].accepted);
+    assert_eq!(day.rounds, 2);
+    // Without the family neither period crosses.
+    assert_eq!(day.periods[0].price, None);
+    assert_eq!(day.periods[1].price, None);
+    assert_eq!(day.periods[0].accepted_qty(BATTERY, Side::Buy), Qty(0));
+}
+
+#[test]
+fn a_family_whose_block_would_be_curtailed_at_the_price_limit_is_rejected() {
+    // Only 5 lots are offered in period 0: a 10-lot price-taking buy clears at the
+    // maximum price and is curtailed, so the family cannot trade in full.
+    let periods = vec![
+        vec![step(MARKET, Side::Sell, eur(3_000), 5)],
+        deep(eur(9_000)),
+    ];
+    let day = clear_day_with_families(&mut auction(), &periods, &[round_trip()]).expect("clears");
+    assert!(!day.families[0].accepted);
+    assert_eq!(day.periods[1].accepted_qty(BATTERY, Side::Sell), Qty(0));
+}
+
+#[test]
+fn the_worst_family_goes_first_and_a_good_one_stays() {
+    // Two batteries bid the same round trip into a deep market at 45.00 / 61.00: the
+    // first with the default limits (surplus -5,000 + 900), the second wider (accepted).
+    let wide = round_trip_of(AccountId(2), eur(5_000), eur(5_500));
+    let periods = vec![deep(eur(4_500)), deep(eur(6_100))];
+    let day =
+        clear_day_with_families(&mut auction(), &periods, &[round_trip(), wide]).expect("clears");
+    assert!(!day.families[0].accepted);
+    assert!(day.families[1].accepted);
+    assert_eq!(day.families[1].surplus, Some(10 * 500 + 9 * 600));
+    assert_eq!(
+        day.periods[0].accepted_qty(AccountId(2), Side::Buy),
+        Qty(10)
+    );
+    assert_eq!(day.periods[0].accepted_qty(BATTERY, Side::Buy), Qty(0));
+}
+
+#[test]
+fn bad_families_and_days_are_typed_errors() {
+    let config = config();
+    let block = |side, limit, qty: Vec<i64>| Block {
+        side,
+        limit,
+        qty: qty.into_iter().map(Qty).collect(),
+    };
+    let build = |blocks| BlockFamily::new(BATTERY, 2, blocks, &config);
+    assert_eq!(build(vec![]), Err(BlockError::Empty));
+    assert!(matches!(
+        build(vec![
+            block(Side::Buy, eur(100), vec![1, 0]);
+            BLOCKS_PER_FAMILY_MAX + 1
+        ]),
+        Err(BlockError::TooManyBlocks { .. })
+    ));
+    assert!(matches!(
+        build(vec![block(Side::Buy, eur(100), vec![1, 0, 0])]),
+        Err(BlockError::LengthMismatch {
+            block_idx: 0,
+            len: 3,
+            periods: 2
+        })
+    ));
+    let off_tick = AuctionConfig {
+        rules: voltex_market::MarketRules {
+            tick: Price(10),
+            ..config.rules.clone()
+        },
+        ..config.clone()
+    };
+    assert!(matches!(
+        BlockFamily::new(
+            BATTERY,
+            2,
+            vec![block(Side::Buy, eur(105), vec![1, 0])],
+            &off_tick
+        ),
+        Err(BlockError::Price {
+            block_idx: 0,
+            source: RuleError::PriceOffTick { .. }
+        })
+    ));
+    assert!(matches!(
+        build(vec![block(
+            Side::Sell,
+            Price(config.rules.price_max.0 + 1),
+            vec![1, 0]
+        )]),
+        Err(BlockError::Price {
+            source: RuleError::PriceOutOfLimits { .. },
+            ..
+        })
+    ));
+    assert!(matches!(
+        build(vec![
+            block(Side::Buy, eur(100), vec![1, 0]),
+            block(Side::Sell, eur(100), vec![0, -1])
+        ]),
+        Err(BlockError::Qty {
+            block_idx: 1,
+            period: 1,
+            ..
+        })
+    ));
+    assert!(matches!(
+        build(vec![block(
+            Side::Sell,
+            eur(100),
+            vec![config.rules.qty_max.0 + 1, 0]
+        )]),
+        Err(BlockError::Qty { period: 0, .. })
+    ));
+    assert_eq!(
+        build(vec![block(Side::Sell, eur(100), vec![0, 0])]),
+        Err(BlockError::NoQuantity { block_idx: 0 })
+    );
+
+    // A family of two periods in a day of three; more families than the limit.
+    let three: Vec<Vec<BidCurve>> = (0..3).map(|_| deep(eur(5_000))).collect();
+    assert_eq!(
+        clear_day_with_families(&mut auction(), &three, &[round_trip()]),
+        Err(FamilyClearingError::LengthMismatch {
+            family_idx: 0,
+            family_periods: 2,
+            periods: 3
+        })
+    );
+    let two: Vec<Vec<BidCurve>> = (0..2).map(|_| deep(eur(5_000))).collect();
+    let many = vec![round_trip(); FAMILIES_MAX + 1];
+    assert!(matches!(
+        clear_day_with_families(&mut auction(), &two, &many),
+        Err(FamilyClearingError::TooManyFamilies { .. })
+    ));
+}
+
+proptest! {
+    /// Against a deep market (prices strictly inside the limits) every family is
+    /// accepted exactly when its surplus at those prices is not negative, accepted ones
+    /// trade every lot, and the prices are the market's.
+    #[test]
+    fn against_a_deep_market_exactly_the_families_in_surplus_are_accepted(
+        prices in prop::collection::vec(-2_000_i64..20_000, 4),
+        families in prop::collection::vec(
+            (
+                -2_000_i64..20_000,
+                -2_000_i64..20_000,
+                prop::collection::vec(0_i64..6, 4),
+                prop::collection::vec(0_i64..6, 4),
+            ),
+            1..6,
+        ),
+    ) {
+        let config = config();
+        let mut built = Vec::new();
+        for (i, (buy_limit, sell_limit, buys, sells)) in families.iter().enumerate() {
+            let mut blocks = Vec::new();
+            if buys.iter().any(|q| *q > 0) {
+                blocks.push(Block {
+                    side: Side::Buy,
+                    limit: Price(*buy_limit),
+                    qty: buys.iter().copied().map(Qty).collect(),
+                });
+            }
+            if sells.iter().any(|q| *q > 0) {
+                blocks.push(Block {
+                    side: Side::Sell,
+                    limit: Price(*sell_limit),
+                    qty: sells.iter().copied().map(Qty).collect(),
+                });
+            }
+            if blocks.is_empty() {
+                continue;
+            }
+            built.push(BlockFamily::new(AccountId(i as u32 + 1), 4, blocks, &config).expect("valid"));
+        }
+        let periods: Vec<Vec<BidCurve>> = prices.iter().map(|p| deep(Price(*p))).collect();
+        let day = clear_day_with_families(&mut auction(), &periods, &built).expect("clears");
+        let day_prices: Vec<Option<Price>> = prices.iter().map(|p| Some(Price(*p))).collect();
+        for (t, result) in day.periods.iter().enumerate() {
+            prop_assert_eq!(result.price, Some(Price(prices[t])));
+        }
+        for (family, outcome) in built.iter().zip(&day.families) {
+            let surplus = family.surplus(&day_prices).expect("every period has a price");
+            prop_assert_eq!(outcome.surplus, Some(surplus));
+            prop_assert_eq!(outcome.accepted, surplus >= 0);
+            for block in family.blocks() {
+                for (t, qty) in block.qty.iter().enumerate() {
+                    let got = day.periods[t].accepted_qty(family.participant(), block.side);
+                    prop_assert_eq!(got, if outcome.accepted { *qty } else { Qty(0) });
+                }
+            }
+        }
+    }
+}
