@@ -5,7 +5,9 @@
 //! (`voltex_engine::optimise`), turns the plan into bid curves (`voltex_engine::bidding`:
 //! planned quantities limited at the plan's round-trip value of stored energy by default,
 //! `--marginal-limits` for the LP's per-period marginal value, `--price-taking` for the
-//! plain quantities), and bids them into the day-ahead call auction
+//! plain quantities, `--family-bids` for the whole day as one linked block family,
+//! accepted or refused whole: `bidding::day_ahead_family`), and bids them into the
+//! day-ahead call auction
 //! (`voltex_market::auction`) against the real price. The battery is a price-taker: a
 //! counterparty bids "buy anything" and "sell anything" at the real price (rounded to the
 //! tick for the auction), so the auction accepts exactly the steps in the money at the
@@ -51,8 +53,8 @@ use clap::Args;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use voltex_engine::bidding::{
-    BidConfig, HeadroomSteps, IntradayConfig, PlannedLimits, ReplayIntraday, ReplayMarket,
-    day_ahead_curves, price_taking_curves,
+    BidConfig, HeadroomSteps, IntradayConfig, PeriodCurve, PlannedLimits, ReplayIntraday,
+    ReplayMarket, day_ahead_curves, day_ahead_family, price_taking_curves,
 };
 use voltex_engine::commit::settle::{SettleConfig, Settlement, execute_and_settle};
 use voltex_engine::forecast::{Forecaster, LearEnsemble, NaiveForecaster};
@@ -110,6 +112,13 @@ pub struct BacktestArgs {
     /// the plan's round-trip value of stored energy (see `PlannedLimits`).
     #[arg(long)]
     marginal_limits: bool,
+    /// Bid each day's plan as one linked block family instead of hourly curves: its
+    /// charging as a buy block and its discharging as a sell block, accepted together
+    /// or not at all, priced at the value of stored energy (`η_d · mean price − wear`
+    /// per MWh), so the day clears only where its cash plus the value of the energy it
+    /// leaves stored is not negative at the real prices.
+    #[arg(long, conflicts_with_all = ["price_taking", "marginal_limits", "headroom_spread"])]
+    family_bids: bool,
     /// Read the LEAR forecasts of the test period from this file if it exists, else
     /// compute them and write them there (one line per day, comma-separated EUR/MWh).
     #[arg(long)]
@@ -209,6 +218,8 @@ struct DayContext<'a> {
     /// Repeats of the day planned after it (`--horizon-days` − 1).
     continuation_days: usize,
     price_taking: bool,
+    /// Bid the day as one linked block family (`--family-bids`).
+    family_bids: bool,
     intraday: Option<ReplayIntraday>,
 }
 
@@ -227,6 +238,8 @@ struct BidStyle {
     headroom: Option<HeadroomSteps>,
     planned_limits: PlannedLimits,
     price_taking: bool,
+    /// See `DayContext::family_bids`.
+    family_bids: bool,
     /// See `DayContext::terminal_value`.
     terminal_value: bool,
     /// See `DayContext::continuation_days`.
@@ -269,6 +282,7 @@ impl<'a> DayContext<'a> {
             terminal_value: style.terminal_value,
             continuation_days: style.continuation_days,
             price_taking: style.price_taking,
+            family_bids: style.family_bids,
             intraday,
         })
     }
@@ -314,12 +328,26 @@ impl<'a> DayContext<'a> {
                 return Ok(None);
             }
         };
-        let curves = if self.price_taking {
-            price_taking_curves(&plan, &self.bid_config)
+        let accepted_w = if self.family_bids {
+            // The day's value of stored energy prices both blocks (see `day_ahead_family`).
+            let lambda = stored_energy_value_eur_per_mwh(self.spec, forecast);
+            let family = day_ahead_family(self.spec, &plan, lambda, BATTERY, self.market.config())?;
+            let no_curves: Vec<PeriodCurve> = (0..ppd)
+                .map(|period| PeriodCurve {
+                    period,
+                    ..PeriodCurve::default()
+                })
+                .collect();
+            self.market
+                .clear_day_with_families(&no_curves, family.as_slice(), real)?
         } else {
-            day_ahead_curves(self.spec, &plan, forecast, &self.bid_config)?
+            let curves = if self.price_taking {
+                price_taking_curves(&plan, &self.bid_config)
+            } else {
+                day_ahead_curves(self.spec, &plan, forecast, &self.bid_config)?
+            };
+            self.market.clear_day(&curves, real)?
         };
-        let accepted_w = self.market.clear_day(&curves, real)?;
         let period_s = self.settle.period_s;
         let (position_w, closed_mwh, intraday_eur) = match self.intraday.as_mut() {
             None => (accepted_w, Decimal::ZERO, Decimal::ZERO),
@@ -390,6 +418,7 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
                 PlannedLimits::RoundTrip
             },
             price_taking: args.price_taking,
+            family_bids: args.family_bids,
             terminal_value: args.terminal_value,
             continuation_days: args.horizon_days - 1,
         },
@@ -556,7 +585,9 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
         } else {
             String::new()
         },
-        if args.price_taking {
+        if args.family_bids {
+            "as one linked block family per day"
+        } else if args.price_taking {
             "price-taking"
         } else {
             if args.marginal_limits {
@@ -806,6 +837,7 @@ mod tests {
                 headroom: None,
                 planned_limits: PlannedLimits::RoundTrip,
                 price_taking: false,
+                family_bids: false,
                 terminal_value,
                 continuation_days,
             };
@@ -825,6 +857,44 @@ mod tests {
     }
 
     #[test]
+    fn a_family_bid_clears_the_day_whole_or_not_at_all() {
+        // 1 MW / 1 MWh, lossless, empty, no wear, imbalance penalty 20. Forecast 10 then
+        // 100: the plan buys 1 MWh and sells it; the stored energy is valued at the
+        // forecast's mean, 55, so the buy block's limit is 55 and the sell block's 55.
+        let spec = BatterySpec::symmetric(1_000_000, 1_000_000, 1.0, Decimal::ZERO);
+        let day = |family_bids: bool, real: [&str; 2]| {
+            let style = BidStyle {
+                headroom: None,
+                planned_limits: PlannedLimits::RoundTrip,
+                price_taking: false,
+                family_bids,
+                terminal_value: false,
+                continuation_days: 0,
+            };
+            let mut ctx =
+                DayContext::new(&spec, 3_600, eur("20"), style, 0.0, None).expect("day context");
+            ctx.run_day(0.0, &[10.0, 100.0], &[eur(real[0]), eur(real[1])])
+                .expect("day runs")
+                .expect("plan succeeds")
+                .settlement
+        };
+        // Real 200 then 100: hourly curves win the sale without the purchase (200 is
+        // above the buy limit) and pay the imbalance; the family (surplus -145 + 45 per
+        // MW) is refused whole, so nothing is traded or owed.
+        let curves = day(false, ["200", "100"]);
+        assert_eq!(curves.imbalance_mwh, eur("1"));
+        assert_eq!(curves.profit_eur, eur("-20"));
+        let family = day(true, ["200", "100"]);
+        assert_eq!(family.imbalance_mwh, Decimal::ZERO);
+        assert_eq!(family.profit_eur, Decimal::ZERO);
+        // Real 60 then 120: the purchase is 5 above its limit, the sale 65 above its own;
+        // the sale carries the purchase and the family clears whole (buy 60, sell 120).
+        let family = day(true, ["60", "120"]);
+        assert_eq!(family.imbalance_mwh, Decimal::ZERO);
+        assert_eq!(family.profit_eur, eur("60"));
+    }
+
+    #[test]
     fn a_sale_awarded_without_its_purchase_is_closed_intraday_at_the_spread() {
         // 1 MW / 1 MWh, lossless, empty, no wear. Forecast 10 then 100: the plan buys
         // 1 MWh, then sells it. The real prices are 200 then 100: the purchase does not
@@ -835,6 +905,7 @@ mod tests {
                 headroom: None,
                 planned_limits: PlannedLimits::RoundTrip,
                 price_taking: false,
+                family_bids: false,
                 terminal_value: false,
                 continuation_days: 0,
             };
