@@ -466,7 +466,6 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
         }
     }
     let rule = DailyRule::from_profile(&spec, &profile, period_s);
-    let rule_day = rule.day_schedule_w(&spec, ppd);
 
     let strategies = ["perfect foresight", "LEAR-forecast LP", "naive-forecast LP"];
     let mut tallies: Vec<Tally> = strategies
@@ -514,6 +513,8 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
                 None => tally.plan_errors += 1,
             }
         }
+        // The rule commits only what its battery can deliver from today's SoC.
+        let rule_day = rule.day_commitment_w(&spec, rule_tally.soc_wh, ppd, period_s);
         let settlement =
             execute_and_settle(&spec, rule_tally.soc_wh, &rule_day, real, &ctx.settle)?;
         rule_tally.add(&settlement);

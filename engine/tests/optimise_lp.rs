@@ -347,6 +347,47 @@ fn to_decimal_cents(prices: &[f64]) -> Vec<Decimal> {
 }
 
 #[test]
+fn the_rules_last_charge_hour_is_cut_to_what_fills_the_battery() {
+    // 1 MW / 2 MWh at 0.9 each way, empty: three charge hours are needed at full power
+    // (0.9 MWh stored per hour), but only 0.2 MWh of room is left for the third.
+    let spec = BatterySpec::symmetric(1_000_000, 2_000_000, 0.81, Decimal::ZERO);
+    let mut profile = vec![50.0; 24];
+    profile[1..4].copy_from_slice(&[10.0, 11.0, 12.0]);
+    profile[18..20].copy_from_slice(&[90.0, 91.0]);
+    let rule = DailyRule::from_profile(&spec, &profile, 3600);
+    assert_eq!(rule.charge_periods, vec![1, 2, 3]);
+    assert_eq!(rule.discharge_periods, vec![18, 19]);
+    let full = rule.day_schedule_w(&spec, 24);
+    assert_eq!(&full[1..4], &[-1_000_000; 3]);
+    let committed = rule.day_commitment_w(&spec, spec.soc_min_wh as f64, 24, 3600);
+    assert_eq!(&committed[1..3], &[-1_000_000; 2]);
+    // 0.2 MWh / 0.9 = 222,222 W, give or take the float rounding of the efficiency.
+    assert!(
+        (-222_223..=-222_200).contains(&committed[3]),
+        "{}",
+        committed[3]
+    );
+    // Full again: 1 MW out, then what is left (0.889 MWh × 0.9 = 0.8 MW).
+    assert_eq!(committed[18], 1_000_000);
+    assert!(
+        (799_990..=800_000).contains(&committed[19]),
+        "{}",
+        committed[19]
+    );
+    let settle = SettleConfig {
+        period_s: 3600,
+        ..Default::default()
+    };
+    let prices: Vec<Decimal> = profile.iter().map(|p| Decimal::from(*p as i64)).collect();
+    let empty_wh = spec.soc_min_wh as f64;
+    let naive = execute_and_settle(&spec, empty_wh, &full, &prices, &settle).unwrap();
+    let fitted = execute_and_settle(&spec, empty_wh, &committed, &prices, &settle).unwrap();
+    assert!(naive.imbalance_mwh > Decimal::new(7, 1), "{naive:?}");
+    assert_eq!(fitted.imbalance_mwh, Decimal::ZERO);
+    assert_eq!(fitted.delivered_w, naive.delivered_w);
+}
+
+#[test]
 fn perfect_foresight_bounds_every_forecast_plan_and_the_rule() {
     let spec = BatterySpec::symmetric(1_000_000, 2_000_000, 0.9, Decimal::from(2));
     let settle = SettleConfig {
@@ -372,9 +413,13 @@ fn perfect_foresight_bounds_every_forecast_plan_and_the_rule() {
         let realised =
             execute_and_settle(&spec, 1_000_000.0, &guess.net_w, &truth, &settle).unwrap();
         let rule = DailyRule::from_profile(&spec, &truth_f64[..24], 3600);
-        let mut rule_w = rule.day_schedule_w(&spec, 24);
-        rule_w.extend(rule.day_schedule_w(&spec, 24));
+        let first_day = rule.day_commitment_w(&spec, 1_000_000.0, 24, 3600);
+        let first_pnl =
+            execute_and_settle(&spec, 1_000_000.0, &first_day, &truth[..24], &settle).unwrap();
+        let mut rule_w = first_day;
+        rule_w.extend(rule.day_commitment_w(&spec, first_pnl.end_soc_wh, 24, 3600));
         let rule_pnl = execute_and_settle(&spec, 1_000_000.0, &rule_w, &truth, &settle).unwrap();
+        assert_eq!(rule_pnl.imbalance_mwh, Decimal::ZERO, "{rule_w:?}");
         // W rounding of the plan costs at most a few cents.
         let slack = Decimal::new(5, 2);
         assert!(
@@ -550,6 +595,40 @@ fn a_fleet_planned_within_a_limit_never_exceeds_it_and_shares_it_by_power() {
 }
 
 proptest::proptest! {
+    /// The rule's commitment from any starting SoC is delivered in full (no imbalance),
+    /// and each period asks for at most the full-power schedule, in the same direction.
+    #[test]
+    fn the_rule_commits_only_what_its_battery_can_deliver(
+        power_kw in 1i64..5_000,
+        hours_of_storage in 1i64..6,
+        round_trip in 0.5f64..1.0,
+        start_share in 0.0f64..=1.0,
+        profile in proptest::collection::vec(-100.0f64..300.0, 24),
+        period_s in proptest::sample::select(vec![900_i64, 1800, 3600]),
+    ) {
+        let power_w = power_kw * 1_000;
+        let spec = BatterySpec::symmetric(power_w, power_w * hours_of_storage, round_trip, Decimal::ZERO);
+        let n = profile.len() * (3600 / period_s) as usize;
+        let profile: Vec<f64> = profile
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(*p, (3600 / period_s) as usize))
+            .collect();
+        let rule = DailyRule::from_profile(&spec, &profile, period_s);
+        let range_wh = (spec.soc_max_wh - spec.soc_min_wh) as f64;
+        let start_wh = spec.soc_min_wh as f64 + start_share * range_wh;
+        let full = rule.day_schedule_w(&spec, n);
+        let committed = rule.day_commitment_w(&spec, start_wh, n, period_s);
+        for (f, c) in full.iter().zip(&committed) {
+            proptest::prop_assert!(*c == 0 || c.signum() == f.signum(), "{} vs {}", c, f);
+            proptest::prop_assert!(c.abs() <= f.abs(), "{} vs {}", c, f);
+        }
+        let prices = vec![Decimal::from(50); n];
+        let settle = SettleConfig { period_s, ..Default::default() };
+        let settled = execute_and_settle(&spec, start_wh, &committed, &prices, &settle).unwrap();
+        proptest::prop_assert_eq!(settled.imbalance_mwh, Decimal::ZERO);
+        proptest::prop_assert_eq!(&settled.delivered_w, &committed);
+    }
+
     /// Members' shares of a limit never add up to more than it, never exceed a
     /// member's own power, and leave every power alone when the total fits.
     #[test]

@@ -408,8 +408,7 @@ pub fn plan_battery(
     let soc_wh = values[2 * n..].iter().map(|v| v * W_PER_MW).collect();
     let mut expected_profit_eur = 0.0;
     for t in 0..n {
-        let (ct, dt) = (values[t], values[n + t]);
-        expected_profit_eur += (prices[t] * (dt - ct) - wear * (ct + dt)) * dt_h;
+        expected_profit_eur += period_profit_eur(prices[t], values[t], values[n + t], wear, dt_h);
     }
     if let TerminalSoc::ValueEurPerMwh(value) = config.terminal {
         expected_profit_eur += value * values[3 * n - 1];
@@ -651,11 +650,23 @@ pub fn plan_day_with_continuation(
         .iter()
         .zip(plan.charge_w.iter().zip(&plan.discharge_w))
         .map(|(price, (c, d))| {
-            let (c, d) = (*c as f64, *d as f64);
-            (price * (d - c) - wear * (c + d)) * dt_h / W_PER_MW
+            period_profit_eur(
+                *price,
+                *c as f64 / W_PER_MW,
+                *d as f64 / W_PER_MW,
+                wear,
+                dt_h,
+            )
         })
         .sum();
     Ok(plan)
+}
+
+/// The expected profit of one period at `price` (EUR/MWh), charging `charge_mw` and
+/// discharging `discharge_mw` for `dt_h` hours, net of `wear` (EUR/MWh throughput): the
+/// LP's objective term, shared by every way a plan is put together.
+fn period_profit_eur(price: f64, charge_mw: f64, discharge_mw: f64, wear: f64, dt_h: f64) -> f64 {
+    (price * (discharge_mw - charge_mw) - wear * (charge_mw + discharge_mw)) * dt_h
 }
 
 /// A rolling horizon: plan `window` periods, keep the first `step`, move on.
@@ -716,9 +727,13 @@ pub fn plan_rolling(
             out.discharge_w.push(plan.discharge_w[t]);
             out.net_w.push(plan.net_w[t]);
             out.soc_wh.push(plan.soc_wh[t]);
-            let (c, d) = (plan.charge_w[t] as f64, plan.discharge_w[t] as f64);
-            out.expected_profit_eur +=
-                (prices[at + t] * (d - c) - wear * (c + d)) * dt_h / W_PER_MW;
+            out.expected_profit_eur += period_profit_eur(
+                prices[at + t],
+                plan.charge_w[t] as f64 / W_PER_MW,
+                plan.discharge_w[t] as f64 / W_PER_MW,
+                wear,
+                dt_h,
+            );
         }
         if let (Some(all), Some(mv)) = (
             out.marginal_value_eur_per_mwh.as_mut(),

@@ -6,8 +6,10 @@
 //!
 //! # Invariants
 //! - Charge and discharge periods never overlap; both lists are sorted.
-//! - The schedule uses full rated power; feasibility (SoC limits) is left to the
-//!   battery physics at execution ([`BatterySpec::feasible_power_w`]).
+//! - [`DailyRule::day_schedule_w`] asks for full rated power in every chosen period;
+//!   [`DailyRule::day_commitment_w`] trims that to what the battery can deliver from a
+//!   given SoC, so a strategy committing it never owes imbalance for its own physics
+//!   (executing it through `commit::execute_and_settle` delivers every W).
 
 use voltex_market::battery::BatterySpec;
 
@@ -59,6 +61,28 @@ impl DailyRule {
         }
         for &t in self.discharge_periods.iter().filter(|t| **t < n_periods) {
             net[t] = spec.max_discharge_w;
+        }
+        net
+    }
+
+    /// [`DailyRule::day_schedule_w`] as the battery can deliver it starting the day at
+    /// `start_soc_wh`: each period's request trimmed by the power and SoC limits
+    /// ([`BatterySpec::feasible_power_w`]), walking the SoC forward exactly as execution
+    /// does. The last charge period of a day is then usually a partial one, rather than a
+    /// full-power commitment the battery would fall short of.
+    pub fn day_commitment_w(
+        &self,
+        spec: &BatterySpec,
+        start_soc_wh: f64,
+        n_periods: usize,
+        period_s: i64,
+    ) -> Vec<i64> {
+        let physics = spec.period(period_s);
+        let mut soc_wh = start_soc_wh;
+        let mut net = self.day_schedule_w(spec, n_periods);
+        for w in &mut net {
+            *w = physics.feasible_power_w(soc_wh, *w);
+            soc_wh = crate::commit::step(spec, soc_wh, *w, period_s);
         }
         net
     }
