@@ -65,6 +65,7 @@ use voltex_engine::optimise::{
 };
 use voltex_market::auction::AuctionConfig;
 use voltex_market::battery::BatterySpec;
+use voltex_market::block::{BlockFamily, EXCLUSIVE_GROUP_FAMILIES_MAX, ExclusiveGroupId};
 use voltex_market::series::{PriceSeries, STANDARD_TEST_DAYS, SeriesLayout};
 use voltex_market::{AccountId, MarketRules};
 
@@ -119,6 +120,13 @@ pub struct BacktestArgs {
     /// leaves stored is not negative at the real prices.
     #[arg(long, conflicts_with_all = ["price_taking", "marginal_limits", "headroom_spread"])]
     family_bids: bool,
+    /// With `--family-bids`: offer N alternative day schedules as one exclusive group of
+    /// families, of which the auction accepts at most one (the most surplus at the real
+    /// prices): the plan on the forecast, and plans on the forecast plus each of the
+    /// N − 1 latest days' forecast errors (known before the auction). 1 offers the plan
+    /// alone.
+    #[arg(long, default_value_t = 1, requires = "family_bids", value_parser = parse_alternatives)]
+    alternatives: usize,
     /// Read the LEAR forecasts of the test period from this file if it exists, else
     /// compute them and write them there (one line per day, comma-separated EUR/MWh).
     #[arg(long)]
@@ -152,6 +160,20 @@ fn parse_horizon_days(text: &str) -> std::result::Result<usize, String> {
         Err(format!(
             "must be 1 to {} days, got {days}",
             MAX_CONTINUATION_DAYS + 1
+        ))
+    }
+}
+
+/// Parses `--alternatives`: 1 up to an exclusive group's limit.
+fn parse_alternatives(text: &str) -> std::result::Result<usize, String> {
+    let n: usize = text
+        .parse()
+        .map_err(|_| format!("expected a whole number of schedules, got {text:?}"))?;
+    if (1..=EXCLUSIVE_GROUP_FAMILIES_MAX).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "must be 1 to {EXCLUSIVE_GROUP_FAMILIES_MAX} schedules, got {n}"
         ))
     }
 }
@@ -288,11 +310,22 @@ impl<'a> DayContext<'a> {
     }
 
     /// Plans on `forecast`, bids, clears against `real` and settles; returns the
-    /// settlement, or `None` (idle day) if the plan or the bids failed.
-    fn run_day(&mut self, soc_wh: f64, forecast: &[f64], real: &[Decimal]) -> Result<Option<Day>> {
+    /// settlement, or `None` (idle day) if the plan or the bids failed. With family bids,
+    /// the plans on each of `alternatives` (other price scenarios of the day) are offered
+    /// beside it in one exclusive group; the main plan is listed first and every plan is
+    /// valued with the main forecast's value of stored energy, so the surpluses the
+    /// auction compares are the same measure.
+    fn run_day(
+        &mut self,
+        soc_wh: f64,
+        forecast: &[f64],
+        alternatives: &[Vec<f64>],
+        real: &[Decimal],
+    ) -> Result<Option<Day>> {
         let ppd = real.len();
+        let lambda = stored_energy_value_eur_per_mwh(self.spec, forecast);
         let terminal = if self.terminal_value {
-            TerminalSoc::ValueEurPerMwh(stored_energy_value_eur_per_mwh(self.spec, forecast))
+            TerminalSoc::ValueEurPerMwh(lambda)
         } else {
             // The end-of-day floor, clamped to what full-power charging can reach in a
             // day (a longer horizon can reach at least as much).
@@ -330,8 +363,43 @@ impl<'a> DayContext<'a> {
         };
         let accepted_w = if self.family_bids {
             // The day's value of stored energy prices both blocks (see `day_ahead_family`).
-            let lambda = stored_energy_value_eur_per_mwh(self.spec, forecast);
-            let family = day_ahead_family(self.spec, &plan, lambda, BATTERY, self.market.config())?;
+            let mut families: Vec<BlockFamily> =
+                day_ahead_family(self.spec, &plan, lambda, BATTERY, self.market.config())?
+                    .into_iter()
+                    .collect();
+            let mut offered = vec![plan.net_w.clone()];
+            for scenario in alternatives {
+                let alternative = match plan_day_with_continuation(
+                    self.spec,
+                    soc_wh,
+                    scenario,
+                    self.continuation_days,
+                    &config,
+                ) {
+                    Ok(alternative) => alternative,
+                    Err(error) => {
+                        tracing::warn!(%error, "alternative plan failed: not offered");
+                        continue;
+                    }
+                };
+                if offered.contains(&alternative.net_w) {
+                    continue;
+                }
+                families.extend(day_ahead_family(
+                    self.spec,
+                    &alternative,
+                    lambda,
+                    BATTERY,
+                    self.market.config(),
+                )?);
+                offered.push(alternative.net_w);
+            }
+            if families.len() > 1 {
+                families = families
+                    .into_iter()
+                    .map(|family| family.in_exclusive_group(ExclusiveGroupId(0)))
+                    .collect();
+            }
             let no_curves: Vec<PeriodCurve> = (0..ppd)
                 .map(|period| PeriodCurve {
                     period,
@@ -339,7 +407,7 @@ impl<'a> DayContext<'a> {
                 })
                 .collect();
             self.market
-                .clear_day_with_families(&no_curves, family.as_slice(), real)?
+                .clear_day_with_families(&no_curves, &families, real)?
         } else {
             let curves = if self.price_taking {
                 price_taking_curves(&plan, &self.bid_config)
@@ -498,13 +566,30 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
         ];
         // Each strategy's profit of the day (zero when skipped or idle).
         let mut day_profits = [Decimal::ZERO; 3];
-        for ((tally, forecast), day_profit) in tallies
+        for (strategy, ((tally, forecast), day_profit)) in tallies
             .iter_mut()
             .zip(forecasts)
             .zip(day_profits.iter_mut())
+            .enumerate()
         {
             let Some(forecast) = forecast else { continue };
-            match ctx.run_day(tally.soc_wh, forecast, real)? {
+            // The forecast plus each of the latest days' errors of the same forecaster.
+            let alternatives: Vec<Vec<f64>> = (1..args.alternatives.min(i + 1))
+                .map(|back| {
+                    let (past, past_day) = (i - back, day - back);
+                    let past_forecast: &[f64] = match strategy {
+                        0 => series.day_prices_f64(past_day),
+                        1 => &lear_days[past],
+                        _ => &naive_days[past],
+                    };
+                    forecast
+                        .iter()
+                        .zip(series.day_prices_f64(past_day).iter().zip(past_forecast))
+                        .map(|(f, (real, guess))| f + (real - guess))
+                        .collect()
+                })
+                .collect();
+            match ctx.run_day(tally.soc_wh, forecast, &alternatives, real)? {
                 Some(day) => {
                     *day_profit = day.settlement.profit_eur;
                     tally.add(&day.settlement);
@@ -586,16 +671,19 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
         } else {
             String::new()
         },
-        if args.family_bids {
-            "as one linked block family per day"
+        if args.family_bids && args.alternatives > 1 {
+            format!(
+                "as an exclusive group of up to {} linked block families per day (the plan, and plans on the forecast plus recent days' errors)",
+                args.alternatives
+            )
+        } else if args.family_bids {
+            "as one linked block family per day".to_string()
         } else if args.price_taking {
-            "price-taking"
+            "price-taking".to_string()
+        } else if args.marginal_limits {
+            "at marginal value".to_string()
         } else {
-            if args.marginal_limits {
-                "at marginal value"
-            } else {
-                "at round-trip value"
-            }
+            "at round-trip value".to_string()
         }
     );
     println!(
@@ -793,6 +881,34 @@ mod tests {
     }
 
     #[test]
+    fn alternatives_need_family_bids_and_fit_one_exclusive_group() {
+        use clap::Parser;
+        let alone = Cli::try_parse_from(["backtest", "--data", "x.csv", "--alternatives", "4"]);
+        let error = alone
+            .err()
+            .expect("alternatives without families are refused");
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        let ok = Cli::try_parse_from([
+            "backtest",
+            "--data",
+            "x.csv",
+            "--family-bids",
+            "--alternatives",
+            "4",
+        ])
+        .expect("alternatives with families parse");
+        assert_eq!(ok.args.alternatives, 4);
+        assert_eq!(parse_alternatives("24"), Ok(24));
+        for bad in ["0", "25", "-3", "many", ""] {
+            let error = parse_alternatives(bad).expect_err(bad);
+            assert!(error.contains("schedules"), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
     fn battery_sizes_parse_exactly_and_reject_garbage() {
         assert_eq!(parse_battery("1MW/2MWh").unwrap(), (1_000_000, 2_000_000));
         assert_eq!(parse_battery("5kW/13.5kWh").unwrap(), (5_000, 13_500));
@@ -845,7 +961,7 @@ mod tests {
             let mut ctx =
                 DayContext::new(&spec, 3_600, Decimal::ZERO, style, 0.0, None).expect("context");
             let day = ctx
-                .run_day(1_000_000.0, &[100.0, 20.0], &[eur("100"), eur("20")])
+                .run_day(1_000_000.0, &[100.0, 20.0], &[], &[eur("100"), eur("20")])
                 .expect("day runs")
                 .expect("plan succeeds");
             day.settlement.end_soc_wh
@@ -874,7 +990,7 @@ mod tests {
             };
             let mut ctx =
                 DayContext::new(&spec, 3_600, eur("20"), style, 0.0, None).expect("day context");
-            ctx.run_day(0.0, &[10.0, 100.0], &[eur(real[0]), eur(real[1])])
+            ctx.run_day(0.0, &[10.0, 100.0], &[], &[eur(real[0]), eur(real[1])])
                 .expect("day runs")
                 .expect("plan succeeds")
                 .settlement
@@ -896,6 +1012,47 @@ mod tests {
     }
 
     #[test]
+    fn of_alternative_schedules_the_auction_takes_the_one_with_the_most_surplus() {
+        // 1 MW / 1 MWh, lossless, empty, no wear. The forecast 10, 100, 50 plans to buy in
+        // hour 0 and sell in hour 1; the alternative scenario 10, 50, 100 to sell in hour 2
+        // instead. Both are valued at the forecast's mean (53.33). Real 10, 40, 120: the
+        // plan alone clears at a surplus (43.33 - 13.34) and earns 30; offered with the
+        // alternative in one exclusive group, the alternative's surplus (43.33 + 66.66)
+        // is the larger and the day earns 110, still with no imbalance.
+        let spec = BatterySpec::symmetric(1_000_000, 1_000_000, 1.0, Decimal::ZERO);
+        let day = |alternatives: &[Vec<f64>]| {
+            let style = BidStyle {
+                headroom: None,
+                planned_limits: PlannedLimits::RoundTrip,
+                price_taking: false,
+                family_bids: true,
+                terminal_value: false,
+                continuation_days: 0,
+            };
+            let mut ctx =
+                DayContext::new(&spec, 3_600, eur("20"), style, 0.0, None).expect("day context");
+            ctx.run_day(
+                0.0,
+                &[10.0, 100.0, 50.0],
+                alternatives,
+                &[eur("10"), eur("40"), eur("120")],
+            )
+            .expect("day runs")
+            .expect("plan succeeds")
+            .settlement
+        };
+        let alone = day(&[]);
+        assert_eq!(alone.profit_eur, eur("30"));
+        let with_alternative = day(&[vec![10.0, 50.0, 100.0]]);
+        assert_eq!(with_alternative.profit_eur, eur("110"));
+        assert_eq!(with_alternative.imbalance_mwh, Decimal::ZERO);
+        // An alternative that plans the same schedule is not offered twice; the day is
+        // the plan's.
+        let same = day(&[vec![10.0, 90.0, 40.0]]);
+        assert_eq!(same.profit_eur, eur("30"));
+    }
+
+    #[test]
     fn a_sale_awarded_without_its_purchase_is_closed_intraday_at_the_spread() {
         // 1 MW / 1 MWh, lossless, empty, no wear. Forecast 10 then 100: the plan buys
         // 1 MWh, then sells it. The real prices are 200 then 100: the purchase does not
@@ -912,7 +1069,7 @@ mod tests {
             };
             let mut ctx = DayContext::new(&spec, 3_600, eur("20"), style, 0.0, intraday)
                 .expect("day context");
-            ctx.run_day(0.0, &[10.0, 100.0], &[eur("200"), eur("100")])
+            ctx.run_day(0.0, &[10.0, 100.0], &[], &[eur("200"), eur("100")])
                 .expect("day runs")
                 .expect("plan succeeds")
         };

@@ -7,6 +7,11 @@
 //! clearing with them). Like the rest of the crate it does no I/O, reads no clock and
 //! draws no randomness.
 //!
+//! A participant may put several families in one *exclusive group*
+//! ([`BlockFamily::in_exclusive_group`]): at most one of them is accepted (EUPHEMIA's
+//! exclusive groups of blocks). A battery offers there alternative day schedules, of which
+//! the clearing takes the one with the most surplus.
+//!
 //! Why: hourly curves clear hour by hour, so a storage bid can win a sale without the
 //! purchase that was to fill it (or the reverse) when the day's prices come out higher or
 //! lower than forecast. A family makes the day's buying and selling one decision: a
@@ -31,18 +36,26 @@
 //! in full (a period without trade, or cleared at its step's price limit where steps
 //! can be curtailed) or has a negative surplus, the one worst off (not traded in full
 //! first, then the lowest surplus, then the lowest index) is rejected and the day is
-//! cleared again. That is at most `families + 1` rounds, and the result depends only on
+//! cleared again. Once no accepted family breaks that rule, an exclusive group with more
+//! than one accepted member loses its member with the lowest surplus (the later one on a
+//! tie, so a participant lists its preferred alternative first), and the day is cleared
+//! again. That is at most `families + 1` rounds, and the result depends only on
 //! the input. EUPHEMIA instead searches the combinations of blocks for the most
 //! welfare (branch and bound); this rule finds a consistent outcome, not necessarily the
 //! welfare-best one. Against a market deep enough that blocks do not move the prices
-//! (a replayed price series) it accepts exactly the families with surplus `>= 0`.
+//! (a replayed price series) it accepts exactly the families with surplus `>= 0`, and of
+//! each exclusive group the first of those with the most surplus.
 //!
 //! # Invariants
 //! - Accepted families: every block quantity traded in full, surplus `>= 0` at the
-//!   returned prices (asserted before returning).
+//!   returned prices (asserted before returning); at most one accepted family per
+//!   participant and exclusive group.
 //! - Limits: at most [`FAMILIES_MAX`] families per day and [`BLOCKS_PER_FAMILY_MAX`]
 //!   blocks per family; every block price on the tick grid and inside the limits, every
-//!   quantity whole lots in `0..=qty_max`, and every block has some quantity.
+//!   quantity whole lots in `0..=qty_max`, and every block has some quantity; at most
+//!   [`EXCLUSIVE_GROUP_FAMILIES_MAX`] families in one participant's exclusive group.
+
+use std::collections::BTreeMap;
 
 use crate::auction::{Auction, AuctionConfig, AuctionError, BidCurve, CurveKind, CurvePoint};
 use crate::{AccountId, Price, Qty, RuleError, Side};
@@ -52,6 +65,15 @@ pub const FAMILIES_MAX: usize = 256;
 
 /// Most blocks in one family.
 pub const BLOCKS_PER_FAMILY_MAX: usize = 8;
+
+/// Most families in one participant's exclusive group (the 24 of EPEX's and Nord Pool's
+/// exclusive groups of blocks).
+pub const EXCLUSIVE_GROUP_FAMILIES_MAX: usize = 24;
+
+/// A participant's name for one of its exclusive groups; groups of different
+/// participants never interact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExclusiveGroupId(pub u32);
 
 /// One block: `qty[t]` lots in period `t` of the day, all on `side`, at a volume-weighted
 /// average price no worse than `limit` (a buy pays at most, a sell gets at least).
@@ -124,6 +146,7 @@ pub struct BlockFamily {
     participant: AccountId,
     periods: usize,
     blocks: Vec<Block>,
+    exclusive_group: Option<ExclusiveGroupId>,
 }
 
 impl BlockFamily {
@@ -178,7 +201,21 @@ impl BlockFamily {
             participant,
             periods,
             blocks,
+            exclusive_group: None,
         })
+    }
+
+    /// This family as a member of its participant's exclusive group `group`: of the
+    /// group's members at most one is accepted.
+    #[must_use]
+    pub fn in_exclusive_group(mut self, group: ExclusiveGroupId) -> BlockFamily {
+        self.exclusive_group = Some(group);
+        self
+    }
+
+    /// The exclusive group the family belongs to, if any.
+    pub fn exclusive_group(&self) -> Option<ExclusiveGroupId> {
+        self.exclusive_group
     }
 
     /// The bidding account.
@@ -269,6 +306,21 @@ pub enum FamilyClearingError {
         /// The limit.
         max: usize,
     },
+    /// More families in one participant's exclusive group than
+    /// [`EXCLUSIVE_GROUP_FAMILIES_MAX`].
+    #[error(
+        "participant {participant:?}'s exclusive group {group:?} has {n_families} families, more than the limit of {max}"
+    )]
+    ExclusiveGroupTooLarge {
+        /// The participant.
+        participant: AccountId,
+        /// The group.
+        group: ExclusiveGroupId,
+        /// Families in it.
+        n_families: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A family was built for a day of another length.
     #[error("family {family_idx} covers {family_periods} periods, the day has {periods}")]
     LengthMismatch {
@@ -318,12 +370,30 @@ pub fn clear_day_with_families<P: AsRef<[BidCurve]>>(
         });
     }
     let n = periods.len();
+    // Each exclusive group's members, by participant and group.
+    let mut groups: BTreeMap<(AccountId, ExclusiveGroupId), Vec<usize>> = BTreeMap::new();
     for (family_idx, family) in families.iter().enumerate() {
         if family.periods != n {
             return Err(FamilyClearingError::LengthMismatch {
                 family_idx,
                 family_periods: family.periods,
                 periods: n,
+            });
+        }
+        if let Some(group) = family.exclusive_group {
+            groups
+                .entry((family.participant, group))
+                .or_default()
+                .push(family_idx);
+        }
+    }
+    for ((participant, group), members) in &groups {
+        if members.len() > EXCLUSIVE_GROUP_FAMILIES_MAX {
+            return Err(FamilyClearingError::ExclusiveGroupTooLarge {
+                participant: *participant,
+                group: *group,
+                n_families: members.len(),
+                max: EXCLUSIVE_GROUP_FAMILIES_MAX,
             });
         }
     }
@@ -389,8 +459,11 @@ pub fn clear_day_with_families<P: AsRef<[BidCurve]>>(
                 worst = Some(key);
             }
         }
+        let worst = worst
+            .map(|(_, _, family_idx)| family_idx)
+            .or_else(|| exclusive_surplus(families, &groups, &accepted, &prices));
         match worst {
-            Some((_, _, family_idx)) => accepted[family_idx] = false,
+            Some(family_idx) => accepted[family_idx] = false,
             None => {
                 let outcomes: Vec<FamilyOutcome> = families
                     .iter()
@@ -408,6 +481,12 @@ pub fn clear_day_with_families<P: AsRef<[BidCurve]>>(
                         "an accepted family trades in full at a surplus"
                     );
                 }
+                for members in groups.values() {
+                    assert!(
+                        members.iter().filter(|idx| accepted[**idx]).count() <= 1,
+                        "at most one accepted family per exclusive group"
+                    );
+                }
                 return Ok(DayClearing {
                     periods: results,
                     families: outcomes,
@@ -416,4 +495,28 @@ pub fn clear_day_with_families<P: AsRef<[BidCurve]>>(
             }
         }
     }
+}
+
+/// Of the exclusive groups with more than one accepted member, the member to reject: the
+/// lowest surplus at `prices`, the later one on a tie; `None` if no group has two.
+fn exclusive_surplus(
+    families: &[BlockFamily],
+    groups: &BTreeMap<(AccountId, ExclusiveGroupId), Vec<usize>>,
+    accepted: &[bool],
+    prices: &[Option<Price>],
+) -> Option<usize> {
+    let mut worst: Option<(i128, std::cmp::Reverse<usize>)> = None;
+    for members in groups.values() {
+        if members.iter().filter(|idx| accepted[**idx]).count() < 2 {
+            continue;
+        }
+        for &family_idx in members.iter().filter(|idx| accepted[**idx]) {
+            let surplus = families[family_idx].surplus(prices).unwrap_or(i128::MIN);
+            let key = (surplus, std::cmp::Reverse(family_idx));
+            if worst.is_none_or(|current| key < current) {
+                worst = Some(key);
+            }
+        }
+    }
+    worst.map(|(_, std::cmp::Reverse(family_idx))| family_idx)
 }

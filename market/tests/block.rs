@@ -6,8 +6,8 @@
 use proptest::prelude::*;
 use voltex_market::auction::{Auction, AuctionConfig, BidCurve, CurveKind, CurvePoint};
 use voltex_market::block::{
-    BLOCKS_PER_FAMILY_MAX, Block, BlockError, BlockFamily, FAMILIES_MAX, FamilyClearingError,
-    clear_day_with_families,
+    BLOCKS_PER_FAMILY_MAX, Block, BlockError, BlockFamily, EXCLUSIVE_GROUP_FAMILIES_MAX,
+    ExclusiveGroupId, FAMILIES_MAX, FamilyClearingError, clear_day_with_families,
 };
 use voltex_market::{AccountId, Price, Qty, RuleError, Side};
 
@@ -142,6 +142,72 @@ fn a_family_whose_block_would_be_curtailed_at_the_price_limit_is_rejected() {
     let day = clear_day_with_families(&mut auction(), &periods, &[round_trip()]).expect("clears");
     assert!(!day.families[0].accepted);
     assert_eq!(day.periods[1].accepted_qty(BATTERY, Side::Sell), Qty(0));
+}
+
+#[test]
+fn of_an_exclusive_group_only_the_alternative_with_the_most_surplus_is_accepted() {
+    // Prices 45.00 then 61.00. The battery offers three alternative round trips in group
+    // 7: surplus -5,000 + 900 (loss), 10 x 500 + 9 x 600 = 10,400, and 10 x 1,000 + 9 x 100
+    // = 10,900; and a fourth family outside the group (10,400 again). Another
+    // participant's group 7 is its own.
+    let group = ExclusiveGroupId(7);
+    let battery_families = [
+        round_trip().in_exclusive_group(group),
+        round_trip_of(BATTERY, eur(5_000), eur(5_500)).in_exclusive_group(group),
+        round_trip_of(BATTERY, eur(5_500), eur(6_000)).in_exclusive_group(group),
+        round_trip_of(BATTERY, eur(5_000), eur(5_500)),
+    ];
+    let other = round_trip_of(AccountId(2), eur(5_000), eur(5_500)).in_exclusive_group(group);
+    let mut families = battery_families.to_vec();
+    families.push(other);
+    let periods = vec![deep(eur(4_500)), deep(eur(6_100))];
+    let day = clear_day_with_families(&mut auction(), &periods, &families).expect("clears");
+    let accepted: Vec<bool> = day.families.iter().map(|o| o.accepted).collect();
+    assert_eq!(accepted, vec![false, false, true, true, true]);
+    assert_eq!(day.families[2].surplus, Some(10 * 1_000 + 9 * 100));
+    // The battery buys for two accepted families, the other participant for its own.
+    assert_eq!(day.periods[0].accepted_qty(BATTERY, Side::Buy), Qty(20));
+    assert_eq!(day.periods[1].accepted_qty(BATTERY, Side::Sell), Qty(18));
+    assert_eq!(
+        day.periods[0].accepted_qty(AccountId(2), Side::Buy),
+        Qty(10)
+    );
+    // One rejection per round: the loss first, then the lesser alternative.
+    assert_eq!(day.rounds, 3);
+
+    // On a tie the alternative listed first is kept.
+    let tied = [
+        round_trip_of(BATTERY, eur(5_000), eur(5_500)).in_exclusive_group(group),
+        round_trip_of(BATTERY, eur(5_000), eur(5_500)).in_exclusive_group(group),
+    ];
+    let day = clear_day_with_families(&mut auction(), &periods, &tied).expect("clears");
+    assert!(day.families[0].accepted);
+    assert!(!day.families[1].accepted);
+    assert_eq!(day.periods[0].accepted_qty(BATTERY, Side::Buy), Qty(10));
+}
+
+#[test]
+fn an_exclusive_group_above_the_limit_is_refused() {
+    let periods = vec![deep(eur(4_500)), deep(eur(6_100))];
+    let group = ExclusiveGroupId(1);
+    let full = vec![round_trip().in_exclusive_group(group); EXCLUSIVE_GROUP_FAMILIES_MAX];
+    assert!(clear_day_with_families(&mut auction(), &periods, &full).is_ok());
+    let mut over = full.clone();
+    over.push(round_trip().in_exclusive_group(group));
+    assert_eq!(
+        clear_day_with_families(&mut auction(), &periods, &over),
+        Err(FamilyClearingError::ExclusiveGroupTooLarge {
+            participant: BATTERY,
+            group,
+            n_families: EXCLUSIVE_GROUP_FAMILIES_MAX + 1,
+            max: EXCLUSIVE_GROUP_FAMILIES_MAX,
+        })
+    );
+    // The same number split over two groups, or two participants, is fine.
+    let mut split = full;
+    split.push(round_trip().in_exclusive_group(ExclusiveGroupId(2)));
+    split.push(round_trip_of(AccountId(2), eur(4_000), eur(6_000)).in_exclusive_group(group));
+    assert!(clear_day_with_families(&mut auction(), &periods, &split).is_ok());
 }
 
 #[test]
@@ -314,6 +380,81 @@ proptest! {
                     let got = day.periods[t].accepted_qty(family.participant(), block.side);
                     prop_assert_eq!(got, if outcome.accepted { *qty } else { Qty(0) });
                 }
+            }
+        }
+    }
+
+    /// One participant's families, some in exclusive groups, against a deep market: an
+    /// ungrouped family is accepted exactly at a surplus `>= 0`; of each group exactly the
+    /// first member with the most surplus, if that surplus is `>= 0`; the participant
+    /// trades the sum of its accepted families' lots.
+    #[test]
+    fn against_a_deep_market_each_exclusive_group_keeps_its_best_alternative(
+        prices in prop::collection::vec(-2_000_i64..20_000, 3),
+        families in prop::collection::vec(
+            (
+                -2_000_i64..20_000,
+                -2_000_i64..20_000,
+                prop::collection::vec(0_i64..4, 3),
+                prop::collection::vec(0_i64..4, 3),
+                prop::option::of(0_u32..3),
+            ),
+            1..10,
+        ),
+    ) {
+        let config = config();
+        let mut built = Vec::new();
+        for (buy_limit, sell_limit, buys, sells, group) in &families {
+            let mut buys: Vec<Qty> = buys.iter().copied().map(Qty).collect();
+            if buys.iter().all(|q| q.is_zero()) {
+                buys[0] = Qty(1);
+            }
+            let blocks = vec![
+                Block { side: Side::Buy, limit: Price(*buy_limit), qty: buys },
+                Block {
+                    side: Side::Sell,
+                    limit: Price(*sell_limit),
+                    qty: sells.iter().map(|q| Qty(q + 1)).collect(),
+                },
+            ];
+            let family = BlockFamily::new(BATTERY, 3, blocks, &config).expect("valid");
+            built.push(match group {
+                Some(g) => family.in_exclusive_group(ExclusiveGroupId(*g)),
+                None => family,
+            });
+        }
+        let periods: Vec<Vec<BidCurve>> = prices.iter().map(|p| deep(Price(*p))).collect();
+        let day = clear_day_with_families(&mut auction(), &periods, &built).expect("clears");
+        let day_prices: Vec<Option<Price>> = prices.iter().map(|p| Some(Price(*p))).collect();
+        let surplus: Vec<i128> = built
+            .iter()
+            .map(|f| f.surplus(&day_prices).expect("every period has a price"))
+            .collect();
+        for (idx, family) in built.iter().enumerate() {
+            let expected = match family.exclusive_group() {
+                None => surplus[idx] >= 0,
+                Some(group) => {
+                    let members: Vec<usize> = (0..built.len())
+                        .filter(|j| built[*j].exclusive_group() == Some(group))
+                        .collect();
+                    let best = members.iter().map(|j| surplus[*j]).max().expect("a member");
+                    let first_best = members.iter().find(|j| surplus[**j] == best);
+                    best >= 0 && first_best == Some(&idx)
+                }
+            };
+            prop_assert_eq!(day.families[idx].accepted, expected, "family {}", idx);
+        }
+        for t in 0..3 {
+            for side in [Side::Buy, Side::Sell] {
+                let lots: i64 = built
+                    .iter()
+                    .zip(&day.families)
+                    .filter(|(_, outcome)| outcome.accepted)
+                    .flat_map(|(family, _)| family.blocks())
+                    .filter(|block| block.side == side)
+                    .map(|block| block.qty[t].0)
+                    .sum();
+                prop_assert_eq!(day.periods[t].accepted_qty(BATTERY, side), Qty(lots));
             }
         }
     }
