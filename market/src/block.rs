@@ -461,7 +461,7 @@ pub fn clear_day_with_families<P: AsRef<[BidCurve]>>(
         }
         let worst = worst
             .map(|(_, _, family_idx)| family_idx)
-            .or_else(|| exclusive_surplus(families, &groups, &accepted, &prices));
+            .or_else(|| exclusive_group_loser(families, &groups, &accepted, &prices));
         match worst {
             Some(family_idx) => accepted[family_idx] = false,
             None => {
@@ -499,7 +499,7 @@ pub fn clear_day_with_families<P: AsRef<[BidCurve]>>(
 
 /// Of the exclusive groups with more than one accepted member, the member to reject: the
 /// lowest surplus at `prices`, the later one on a tie; `None` if no group has two.
-fn exclusive_surplus(
+fn exclusive_group_loser(
     families: &[BlockFamily],
     groups: &BTreeMap<(AccountId, ExclusiveGroupId), Vec<usize>>,
     accepted: &[bool],
