@@ -6,7 +6,10 @@
 //! planned quantities limited at the plan's round-trip value of stored energy by default,
 //! `--marginal-limits` for the LP's per-period marginal value, `--price-taking` for the
 //! plain quantities, `--family-bids` for the whole day as one linked block family,
-//! accepted or refused whole: `bidding::day_ahead_family`), and bids them into the
+//! accepted or refused whole: `bidding::day_ahead_family`; with `--alternatives N`, N
+//! alternative day schedules in one exclusive group, of which at most one is accepted:
+//! the plan and plans on the forecast plus the forecaster's N − 1 latest daily errors),
+//! and bids them into the
 //! day-ahead call auction
 //! (`voltex_market::auction`) against the real price. The battery is a price-taker: a
 //! counterparty bids "buy anything" and "sell anything" at the real price (rounded to the
@@ -28,7 +31,8 @@
 //!   ahead (a looser bound, executed directly, no bidding);
 //! - LEAR-forecast LP and naive-forecast LP;
 //! - rule-based: fixed charge and discharge hours from the mean daily profile of the
-//!   data *before* the test period, executed directly;
+//!   data *before* the test period, committed as the battery can deliver them from the
+//!   day's SoC and executed directly;
 //! - no battery.
 //!
 //! Each daily plan ends the day with at least `--terminal-soc` of capacity stored (50 %
