@@ -458,4 +458,101 @@ proptest! {
             }
         }
     }
+
+    /// Against thin markets (a few stepwise buyers and sellers per period, whose prices
+    /// move with the blocks), with families of several participants, some in exclusive
+    /// groups: the day clears, an accepted family trades every lot of its blocks at a
+    /// surplus `>= 0` at the returned prices, a rejected one trades nothing, no exclusive
+    /// group has two accepted members, and it takes at most one round per family more.
+    #[test]
+    fn against_thin_markets_every_outcome_keeps_the_clearing_rule(
+        market in prop::collection::vec(
+            prop::collection::vec((any::<bool>(), 1_000_i64..9_000, 1_i64..8), 0..4),
+            3,
+        ),
+        families in prop::collection::vec(
+            (
+                1_u32..4,
+                1_000_i64..9_000,
+                1_000_i64..9_000,
+                prop::collection::vec(0_i64..4, 3),
+                prop::collection::vec(0_i64..4, 3),
+                prop::option::of(0_u32..2),
+            ),
+            1..8,
+        ),
+    ) {
+        let config = config();
+        let periods: Vec<Vec<BidCurve>> = market
+            .iter()
+            .map(|steps| {
+                steps
+                    .iter()
+                    .map(|(buy, price, qty)| {
+                        let side = if *buy { Side::Buy } else { Side::Sell };
+                        step(MARKET, side, Price(*price), *qty)
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut built = Vec::new();
+        for (participant, buy_limit, sell_limit, buys, sells, group) in &families {
+            let mut blocks = Vec::new();
+            for (side, limit, qty) in [(Side::Buy, buy_limit, buys), (Side::Sell, sell_limit, sells)] {
+                if qty.iter().any(|q| *q > 0) {
+                    blocks.push(Block {
+                        side,
+                        limit: Price(*limit),
+                        qty: qty.iter().copied().map(Qty).collect(),
+                    });
+                }
+            }
+            if blocks.is_empty() {
+                continue;
+            }
+            let family = BlockFamily::new(AccountId(*participant), 3, blocks, &config).expect("valid");
+            built.push(match group {
+                Some(g) => family.in_exclusive_group(ExclusiveGroupId(*g)),
+                None => family,
+            });
+        }
+        let day = clear_day_with_families(&mut auction(), &periods, &built).expect("clears");
+        prop_assert!(day.rounds <= built.len() + 1, "{} rounds", day.rounds);
+        let prices: Vec<Option<Price>> = day.periods.iter().map(|p| p.price).collect();
+        for (idx, (family, outcome)) in built.iter().zip(&day.families).enumerate() {
+            prop_assert_eq!(outcome.surplus, family.surplus(&prices));
+            if outcome.accepted {
+                prop_assert!(outcome.surplus.is_some_and(|s| s >= 0), "family {}", idx);
+            }
+            if let Some(group) = family.exclusive_group() {
+                let accepted_in_group = built
+                    .iter()
+                    .zip(&day.families)
+                    .filter(|(other, o)| {
+                        o.accepted
+                            && other.participant() == family.participant()
+                            && other.exclusive_group() == Some(group)
+                    })
+                    .count();
+                prop_assert!(accepted_in_group <= 1, "group {:?}", group);
+            }
+        }
+        // Each participant's traded lots are exactly its accepted families' lots.
+        for participant in 1..4 {
+            let account = AccountId(participant);
+            for (t, result) in day.periods.iter().enumerate() {
+                for side in [Side::Buy, Side::Sell] {
+                    let lots: i64 = built
+                        .iter()
+                        .zip(&day.families)
+                        .filter(|(family, o)| o.accepted && family.participant() == account)
+                        .flat_map(|(family, _)| family.blocks())
+                        .filter(|block| block.side == side)
+                        .map(|block| block.qty[t].0)
+                        .sum();
+                    prop_assert_eq!(result.accepted_qty(account, side), Qty(lots));
+                }
+            }
+        }
+    }
 }
