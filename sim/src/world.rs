@@ -1009,28 +1009,27 @@ impl<'a> World<'a> {
                     / n;
                 spec.clamp_soc_wh(self.planned_soc[g][first_k - 1] + measured - planned_now)
             };
-            let net_w: Vec<i64> =
-                match self.strategy {
-                    StrategyKind::RuleBased => {
-                        let profile = self.history_profile(day);
-                        DailyRule::from_profile(&plan_spec, &profile, self.interval_s)
-                            .day_commitment_w(&plan_spec, start_soc, self.per_day, self.interval_s)
-                    }
-                    _ => {
-                        let config = PlanConfig {
-                            period_s: self.interval_s,
-                            terminal: TerminalSoc::Free,
-                            backend: LpBackend::Microlp,
-                        };
-                        plan_battery(&plan_spec, start_soc, &prices, &config)
-                            .map_err(|source| SimError::Plan {
-                                day,
-                                group: self.groups[g].name.clone(),
-                                source,
-                            })?
-                            .net_w
-                    }
-                };
+            let net_w: Vec<i64> = match self.strategy {
+                StrategyKind::RuleBased => {
+                    let profile = self.history_profile(day);
+                    let rule = DailyRule::from_profile(&plan_spec, &profile, self.interval_s);
+                    rule.day_commitment_w(&plan_spec, start_soc, self.per_day, self.interval_s)
+                }
+                _ => {
+                    let config = PlanConfig {
+                        period_s: self.interval_s,
+                        terminal: TerminalSoc::Free,
+                        backend: LpBackend::Microlp,
+                    };
+                    plan_battery(&plan_spec, start_soc, &prices, &config)
+                        .map_err(|source| SimError::Plan {
+                            day,
+                            group: self.groups[g].name.clone(),
+                            source,
+                        })?
+                        .net_w
+                }
+            };
             let count = (self.groups[g].end - self.groups[g].first) as i64;
             // Fleet commitment per interval: the plan (price-taker) or what the auction
             // accepted of the group's bid; each device is sent its share.
