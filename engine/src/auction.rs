@@ -323,11 +323,27 @@ impl ProductAuction {
         let result: ClearingResult = Auction::new(self.config.clone())
             .and_then(|mut auction| auction.clear_period(&curves))
             .expect("stored curves were validated against the same configuration");
+        self.settle(&result)
+    }
+
+    /// The auction's configuration (its rules and limits).
+    pub fn config(&self) -> &AuctionConfig {
+        &self.config
+    }
+
+    /// Closes the auction with `result`, a clearing of its curves made elsewhere (the
+    /// joint clearing of a gate's block families, whose accepted quantities the result
+    /// includes), and returns its outcome.
+    ///
+    /// # Panics
+    /// If the auction is not open (it clears once).
+    pub fn settle(&mut self, result: &ClearingResult) -> &AuctionOutcome {
+        assert!(self.open, "an auction clears once");
         self.open = false;
         self.outcome.insert(AuctionOutcome {
             price: result.price,
             volume: result.volume,
-            n_curves: u32::try_from(curves.len()).unwrap_or(u32::MAX),
+            n_curves: u32::try_from(self.curves.len()).unwrap_or(u32::MAX),
             awards: result
                 .accepted
                 .iter()

@@ -33,6 +33,10 @@ use voltex_market::{
 };
 
 use crate::auction::{AUCTION_POINTS_PER_CURVE_MAX, CurveReject};
+use crate::family::{
+    BLOCKS_PER_FAMILY_MAX, FAMILY_PRODUCTS_MAX, FAMILY_QTYS_MAX, FamilyBlock, FamilyRef,
+    FamilyReject, StoredFamily,
+};
 
 /// One command to the sequencer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +198,35 @@ pub enum CommandKind {
         /// listing, which is rare, does not grow every command.
         auction_rules: Box<MarketRules>,
     },
+    /// Submit or replace `account`'s block family `family` over `products`, whose
+    /// day-ahead auctions must share one gate closure and one set of rules
+    /// ([`crate::family`]). Appended after `ListProduct` (postcard numbers variants in
+    /// order).
+    ///
+    /// Callers must send at most [`FAMILY_PRODUCTS_MAX`] products and
+    /// [`FAMILY_QTYS_MAX`] quantities over at most [`BLOCKS_PER_FAMILY_MAX`] blocks: a
+    /// larger command is refused by `Engine::process_batch` before it is journaled
+    /// ([`EngineCommand::check_size`]).
+    SubmitFamily {
+        /// The bidding account.
+        account: AccountId,
+        /// The account's name for the family.
+        family: FamilyRef,
+        /// The products (delivery periods) it spans, in its blocks' order.
+        products: Vec<ProductId>,
+        /// Its blocks: one quantity per product each.
+        blocks: Vec<FamilyBlock>,
+        /// The account's exclusive group: of its families in one group at most one is
+        /// accepted.
+        exclusive_group: Option<u32>,
+    },
+    /// Withdraw `account`'s open block family `family`.
+    WithdrawFamily {
+        /// The bidding account.
+        account: AccountId,
+        /// The account's name for the family.
+        family: FamilyRef,
+    },
 }
 
 /// What a listing command asks for, whichever record wrote it: [`CommandKind::AddProduct`]
@@ -239,7 +272,9 @@ impl CommandKind {
             CommandKind::Book { .. }
             | CommandKind::AdvanceTime
             | CommandKind::SubmitCurve { .. }
-            | CommandKind::WithdrawCurve { .. } => None,
+            | CommandKind::WithdrawCurve { .. }
+            | CommandKind::SubmitFamily { .. }
+            | CommandKind::WithdrawFamily { .. } => None,
         }
     }
 }
@@ -312,16 +347,32 @@ impl EngineCommand {
     }
 
     /// Checks the command fits a journal entry: a `SubmitCurve` has at most
-    /// [`AUCTION_POINTS_PER_CURVE_MAX`] points.
+    /// [`AUCTION_POINTS_PER_CURVE_MAX`] points, a `SubmitFamily` at most
+    /// [`FAMILY_PRODUCTS_MAX`] products, [`BLOCKS_PER_FAMILY_MAX`] blocks and
+    /// [`FAMILY_QTYS_MAX`] quantities.
     ///
     /// # Errors
-    /// The number of points of an oversized curve.
+    /// The number of points of an oversized curve; of an oversized family, its number
+    /// of products, blocks or quantities (the first over its limit).
     pub fn check_size(&self) -> Result<(), usize> {
         match &self.kind {
             CommandKind::SubmitCurve { points, .. }
                 if points.len() > AUCTION_POINTS_PER_CURVE_MAX =>
             {
                 Err(points.len())
+            }
+            CommandKind::SubmitFamily {
+                products, blocks, ..
+            } => {
+                if products.len() > FAMILY_PRODUCTS_MAX {
+                    Err(products.len())
+                } else if blocks.len() > BLOCKS_PER_FAMILY_MAX {
+                    Err(blocks.len())
+                } else if StoredFamily::n_qtys(blocks) > FAMILY_QTYS_MAX {
+                    Err(StoredFamily::n_qtys(blocks))
+                } else {
+                    Ok(())
+                }
             }
             _ => Ok(()),
         }
@@ -428,6 +479,50 @@ pub enum EventKind {
         side: Side,
         /// Accepted quantity, possibly zero.
         qty: Qty,
+    },
+    /// A block family was stored for its gate (event product: its first product).
+    FamilyAccepted {
+        /// Owner.
+        account: AccountId,
+        /// The owner's name for it.
+        family: FamilyRef,
+        /// Products it spans.
+        n_products: u32,
+        /// Blocks.
+        n_blocks: u32,
+        /// Whether it replaced the account's open family of that name.
+        replaced: bool,
+    },
+    /// A block family was withdrawn (event product: its first product).
+    FamilyWithdrawn {
+        /// Owner.
+        account: AccountId,
+        /// The owner's name for it.
+        family: FamilyRef,
+    },
+    /// A family command was refused; no family changed (event product: the command's
+    /// first product, [`ProductId`] 0 when it names none).
+    FamilyRejected {
+        /// The account named by the command.
+        account: AccountId,
+        /// The family named by the command.
+        family: FamilyRef,
+        /// Why.
+        reason: FamilyReject,
+    },
+    /// A block family's outcome at its gate, after its products' `AuctionCleared`
+    /// and `AuctionAward` events (which include an accepted family's quantities)
+    /// (event product: its first product).
+    FamilyCleared {
+        /// Owner.
+        account: AccountId,
+        /// The owner's name for it.
+        family: FamilyRef,
+        /// Accepted (every block traded in full) or rejected (nothing traded).
+        accepted: bool,
+        /// Its surplus at the day's prices in price ticks (0.01 EUR/MWh) times lots
+        /// (saturated to `i64`); `None` where a quantity falls in a product without trade.
+        surplus_ticks_x_lots: Option<i64>,
     },
 }
 

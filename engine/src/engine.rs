@@ -637,7 +637,30 @@ mod tests {
                 ],
             },
         ];
-        for kind in kinds {
+        // The largest block family: every product id and quantity at its longest
+        // encoding. It needs more room than the others, but fits an entry.
+        let family = CommandKind::SubmitFamily {
+            account: AccountId(u32::MAX),
+            family: crate::family::FamilyRef(u32::MAX),
+            products: vec![product; crate::family::FAMILY_PRODUCTS_MAX],
+            blocks: vec![
+                crate::family::FamilyBlock {
+                    side: Side::Sell,
+                    limit: Price(i64::MIN),
+                    qty: vec![
+                        Qty(i64::MIN);
+                        crate::family::FAMILY_QTYS_MAX / crate::family::BLOCKS_PER_FAMILY_MAX
+                    ],
+                };
+                crate::family::BLOCKS_PER_FAMILY_MAX
+            ],
+            exclusive_group: Some(u32::MAX),
+        };
+        for (kind, len_max) in kinds
+            .into_iter()
+            .map(|kind| (kind, ENTRY_LEN_MAX / 2))
+            .chain([(family, ENTRY_LEN_MAX)])
+        {
             let long = "x".repeat(crate::command::ORIGIN_FIELD_LEN_MAX);
             let command = EngineCommand {
                 now: UtcNanos(i64::MIN),
@@ -649,7 +672,7 @@ mod tests {
             );
             let mut bytes = Vec::new();
             encode_entry(u64::MAX, &command, &mut bytes).unwrap();
-            assert!(bytes.len() <= ENTRY_LEN_MAX / 2, "{} bytes", bytes.len());
+            assert!(bytes.len() <= len_max, "{} bytes", bytes.len());
             let decoded = decode_entry(&bytes).unwrap();
             assert_eq!(
                 decoded,

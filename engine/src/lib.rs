@@ -70,6 +70,7 @@ pub mod bidding;
 pub mod command;
 pub mod commit;
 pub mod engine;
+pub mod family;
 pub mod forecast;
 pub mod journal;
 pub mod optimise;

@@ -3,7 +3,7 @@
 //!
 //! # Format
 //! ```text
-//! [8 bytes magic "VTXSNAP3"][u64 LE last_seq][u32 LE payload length][u32 LE crc32]
+//! [8 bytes magic "VTXSNAP4"][u64 LE last_seq][u32 LE payload length][u32 LE crc32]
 //! [payload: postcard ShardSnapshot]
 //! ```
 //! The crc32 covers `last_seq`, the length and the payload.
@@ -37,9 +37,9 @@ use crate::state::{RestoreError, ShardConfig, ShardSnapshot, ShardState};
 
 /// Magic bytes at the start of every snapshot.
 /// Version 2 added the day-ahead auctions to [`ShardSnapshot`], version 3 each
-/// auction's own rules; an older snapshot is skipped like any unreadable one and the
-/// journal replayed instead.
-pub const SNAPSHOT_MAGIC: [u8; 8] = *b"VTXSNAP3";
+/// auction's own rules, version 4 the open block families; an older snapshot is
+/// skipped like any unreadable one and the journal replayed instead.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"VTXSNAP4";
 
 /// Header bytes before the payload.
 pub const SNAPSHOT_HEADER_LEN: usize = 24;

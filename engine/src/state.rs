@@ -25,6 +25,16 @@
 //! at the same place on every replay. Curves, auction phase and outcome are part of
 //! the snapshot and so of [`ShardState::state_hash`].
 //!
+//! # Block families
+//! Block families ([`crate::family`]) wait for their gate in `families`, by gate time.
+//! When a due auction gate has families, the products those families name clear
+//! together by [`clear_day_with_families`] (in product id order: each product's
+//! `AuctionCleared` and `AuctionAward` events, then one `FamilyCleared` per family in
+//! (account, family) order) before any other auction of that gate, which clears alone as
+//! before. Should the joint clearing fail (it cannot with validated input, but a panic
+//! inside the sequencer is not an answer), every product of the day clears alone and
+//! every family is reported rejected. Families are part of the snapshot.
+//!
 //! # Invariants
 //! - `last_seq` is the seq of the last applied command; `apply` takes exactly
 //!   `last_seq + 1` (commands are applied once, in order, without gaps).
@@ -37,19 +47,28 @@
 //!   `apply` returns every such gate time is later than the engine time; every auction
 //!   keeps its own invariants (`ProductAuction::check_invariants`).
 //! - At most `products_max` products.
+//! - Every stored family names only open auctions of its gate, all under one set of
+//!   rules shared by the gate's families, within the family limits.
 //!
 //! [`ShardState::check_invariants`] asserts all of the above.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use voltex_market::auction::{CurveKind, CurvePoint};
+use voltex_market::auction::{Auction, AuctionConfig, BidCurve, CurveKind, CurvePoint};
+use voltex_market::block::{BlockFamily, clear_day_with_families};
 use voltex_market::book::{BookCommand, BookConfig, BookEvent, BookSnapshot, OrderBook, Phase};
 use voltex_market::time::NANOS_PER_SECOND;
 use voltex_market::{AccountId, DeliveryPeriod, MarketRules, ProductId, Side, UtcNanos};
 
-use crate::auction::{AuctionSnapshot, CurveReject, ProductAuction};
+use crate::auction::{
+    AUCTION_CURVES_PER_PRODUCT_MAX, AuctionOutcome, AuctionSnapshot, CurveReject, ProductAuction,
+};
 use crate::command::{CommandKind, EngineCommand, EngineEvent, EngineReject, EventKind};
+use crate::family::{
+    BLOCKS_PER_FAMILY_MAX, EXCLUSIVE_GROUP_FAMILIES_MAX, FAMILIES_PER_GATE_MAX,
+    FAMILY_PRODUCTS_MAX, FAMILY_QTYS_MAX, FamilyRef, FamilyReject, StoredFamily,
+};
 
 /// Limits of one shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,7 +138,12 @@ pub struct ShardSnapshot {
     pub emit_depth: bool,
     /// Products in id order.
     pub products: Vec<ProductSnapshot>,
+    /// Open block families in (gate, account, family) order.
+    pub families: Vec<StoredFamily>,
 }
+
+/// The open block families of each gate, by (account, family).
+type FamiliesByGate = BTreeMap<UtcNanos, BTreeMap<(AccountId, FamilyRef), StoredFamily>>;
 
 #[derive(Clone, Debug)]
 struct Listing {
@@ -136,10 +160,21 @@ pub struct ShardState {
     products: BTreeMap<ProductId, Listing>,
     open_gates: BTreeSet<(UtcNanos, ProductId)>,
     auction_gates: BTreeSet<(UtcNanos, ProductId)>,
+    families: FamiliesByGate,
     last_seq: u64,
     next_event_seq: u64,
     now: UtcNanos,
     book_events: Vec<BookEvent>,
+}
+
+/// Whether two auctions clear alike: equal rules but for the gate closure lead (the
+/// products of one day share a gate with a lead of their own each).
+fn same_clearing_rules(a: &MarketRules, b: &MarketRules) -> bool {
+    let lead_free = |rules: &MarketRules| MarketRules {
+        gate_closure_lead_s: 0,
+        ..rules.clone()
+    };
+    lead_free(a) == lead_free(b)
 }
 
 /// When trading in `period` closes under `rules`.
@@ -157,6 +192,7 @@ impl ShardState {
             products: BTreeMap::new(),
             open_gates: BTreeSet::new(),
             auction_gates: BTreeSet::new(),
+            families: BTreeMap::new(),
             last_seq: 0,
             next_event_seq: 1,
             now: UtcNanos(i64::MIN),
@@ -243,6 +279,25 @@ impl ShardState {
                 account,
                 side,
             } => self.withdraw_curve(*product, *account, *side, out),
+            CommandKind::SubmitFamily {
+                account,
+                family,
+                products,
+                blocks,
+                exclusive_group,
+            } => self.submit_family(
+                StoredFamily {
+                    account: *account,
+                    family: *family,
+                    products: products.clone(),
+                    blocks: blocks.clone(),
+                    exclusive_group: *exclusive_group,
+                },
+                out,
+            ),
+            CommandKind::WithdrawFamily { account, family } => {
+                self.withdraw_family(*account, *family, out);
+            }
         }
     }
 
@@ -269,9 +324,18 @@ impl ShardState {
                     self.open_gates.pop_first();
                     self.apply_to_book(book.1, &BookCommand::Close, out);
                 }
-                (Some((_, product)), _) => {
+                (Some((gate, product)), _) => {
                     self.auction_gates.pop_first();
-                    self.clear_auction(product, out);
+                    if let Some(families) = self.families.remove(&gate) {
+                        self.clear_families(gate, families, out);
+                    }
+                    if self
+                        .products
+                        .get(&product)
+                        .is_some_and(|listing| listing.auction.is_open())
+                    {
+                        self.clear_auction(product, out);
+                    }
                 }
                 (None, Some((_, product))) => {
                     self.open_gates.pop_first();
@@ -286,6 +350,15 @@ impl ShardState {
             return;
         };
         let outcome = listing.auction.clear().clone();
+        self.emit_outcome(product, outcome, out);
+    }
+
+    fn emit_outcome(
+        &mut self,
+        product: ProductId,
+        outcome: AuctionOutcome,
+        out: &mut Vec<EngineEvent>,
+    ) {
         self.emit(
             product,
             EventKind::AuctionCleared {
@@ -381,6 +454,287 @@ impl ShardState {
             },
         };
         self.emit(product, kind, out);
+    }
+
+    /// Where `family` would be stored: its gate, if the shard takes it. The account's
+    /// open family of the same name, which it replaces, does not count against the
+    /// limits.
+    fn check_family(&self, family: &StoredFamily) -> Result<UtcNanos, FamilyReject> {
+        if family.products.is_empty() {
+            return Err(FamilyReject::NoProducts);
+        }
+        if family.products.len() > FAMILY_PRODUCTS_MAX {
+            return Err(FamilyReject::TooManyProducts);
+        }
+        if family.blocks.len() > BLOCKS_PER_FAMILY_MAX
+            || StoredFamily::n_qtys(&family.blocks) > FAMILY_QTYS_MAX
+        {
+            return Err(FamilyReject::TooManyBlocks);
+        }
+        let mut seen = BTreeSet::new();
+        let mut gate_and_rules: Option<(UtcNanos, &MarketRules)> = None;
+        for product in &family.products {
+            if !seen.insert(*product) {
+                return Err(FamilyReject::DuplicateProduct);
+            }
+            let auction = &self
+                .products
+                .get(product)
+                .ok_or(FamilyReject::UnknownProduct)?
+                .auction;
+            if !auction.is_open() {
+                return Err(FamilyReject::GateClosed);
+            }
+            match gate_and_rules {
+                None => gate_and_rules = Some((auction.gate_closure(), auction.rules())),
+                Some((gate, _)) if gate != auction.gate_closure() => {
+                    return Err(FamilyReject::GatesDiffer);
+                }
+                Some((_, rules)) if !same_clearing_rules(rules, auction.rules()) => {
+                    return Err(FamilyReject::RulesDiffer);
+                }
+                Some(_) => {}
+            }
+        }
+        let (gate, rules) = gate_and_rules.ok_or(FamilyReject::NoProducts)?;
+        let config = crate::auction::auction_config(rules.clone());
+        // Validates the blocks exactly as the clearing will read them.
+        let mut day: Vec<ProductId> = family.products.clone();
+        day.sort_unstable();
+        family
+            .to_block_family(&day, &config)
+            .map_err(|error| FamilyReject::from_block_error(&error))?;
+        let key = (family.account, family.family);
+        let others = self.families.get(&gate);
+        // Every family of a gate clears under one set of rules, so one other tells.
+        let gate_rules_differ = others
+            .and_then(|families| families.iter().find(|(other, _)| **other != key))
+            .and_then(|(_, other)| other.products.first())
+            .and_then(|other_first| self.products.get(other_first))
+            .is_some_and(|listing| !same_clearing_rules(listing.auction.rules(), rules));
+        if gate_rules_differ {
+            return Err(FamilyReject::RulesDiffer);
+        }
+        let replacing = others.is_some_and(|families| families.contains_key(&key));
+        let n_others = others.map_or(0, |families| families.len() - usize::from(replacing));
+        if n_others >= FAMILIES_PER_GATE_MAX {
+            return Err(FamilyReject::TooManyFamilies);
+        }
+        if let Some(group) = family.exclusive_group {
+            let n_in_group = others.map_or(0, |families| {
+                families
+                    .values()
+                    .filter(|other| {
+                        other.account == family.account
+                            && other.exclusive_group == Some(group)
+                            && other.family != family.family
+                    })
+                    .count()
+            });
+            if n_in_group >= EXCLUSIVE_GROUP_FAMILIES_MAX {
+                return Err(FamilyReject::ExclusiveGroupFull);
+            }
+        }
+        Ok(gate)
+    }
+
+    /// The gate holding `account`'s open family `family`, if any.
+    fn family_gate(&self, account: AccountId, family: FamilyRef) -> Option<UtcNanos> {
+        self.families
+            .iter()
+            .find(|(_, families)| families.contains_key(&(account, family)))
+            .map(|(gate, _)| *gate)
+    }
+
+    fn submit_family(&mut self, family: StoredFamily, out: &mut Vec<EngineEvent>) {
+        let event_product = family.products.first().copied().unwrap_or(ProductId(0));
+        let (account, name) = (family.account, family.family);
+        match self.check_family(&family) {
+            Ok(gate) => {
+                let replaced = match self.family_gate(account, name) {
+                    Some(old_gate) => {
+                        self.remove_family(old_gate, account, name);
+                        true
+                    }
+                    None => false,
+                };
+                let n_products = u32::try_from(family.products.len()).unwrap_or(u32::MAX);
+                let n_blocks = u32::try_from(family.blocks.len()).unwrap_or(u32::MAX);
+                self.families
+                    .entry(gate)
+                    .or_default()
+                    .insert((account, name), family);
+                self.emit(
+                    event_product,
+                    EventKind::FamilyAccepted {
+                        account,
+                        family: name,
+                        n_products,
+                        n_blocks,
+                        replaced,
+                    },
+                    out,
+                );
+            }
+            Err(reason) => self.emit(
+                event_product,
+                EventKind::FamilyRejected {
+                    account,
+                    family: name,
+                    reason,
+                },
+                out,
+            ),
+        }
+    }
+
+    fn remove_family(
+        &mut self,
+        gate: UtcNanos,
+        account: AccountId,
+        family: FamilyRef,
+    ) -> Option<StoredFamily> {
+        let families = self.families.get_mut(&gate)?;
+        let removed = families.remove(&(account, family));
+        if families.is_empty() {
+            self.families.remove(&gate);
+        }
+        removed
+    }
+
+    fn withdraw_family(
+        &mut self,
+        account: AccountId,
+        family: FamilyRef,
+        out: &mut Vec<EngineEvent>,
+    ) {
+        let removed = self
+            .family_gate(account, family)
+            .and_then(|gate| self.remove_family(gate, account, family));
+        match removed {
+            Some(stored) => {
+                let product = stored.products.first().copied().unwrap_or(ProductId(0));
+                self.emit(product, EventKind::FamilyWithdrawn { account, family }, out);
+            }
+            None => self.emit(
+                ProductId(0),
+                EventKind::FamilyRejected {
+                    account,
+                    family,
+                    reason: FamilyReject::NoSuchFamily,
+                },
+                out,
+            ),
+        }
+    }
+
+    /// Clears the products `families` name, at their gate `gate`, together with them;
+    /// see the module documentation.
+    fn clear_families(
+        &mut self,
+        gate: UtcNanos,
+        families: BTreeMap<(AccountId, FamilyRef), StoredFamily>,
+        out: &mut Vec<EngineEvent>,
+    ) {
+        let day: Vec<ProductId> = families
+            .values()
+            .flat_map(|family| family.products.iter().copied())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter(|product| {
+                self.products
+                    .get(product)
+                    .is_some_and(|listing| listing.auction.is_open())
+            })
+            .collect();
+        for product in &day {
+            self.auction_gates.remove(&(gate, *product));
+        }
+        let families: Vec<StoredFamily> = families.into_values().collect();
+        let clearing = self.clear_day(&day, &families);
+        match clearing {
+            Ok(clearing) => {
+                for (product, result) in day.iter().zip(&clearing.periods) {
+                    let Some(listing) = self.products.get_mut(product) else {
+                        continue;
+                    };
+                    let outcome = listing.auction.settle(result).clone();
+                    self.emit_outcome(*product, outcome, out);
+                }
+                for (family, outcome) in families.iter().zip(&clearing.families) {
+                    let surplus = outcome.surplus.map(|surplus| {
+                        i64::try_from(surplus).unwrap_or(if surplus < 0 {
+                            i64::MIN
+                        } else {
+                            i64::MAX
+                        })
+                    });
+                    self.emit_family_cleared(family, outcome.accepted, surplus, out);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, gate = gate.0, "block families could not clear; their products clear alone and every family is rejected");
+                for product in &day {
+                    self.clear_auction(*product, out);
+                }
+                for family in &families {
+                    self.emit_family_cleared(family, false, None, out);
+                }
+            }
+        }
+    }
+
+    /// The joint clearing of `day` (open auctions of one gate, by id) with `families`.
+    fn clear_day(
+        &self,
+        day: &[ProductId],
+        families: &[StoredFamily],
+    ) -> Result<voltex_market::block::DayClearing, String> {
+        let first = day.first().ok_or("no open product to clear")?;
+        let listing = self.products.get(first).ok_or("unknown product")?;
+        let base = listing.auction.config();
+        // Room for every family's steps beside the curves.
+        let config = AuctionConfig {
+            curves_max: AUCTION_CURVES_PER_PRODUCT_MAX
+                + FAMILIES_PER_GATE_MAX * BLOCKS_PER_FAMILY_MAX,
+            ..base.clone()
+        };
+        let mut curves: Vec<Vec<BidCurve>> = Vec::with_capacity(day.len());
+        for product in day {
+            let listing = self.products.get(product).ok_or("unknown product")?;
+            if !same_clearing_rules(listing.auction.rules(), &config.rules) {
+                return Err("the day's auctions have different rules".into());
+            }
+            curves.push(listing.auction.curves().cloned().collect());
+        }
+        let block_families: Vec<BlockFamily> = families
+            .iter()
+            .map(|family| family.to_block_family(day, &config))
+            .collect::<Result<_, _>>()
+            .map_err(|error| error.to_string())?;
+        let mut auction = Auction::new(config).map_err(|error| error.to_string())?;
+        clear_day_with_families(&mut auction, &curves, &block_families)
+            .map_err(|error| error.to_string())
+    }
+
+    fn emit_family_cleared(
+        &mut self,
+        family: &StoredFamily,
+        accepted: bool,
+        surplus_ticks_x_lots: Option<i64>,
+        out: &mut Vec<EngineEvent>,
+    ) {
+        let product = family.products.first().copied().unwrap_or(ProductId(0));
+        self.emit(
+            product,
+            EventKind::FamilyCleared {
+                account: family.account,
+                family: family.family,
+                accepted,
+                surplus_ticks_x_lots,
+            },
+            out,
+        );
     }
 
     fn add_product(
@@ -493,6 +847,11 @@ impl ShardState {
                     auction: listing.auction.snapshot(),
                 })
                 .collect(),
+            families: self
+                .families
+                .values()
+                .flat_map(|families| families.values().cloned())
+                .collect(),
         }
     }
 
@@ -562,6 +921,23 @@ impl ShardState {
                 return Err(RestoreError::Inconsistent("duplicate product id"));
             }
         }
+        for family in &snapshot.families {
+            // The same checks as a submission: open auctions of one gate and rules,
+            // valid blocks, within the limits.
+            let gate = state
+                .check_family(family)
+                .map_err(|_| RestoreError::Inconsistent("a stored block family is invalid"))?;
+            if state.family_gate(family.account, family.family).is_some() {
+                return Err(RestoreError::Inconsistent(
+                    "two block families of one account and name",
+                ));
+            }
+            state
+                .families
+                .entry(gate)
+                .or_default()
+                .insert((family.account, family.family), family.clone());
+        }
         Ok(state)
     }
 
@@ -616,6 +992,40 @@ impl ShardState {
             self.auction_gates, expected_auctions,
             "auction_gates lists exactly the open auctions"
         );
+        for (gate, families) in &self.families {
+            assert!(!families.is_empty(), "no gate without families is kept");
+            assert!(
+                families.len() <= FAMILIES_PER_GATE_MAX,
+                "at most FAMILIES_PER_GATE_MAX families per gate"
+            );
+            let mut gate_rules: Option<&MarketRules> = None;
+            let mut groups: BTreeMap<(AccountId, u32), usize> = BTreeMap::new();
+            for ((account, name), family) in families {
+                assert_eq!((family.account, family.family), (*account, *name));
+                assert!(
+                    !family.products.is_empty() && family.products.len() <= FAMILY_PRODUCTS_MAX,
+                    "a family names 1..=FAMILY_PRODUCTS_MAX products"
+                );
+                assert!(StoredFamily::n_qtys(&family.blocks) <= FAMILY_QTYS_MAX);
+                for product in &family.products {
+                    let auction = &self.products[product].auction;
+                    assert!(auction.is_open(), "a family names only open auctions");
+                    assert_eq!(auction.gate_closure(), *gate, "of its own gate");
+                    let rules = gate_rules.get_or_insert(auction.rules());
+                    assert!(
+                        same_clearing_rules(rules, auction.rules()),
+                        "one set of clearing rules per gate"
+                    );
+                }
+                if let Some(group) = family.exclusive_group {
+                    *groups.entry((*account, group)).or_default() += 1;
+                }
+            }
+            assert!(
+                groups.values().all(|n| *n <= EXCLUSIVE_GROUP_FAMILIES_MAX),
+                "at most EXCLUSIVE_GROUP_FAMILIES_MAX families per exclusive group"
+            );
+        }
         if let Some(&(gate, _)) = self.auction_gates.first() {
             assert!(gate > self.now, "no open auction is past its gate closure");
         }

@@ -296,10 +296,16 @@ pub(crate) async fn apply_auction_event(tx: &mut Tx, event: &EngineEvent) -> Res
             )
             .await?;
         }
+        // A family's accepted quantities arrive in its products' awards; the family
+        // events themselves are kept in `engine_events` only.
         EventKind::CurveRejected { .. }
         | EventKind::ProductAdded { .. }
         | EventKind::Rejected { .. }
-        | EventKind::Book(_) => {}
+        | EventKind::Book(_)
+        | EventKind::FamilyAccepted { .. }
+        | EventKind::FamilyWithdrawn { .. }
+        | EventKind::FamilyRejected { .. }
+        | EventKind::FamilyCleared { .. } => {}
     }
     Ok(())
 }

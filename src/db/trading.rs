@@ -504,6 +504,10 @@ fn event_kind_name(kind: &EventKind) -> &'static str {
         EventKind::CurveRejected { .. } => "curve_rejected",
         EventKind::AuctionCleared { .. } => "auction_cleared",
         EventKind::AuctionAward { .. } => "auction_award",
+        EventKind::FamilyAccepted { .. } => "family_accepted",
+        EventKind::FamilyWithdrawn { .. } => "family_withdrawn",
+        EventKind::FamilyRejected { .. } => "family_rejected",
+        EventKind::FamilyCleared { .. } => "family_cleared",
         EventKind::Book(book) => match book {
             BookEvent::Accepted { .. } => "accepted",
             BookEvent::Rejected { .. } => "rejected",
@@ -582,7 +586,12 @@ async fn apply_event(tx: &mut Tx, event: &EngineEvent) -> Result<(), DbError> {
             .execute(&mut **tx)
             .await?;
         }
-        EventKind::Rejected { .. } | EventKind::CurveRejected { .. } => {}
+        EventKind::Rejected { .. }
+        | EventKind::CurveRejected { .. }
+        | EventKind::FamilyAccepted { .. }
+        | EventKind::FamilyWithdrawn { .. }
+        | EventKind::FamilyRejected { .. }
+        | EventKind::FamilyCleared { .. } => {}
         EventKind::CurveAccepted { .. }
         | EventKind::CurvePointAccepted { .. }
         | EventKind::CurveWithdrawn { .. }

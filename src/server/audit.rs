@@ -157,6 +157,16 @@ pub fn journaled_records(committed: Committed<'_>, out: &mut Vec<NewAuditEntry>)
             CommandKind::WithdrawCurve { product, .. } => {
                 ("curve.withdraw", format!("product:{}", product.0))
             }
+            CommandKind::SubmitFamily {
+                account, family, ..
+            } => (
+                "family.submit",
+                format!("family:{}/{}", account.0, family.0),
+            ),
+            CommandKind::WithdrawFamily { account, family } => (
+                "family.withdraw",
+                format!("family:{}/{}", account.0, family.0),
+            ),
         };
         let result = events
             .iter()

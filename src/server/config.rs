@@ -187,6 +187,13 @@ pub struct ServerConfig {
     /// Rules of the day-ahead call auction (`[day_ahead_rules]`). Tick and lot must
     /// equal the intraday ones: positions add awards and trades in the same units.
     pub day_ahead_rules: MarketRulesOverrides,
+    /// One daily day-ahead gate, `"HH:MM"` UTC on the day before delivery, for every
+    /// hour of the (UTC) delivery day, as the day-ahead markets hold it (EPEX: 12:00
+    /// CET): one block family can then span the day. `None` (the default): each hour's
+    /// auction closes `[day_ahead_rules] gate_closure_lead_s` before it. Hours listed
+    /// after their gate hold no auction, so list two days ahead
+    /// (`intraday_hours_ahead = 48`).
+    pub day_ahead_gate_utc: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -206,6 +213,7 @@ impl Default for ServerConfig {
             intraday_hours_ahead: 24,
             intraday_rules: MarketRulesOverrides::default(),
             day_ahead_rules: MarketRulesOverrides::default(),
+            day_ahead_gate_utc: None,
         }
     }
 }
@@ -311,7 +319,33 @@ impl ServerConfig {
             });
         }
         self.day_ahead_market_rules()?;
+        self.day_ahead_gate_s()?;
         Ok(())
+    }
+
+    /// The daily day-ahead gate in seconds after 00:00 UTC (`None`: none configured).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `day_ahead_gate_utc` unless it is `"HH:MM"` with
+    /// `HH` in 00..=23 and `MM` in 00..=59.
+    pub fn day_ahead_gate_s(&self) -> Result<Option<i64>, ConfigError> {
+        let Some(text) = &self.day_ahead_gate_utc else {
+            return Ok(None);
+        };
+        let invalid = || ConfigError::Invalid {
+            field: "day_ahead_gate_utc",
+            message: format!("{text:?} is not a UTC time of day \"HH:MM\""),
+        };
+        let (hours, minutes) = text.trim().split_once(':').ok_or_else(invalid)?;
+        let two_digits = |field: &str, max: i64| {
+            (field.len() == 2 && field.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| field.parse::<i64>().ok())
+                .flatten()
+                .filter(|value| *value <= max)
+        };
+        let hours = two_digits(hours, 23).ok_or_else(invalid)?;
+        let minutes = two_digits(minutes, 59).ok_or_else(invalid)?;
+        Ok(Some(hours * 3600 + minutes * 60))
     }
 
     /// The intraday books' rules in effect.
@@ -558,6 +592,36 @@ mod tests {
         }
         let error = ServerConfig::from_toml("[day_ahead_rules]\nprice_cap = \"1\"\n").unwrap_err();
         assert!(error.contains("price_cap"), "{error}");
+    }
+
+    #[test]
+    fn the_daily_day_ahead_gate_is_a_utc_time_of_day() {
+        let gate = |text: &str| {
+            ServerConfig::from_toml(&format!("day_ahead_gate_utc = {text:?}\n"))
+                .unwrap()
+                .day_ahead_gate_s()
+                .unwrap()
+        };
+        assert_eq!(gate("11:00"), Some(39_600));
+        assert_eq!(gate("00:00"), Some(0));
+        assert_eq!(gate("23:59"), Some(86_340));
+        assert_eq!(ServerConfig::default().day_ahead_gate_s().unwrap(), None);
+        for bad in [
+            "24:00", "11:60", "11", "1:00", "11:0", "ab:cd", "-1:00", "11:00:00", "",
+        ] {
+            let config =
+                ServerConfig::from_toml(&format!("day_ahead_gate_utc = {bad:?}\n")).unwrap();
+            assert!(
+                matches!(
+                    config.validate(),
+                    Err(ConfigError::Invalid {
+                        field: "day_ahead_gate_utc",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

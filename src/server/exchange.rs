@@ -47,6 +47,7 @@ use std::thread::JoinHandle;
 
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
+use voltex_engine::family::FamilyRef;
 use voltex_engine::sequencer::{Sequencer, SequencerClient, SequencerConfig, SequencerError};
 use voltex_engine::state::ShardConfig;
 use voltex_engine::{
@@ -114,6 +115,11 @@ pub struct ExchangeConfig {
     pub rules: MarketRules,
     /// Rules of the products' day-ahead auctions.
     pub day_ahead_rules: MarketRules,
+    /// Seconds after 00:00 UTC at which the auctions of the next UTC day's hours all
+    /// close (one daily gate, as the day-ahead markets hold it, so one block family can
+    /// span the day); `None`: each hour's auction closes
+    /// `day_ahead_rules.gate_closure_lead_s` before it.
+    pub day_ahead_daily_gate_s: Option<i64>,
 }
 
 impl ExchangeConfig {
@@ -126,7 +132,28 @@ impl ExchangeConfig {
             orders_per_book_max: 20_000,
             rules: MarketRules::intraday_default(),
             day_ahead_rules: MarketRules::day_ahead_default(),
+            day_ahead_daily_gate_s: None,
         }
+    }
+}
+
+/// The day-ahead rules of the hour starting at `start`: `rules`, with the gate
+/// closure lead that puts its gate at `daily_gate_s` after 00:00 UTC of the day before
+/// its own (UTC) day, when there is a daily gate.
+pub fn day_ahead_rules_for(
+    rules: &MarketRules,
+    daily_gate_s: Option<i64>,
+    start: UtcNanos,
+) -> MarketRules {
+    let Some(gate_s) = daily_gate_s else {
+        return rules.clone();
+    };
+    const DAY_S: i64 = 86_400;
+    let start_s = start.nanos().div_euclid(NANOS_PER_SECOND);
+    let gate_at_s = start_s.div_euclid(DAY_S) * DAY_S - DAY_S + gate_s;
+    MarketRules {
+        gate_closure_lead_s: start_s - gate_at_s,
+        ..rules.clone()
     }
 }
 
@@ -303,6 +330,43 @@ pub struct LiveClearing {
     pub event_seq: u64,
 }
 
+/// Most block families the live index remembers; beyond it the oldest cleared ones
+/// are forgotten (the event store keeps every family event).
+pub const LIVE_FAMILIES_MAX: usize = 4_096;
+
+/// Where a block family stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FamilyStatus {
+    /// Waiting for its gate.
+    Open,
+    /// Cleared and accepted: every block traded in full.
+    Accepted,
+    /// Cleared and rejected: nothing traded.
+    Rejected,
+}
+
+/// A block family as the events tell it (open, or its last clearing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveFamily {
+    /// Owner.
+    pub account: AccountId,
+    /// The owner's name for it.
+    pub family: FamilyRef,
+    /// Its first product.
+    pub first_product: ProductId,
+    /// Products it spans.
+    pub n_products: u32,
+    /// Blocks.
+    pub n_blocks: u32,
+    /// Open, accepted or rejected.
+    pub status: FamilyStatus,
+    /// Surplus at the clearing prices, price ticks times lots (once cleared; `None`
+    /// where a product had no trade).
+    pub surplus_ticks_x_lots: Option<i64>,
+    /// Event seq of its last change.
+    pub event_seq: u64,
+}
+
 /// A product's day-ahead auction in the live index.
 #[derive(Clone, Debug, Default)]
 pub struct LiveAuction {
@@ -332,6 +396,9 @@ struct ProductState {
 struct LiveIndex {
     orders: HashMap<OrderId, LiveOrder>,
     products: BTreeMap<ProductId, ProductState>,
+    /// Block families by (account, name); beyond [`LIVE_FAMILIES_MAX`] the oldest
+    /// cleared one is forgotten (open ones are bounded by the engine's limits).
+    families: BTreeMap<(AccountId, FamilyRef), LiveFamily>,
     last_event_seq: u64,
     /// Largest order id any event named (so ids are not reused after a restart).
     order_id_max: u64,
@@ -361,6 +428,66 @@ impl LiveIndex {
         }
     }
 
+    /// Applies a block family event; false for every other event.
+    fn apply_family_event(&mut self, event: &EngineEvent) -> bool {
+        match event.kind {
+            EventKind::FamilyAccepted {
+                account,
+                family,
+                n_products,
+                n_blocks,
+                ..
+            } => {
+                self.families.insert(
+                    (account, family),
+                    LiveFamily {
+                        account,
+                        family,
+                        first_product: event.product,
+                        n_products,
+                        n_blocks,
+                        status: FamilyStatus::Open,
+                        surplus_ticks_x_lots: None,
+                        event_seq: event.event_seq,
+                    },
+                );
+                if self.families.len() > LIVE_FAMILIES_MAX {
+                    let oldest_cleared = self
+                        .families
+                        .iter()
+                        .filter(|(_, live)| live.status != FamilyStatus::Open)
+                        .min_by_key(|(_, live)| live.event_seq)
+                        .map(|(key, _)| *key);
+                    if let Some(key) = oldest_cleared {
+                        self.families.remove(&key);
+                    }
+                }
+            }
+            EventKind::FamilyWithdrawn { account, family } => {
+                self.families.remove(&(account, family));
+            }
+            EventKind::FamilyCleared {
+                account,
+                family,
+                accepted,
+                surplus_ticks_x_lots,
+            } => {
+                if let Some(live) = self.families.get_mut(&(account, family)) {
+                    live.status = if accepted {
+                        FamilyStatus::Accepted
+                    } else {
+                        FamilyStatus::Rejected
+                    };
+                    live.surplus_ticks_x_lots = surplus_ticks_x_lots;
+                    live.event_seq = event.event_seq;
+                }
+            }
+            EventKind::FamilyRejected { .. } => {}
+            _ => return false,
+        }
+        true
+    }
+
     /// The first product listed under another lot or tick than `rules`.
     fn units_changed(&self, rules: &MarketRules) -> Option<ExchangeError> {
         self.products.iter().find_map(|(id, product)| {
@@ -381,6 +508,12 @@ impl LiveIndex {
     fn apply(&mut self, event: &EngineEvent) {
         debug_assert!(event.event_seq > self.last_event_seq, "events in seq order");
         self.last_event_seq = event.event_seq;
+        if self.apply_family_event(event) {
+            // A family event may name no listed product (a refusal of a command that
+            // named none), so it never reaches the products below; an accepted
+            // family's lots arrive in its products' awards.
+            return;
+        }
         let product = self.products.entry(event.product).or_default();
         match event.kind {
             EventKind::ProductAdded {
@@ -392,7 +525,13 @@ impl LiveIndex {
                 product.auction.gate_closure = auction_gate_closure;
                 product.auction.held = auction_gate_closure > event.now;
             }
-            EventKind::Rejected { .. } | EventKind::CurveRejected { .. } => {}
+            // Returned above.
+            EventKind::Rejected { .. }
+            | EventKind::CurveRejected { .. }
+            | EventKind::FamilyAccepted { .. }
+            | EventKind::FamilyWithdrawn { .. }
+            | EventKind::FamilyRejected { .. }
+            | EventKind::FamilyCleared { .. } => {}
             EventKind::CurveAccepted {
                 account,
                 side,
@@ -572,6 +711,7 @@ pub struct Exchange {
     clock: Arc<dyn Clock>,
     rules: MarketRules,
     day_ahead_rules: MarketRules,
+    day_ahead_daily_gate_s: Option<i64>,
     next_order_id: AtomicU64,
 }
 
@@ -683,6 +823,7 @@ impl Exchange {
             clock,
             rules: config.rules.clone(),
             day_ahead_rules: config.day_ahead_rules.clone(),
+            day_ahead_daily_gate_s: config.day_ahead_daily_gate_s,
             next_order_id,
         })
     }
@@ -774,7 +915,9 @@ impl Exchange {
     }
 
     /// Lists hourly products for the next `hours_ahead` hours that are not listed
-    /// yet (ids are hours since the Unix epoch, so a restart lists the same ids).
+    /// yet (ids are hours since the Unix epoch, so a restart lists the same ids), their
+    /// auctions under [`day_ahead_rules_for`] (so with a daily gate an hour listed after
+    /// it holds no auction: list two days ahead).
     ///
     /// # Errors
     /// As [`Exchange::execute`].
@@ -803,7 +946,11 @@ impl Exchange {
                     product,
                     period,
                     self.rules.clone(),
-                    self.day_ahead_rules.clone(),
+                    day_ahead_rules_for(
+                        &self.day_ahead_rules,
+                        self.day_ahead_daily_gate_s,
+                        period.start(),
+                    ),
                 ))
                 .await?;
             if executed
@@ -908,6 +1055,15 @@ impl Exchange {
             .flat_map(|state| state.auction.curves.values())
             .filter(|curve| curve.account == account)
             .cloned()
+            .collect()
+    }
+
+    /// The block families of `account` the live index remembers, by name.
+    pub fn families_of(&self, account: AccountId) -> Vec<LiveFamily> {
+        lock(&self.shared.live)
+            .families
+            .range((account, FamilyRef(0))..=(account, FamilyRef(u32::MAX)))
+            .map(|(_, live)| *live)
             .collect()
     }
 
@@ -1027,6 +1183,34 @@ mod tests {
     use super::*;
     use crate::server::clock::ManualClock;
     use voltex_market::book::{BookCommand, NewOrder};
+
+    #[test]
+    fn with_a_daily_gate_every_hour_of_a_day_closes_at_it_on_the_day_before() {
+        let rules = MarketRules::day_ahead_default();
+        assert_eq!(day_ahead_rules_for(&rules, None, NOW), rules);
+        let gate_s = 11 * 3600;
+        // 2026-01-06 00:00, 05:00 and 23:00 UTC all close at 2026-01-05 11:00 UTC.
+        let day_start_s = 1_767_657_600;
+        let gate_at_s = day_start_s - 86_400 + gate_s;
+        for hour in [0, 5, 23] {
+            let start_s = day_start_s + hour * 3600;
+            let listed =
+                day_ahead_rules_for(&rules, Some(gate_s), UtcNanos(start_s * NANOS_PER_SECOND));
+            assert_eq!(
+                listed.gate_closure_lead_s,
+                start_s - gate_at_s,
+                "hour {hour}"
+            );
+            assert_eq!(
+                MarketRules {
+                    gate_closure_lead_s: rules.gate_closure_lead_s,
+                    ..listed
+                },
+                rules,
+                "only the lead changes"
+            );
+        }
+    }
 
     fn small_config(dir: &std::path::Path) -> ExchangeConfig {
         let mut config = ExchangeConfig::new(dir.to_path_buf());

@@ -178,6 +178,7 @@ impl RunningServer {
         let mut exchange_config = ExchangeConfig::new(config.data_dir.join("engine"));
         exchange_config.rules = config.intraday_market_rules()?;
         exchange_config.day_ahead_rules = config.day_ahead_market_rules()?;
+        exchange_config.day_ahead_daily_gate_s = config.day_ahead_gate_s()?;
         let exchange_clock = Arc::clone(&clock);
         let exchange = tokio::task::spawn_blocking(move || {
             Exchange::open(&exchange_config, exchange_clock, persist_tx)

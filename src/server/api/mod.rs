@@ -13,6 +13,7 @@ pub mod account;
 pub mod auction;
 pub mod dashboard_api;
 pub mod devices;
+pub mod families;
 pub mod fleet;
 pub mod fleet_events;
 pub mod market;
@@ -299,7 +300,8 @@ impl RateLimiter {
         market::submit_order, market::cancel_order, market::modify_order,
         market::list_orders, market::get_order,
         auction::submit_curve, auction::withdraw_curve, auction::list_curves,
-        auction::get_result,
+        auction::get_result, families::submit_family, families::withdraw_family,
+        families::list_families,
         account::positions, account::fills, account::order_history, account::audit_log,
         fleet::list_devices, fleet::fleet_status, fleet::get_device, fleet::schedules_of,
         fleet::acks_of, fleet::analytics, schedules::post_schedules, schedules::get_rollout,
@@ -314,7 +316,8 @@ impl RateLimiter {
         market::FillDto, market::DepthDto, market::LevelDto, market::SideDto,
         market::TifDto, market::StpDto, auction::SubmitCurve, auction::CurvePointDto,
         auction::CurveKindDto, auction::CurveAck, auction::CurveView, auction::AwardDto,
-        auction::AuctionResultDto, ws::StreamMessage, account::PositionDto, account::AccountFill,
+        auction::AuctionResultDto, families::SubmitFamily, families::FamilyBlockDto,
+        families::FamilyAck, families::FamilyView, ws::StreamMessage, account::PositionDto, account::AccountFill,
         schedules::PostSchedules, schedules::DeviceScheduleDto, schedules::PeriodDto,
         schedules::SchedulesAccepted, schedules::IssuedSchedule, fleet_events::FleetEvent,
         devices::RegisterDevice, devices::RegisteredDevice, devices::CertificateRequest,
@@ -373,6 +376,14 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/api/v1/auction/curves/{product}/{account}/{side}",
             axum::routing::delete(auction::withdraw_curve),
+        )
+        .route(
+            "/api/v1/auction/families",
+            get(families::list_families).post(families::submit_family),
+        )
+        .route(
+            "/api/v1/auction/families/{account}/{family}",
+            axum::routing::delete(families::withdraw_family),
         )
         .route(
             "/api/v1/auction/results/{product}",
