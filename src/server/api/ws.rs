@@ -140,6 +140,20 @@ pub enum StreamMessage {
         /// `accepted`, `replaced`, `withdrawn` or `rejected`.
         event: String,
     },
+    /// A change of one of the caller's accounts' block families.
+    Family {
+        /// Event sequence number.
+        event_seq: u64,
+        /// Its first product (0 for a refused command that named none).
+        product: u32,
+        /// Account.
+        account: u32,
+        /// The account's name for the family.
+        family: u32,
+        /// `accepted`, `replaced`, `withdrawn` or `rejected` (commands), then at its
+        /// gate `cleared_accepted` or `cleared_rejected`.
+        event: String,
+    },
     /// Delivery progress of one schedule version (operators and quants: every device;
     /// a device token: its own).
     Fleet {
@@ -215,6 +229,15 @@ fn messages(
             side: side(curve_side),
             event: name.into(),
         };
+    let family_message = |account: voltex_market::AccountId,
+                          family: voltex_engine::family::FamilyRef,
+                          name: &str| StreamMessage::Family {
+        event_seq,
+        product,
+        account: account.0,
+        family: family.0,
+        event: name.into(),
+    };
     let book_event = match event.kind {
         EventKind::Book(book_event) => book_event,
         EventKind::AuctionCleared { price, volume, .. } => {
@@ -263,6 +286,40 @@ fn messages(
             ..
         } if owns(account.0) => {
             out.push(curve(account, curve_side, "rejected"));
+            return;
+        }
+        EventKind::FamilyAccepted {
+            account,
+            family,
+            replaced,
+            ..
+        } if owns(account.0) => {
+            let name = if replaced { "replaced" } else { "accepted" };
+            out.push(family_message(account, family, name));
+            return;
+        }
+        EventKind::FamilyWithdrawn { account, family } if owns(account.0) => {
+            out.push(family_message(account, family, "withdrawn"));
+            return;
+        }
+        EventKind::FamilyRejected {
+            account, family, ..
+        } if owns(account.0) => {
+            out.push(family_message(account, family, "rejected"));
+            return;
+        }
+        EventKind::FamilyCleared {
+            account,
+            family,
+            accepted,
+            ..
+        } if owns(account.0) => {
+            let name = if accepted {
+                "cleared_accepted"
+            } else {
+                "cleared_rejected"
+            };
+            out.push(family_message(account, family, name));
             return;
         }
         _ => return,
@@ -505,6 +562,84 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&out).unwrap()[0]["event"],
             serde_json::json!("replaced")
+        );
+    }
+
+    #[test]
+    fn family_changes_go_to_their_owners_only() {
+        use voltex_engine::family::{FamilyRef, FamilyReject};
+        let rules = MarketRules::intraday_default();
+        let (account, family) = (AccountId(1), FamilyRef(7));
+        let events = [
+            EventKind::FamilyAccepted {
+                account,
+                family,
+                n_products: 2,
+                n_blocks: 2,
+                replaced: false,
+            },
+            EventKind::FamilyAccepted {
+                account,
+                family,
+                n_products: 2,
+                n_blocks: 2,
+                replaced: true,
+            },
+            EventKind::FamilyRejected {
+                account,
+                family,
+                reason: FamilyReject::GatesDiffer,
+            },
+            EventKind::FamilyWithdrawn { account, family },
+            EventKind::FamilyCleared {
+                account,
+                family,
+                accepted: true,
+                surplus_ticks_x_lots: Some(20_000),
+            },
+            EventKind::FamilyCleared {
+                account,
+                family,
+                accepted: false,
+                surplus_ticks_x_lots: None,
+            },
+        ];
+        let alice = trader(vec![1]);
+        let bob = trader(vec![2]);
+        let mut out = Vec::new();
+        for kind in events {
+            messages(&event(kind), &rules, Some(&alice), &mut out);
+            messages(&event(kind), &rules, Some(&bob), &mut out);
+            messages(&event(kind), &rules, None, &mut out);
+        }
+        let names: Vec<serde_json::Value> = serde_json::to_value(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|message| {
+                assert_eq!(message["type"], "family", "{message}");
+                assert_eq!(
+                    (message["account"].as_u64(), message["family"].as_u64()),
+                    (Some(1), Some(7))
+                );
+                message["event"].clone()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            serde_json::json!([
+                "accepted",
+                "replaced",
+                "rejected",
+                "withdrawn",
+                "cleared_accepted",
+                "cleared_rejected"
+            ])
+            .as_array()
+            .unwrap()
+            .clone(),
+            "alice only, one message per event"
         );
     }
 }
