@@ -25,9 +25,10 @@
 //! # Limits
 //! [`FAMILY_PRODUCTS_MAX`] products and [`FAMILY_QTYS_MAX`] quantities per family (so
 //! the largest command fits a journal entry), [`BLOCKS_PER_FAMILY_MAX`] blocks,
-//! [`FAMILIES_PER_GATE_MAX`] families per gate (each clearing round clears every
-//! product of the day again, and a gate takes at most one round per family plus one,
-//! inside the sequencer), [`EXCLUSIVE_GROUP_FAMILIES_MAX`] per exclusive group.
+//! [`FAMILIES_PER_GATE_MAX`] families per gate (a gate takes at most one clearing round
+//! per family plus one, inside the sequencer: `cargo bench --bench auction` measures
+//! 64 families at a loss over 24 products of 256 curves at about 84 ms with 8 blocks
+//! each, 41 ms as battery days), [`EXCLUSIVE_GROUP_FAMILIES_MAX`] per exclusive group.
 
 use serde::{Deserialize, Serialize};
 use voltex_market::auction::AuctionConfig;

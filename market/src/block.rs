@@ -57,7 +57,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::auction::{Auction, AuctionConfig, AuctionError, BidCurve, CurveKind, CurvePoint};
+use crate::auction::{
+    Auction, AuctionConfig, AuctionError, BidCurve, ClearingResult, CurveKind, CurvePoint,
+};
 use crate::{AccountId, Price, Qty, RuleError, Side};
 
 /// Most families one day's clearing takes.
@@ -288,7 +290,7 @@ pub struct FamilyOutcome {
 pub struct DayClearing {
     /// Each period's result; an accepted family's quantities are in its participant's
     /// accepted quantities, beside its curves.
-    pub periods: Vec<crate::auction::ClearingResult>,
+    pub periods: Vec<ClearingResult>,
     /// One outcome per family, in input order.
     pub families: Vec<FamilyOutcome>,
     /// Clearing rounds run (1 when no family had to be rejected).
@@ -352,7 +354,9 @@ pub enum FamilyClearingError {
 /// Clears a day: `periods[t]` are period `t`'s curves, `families` the linked blocks
 /// (see the module documentation for the rule).
 ///
-/// Allocates per round (the period's curves plus the accepted blocks' steps); it runs
+/// After the first round only the periods the last rejected family traded in clear
+/// again (a period's result depends only on its curves and the accepted steps in it).
+/// Allocates per cleared period (its curves plus the accepted blocks' steps); it runs
 /// once per auction day, not per order.
 ///
 /// # Errors
@@ -400,6 +404,8 @@ pub fn clear_day_with_families<P: AsRef<[BidCurve]>>(
     let config = auction.config().clone();
     // The price-taking step of each family, block and period, built once.
     let mut steps: Vec<Vec<(usize, BidCurve)>> = vec![Vec::new(); n];
+    // The periods each family trades in: only those clear again when it is rejected.
+    let mut family_periods: Vec<Vec<usize>> = vec![Vec::new(); families.len()];
     for (family_idx, family) in families.iter().enumerate() {
         for block in &family.blocks {
             let price = match block.side {
@@ -419,29 +425,46 @@ pub fn clear_day_with_families<P: AsRef<[BidCurve]>>(
                 )
                 .map_err(|source| FamilyClearingError::Block { family_idx, source })?;
                 steps[period].push((family_idx, step));
+                if family_periods[family_idx].last() != Some(&period) {
+                    family_periods[family_idx].push(period);
+                }
             }
         }
     }
+    for periods_of_family in &mut family_periods {
+        periods_of_family.sort_unstable();
+        periods_of_family.dedup();
+    }
     let mut accepted = vec![true; families.len()];
     let mut rounds = 0;
+    // A period's result depends only on its curves and the accepted families' steps in
+    // it, so a round clears again only the periods the last rejected family traded in.
+    let mut results: Vec<Option<ClearingResult>> = vec![None; n];
+    let mut bids: Vec<BidCurve> = Vec::new();
     loop {
         rounds += 1;
-        let mut results = Vec::with_capacity(n);
         for (period, curves) in periods.iter().enumerate() {
-            let mut bids: Vec<BidCurve> = curves.as_ref().to_vec();
+            if results[period].is_some() {
+                continue;
+            }
+            bids.clear();
+            bids.extend_from_slice(curves.as_ref());
             bids.extend(
                 steps[period]
                     .iter()
                     .filter(|(family_idx, _)| accepted[*family_idx])
                     .map(|(_, step)| step.clone()),
             );
-            results.push(
+            results[period] = Some(
                 auction
                     .clear_period(&bids)
                     .map_err(|source| FamilyClearingError::Period { period, source })?,
             );
         }
-        let prices: Vec<Option<Price>> = results.iter().map(|result| result.price).collect();
+        let prices: Vec<Option<Price>> = results
+            .iter()
+            .map(|result| result.as_ref().and_then(|result| result.price))
+            .collect();
         // The accepted family worst off, if any breaks the rule: not traded in full
         // first, then the lowest surplus, then the lowest index.
         let mut worst: Option<(bool, i128, usize)> = None;
@@ -463,7 +486,12 @@ pub fn clear_day_with_families<P: AsRef<[BidCurve]>>(
             .map(|(_, _, family_idx)| family_idx)
             .or_else(|| exclusive_group_loser(families, &groups, &accepted, &prices));
         match worst {
-            Some(family_idx) => accepted[family_idx] = false,
+            Some(family_idx) => {
+                accepted[family_idx] = false;
+                for period in &family_periods[family_idx] {
+                    results[*period] = None;
+                }
+            }
             None => {
                 let outcomes: Vec<FamilyOutcome> = families
                     .iter()
@@ -488,7 +516,10 @@ pub fn clear_day_with_families<P: AsRef<[BidCurve]>>(
                     );
                 }
                 return Ok(DayClearing {
-                    periods: results,
+                    periods: results
+                        .into_iter()
+                        .map(|result| result.expect("every period is cleared in each round"))
+                        .collect(),
                     families: outcomes,
                     rounds,
                 });

@@ -554,5 +554,21 @@ proptest! {
                 }
             }
         }
+        // Each period's result is a fresh clearing of its curves with the accepted
+        // families' steps (the rounds re-clear only the periods a rejection touched).
+        let rules = &config.rules;
+        for (t, result) in day.periods.iter().enumerate() {
+            let mut bids = periods[t].clone();
+            for (family, _) in built.iter().zip(&day.families).filter(|(_, o)| o.accepted) {
+                for block in family.blocks().iter().filter(|block| block.qty[t].0 > 0) {
+                    let price = match block.side {
+                        Side::Buy => rules.price_max,
+                        Side::Sell => rules.price_min,
+                    };
+                    bids.push(step(family.participant(), block.side, price, block.qty[t].0));
+                }
+            }
+            prop_assert_eq!(&auction().clear_period(&bids).expect("clears"), result, "period {}", t);
+        }
     }
 }
