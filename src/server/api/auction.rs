@@ -190,7 +190,8 @@ fn reject_problem(reason: CurveReject) -> ApiError {
     ApiError::new(status, code, reason.to_string())
 }
 
-fn point_error(point_idx: usize, field: &str, error: &RuleError) -> ApiError {
+/// A 400 with the stable code of the market rule a value of `field` breaks.
+pub(super) fn rule_problem(field: &str, error: &RuleError) -> ApiError {
     let code = match error {
         RuleError::PriceOffTick { .. } => "price_off_tick",
         RuleError::PriceOutOfLimits { .. } => "price_out_of_limits",
@@ -200,16 +201,25 @@ fn point_error(point_idx: usize, field: &str, error: &RuleError) -> ApiError {
         RuleError::Unit(_) => "bad_number",
         _ => "invalid_value",
     };
-    ApiError::bad_request(code, format!("points[{point_idx}].{field}: {error}"))
+    ApiError::bad_request(code, format!("{field}: {error}"))
 }
 
-fn parse_decimal(point_idx: usize, field: &str, text: &str) -> Result<Decimal, ApiError> {
+fn point_error(point_idx: usize, field: &str, error: &RuleError) -> ApiError {
+    rule_problem(&format!("points[{point_idx}].{field}"), error)
+}
+
+/// `text` of `field` as a decimal number, or a 400 `bad_number`.
+pub(super) fn parse_decimal_field(field: &str, text: &str) -> Result<Decimal, ApiError> {
     text.trim().parse::<Decimal>().map_err(|_| {
         ApiError::bad_request(
             "bad_number",
-            format!("points[{point_idx}].{field}: {text:?} is not a decimal number"),
+            format!("{field}: {text:?} is not a decimal number"),
         )
     })
+}
+
+fn parse_decimal(point_idx: usize, field: &str, text: &str) -> Result<Decimal, ApiError> {
+    parse_decimal_field(&format!("points[{point_idx}].{field}"), text)
 }
 
 /// The points of a request on the day-ahead grid (prices exact, whole lots, zero
@@ -266,11 +276,14 @@ fn points_dto(rules: &MarketRules, points: &[CurvePoint]) -> Vec<CurvePointDto> 
         .collect()
 }
 
-/// Runs a curve command through the sequencer (answered after the journal commit)
-/// and returns its command seq and first curve event.
-async fn execute_curve_command(
+/// Runs an auction command through the sequencer (answered after the journal commit)
+/// and returns its command seq and the first of its events that `is_answer` picks (a
+/// command without one is an internal error naming `what`).
+pub(super) async fn execute_auction_command(
     state: &SharedState,
     kind: CommandKind,
+    what: &str,
+    is_answer: fn(&EventKind) -> bool,
 ) -> Result<(u64, EventKind), ApiError> {
     let command = EngineCommand {
         now: state.exchange.now(),
@@ -285,23 +298,34 @@ async fn execute_curve_command(
             ExchangeError::Overloaded => ApiError::unavailable(error.to_string()),
             other => ApiError::internal(other),
         })?;
-    let outcome = executed
+    let answer = executed
         .events
         .iter()
         .map(|event| event.kind)
-        .find(|kind| {
-            matches!(
-                kind,
-                EventKind::CurveAccepted { .. }
-                    | EventKind::CurveWithdrawn { .. }
-                    | EventKind::CurveRejected { .. }
-            )
-        })
-        .ok_or_else(|| ApiError::internal("a curve command caused no curve event"))?;
+        .find(is_answer)
+        .ok_or_else(|| ApiError::internal(format!("a {what} command caused no {what} event")))?;
+    Ok((executed.ack.seq, answer))
+}
+
+/// Runs a curve command and returns its command seq and curve event; a refusal is its
+/// problem document.
+async fn execute_curve_command(
+    state: &SharedState,
+    kind: CommandKind,
+) -> Result<(u64, EventKind), ApiError> {
+    let (command_seq, outcome) = execute_auction_command(state, kind, "curve", |kind| {
+        matches!(
+            kind,
+            EventKind::CurveAccepted { .. }
+                | EventKind::CurveWithdrawn { .. }
+                | EventKind::CurveRejected { .. }
+        )
+    })
+    .await?;
     if let EventKind::CurveRejected { reason, .. } = outcome {
         return Err(reject_problem(reason));
     }
-    Ok((executed.ack.seq, outcome))
+    Ok((command_seq, outcome))
 }
 
 /// Submits or replaces a bid curve; answered after the sequencer journaled it.

@@ -25,14 +25,14 @@ use voltex_engine::family::{
     BLOCKS_PER_FAMILY_MAX, FAMILY_PRODUCTS_MAX, FAMILY_QTYS_MAX, FamilyBlock, FamilyRef,
     FamilyReject,
 };
-use voltex_engine::{CommandKind, EngineCommand, EventKind};
-use voltex_market::rules::RuleError;
+use voltex_engine::{CommandKind, EventKind};
 use voltex_market::{AccountId, MarketRules, ProductId, Qty};
 
+use super::auction::{execute_auction_command, parse_decimal_field, rule_problem};
 use super::market::SideDto;
 use super::{Ctx, SharedState};
 use crate::server::auth::{Auth, Role};
-use crate::server::exchange::{ExchangeError, FamilyStatus, LiveFamily};
+use crate::server::exchange::{FamilyStatus, LiveFamily};
 use crate::server::problem::{ApiError, Problem};
 
 /// One block of a family.
@@ -137,28 +137,6 @@ fn reject_problem(reason: FamilyReject) -> ApiError {
     ApiError::new(status, code, reason.to_string())
 }
 
-fn rule_error(field: &str, error: &RuleError) -> ApiError {
-    let code = match error {
-        RuleError::PriceOffTick { .. } => "price_off_tick",
-        RuleError::PriceOutOfLimits { .. } => "price_out_of_limits",
-        RuleError::QtyOffLot { .. } => "qty_off_lot",
-        RuleError::QtyAboveMax { .. } => "qty_above_max",
-        RuleError::Unit(voltex_market::units::UnitError::OffGrid { .. }) => "price_off_grid",
-        RuleError::Unit(_) => "bad_number",
-        _ => "invalid_value",
-    };
-    ApiError::bad_request(code, format!("{field}: {error}"))
-}
-
-fn parse_decimal(field: &str, text: &str) -> Result<Decimal, ApiError> {
-    text.trim().parse::<Decimal>().map_err(|_| {
-        ApiError::bad_request(
-            "bad_number",
-            format!("{field}: {text:?} is not a decimal number"),
-        )
-    })
-}
-
 /// The request's sizes against the engine's limits (so an oversized family is refused
 /// before it reaches the journal).
 fn check_sizes(body: &SubmitFamily) -> Result<(), ApiError> {
@@ -183,15 +161,15 @@ fn parse_blocks(
         .map(|(block_idx, block)| {
             let field = format!("blocks[{block_idx}].limit_eur_per_mwh");
             let limit = rules
-                .price_from_decimal(parse_decimal(&field, &block.limit_eur_per_mwh)?)
-                .map_err(|error| rule_error(&field, &error))?;
+                .price_from_decimal(parse_decimal_field(&field, &block.limit_eur_per_mwh)?)
+                .map_err(|error| rule_problem(&field, &error))?;
             let qty = block
                 .qty_mw
                 .iter()
                 .enumerate()
                 .map(|(idx, text)| {
                     let field = format!("blocks[{block_idx}].qty_mw[{idx}]");
-                    let mw = parse_decimal(&field, text)?;
+                    let mw = parse_decimal_field(&field, text)?;
                     if mw.is_zero() {
                         Ok(Qty::ZERO)
                     } else if mw.is_sign_negative() {
@@ -202,7 +180,7 @@ fn parse_blocks(
                     } else {
                         rules
                             .qty_from_mw(mw)
-                            .map_err(|error| rule_error(&field, &error))
+                            .map_err(|error| rule_problem(&field, &error))
                     }
                 })
                 .collect::<Result<Vec<Qty>, ApiError>>()?;
@@ -215,42 +193,25 @@ fn parse_blocks(
         .collect()
 }
 
-/// Runs a family command through the sequencer (answered after the journal commit)
-/// and returns its command seq and family event.
+/// Runs a family command and returns its command seq and family event; a refusal is
+/// its problem document.
 async fn execute_family_command(
     state: &SharedState,
     kind: CommandKind,
 ) -> Result<(u64, EventKind), ApiError> {
-    let command = EngineCommand {
-        now: state.exchange.now(),
-        origin: None,
-        kind,
-    };
-    let executed = state
-        .exchange
-        .execute(command)
-        .await
-        .map_err(|error| match error {
-            ExchangeError::Overloaded => ApiError::unavailable(error.to_string()),
-            other => ApiError::internal(other),
-        })?;
-    let outcome = executed
-        .events
-        .iter()
-        .map(|event| event.kind)
-        .find(|kind| {
-            matches!(
-                kind,
-                EventKind::FamilyAccepted { .. }
-                    | EventKind::FamilyWithdrawn { .. }
-                    | EventKind::FamilyRejected { .. }
-            )
-        })
-        .ok_or_else(|| ApiError::internal("a family command caused no family event"))?;
+    let (command_seq, outcome) = execute_auction_command(state, kind, "family", |kind| {
+        matches!(
+            kind,
+            EventKind::FamilyAccepted { .. }
+                | EventKind::FamilyWithdrawn { .. }
+                | EventKind::FamilyRejected { .. }
+        )
+    })
+    .await?;
     if let EventKind::FamilyRejected { reason, .. } = outcome {
         return Err(reject_problem(reason));
     }
-    Ok((executed.ack.seq, outcome))
+    Ok((command_seq, outcome))
 }
 
 /// Submits or replaces a block family; answered after the sequencer journaled it.
