@@ -352,31 +352,46 @@ impl EngineCommand {
     /// [`FAMILY_QTYS_MAX`] quantities.
     ///
     /// # Errors
-    /// The number of points of an oversized curve; of an oversized family, its number
-    /// of products, blocks or quantities (the first over its limit).
-    pub fn check_size(&self) -> Result<(), usize> {
+    /// The first count over its limit: a curve's points; a family's products, blocks
+    /// or quantities.
+    pub fn check_size(&self) -> Result<(), OversizeCommand> {
+        let over = |what: &'static str, len: usize, max: usize| {
+            if len > max {
+                Err(OversizeCommand { what, len, max })
+            } else {
+                Ok(())
+            }
+        };
         match &self.kind {
-            CommandKind::SubmitCurve { points, .. }
-                if points.len() > AUCTION_POINTS_PER_CURVE_MAX =>
-            {
-                Err(points.len())
+            CommandKind::SubmitCurve { points, .. } => {
+                over("curve points", points.len(), AUCTION_POINTS_PER_CURVE_MAX)
             }
             CommandKind::SubmitFamily {
                 products, blocks, ..
             } => {
-                if products.len() > FAMILY_PRODUCTS_MAX {
-                    Err(products.len())
-                } else if blocks.len() > BLOCKS_PER_FAMILY_MAX {
-                    Err(blocks.len())
-                } else if StoredFamily::n_qtys(blocks) > FAMILY_QTYS_MAX {
-                    Err(StoredFamily::n_qtys(blocks))
-                } else {
-                    Ok(())
-                }
+                over("family products", products.len(), FAMILY_PRODUCTS_MAX)?;
+                over("family blocks", blocks.len(), BLOCKS_PER_FAMILY_MAX)?;
+                over(
+                    "family quantities",
+                    StoredFamily::n_qtys(blocks),
+                    FAMILY_QTYS_MAX,
+                )
             }
             _ => Ok(()),
         }
     }
+}
+
+/// A command that does not fit a journal entry: `len` of `what`, more than `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{len} {what}, more than the limit of {max}")]
+pub struct OversizeCommand {
+    /// What is counted (`curve points`, `family products`, ...).
+    pub what: &'static str,
+    /// How many the command has.
+    pub len: usize,
+    /// The limit.
+    pub max: usize,
 }
 
 /// Why the engine (not a book) refused a command. A refused command changes nothing

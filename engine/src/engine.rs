@@ -43,7 +43,9 @@
 
 use std::path::Path;
 
-use crate::command::{Ack, Committed, EngineCommand, EngineEvent, decode_entry, encode_entry};
+use crate::command::{
+    Ack, Committed, EngineCommand, EngineEvent, OversizeCommand, decode_entry, encode_entry,
+};
 use crate::journal::{
     FileJournal, Journal, JournalConfig, JournalError, MemJournal, MemStorage, OpenReport,
 };
@@ -166,15 +168,14 @@ pub enum EngineError {
     /// Encoding a command failed (cannot happen for these types).
     #[error("encoding a command failed: {0}")]
     Encode(postcard::Error),
-    /// A command too large for a journal entry (a bid curve with more than
-    /// `AUCTION_POINTS_PER_CURVE_MAX` points); nothing of its group was journaled and
-    /// the engine is not poisoned.
-    #[error("command {index} of the batch is too large: {n_points} curve points")]
+    /// A command too large for a journal entry (a bid curve or block family over its
+    /// limits); nothing of its group was journaled and the engine is not poisoned.
+    #[error("command {index} of the batch is too large: {size}")]
     CommandTooLarge {
         /// Position of the command in the group.
         index: usize,
-        /// Its number of points.
-        n_points: usize,
+        /// What is over its limit.
+        size: OversizeCommand,
     },
     /// An earlier commit failed; recover from disk.
     #[error("engine poisoned by an earlier journal failure; recover to continue")]
@@ -437,7 +438,7 @@ impl Engine {
         for (index, command) in group.iter().enumerate() {
             command
                 .check_size()
-                .map_err(|n_points| EngineError::CommandTooLarge { index, n_points })?;
+                .map_err(|size| EngineError::CommandTooLarge { index, size })?;
         }
         let first_seq = self.state.last_seq() + 1;
         if let Err(error) = self.write_group(first_seq, group) {

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-use crate::command::{Ack, Committed, EngineCommand, EngineEvent};
+use crate::command::{Ack, Committed, EngineCommand, EngineEvent, OversizeCommand};
 use crate::engine::{Engine, EngineError};
 
 /// Default bound of the command queue.
@@ -68,12 +68,12 @@ pub enum SequencerError {
     /// The sequencer has shut down (or its thread is gone).
     #[error("sequencer stopped")]
     Stopped,
-    /// A bid curve with more points than `AUCTION_POINTS_PER_CURVE_MAX`; refused
-    /// before it was queued (the engine is unaffected).
-    #[error("command too large: {n_points} curve points")]
+    /// A bid curve or block family over its limits; refused before it was queued (the
+    /// engine is unaffected).
+    #[error("command too large: {size}")]
     CommandTooLarge {
-        /// Its number of points.
-        n_points: usize,
+        /// What is over its limit.
+        size: OversizeCommand,
     },
     /// `call` was used while earlier submissions still await replies.
     #[error("replies pending: use recv_reply for pipelined submissions")]
@@ -204,8 +204,8 @@ impl SequencerClient {
     /// [`SequencerError::CommandTooLarge`] (nothing queued) for a command that does not
     /// fit a journal entry ([`EngineCommand::check_size`]).
     pub fn submit(&mut self, command: EngineCommand) -> Result<u64, SequencerError> {
-        if let Err(n_points) = command.check_size() {
-            return Err(SequencerError::CommandTooLarge { n_points });
+        if let Err(size) = command.check_size() {
+            return Err(SequencerError::CommandTooLarge { size });
         }
         let token = self.next_token;
         let request = Request::Command {

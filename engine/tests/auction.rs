@@ -362,10 +362,8 @@ fn oversized_curve_is_refused_before_the_journal_without_poisoning() {
     let error = engine
         .process_batch(&[too_long], &mut events, &mut acks)
         .unwrap_err();
-    assert!(
-        matches!(error, EngineError::CommandTooLarge { n_points, .. }
-        if n_points == AUCTION_POINTS_PER_CURVE_MAX + 1)
-    );
+    assert!(matches!(error, EngineError::CommandTooLarge { size, .. }
+        if size.len == AUCTION_POINTS_PER_CURVE_MAX + 1 && size.what == "curve points"));
     assert_eq!(engine.last_seq(), last_seq, "nothing journaled");
     let fits = submit(
         T0,

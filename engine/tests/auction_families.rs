@@ -412,7 +412,8 @@ fn malformed_families_are_refused_with_their_reason_and_change_nothing() {
     let mut acks = Vec::new();
     assert!(matches!(
         engine.process_batch(&[huge], &mut events, &mut acks),
-        Err(EngineError::CommandTooLarge { .. })
+        Err(EngineError::CommandTooLarge { size, .. })
+            if size.what == "family products" && size.len == FAMILY_PRODUCTS_MAX + 1
     ));
     assert_eq!(engine.state().last_seq(), last_seq);
 
