@@ -57,8 +57,9 @@ use clap::Args;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use voltex_engine::bidding::{
-    BidConfig, HeadroomSteps, IntradayConfig, PeriodCurve, PlannedLimits, ReplayIntraday,
-    ReplayMarket, day_ahead_curves, day_ahead_family, price_taking_curves,
+    BidConfig, FamilyOwner, HeadroomSteps, IntradayConfig, PlannedLimits, ReplayIntraday,
+    ReplayMarket, day_ahead_curves, day_ahead_families, price_taking_curves, scenario_with_error,
+    stored_energy_value_eur_per_mwh,
 };
 use voltex_engine::commit::settle::{SettleConfig, Settlement, execute_and_settle};
 use voltex_engine::forecast::{Forecaster, LearEnsemble, NaiveForecaster};
@@ -69,7 +70,7 @@ use voltex_engine::optimise::{
 };
 use voltex_market::auction::AuctionConfig;
 use voltex_market::battery::BatterySpec;
-use voltex_market::block::{BlockFamily, EXCLUSIVE_GROUP_FAMILIES_MAX, ExclusiveGroupId};
+use voltex_market::block::{EXCLUSIVE_GROUP_FAMILIES_MAX, ExclusiveGroupId};
 use voltex_market::series::{PriceSeries, STANDARD_TEST_DAYS, SeriesLayout};
 use voltex_market::{AccountId, MarketRules};
 
@@ -169,7 +170,7 @@ fn parse_horizon_days(text: &str) -> std::result::Result<usize, String> {
 }
 
 /// Parses `--alternatives`: 1 up to an exclusive group's limit.
-fn parse_alternatives(text: &str) -> std::result::Result<usize, String> {
+pub(crate) fn parse_alternatives(text: &str) -> std::result::Result<usize, String> {
     let n: usize = text
         .parse()
         .map_err(|_| format!("expected a whole number of schedules, got {text:?}"))?;
@@ -366,52 +367,29 @@ impl<'a> DayContext<'a> {
             }
         };
         let accepted_w = if self.family_bids {
-            // The day's value of stored energy prices both blocks (see `day_ahead_family`).
-            let mut families: Vec<BlockFamily> =
-                day_ahead_family(self.spec, &plan, lambda, BATTERY, self.market.config())?
-                    .into_iter()
-                    .collect();
-            let mut offered = vec![plan.net_w.clone()];
-            for scenario in alternatives {
-                let alternative = match plan_day_with_continuation(
-                    self.spec,
-                    soc_wh,
-                    scenario,
-                    self.continuation_days,
-                    &config,
-                ) {
-                    Ok(alternative) => alternative,
-                    Err(error) => {
-                        tracing::warn!(%error, "alternative plan failed: not offered");
-                        continue;
-                    }
-                };
-                if offered.contains(&alternative.net_w) {
-                    continue;
-                }
-                families.extend(day_ahead_family(
-                    self.spec,
-                    &alternative,
-                    lambda,
-                    BATTERY,
-                    self.market.config(),
-                )?);
-                offered.push(alternative.net_w);
-            }
-            if families.len() > 1 {
-                families = families
-                    .into_iter()
-                    .map(|family| family.in_exclusive_group(ExclusiveGroupId(0)))
-                    .collect();
-            }
-            let no_curves: Vec<PeriodCurve> = (0..ppd)
-                .map(|period| PeriodCurve {
-                    period,
-                    ..PeriodCurve::default()
-                })
-                .collect();
-            self.market
-                .clear_day_with_families(&no_curves, &families, real)?
+            // The day's value of stored energy prices every block (see `day_ahead_family`).
+            let families = day_ahead_families(
+                self.spec,
+                &plan,
+                alternatives,
+                |scenario| {
+                    plan_day_with_continuation(
+                        self.spec,
+                        soc_wh,
+                        scenario,
+                        self.continuation_days,
+                        &config,
+                    )
+                },
+                lambda,
+                FamilyOwner {
+                    participant: BATTERY,
+                    group: ExclusiveGroupId(0),
+                    auction: self.market.config(),
+                },
+            )?
+            .families;
+            self.market.clear_families(&families, real)?
         } else {
             let curves = if self.price_taking {
                 price_taking_curves(&plan, &self.bid_config)
@@ -586,11 +564,7 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
                         1 => &lear_days[past],
                         _ => &naive_days[past],
                     };
-                    forecast
-                        .iter()
-                        .zip(series.day_prices_f64(past_day).iter().zip(past_forecast))
-                        .map(|(f, (real, guess))| f + (real - guess))
-                        .collect()
+                    scenario_with_error(forecast, series.day_prices_f64(past_day), past_forecast)
                 })
                 .collect();
             match ctx.run_day(tally.soc_wh, forecast, &alternatives, real)? {
@@ -764,15 +738,6 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// What a MWh left in the battery at the end of a day is worth to the plan: sold on a
-/// later day at about this day's mean price, after discharge losses and wear, EUR per
-/// MWh stored (`--terminal-value`).
-fn stored_energy_value_eur_per_mwh(spec: &BatterySpec, prices: &[f64]) -> f64 {
-    let mean = prices.iter().sum::<f64>() / prices.len().max(1) as f64;
-    let wear = spec.wear_cost_eur_per_mwh.to_f64().unwrap_or(0.0);
-    spec.discharge_efficiency * mean - wear
 }
 
 /// The replayed intraday market of `--intraday-spread` and `--intraday-depth-mw`.

@@ -54,9 +54,14 @@ use voltex_market::{AccountId, MarketRules, OrderId, Price, Qty, Side};
 
 use crate::optimise::Plan;
 
+pub mod day_family;
 pub mod intraday;
 pub mod replay;
 
+pub use day_family::{
+    DayFamilies, FamilyOwner, day_ahead_families, scenario_with_error,
+    stored_energy_value_eur_per_mwh,
+};
 pub use intraday::{CloseOut, ClosingFill, IntradayConfig, IntradayError, ReplayIntraday};
 pub use replay::{ReplayError, ReplayMarket, replay_counterparty};
 

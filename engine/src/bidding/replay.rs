@@ -234,6 +234,25 @@ impl ReplayMarket {
             .collect()
     }
 
+    /// [`ReplayMarket::clear_day_with_families`] for a bidder that bids only `families`
+    /// (no curves) in a day of `real_prices.len()` periods.
+    ///
+    /// # Errors
+    /// As [`ReplayMarket::clear_day_with_families`].
+    pub fn clear_families(
+        &mut self,
+        families: &[BlockFamily],
+        real_prices: &[Decimal],
+    ) -> Result<Vec<i64>, ReplayError> {
+        let no_curves: Vec<PeriodCurve> = (0..real_prices.len())
+            .map(|period| PeriodCurve {
+                period,
+                ..PeriodCurve::default()
+            })
+            .collect();
+        self.clear_day_with_families(&no_curves, families, real_prices)
+    }
+
     /// The bidder's net accepted power in one period's result, W (positive = sell).
     fn net_w(
         &self,
