@@ -314,7 +314,8 @@ fn apply_axis(scenario: &mut Scenario, key: &str, value: &str) -> Result<()> {
             scenario.strategy.bidding = match value {
                 "price_taker" => Bidding::PriceTaker,
                 "auction" => Bidding::Auction,
-                _ => return Err(bad("expected price_taker or auction")),
+                "family" => Bidding::Family,
+                _ => return Err(bad("expected price_taker, auction or family")),
             }
         }
         "seed" => scenario.seed = value.parse().map_err(|_| bad("not an integer"))?,

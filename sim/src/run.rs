@@ -57,7 +57,7 @@ pub struct Summary {
     pub seed: u64,
     /// Strategy, as in the scenario.
     pub strategy: String,
-    /// How the plan reached the market (`price_taker` or `auction`).
+    /// How the plan reached the market (`price_taker`, `auction` or `family`).
     pub bidding: String,
     /// The fleet's risk limit, MW (`null`: none).
     pub max_position_mw: Option<Decimal>,
@@ -227,6 +227,7 @@ fn output(scenario: &Scenario, world: &World<'_>) -> SimOutput {
         bidding: match scenario.strategy.bidding {
             Bidding::PriceTaker => "price_taker",
             Bidding::Auction => "auction",
+            Bidding::Family => "family",
         }
         .to_string(),
         max_position_mw: scenario

@@ -27,6 +27,7 @@ use toml::Spanned;
 use voltex_engine::bidding::{IntradayConfig, IntradayError};
 use voltex_market::MarketRules;
 use voltex_market::battery::BatterySpec;
+use voltex_market::block::EXCLUSIVE_GROUP_FAMILIES_MAX;
 
 /// A scenario that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,12 +201,26 @@ pub struct StrategySpec {
     /// (`voltex_engine::optimise::fleet::share_of_limit_w`).
     #[serde(default)]
     pub max_position_mw: Option<Spanned<Decimal>>,
+    /// With [`Bidding::Family`]: how many alternative day schedules each group offers
+    /// in one exclusive group (1 up to the group limit, 24; default 1): the plan on the
+    /// forecast and the plans on the forecast plus each of the latest days' forecast
+    /// errors of the run (`voltex_engine::bidding::day_family`).
+    #[serde(default)]
+    pub alternatives: Option<Spanned<u32>>,
 }
 
 /// The smallest risk limit a scenario takes, MW: 1 W.
 pub const MAX_POSITION_MW_MIN: Decimal = Decimal::from_parts(1, 0, 0, false, 6);
 
 impl StrategySpec {
+    /// The alternative day schedules a group offers with [`Bidding::Family`] (1: the
+    /// plan alone).
+    pub fn alternatives(&self) -> usize {
+        self.alternatives
+            .as_ref()
+            .map_or(1, |n| *n.get_ref() as usize)
+    }
+
     /// The fleet's risk limit in whole W (rounded down), if any. A value
     /// [`Scenario::parse`] accepted is positive and at least 1 W.
     pub fn max_position_w(&self) -> Option<i64> {
@@ -233,6 +248,14 @@ pub enum Bidding {
     /// that buys and sells any quantity at the replayed price: only the steps in the
     /// money at the real price are committed.
     Auction,
+    /// The group is planned as one aggregated unit with the day's value of stored
+    /// energy as its terminal value and bid as one linked block family (its charging a
+    /// buy block, its discharging a sell block, both priced at that value;
+    /// `voltex_engine::bidding::day_ahead_family`), accepted whole or not at all in
+    /// `voltex_market::block`'s day clearing against the replayed price: a day whose
+    /// round trip does not pay at the real prices is not committed at all, and a sale
+    /// never clears without its purchase.
+    Family,
 }
 
 /// One group of identical batteries.
@@ -557,6 +580,23 @@ impl Scenario {
                 "max_position_mw",
                 "must be at least 0.000001 (1 W)",
             ));
+        }
+        if let Some(alternatives) = &self.strategy.alternatives {
+            let n = *alternatives.get_ref() as usize;
+            if self.strategy.bidding != Bidding::Family {
+                return Err(c.at(
+                    alternatives.span().start,
+                    "alternatives",
+                    "needs bidding = \"family\"",
+                ));
+            }
+            if !(1..=EXCLUSIVE_GROUP_FAMILIES_MAX).contains(&n) {
+                return Err(c.at(
+                    alternatives.span().start,
+                    "alternatives",
+                    format!("must be 1 to {EXCLUSIVE_GROUP_FAMILIES_MAX} (one exclusive group)"),
+                ));
+            }
         }
         if self.fleet.is_empty() {
             return Err(c.at(0, "fleet", "at least one [[fleet]] group is required"));

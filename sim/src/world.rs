@@ -78,7 +78,8 @@ use voltex_dispatch::{
     Ack, Fallback, Message, Receipt, Schedule, ScheduleId, ScheduleSigner, SignedSchedule,
 };
 use voltex_engine::bidding::{
-    BidConfig, PlannedLimits, ReplayIntraday, ReplayMarket, day_ahead_curves,
+    BidConfig, FamilyOwner, PlannedLimits, ReplayIntraday, ReplayMarket, day_ahead_curves,
+    day_ahead_families, scenario_with_error, stored_energy_value_eur_per_mwh,
 };
 use voltex_engine::forecast::{ForecastError, Forecaster, Lear, LearConfig, NaiveForecaster};
 use voltex_engine::optimise::fleet::share_of_limit_w;
@@ -86,6 +87,7 @@ use voltex_engine::optimise::rule::DailyRule;
 use voltex_engine::optimise::{LpBackend, OptimiseError, PlanConfig, TerminalSoc, plan_battery};
 use voltex_market::auction::AuctionConfig;
 use voltex_market::battery::{BatterySpec, PeriodPhysics};
+use voltex_market::block::ExclusiveGroupId;
 use voltex_market::series::PriceSeries;
 use voltex_market::{AccountId, Side, UtcNanos};
 
@@ -431,8 +433,12 @@ pub struct World<'a> {
     verify_one_in: u32,
     series: &'a PriceSeries,
     strategy: StrategyKind,
-    /// `Some` when the plan is bid into the call auction ([`Bidding::Auction`]).
+    /// `Some` when the plan is bid into the call auction ([`Bidding::Auction`] or
+    /// [`Bidding::Family`]).
     auction: Option<AuctionBidding>,
+    /// With [`Bidding::Family`] and alternatives: the latest days' forecasts (per
+    /// interval), the newest first, at most `alternatives − 1`.
+    past_forecasts: std::collections::VecDeque<Vec<f64>>,
     /// The continuous intraday market, if the scenario has one.
     intraday: Option<ReplayIntraday>,
     history_days: usize,
@@ -741,9 +747,23 @@ impl<'a> World<'a> {
             verify_one_in,
             series,
             strategy,
-            auction: (scenario.strategy.bidding == Bidding::Auction
-                && strategy != StrategyKind::RuleBased)
-                .then(|| AuctionBidding::new(interval_s, penalty.to_f64().unwrap_or(0.0))),
+            auction: match scenario.strategy.bidding {
+                _ if strategy == StrategyKind::RuleBased => None,
+                Bidding::PriceTaker => None,
+                Bidding::Auction => Some(AuctionBidding::new(
+                    interval_s,
+                    penalty.to_f64().unwrap_or(0.0),
+                    BidShape::Curves,
+                )),
+                Bidding::Family => Some(AuctionBidding::new(
+                    interval_s,
+                    penalty.to_f64().unwrap_or(0.0),
+                    BidShape::Families {
+                        alternatives: scenario.strategy.alternatives(),
+                    },
+                )),
+            },
+            past_forecasts: std::collections::VecDeque::new(),
             intraday: intraday_config
                 .map(|config| ReplayIntraday::new(FLEET_ACCOUNT, MARKET_ACCOUNT, config))
                 .transpose()
@@ -991,6 +1011,7 @@ impl<'a> World<'a> {
         let prices = self.forecast(day)?;
         let first_k = day as usize * self.per_day;
         let now = sched.now_ns();
+        let alternatives = self.alternative_scenarios(day, &prices);
         for g in 0..self.groups.len() {
             let group = &self.groups[g];
             let spec = group.spec.clone();
@@ -1038,7 +1059,7 @@ impl<'a> World<'a> {
                 Some(auction) => {
                     let real = &self.rows[first_k..first_k + self.per_day];
                     let committed = auction
-                        .bid_and_clear(&plan_spec, count, start_soc, &prices, real)
+                        .bid_and_clear(&plan_spec, count, start_soc, &prices, &alternatives, real)
                         .map_err(|reason| SimError::Bid {
                             day,
                             group: self.groups[g].name.clone(),
@@ -1109,10 +1130,37 @@ impl<'a> World<'a> {
                 },
             );
         }
+        if let Some(auction) = &self.auction
+            && let BidShape::Families { alternatives } = auction.shape
+            && alternatives > 1
+        {
+            self.past_forecasts.push_front(prices);
+            self.past_forecasts.truncate(alternatives - 1);
+        }
         if day + 1 < self.n_days {
             sched.schedule_in(DAY_NS, Event::Plan { day: day + 1 });
         }
         Ok(())
+    }
+
+    /// With family bids and alternatives: `prices` (day `day`'s forecast) moved by each
+    /// of the latest days' forecast errors, the newest first. Those days' real prices
+    /// were published before day `day`'s auction (a day's prices are known when it is
+    /// over); the first days of the run have fewer.
+    fn alternative_scenarios(&self, day: u32, prices: &[f64]) -> Vec<Vec<f64>> {
+        self.past_forecasts
+            .iter()
+            .enumerate()
+            .filter_map(|(back, past_forecast)| {
+                let past_day = (day as usize).checked_sub(back + 1)?;
+                let first = past_day * self.per_day;
+                let real: Vec<f64> = self.rows[first..first + self.per_day]
+                    .iter()
+                    .map(|row| row.price.to_f64().unwrap_or(f64::NAN))
+                    .collect();
+                Some(scenario_with_error(prices, &real, past_forecast))
+            })
+            .collect()
     }
 
     /// Builds and signs day `day`'s schedule for every device of group `g` (issued at
@@ -1676,11 +1724,23 @@ impl<'a> World<'a> {
     }
 }
 
-/// The platform's day-ahead bidding of [`Bidding::Auction`]: the engine's bid curves
-/// cleared in the market's call auction against the replayed price.
+/// The platform's day-ahead bidding of [`Bidding::Auction`] (the engine's bid curves)
+/// and [`Bidding::Family`] (one linked block family per group, or an exclusive group
+/// of alternatives), cleared in the market's call auction against the replayed price.
 struct AuctionBidding {
     market: ReplayMarket,
     bid_config: BidConfig,
+    shape: BidShape,
+}
+
+/// What a group's day is bid as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BidShape {
+    /// Per-interval curves at the plan's marginal values.
+    Curves,
+    /// A linked block family; with `alternatives` > 1 an exclusive group of up to that
+    /// many alternative schedules.
+    Families { alternatives: usize },
 }
 
 /// The fleet's account in the simulated auction.
@@ -1689,7 +1749,7 @@ const FLEET_ACCOUNT: AccountId = AccountId(1);
 const MARKET_ACCOUNT: AccountId = AccountId(2);
 
 impl AuctionBidding {
-    fn new(interval_s: i64, imbalance_penalty_eur_per_mwh: f64) -> AuctionBidding {
+    fn new(interval_s: i64, imbalance_penalty_eur_per_mwh: f64, shape: BidShape) -> AuctionBidding {
         let auction_config = AuctionConfig::day_ahead_default();
         let bid_config = BidConfig {
             rules: auction_config.rules.clone(),
@@ -1702,35 +1762,71 @@ impl AuctionBidding {
             market: ReplayMarket::new(FLEET_ACCOUNT, MARKET_ACCOUNT, auction_config)
                 .expect("two accounts and the default day-ahead configuration"),
             bid_config,
+            shape,
         }
     }
 
     /// Plans `count` batteries of `spec` (each at `soc_wh`) as one unit on `forecast`,
-    /// bids the plan, clears every interval against the replayed prices of `real`, and
-    /// returns the group's accepted net power per interval, W (positive = sell).
+    /// bids the plan (with family bids, beside the plans on `alternatives`), clears the
+    /// day against the replayed prices of `real`, and returns the group's accepted net
+    /// power per interval, W (positive = sell).
     fn bid_and_clear(
         &mut self,
         spec: &BatterySpec,
         count: i64,
         soc_wh: f64,
         forecast: &[f64],
+        alternatives: &[Vec<f64>],
         real: &[IntervalRow],
     ) -> Result<Vec<i64>, String> {
         let unit = spec.scaled(count);
-        let config = PlanConfig {
-            period_s: self.bid_config.period_s,
-            terminal: TerminalSoc::Free,
-            // Clarabel: the bid limits need the LP's marginal values (duals).
-            backend: LpBackend::Clarabel,
-        };
-        let plan = plan_battery(&unit, soc_wh * count as f64, forecast, &config)
-            .map_err(|e| e.to_string())?;
-        let curves = day_ahead_curves(&unit, &plan, forecast, &self.bid_config)
-            .map_err(|e| e.to_string())?;
+        let unit_soc_wh = soc_wh * count as f64;
         let real_prices: Vec<Decimal> = real.iter().map(|row| row.price).collect();
-        self.market
-            .clear_day(&curves, &real_prices)
-            .map_err(|e| e.to_string())
+        match self.shape {
+            BidShape::Curves => {
+                let config = PlanConfig {
+                    period_s: self.bid_config.period_s,
+                    terminal: TerminalSoc::Free,
+                    // Clarabel: the bid limits need the LP's marginal values (duals).
+                    backend: LpBackend::Clarabel,
+                };
+                let plan = plan_battery(&unit, unit_soc_wh, forecast, &config)
+                    .map_err(|e| e.to_string())?;
+                let curves = day_ahead_curves(&unit, &plan, forecast, &self.bid_config)
+                    .map_err(|e| e.to_string())?;
+                self.market
+                    .clear_day(&curves, &real_prices)
+                    .map_err(|e| e.to_string())
+            }
+            BidShape::Families { alternatives: n } => {
+                // The plan maximises what the family's surplus measures: the day's cash
+                // plus the value of the energy it leaves stored.
+                let lambda = stored_energy_value_eur_per_mwh(&unit, forecast);
+                let config = PlanConfig {
+                    period_s: self.bid_config.period_s,
+                    terminal: TerminalSoc::ValueEurPerMwh(lambda),
+                    backend: LpBackend::Microlp,
+                };
+                let planner = |prices: &[f64]| plan_battery(&unit, unit_soc_wh, prices, &config);
+                let plan = planner(forecast).map_err(|e| e.to_string())?;
+                let day = day_ahead_families(
+                    &unit,
+                    &plan,
+                    &alternatives[..alternatives.len().min(n.saturating_sub(1))],
+                    planner,
+                    lambda,
+                    FamilyOwner {
+                        participant: FLEET_ACCOUNT,
+                        group: ExclusiveGroupId(0),
+                        auction: self.market.config(),
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+                self.market
+                    .clear_families(&day.families, &real_prices)
+                    .map_err(|e| e.to_string())
+            }
+        }
     }
 }
 

@@ -141,6 +141,52 @@ fn a_risk_limit_below_one_watt_is_refused_at_its_line() {
 }
 
 #[test]
+fn alternatives_need_family_bids_and_fit_one_exclusive_group() {
+    let with = |strategy: &str| {
+        GOOD.replace(
+            "kind = \"perfect_foresight\"",
+            &format!("kind = \"perfect_foresight\"\n{strategy}"),
+        )
+    };
+    let scenario = parse(&with("bidding = \"family\"\nalternatives = 4")).expect("valid");
+    assert_eq!(scenario.strategy.alternatives(), 4);
+    assert_eq!(
+        parse(&with("bidding = \"family\""))
+            .expect("valid")
+            .strategy
+            .alternatives(),
+        1
+    );
+    // `alternatives` is on line 13, after `bidding` on line 12.
+    for (strategy, message) in [
+        (
+            "bidding = \"auction\"\nalternatives = 2",
+            "needs bidding = \"family\"",
+        ),
+        ("bidding = \"family\"\nalternatives = 0", "must be 1 to 24"),
+        ("bidding = \"family\"\nalternatives = 25", "must be 1 to 24"),
+    ] {
+        let err = parse(&with(strategy)).unwrap_err();
+        assert_eq!(err.field(), Some("alternatives"), "{strategy}: {err}");
+        assert_eq!(err.line(), 13, "{strategy}: {err}");
+        assert!(err.to_string().contains(message), "{strategy}: {err}");
+    }
+    // Without a bidding line the default (price-taker) is meant: refused at line 12.
+    let err = parse(&with("alternatives = 2")).unwrap_err();
+    assert_eq!(
+        (err.field(), err.line()),
+        (Some("alternatives"), 12),
+        "{err}"
+    );
+    // A negative count is a type error at its value.
+    let err = parse(&with("bidding = \"family\"\nalternatives = -1")).unwrap_err();
+    assert_eq!(err.line(), 13, "{err}");
+    // An unknown bidding style is named.
+    let err = parse(&with("bidding = \"blocks\"")).unwrap_err();
+    assert_eq!(err.line(), 12, "{err}");
+}
+
+#[test]
 fn bad_intraday_terms_are_refused_at_their_line() {
     // `days = 2` is line 8; the intraday fields go right after it.
     let with = |extra: &str| GOOD.replace("days = 2\n", &format!("days = 2\n{extra}"));

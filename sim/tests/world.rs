@@ -146,6 +146,56 @@ fn auction_bidding_commits_what_clears_in_whole_lots_and_matches_the_hand_comput
 }
 
 #[test]
+fn family_bidding_commits_each_day_whole_and_matches_the_hand_computation() {
+    // Perfect foresight, each group's day bid as one linked family. The stored energy's
+    // value is the day's mean price after wear: 1,190 / 24 − 2 = 47.58 EUR/MWh, so the
+    // plan still charges at 03:00 (−10) and sells at 18:00 (100), and keeps nothing at
+    // 50; its family (buy limit 45.58, sell limit 49.58) pays at the real prices and is
+    // accepted whole: the commitments and P&L are the price-taker's.
+    let text = |extra: &str| {
+        scenario_text(2, 2, "").replace(
+            "kind = \"perfect_foresight\"",
+            &format!("kind = \"perfect_foresight\"\nbidding = \"family\"{extra}"),
+        )
+    };
+    let family = Scenario::parse("t.toml", &text("")).expect("valid scenario");
+    let out = go(&family, 2);
+    let pnl = &out.summary.pnl;
+    assert_eq!(pnl.market_eur, eur("440"), "2 days × 2 × (10 + 100)");
+    assert_eq!(pnl.imbalance_eur, eur("0"));
+    assert_eq!(pnl.wear_eur, eur("16"));
+    assert_eq!(out.summary.bidding, "family");
+    let committed = committed_w(&out);
+    for day in 0..2 {
+        assert_eq!(committed[day * 24 + 3], -2_000_000);
+        assert_eq!(committed[day * 24 + 18], 2_000_000);
+    }
+    assert_eq!(committed.iter().filter(|w| **w != 0).count(), 4);
+    assert_eq!(delivered(&out), delivered(&go(&scenario(2, 2, ""), 2)));
+
+    // With perfect foresight yesterday's error is zero: the alternatives are the plan
+    // itself, not offered twice, and nothing changes.
+    let with_alternatives =
+        Scenario::parse("t.toml", &text("\nalternatives = 3")).expect("valid scenario");
+    let again = go(&with_alternatives, 2);
+    assert_eq!(again.summary.pnl, out.summary.pnl);
+    assert_eq!(committed_w(&again), committed);
+
+    // On the spiked Wednesday the naive forecast's day (buy at 03:00 for -10, sell at
+    // 18:00 for 100) is priced at its forecast's value, 47.58 (buy limit 45.58, sell
+    // limit 49.58). At the real prices its surplus is 2 × (100 − 49.58) − 2 × (200 −
+    // 45.58) < 0: the whole day is refused. Curves would sell at 18:00 what was never
+    // bought (the test below: −10 EUR); the family commits nothing and loses nothing.
+    let refused = naive_on_spiked_wednesday("family", "");
+    assert!(committed_w(&refused).iter().all(|w| *w == 0));
+    assert!(delivered(&refused).iter().all(|j| *j == 0));
+    assert_eq!(refused.summary.pnl.profit_eur, eur("0"));
+    assert_eq!(refused.summary.pnl.imbalance_eur, eur("0"));
+    let curves = naive_on_spiked_wednesday("auction", "");
+    assert_eq!(curves.summary.pnl.profit_eur, eur("-10"));
+}
+
+#[test]
 fn a_fleet_risk_limit_caps_every_position_shared_by_power_and_matches_the_hand_computation() {
     // Group a: 2 batteries of 1 MW / 1 MWh; group b: 1 battery of 2 MW / 2 MWh. The
     // fleet's 4 MW either way under a 2 MW limit: each group gets half of its power,
@@ -211,12 +261,10 @@ fn a_fleet_risk_limit_caps_every_position_shared_by_power_and_matches_the_hand_c
     assert_eq!(committed_w(&loose), committed_w(&free));
 }
 
-#[test]
-fn a_sale_awarded_without_its_purchase_is_closed_intraday_instead_of_left_to_imbalance() {
-    // Seven ordinary days (-10.00 at 03:00, 100.00 at 18:00, 50.00 else), then Wednesday
-    // 2020-01-08 with 200.00 at 03:00. The naive forecast (yesterday) plans to buy at
-    // 03:00 and sell at 18:00; the purchase does not clear at 200, the sale clears at
-    // 100 with the two empty batteries holding nothing to sell.
+/// Seven ordinary days (-10.00 at 03:00, 100.00 at 18:00, 50.00 else), then Wednesday
+/// 2020-01-08 with 200.00 at 03:00: the naive forecast (yesterday) plans to buy at
+/// 03:00 and sell at 18:00, and the purchase costs far more than forecast.
+fn spiked_wednesday() -> PriceSeries {
     let mut text = String::from(",Price\n");
     for day in 0..8 {
         for hour in 0..24 {
@@ -229,22 +277,30 @@ fn a_sale_awarded_without_its_purchase_is_closed_intraday_instead_of_left_to_imb
             text.push_str(&format!("2020-01-{:02} {hour:02}:00:00,{price}\n", day + 1));
         }
     }
-    let series = PriceSeries::parse_csv("synthetic.csv", &text, &SeriesLayout::default())
-        .expect("valid series");
-    let run_with = |market_extra: &str| {
-        let text = scenario_text(2, 1, "")
-            .replace("start_date = \"2020-01-01\"", "start_date = \"2020-01-08\"")
-            .replace(
-                "imbalance_penalty_eur_per_mwh = \"5\"",
-                &format!("imbalance_penalty_eur_per_mwh = \"5\"{market_extra}"),
-            )
-            .replace(
-                "kind = \"perfect_foresight\"",
-                "kind = \"naive_lp\"\nbidding = \"auction\"",
-            );
-        let scenario = Scenario::parse("t.toml", &text).expect("valid scenario");
-        run(&scenario, &series, &mut |_| {}).expect("run")
-    };
+    PriceSeries::parse_csv("synthetic.csv", &text, &SeriesLayout::default()).expect("valid series")
+}
+
+/// The spiked Wednesday alone, two batteries on the naive forecast, bid `bidding`.
+fn naive_on_spiked_wednesday(bidding: &str, market_extra: &str) -> SimOutput {
+    let text = scenario_text(2, 1, "")
+        .replace("start_date = \"2020-01-01\"", "start_date = \"2020-01-08\"")
+        .replace(
+            "imbalance_penalty_eur_per_mwh = \"5\"",
+            &format!("imbalance_penalty_eur_per_mwh = \"5\"{market_extra}"),
+        )
+        .replace(
+            "kind = \"perfect_foresight\"",
+            &format!("kind = \"naive_lp\"\nbidding = \"{bidding}\""),
+        );
+    let scenario = Scenario::parse("t.toml", &text).expect("valid scenario");
+    run(&scenario, &spiked_wednesday(), &mut |_| {}).expect("run")
+}
+
+#[test]
+fn a_sale_awarded_without_its_purchase_is_closed_intraday_instead_of_left_to_imbalance() {
+    // Bid as curves, the purchase does not clear at 200 and the sale clears at 100 with
+    // the two empty batteries holding nothing to sell.
+    let run_with = |market_extra: &str| naive_on_spiked_wednesday("auction", market_extra);
     // Without an intraday market: 2 MWh sold at 100, none delivered: 200 EUR of market
     // cash, -2 MWh of imbalance at 100 + 5 EUR/MWh.
     let alone = run_with("");
