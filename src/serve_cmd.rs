@@ -185,6 +185,18 @@ pub struct UpArgs {
     /// order).
     #[arg(long, requires = "intraday_spread_eur_per_mwh")]
     pub intraday_depth_mw: Option<rust_decimal::Decimal>,
+    /// Bid each day as one linked block family per group of devices instead of hourly
+    /// curves: the day's purchases and sales accepted whole or not at all, priced at the
+    /// value of stored energy (`η_d · mean forecast price − wear` per MWh), which the
+    /// plan also ends on.
+    #[arg(long)]
+    pub family_bids: bool,
+    /// With `--family-bids`: offer N alternative day schedules as one exclusive group
+    /// (the plan on the forecast and on the forecast plus each of the N − 1 latest
+    /// days' forecast errors), of which the auction accepts the one with the most
+    /// surplus. 1 offers the plan alone.
+    #[arg(long, default_value_t = 1, requires = "family_bids", value_parser = crate::backtest_cmd::parse_alternatives)]
+    pub alternatives: usize,
     /// Print this process's CPU use and resident memory every this many seconds, and
     /// at the end the verdict on the idle target (≤ 0.5 core, ≤ 500 MiB with 1,000
     /// agents). Linux only.
@@ -318,6 +330,7 @@ pub fn run_up(args: &UpArgs) -> Result<()> {
         imbalance_penalty_eur_per_mwh: args.imbalance_penalty_eur_per_mwh,
         max_position_mw: args.max_position_mw,
         intraday,
+        family_bids: args.family_bids.then_some(args.alternatives),
     };
     anyhow::ensure!(
         args.resources_every_s != Some(0),

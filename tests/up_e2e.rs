@@ -53,6 +53,7 @@ async fn run_and_check(database_url: String, mqtt_url: Option<String>) {
         imbalance_penalty_eur_per_mwh: rust_decimal::Decimal::from(20),
         max_position_mw: None,
         intraday: None,
+        family_bids: None,
     };
     let mut api = String::new();
     let report = run(config, |address, _token| api = address.to_string())

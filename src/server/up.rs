@@ -9,7 +9,10 @@
 //! day-ahead curves at its marginal values of energy (`voltex_engine::bidding`) into a
 //! call auction per hour against the replayed market, which buys and sells any
 //! quantity at the historical price (`ReplayMarket`, the backtest's and simulator's
-//! auction, under the configured `[day_ahead_rules]`). What the auction awards is
+//! auction, under the configured `[day_ahead_rules]`); with `UpConfig::family_bids` each
+//! group's day is bid instead as linked block families (`bidding::day_ahead_families`:
+//! the plan, ending on the day's value of stored energy, accepted whole or not at all,
+//! optionally beside alternatives in one exclusive group). What the auction awards is
 //! allocated to devices (`voltex_engine::commit::allocate`); with
 //! `UpConfig::intraday`, what the allocation cannot deliver (each hour clears on its
 //! own, so a sale can clear without the purchase that was to fill it) is first traded
@@ -40,16 +43,18 @@ use voltex_dispatch::transport::{
     MqttConfig, QuicPlatformConfig, certs, mqtt_platform, quic_platform, start_embedded_broker,
 };
 use voltex_engine::bidding::{
-    BidConfig, IntradayConfig, PeriodCurve, PlannedLimits, ReplayIntraday, ReplayMarket, RiskBook,
-    RiskLimits, day_ahead_curves,
+    BidConfig, FamilyOwner, IntradayConfig, PeriodCurve, PlannedLimits, ReplayIntraday,
+    ReplayMarket, RiskBook, RiskLimits, day_ahead_curves, day_ahead_families, scenario_with_error,
+    stored_energy_value_eur_per_mwh,
 };
 use voltex_engine::commit::{Allocation, Commitment, allocate};
 use voltex_engine::forecast::Forecaster;
 use voltex_engine::forecast::naive::NaiveForecaster;
-use voltex_engine::optimise::PlanConfig;
 use voltex_engine::optimise::fleet::{FleetDevice, FleetPlan, plan_fleet, plan_fleet_within};
+use voltex_engine::optimise::{PlanConfig, TerminalSoc, plan_battery};
 use voltex_market::auction::AuctionConfig;
 use voltex_market::battery::BatterySpec;
+use voltex_market::block::ExclusiveGroupId;
 use voltex_market::series::{PriceSeries, SeriesLayout};
 use voltex_market::{AccountId, UtcNanos};
 
@@ -94,6 +99,13 @@ pub struct UpConfig {
     /// schedules go out (`engine::bidding::ReplayIntraday::close_shortfall`). `None`:
     /// the shortfall is left to the imbalance settlement.
     pub intraday: Option<IntradayConfig>,
+    /// Bid each group's day as one linked block family instead of hourly curves
+    /// (`engine::bidding::day_ahead_families`): its purchases and sales accepted whole
+    /// or not at all, priced at the day's value of stored energy, which the plan also
+    /// ends on. `Some(n)` offers `n` alternative schedules in one exclusive group (the
+    /// plan on the forecast and on the forecast plus each of the `n − 1` latest days'
+    /// forecast errors; 1 = the plan alone). `None`: hourly curves.
+    pub family_bids: Option<usize>,
 }
 
 /// Why `voltex up` stopped.
@@ -483,14 +495,29 @@ async fn replay_days(
         let forecast = forecaster
             .forecast_day(series, day)
             .map_err(|e| start_error("forecast")(&e))?;
-        // The fleet's plan on given prices, within the risk limit when there is one.
-        let plan_on = |prices: &[f64]| match position_max_w {
-            Some(max_w) => plan_fleet_within(&fleet, prices, &PlanConfig::hourly(), max_w),
-            None => plan_fleet(&fleet, prices, &PlanConfig::hourly()),
+        // The fleet's plan on given prices, within the risk limit when there is one;
+        // with family bids it ends on the prices' value of stored energy.
+        let plan_on = |prices: &[f64]| {
+            let plan_config = day_plan_config(config.family_bids.is_some(), spec, prices);
+            match position_max_w {
+                Some(max_w) => plan_fleet_within(&fleet, prices, &plan_config, max_w),
+                None => plan_fleet(&fleet, prices, &plan_config),
+            }
         };
         let plan = plan_on(&forecast).map_err(|e| start_error("fleet plan")(&e))?;
         let realised = series.day_prices(day);
-        let bids = FleetBids::new(&bid_config, risk_limits);
+        let alternatives: Vec<Vec<f64>> = match config.family_bids {
+            Some(n) => past_error_scenarios(&mut forecaster, series, day, &forecast, n),
+            None => Vec::new(),
+        };
+        let mut bids = FleetBids::new(&bid_config, risk_limits);
+        if config.family_bids.is_some() {
+            bids.families = Some(FamilyDay {
+                lambda_eur_per_mwh: stored_energy_value_eur_per_mwh(spec, &forecast),
+                plan_config: day_plan_config(true, spec, &forecast),
+                alternatives: &alternatives,
+            });
+        }
         let awarded_w = bid_and_clear(&plan, &forecast, realised, bids, &mut market)?;
         let CommittedAward {
             position_w: committed_w,
@@ -711,6 +738,55 @@ struct FleetBids<'a> {
     config: &'a BidConfig,
     /// The day's risk book (limits set for [`FLEET_ACCOUNT`]); `None`: no limits.
     risk: Option<RiskBook>,
+    /// `Some`: each group's day is bid as block families instead of curves.
+    families: Option<FamilyDay<'a>>,
+}
+
+/// A day bid as linked block families ([`UpConfig::family_bids`]).
+struct FamilyDay<'a> {
+    /// The day's value of stored energy, EUR/MWh: the plans' terminal value and the
+    /// families' price.
+    lambda_eur_per_mwh: f64,
+    /// How the groups' plans were made (ending on that value).
+    plan_config: PlanConfig,
+    /// Other price scenarios of the day, whose plans are offered beside the plan in
+    /// one exclusive group per group of devices.
+    alternatives: &'a [Vec<f64>],
+}
+
+/// The fleet's plan configuration for a day of `prices`: hourly, ending free, or with
+/// `family_bids` ending on the day's value of stored energy (what a family's surplus
+/// counts the energy left in the battery at).
+fn day_plan_config(family_bids: bool, spec: &BatterySpec, prices: &[f64]) -> PlanConfig {
+    let mut config = PlanConfig::hourly();
+    if family_bids {
+        config.terminal =
+            TerminalSoc::ValueEurPerMwh(stored_energy_value_eur_per_mwh(spec, prices));
+    }
+    config
+}
+
+/// The day's `forecast` moved by each of the latest `alternatives − 1` days' errors of
+/// `forecaster` (newest first). Those days' prices were published before this day's
+/// auction; a day the forecaster cannot forecast (too early in the file) is skipped.
+fn past_error_scenarios(
+    forecaster: &mut impl Forecaster,
+    series: &PriceSeries,
+    day: usize,
+    forecast: &[f64],
+    alternatives: usize,
+) -> Vec<Vec<f64>> {
+    (1..alternatives)
+        .filter_map(|back| {
+            let past_day = day.checked_sub(back)?;
+            let past_forecast = forecaster.forecast_day(series, past_day).ok()?;
+            Some(scenario_with_error(
+                forecast,
+                series.day_prices_f64(past_day),
+                &past_forecast,
+            ))
+        })
+        .collect()
 }
 
 impl FleetBids<'_> {
@@ -722,7 +798,11 @@ impl FleetBids<'_> {
             risk.set_limits(FLEET_ACCOUNT, limits);
             risk
         });
-        FleetBids { config, risk }
+        FleetBids {
+            config,
+            risk,
+            families: None,
+        }
     }
 }
 
@@ -741,6 +821,38 @@ fn bid_and_clear(
 ) -> Result<Vec<i64>, UpError> {
     let mut awarded_w = vec![0_i64; realised.len()];
     for (group, group_plan) in plan.groups.iter().zip(&plan.plans) {
+        if let Some(family) = &bids.families {
+            // Each group planned within its share of the risk limit (its aggregate is
+            // capped), and a family's lots never exceed its battery's power, so the
+            // groups' families together stay within the limit whichever are accepted.
+            let day = day_ahead_families(
+                &group.aggregate,
+                group_plan,
+                family.alternatives,
+                |prices| {
+                    plan_battery(
+                        &group.aggregate,
+                        group.start_soc_wh,
+                        prices,
+                        &family.plan_config,
+                    )
+                },
+                family.lambda_eur_per_mwh,
+                FamilyOwner {
+                    participant: FLEET_ACCOUNT,
+                    group: ExclusiveGroupId(0),
+                    auction: market.config(),
+                },
+            )
+            .map_err(|e| start_error("day-ahead families")(&e))?;
+            let accepted_w = market
+                .clear_families(&day.families, realised)
+                .map_err(|e| start_error("day-ahead auction")(&e))?;
+            for (total, w) in awarded_w.iter_mut().zip(accepted_w) {
+                *total += w;
+            }
+            continue;
+        }
         let mut curves = day_ahead_curves(&group.aggregate, group_plan, forecast, bids.config)
             .map_err(|e| start_error("day-ahead bids")(&e))?;
         if let Some(risk) = bids.risk.as_mut() {
@@ -1096,6 +1208,108 @@ mod tests {
                 "{bad}: {error}"
             );
         }
+    }
+
+    /// The award of the fleet's day bid as block families (planned on [`forecast`], with
+    /// `alternatives`) when the day clears at `real`; and the plan bid.
+    fn family_award_at(real: &[Decimal], alternatives: &[Vec<f64>]) -> (Vec<i64>, FleetPlan) {
+        let forecast = forecast();
+        let spec = fleet()[0].spec.clone();
+        let plan_config = day_plan_config(true, &spec, &forecast);
+        let plan = plan_fleet(&fleet(), &forecast, &plan_config).unwrap();
+        let (bid_config, mut market) = setup();
+        let mut bids = FleetBids::new(&bid_config, None);
+        bids.families = Some(FamilyDay {
+            lambda_eur_per_mwh: stored_energy_value_eur_per_mwh(&spec, &forecast),
+            plan_config,
+            alternatives,
+        });
+        let awarded = bid_and_clear(&plan, &forecast, real, bids, &mut market).unwrap();
+        (awarded, plan)
+    }
+
+    fn decimals(prices: &[f64]) -> Vec<Decimal> {
+        prices
+            .iter()
+            .map(|price| Decimal::try_from(*price).unwrap().round_dp(2))
+            .collect()
+    }
+
+    #[test]
+    fn a_family_bid_day_clears_whole_or_not_at_all() {
+        let forecast = forecast();
+        let lot_w = 100_000;
+        // At the forecast prices the day pays: the award is the plan in whole lots,
+        // buying and selling.
+        let (whole, plan) = family_award_at(&decimals(&forecast), &[]);
+        assert!(
+            whole.iter().any(|w| *w < 0) && whole.iter().any(|w| *w > 0),
+            "{whole:?}"
+        );
+        for (hour, (award, planned)) in whole.iter().zip(&plan.net_w).enumerate() {
+            assert_eq!(award % lot_w, 0, "hour {hour}: whole lots");
+            assert!(
+                (award - planned).abs() < lot_w,
+                "hour {hour}: {award} W vs plan {planned} W"
+            );
+        }
+        // The whole day shifted up or down by 100 EUR/MWh: the day's surplus moves by
+        // 100 × (sold − bought MWh) one way and by as much the other way, so at least
+        // one shift keeps it paying; each clears whole or not at all. Hour by hour,
+        // curves would win the sales without the purchases (or the reverse).
+        let shifted = |by: f64| decimals(&forecast.iter().map(|p| p + by).collect::<Vec<_>>());
+        let (up, _) = family_award_at(&shifted(100.0), &[]);
+        let (down, _) = family_award_at(&shifted(-100.0), &[]);
+        for award in [&up, &down] {
+            assert!(
+                *award == whole || award.iter().all(|w| *w == 0),
+                "{award:?}"
+            );
+        }
+        assert!(up == whole || down == whole, "up {up:?}, down {down:?}");
+        let curves_up = award_at(&shifted(100.0), None).unwrap();
+        assert!(curves_up.iter().all(|w| *w >= 0), "{curves_up:?}");
+        // A flat day at the value of stored energy itself: every purchase costs more
+        // than its buy limit (λ·η_c − κ) and every sale earns less than its sell limit
+        // (λ/η_d + κ), so the family is refused and nothing clears.
+        let spec = fleet()[0].spec.clone();
+        let lambda = stored_energy_value_eur_per_mwh(&spec, &forecast);
+        let (flat, _) = family_award_at(&decimals(&[lambda; 24]), &[]);
+        assert!(flat.iter().all(|w| *w == 0), "{flat:?}");
+    }
+
+    #[test]
+    fn of_alternative_family_days_the_one_that_pays_best_clears() {
+        // The alternative scenario swaps the day: expensive night, cheap evening. If the
+        // day clears at those prices, the forecast's plan (charge at night, sell in the
+        // evening) loses and the alternative's plan clears instead, whole.
+        let swapped: Vec<f64> = forecast()
+            .iter()
+            .map(|p| match *p {
+                20.0 => 150.0,
+                150.0 => 20.0,
+                other => other,
+            })
+            .collect();
+        let (awarded, _) = family_award_at(&decimals(&swapped), std::slice::from_ref(&swapped));
+        assert!(
+            awarded[18..=20].iter().any(|w| *w < 0),
+            "buys in the evening: {awarded:?}"
+        );
+        assert!(awarded.iter().any(|w| *w > 0), "sells: {awarded:?}");
+        for (hour, w) in awarded.iter().enumerate() {
+            assert!(
+                *w <= 0 || swapped[hour] >= 60.0,
+                "hour {hour}: sells at 20: {awarded:?}"
+            );
+            assert!(
+                *w >= 0 || swapped[hour] <= 60.0,
+                "hour {hour}: buys at 150: {awarded:?}"
+            );
+        }
+        // Without the alternative nothing pays at those prices.
+        let (alone, _) = family_award_at(&decimals(&swapped), &[]);
+        assert!(alone.iter().all(|w| *w == 0), "{alone:?}");
     }
 
     #[test]
