@@ -19,6 +19,7 @@ use clap::{Args, Subcommand};
 use rust_decimal::Decimal;
 use toml::Spanned;
 use voltex_dispatch::ScheduleVerifier;
+use voltex_market::block::EXCLUSIVE_GROUP_FAMILIES_MAX;
 use voltex_market::series::{PriceSeries, SeriesLayout};
 use voltex_sim::check;
 use voltex_sim::des::bench::{HoldConfig, HoldWorkload, fill, run_hold};
@@ -345,6 +346,13 @@ fn apply_axis(scenario: &mut Scenario, key: &str, value: &str) -> Result<()> {
                 }
             }
         }
+        "alternatives" => {
+            let n: u32 = value.parse().map_err(|_| bad("not an integer"))?;
+            if !(1..=EXCLUSIVE_GROUP_FAMILIES_MAX).contains(&(n as usize)) {
+                return Err(bad(&format!("must be 1 to {EXCLUSIVE_GROUP_FAMILIES_MAX}")));
+            }
+            scenario.strategy.alternatives = Some(Spanned::new(0..0, n));
+        }
         "intraday_spread" => {
             scenario.market.intraday_spread_eur_per_mwh = match value {
                 "none" => None,
@@ -358,8 +366,8 @@ fn apply_axis(scenario: &mut Scenario, key: &str, value: &str) -> Result<()> {
             }
         }
         _ => bail!(
-            "unknown sweep key {key:?} (strategy, bidding, seed, days, loss, max_position_mw, \
-             intraday_spread)"
+            "unknown sweep key {key:?} (strategy, bidding, alternatives, seed, days, loss, \
+             max_position_mw, intraday_spread)"
         ),
     }
     Ok(())
@@ -384,6 +392,11 @@ fn sweep(path: &Path, specs: &[String]) -> Result<()> {
             }
         }
         variants = next;
+    }
+    for (label, scenario) in &variants {
+        if scenario.strategy.alternatives() > 1 && scenario.strategy.bidding != Bidding::Family {
+            bail!("sweep variant {label:?}: alternatives needs bidding=family");
+        }
     }
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
@@ -532,6 +545,22 @@ mod tests {
         }
         let error = apply_axis(&mut scenario, "max_position", "1").unwrap_err();
         assert!(error.to_string().contains("max_position_mw"), "{error}");
+    }
+
+    #[test]
+    fn alternatives_sweep_over_counts_and_refuse_bad_ones() {
+        let mut scenario = Scenario::parse("t.toml", SCENARIO).expect("valid scenario");
+        apply_axis(&mut scenario, "bidding", "family").expect("family bids");
+        apply_axis(&mut scenario, "alternatives", "4").expect("4 schedules");
+        assert_eq!(scenario.strategy.alternatives(), 4);
+        for bad in ["0", "25", "-1", "four"] {
+            let error = apply_axis(&mut scenario, "alternatives", bad).unwrap_err();
+            assert!(
+                error.to_string().contains("sweep alternatives="),
+                "{bad}: {error}"
+            );
+            assert_eq!(scenario.strategy.alternatives(), 4, "{bad} left it alone");
+        }
     }
 
     #[test]
