@@ -162,3 +162,96 @@ fn families_of_another_account_or_day_length_are_typed_errors() {
         Err(ReplayError::LengthMismatch { .. })
     ));
 }
+
+/// The net power a family trades when accepted, W per period (positive = sell).
+fn family_net_w(family: &voltex_market::block::BlockFamily, lot_w: i64) -> Vec<i64> {
+    let mut net = vec![0_i64; family.periods()];
+    for block in family.blocks() {
+        let sign = if block.side == Side::Sell { 1 } else { -1 };
+        for (total, qty) in net.iter_mut().zip(&block.qty) {
+            *total += sign * qty.0 * lot_w;
+        }
+    }
+    net
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+
+    /// A day of alternatives (the plan and plans on the forecast moved by past errors)
+    /// against the replayed market: what clears is one offered family whole, the one
+    /// with the most surplus at the real prices, or nothing when none pays.
+    #[test]
+    fn against_the_replay_a_day_of_alternatives_clears_its_best_family_whole_or_nothing(
+        forecast in proptest::collection::vec(-30_i32..150, 24),
+        errors in proptest::collection::vec(proptest::collection::vec(-40_i32..40, 24), 0..6),
+        real in proptest::collection::vec(-30_i32..150, 24),
+        start_soc_wh in 0.0..2_000_000.0_f64,
+    ) {
+        use voltex_engine::bidding::{FamilyOwner, day_ahead_families, stored_energy_value_eur_per_mwh};
+        use voltex_engine::optimise::{LpBackend, PlanConfig, TerminalSoc, plan_battery};
+        use voltex_market::block::ExclusiveGroupId;
+
+        let spec = spec();
+        let forecast: Vec<f64> = forecast.iter().map(|p| f64::from(*p)).collect();
+        let lambda = stored_energy_value_eur_per_mwh(&spec, &forecast);
+        let config = PlanConfig {
+            period_s: 3600,
+            terminal: TerminalSoc::ValueEurPerMwh(lambda),
+            backend: LpBackend::Microlp,
+        };
+        let planner = |prices: &[f64]| plan_battery(&spec, start_soc_wh, prices, &config);
+        let plan = planner(&forecast).expect("plan");
+        let alternatives: Vec<Vec<f64>> = errors
+            .iter()
+            .map(|error| forecast.iter().zip(error).map(|(f, e)| f + f64::from(*e)).collect())
+            .collect();
+        let auction = AuctionConfig::day_ahead_default();
+        let day = day_ahead_families(
+            &spec,
+            &plan,
+            &alternatives,
+            planner,
+            lambda,
+            FamilyOwner { participant: BATTERY, group: ExclusiveGroupId(0), auction: &auction },
+        )
+        .expect("families");
+        proptest::prop_assert_eq!(day.failed_alternatives, 0);
+        proptest::prop_assert!(day.families.len() <= 1 + alternatives.len());
+        proptest::prop_assert_eq!(&day.offered_net_w[0], &plan.net_w);
+        for (i, offered) in day.offered_net_w.iter().enumerate() {
+            proptest::prop_assert!(!day.offered_net_w[..i].contains(offered), "offered twice");
+        }
+        if day.families.len() > 1 {
+            proptest::prop_assert!(day
+                .families
+                .iter()
+                .all(|family| family.exclusive_group() == Some(ExclusiveGroupId(0))));
+        }
+        let real_prices: Vec<Decimal> = real.iter().map(|p| Decimal::from(*p)).collect();
+        let awarded = replay()
+            .clear_families(&day.families, &real_prices)
+            .expect("clears");
+        let at_real: Vec<Option<Price>> = real.iter().map(|p| Some(Price(i64::from(*p) * 100))).collect();
+        let surpluses: Vec<i128> = day
+            .families
+            .iter()
+            .map(|family| family.surplus(&at_real).expect("priced"))
+            .collect();
+        let best = surpluses.iter().copied().max();
+        match best {
+            Some(best) if best >= 0 => {
+                // The award is a family with the best surplus, whole.
+                let lot_w = 100_000;
+                proptest::prop_assert!(
+                    day.families
+                        .iter()
+                        .zip(&surpluses)
+                        .any(|(family, s)| *s == best && family_net_w(family, lot_w) == awarded),
+                    "awarded {:?}, surpluses {:?}", awarded, surpluses
+                );
+            }
+            _ => proptest::prop_assert!(awarded.iter().all(|w| *w == 0), "{:?}", awarded),
+        }
+    }
+}
