@@ -1211,12 +1211,21 @@ mod tests {
     }
 
     /// The award of the fleet's day bid as block families (planned on [`forecast`], with
-    /// `alternatives`) when the day clears at `real`; and the plan bid.
-    fn family_award_at(real: &[Decimal], alternatives: &[Vec<f64>]) -> (Vec<i64>, FleetPlan) {
+    /// `alternatives`, within a risk limit of `max_w` if given) when the day clears at
+    /// `real`; and the plan bid.
+    fn family_award_at(
+        real: &[Decimal],
+        alternatives: &[Vec<f64>],
+        max_w: Option<i64>,
+    ) -> (Vec<i64>, FleetPlan) {
         let forecast = forecast();
         let spec = fleet()[0].spec.clone();
         let plan_config = day_plan_config(true, &spec, &forecast);
-        let plan = plan_fleet(&fleet(), &forecast, &plan_config).unwrap();
+        let plan = match max_w {
+            Some(max_w) => plan_fleet_within(&fleet(), &forecast, &plan_config, max_w),
+            None => plan_fleet(&fleet(), &forecast, &plan_config),
+        }
+        .unwrap();
         let (bid_config, mut market) = setup();
         let mut bids = FleetBids::new(&bid_config, None);
         bids.families = Some(FamilyDay {
@@ -1241,7 +1250,7 @@ mod tests {
         let lot_w = 100_000;
         // At the forecast prices the day pays: the award is the plan in whole lots,
         // buying and selling.
-        let (whole, plan) = family_award_at(&decimals(&forecast), &[]);
+        let (whole, plan) = family_award_at(&decimals(&forecast), &[], None);
         assert!(
             whole.iter().any(|w| *w < 0) && whole.iter().any(|w| *w > 0),
             "{whole:?}"
@@ -1258,8 +1267,8 @@ mod tests {
         // one shift keeps it paying; each clears whole or not at all. Hour by hour,
         // curves would win the sales without the purchases (or the reverse).
         let shifted = |by: f64| decimals(&forecast.iter().map(|p| p + by).collect::<Vec<_>>());
-        let (up, _) = family_award_at(&shifted(100.0), &[]);
-        let (down, _) = family_award_at(&shifted(-100.0), &[]);
+        let (up, _) = family_award_at(&shifted(100.0), &[], None);
+        let (down, _) = family_award_at(&shifted(-100.0), &[], None);
         for award in [&up, &down] {
             assert!(
                 *award == whole || award.iter().all(|w| *w == 0),
@@ -1274,8 +1283,29 @@ mod tests {
         // (λ/η_d + κ), so the family is refused and nothing clears.
         let spec = fleet()[0].spec.clone();
         let lambda = stored_energy_value_eur_per_mwh(&spec, &forecast);
-        let (flat, _) = family_award_at(&decimals(&[lambda; 24]), &[]);
+        let (flat, _) = family_award_at(&decimals(&[lambda; 24]), &[], None);
         assert!(flat.iter().all(|w| *w == 0), "{flat:?}");
+    }
+
+    #[test]
+    fn family_bids_planned_within_the_risk_limit_clear_within_it() {
+        // Unlimited, the fleet trades its full 5 MW in some hours; planned within 2 MW
+        // (as `voltex up --max-position-mw 2` does), its families, the alternative's
+        // too, never trade more than 2 MW in any hour, whichever clears.
+        let forecast = forecast();
+        let (free, _) = family_award_at(&decimals(&forecast), &[], None);
+        assert!(free.iter().any(|w| w.abs() > 2_000_000), "{free:?}");
+        let swapped: Vec<f64> = forecast.iter().rev().copied().collect();
+        for real in [&forecast, &swapped] {
+            let (capped, plan) = family_award_at(
+                &decimals(real),
+                std::slice::from_ref(&swapped),
+                Some(2_000_000),
+            );
+            assert!(capped.iter().any(|w| *w != 0), "{capped:?}");
+            assert!(capped.iter().all(|w| w.abs() <= 2_000_000), "{capped:?}");
+            assert!(plan.net_w.iter().all(|w| w.abs() <= 2_000_000));
+        }
     }
 
     #[test]
@@ -1291,7 +1321,8 @@ mod tests {
                 other => other,
             })
             .collect();
-        let (awarded, _) = family_award_at(&decimals(&swapped), std::slice::from_ref(&swapped));
+        let (awarded, _) =
+            family_award_at(&decimals(&swapped), std::slice::from_ref(&swapped), None);
         assert!(
             awarded[18..=20].iter().any(|w| *w < 0),
             "buys in the evening: {awarded:?}"
@@ -1308,7 +1339,7 @@ mod tests {
             );
         }
         // Without the alternative nothing pays at those prices.
-        let (alone, _) = family_award_at(&decimals(&swapped), &[]);
+        let (alone, _) = family_award_at(&decimals(&swapped), &[], None);
         assert!(alone.iter().all(|w| *w == 0), "{alone:?}");
     }
 
