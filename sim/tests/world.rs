@@ -108,6 +108,22 @@ fn committed_w(out: &SimOutput) -> Vec<i64> {
         .collect()
 }
 
+/// Two batteries over two days of the synthetic market, as the price-taker with perfect
+/// foresight commits them: buy 2 MW at 03:00, sell 2 MW at 18:00, nothing else.
+fn assert_the_price_takers_two_days(out: &SimOutput) {
+    let pnl = &out.summary.pnl;
+    assert_eq!(pnl.market_eur, eur("440"), "2 days × 2 × (10 + 100)");
+    assert_eq!(pnl.imbalance_eur, eur("0"));
+    assert_eq!(pnl.wear_eur, eur("16"));
+    let committed = committed_w(out);
+    for day in 0..2 {
+        assert_eq!(committed[day * 24 + 3], -2_000_000);
+        assert_eq!(committed[day * 24 + 18], 2_000_000);
+    }
+    assert_eq!(committed.iter().filter(|w| **w != 0).count(), 4);
+    assert_eq!(delivered(out), delivered(&go(&scenario(2, 2, ""), 2)));
+}
+
 #[test]
 fn auction_bidding_commits_what_clears_in_whole_lots_and_matches_the_hand_computation() {
     // Perfect foresight: the group's curves buy 2 MW (20 lots of 0.1 MW) at 03:00 up to
@@ -118,18 +134,7 @@ fn auction_bidding_commits_what_clears_in_whole_lots_and_matches_the_hand_comput
         "kind = \"perfect_foresight\"\nbidding = \"auction\"",
     );
     let auction = Scenario::parse("t.toml", &text).expect("valid scenario");
-    let out = go(&auction, 2);
-    let pnl = &out.summary.pnl;
-    assert_eq!(pnl.market_eur, eur("440"), "2 days × 2 × (10 + 100)");
-    assert_eq!(pnl.imbalance_eur, eur("0"));
-    assert_eq!(pnl.wear_eur, eur("16"));
-    let committed = committed_w(&out);
-    for day in 0..2 {
-        assert_eq!(committed[day * 24 + 3], -2_000_000);
-        assert_eq!(committed[day * 24 + 18], 2_000_000);
-    }
-    assert_eq!(committed.iter().filter(|w| **w != 0).count(), 4);
-    assert_eq!(delivered(&out), delivered(&go(&scenario(2, 2, ""), 2)));
+    assert_the_price_takers_two_days(&go(&auction, 2));
 
     // One battery of 0.04 MW is under half the market's 0.1 MW lot: its bid rounds to
     // nothing, nothing clears, and it never trades (the price-taker would).
@@ -160,18 +165,9 @@ fn family_bidding_commits_each_day_whole_and_matches_the_hand_computation() {
     };
     let family = Scenario::parse("t.toml", &text("")).expect("valid scenario");
     let out = go(&family, 2);
-    let pnl = &out.summary.pnl;
-    assert_eq!(pnl.market_eur, eur("440"), "2 days × 2 × (10 + 100)");
-    assert_eq!(pnl.imbalance_eur, eur("0"));
-    assert_eq!(pnl.wear_eur, eur("16"));
+    assert_the_price_takers_two_days(&out);
     assert_eq!(out.summary.bidding, "family");
     let committed = committed_w(&out);
-    for day in 0..2 {
-        assert_eq!(committed[day * 24 + 3], -2_000_000);
-        assert_eq!(committed[day * 24 + 18], 2_000_000);
-    }
-    assert_eq!(committed.iter().filter(|w| **w != 0).count(), 4);
-    assert_eq!(delivered(&out), delivered(&go(&scenario(2, 2, ""), 2)));
 
     // With perfect foresight yesterday's error is zero: the alternatives are the plan
     // itself, not offered twice, and nothing changes.
