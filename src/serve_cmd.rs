@@ -187,8 +187,7 @@ pub struct UpArgs {
     pub intraday_depth_mw: Option<rust_decimal::Decimal>,
     /// Bid each day as one linked block family per group of devices instead of hourly
     /// curves: the day's purchases and sales accepted whole or not at all, priced at the
-    /// value of stored energy (`η_d · mean forecast price − wear` per MWh), which the
-    /// plan also ends on.
+    /// value of stored energy (`η_d · mean forecast price − wear` per MWh).
     #[arg(long)]
     pub family_bids: bool,
     /// With `--family-bids`: offer N alternative day schedules as one exclusive group

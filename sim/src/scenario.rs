@@ -248,9 +248,10 @@ pub enum Bidding {
     /// that buys and sells any quantity at the replayed price: only the steps in the
     /// money at the real price are committed.
     Auction,
-    /// The group is planned as one aggregated unit with the day's value of stored
-    /// energy as its terminal value and bid as one linked block family (its charging a
-    /// buy block, its discharging a sell block, both priced at that value;
+    /// The group is planned as one aggregated unit, as for [`Bidding::Auction`], and
+    /// bid as one linked block family (its charging a buy block, its discharging a
+    /// sell block, both priced at the day's value of stored energy, `η_d · mean
+    /// forecast price − wear`;
     /// `voltex_engine::bidding::day_ahead_family`), accepted whole or not at all in
     /// `voltex_market::block`'s day clearing against the replayed price: a day whose
     /// round trip does not pay at the real prices is not committed at all, and a sale

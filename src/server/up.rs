@@ -11,7 +11,7 @@
 //! quantity at the historical price (`ReplayMarket`, the backtest's and simulator's
 //! auction, under the configured `[day_ahead_rules]`); with `UpConfig::family_bids` each
 //! group's day is bid instead as linked block families (`bidding::day_ahead_families`:
-//! the plan, ending on the day's value of stored energy, accepted whole or not at all,
+//! the plan, priced at the day's value of stored energy, accepted whole or not at all,
 //! optionally beside alternatives in one exclusive group). What the auction awards is
 //! allocated to devices (`voltex_engine::commit::allocate`); with
 //! `UpConfig::intraday`, what the allocation cannot deliver (each hour clears on its
@@ -51,7 +51,7 @@ use voltex_engine::commit::{Allocation, Commitment, allocate};
 use voltex_engine::forecast::Forecaster;
 use voltex_engine::forecast::naive::NaiveForecaster;
 use voltex_engine::optimise::fleet::{FleetDevice, FleetPlan, plan_fleet, plan_fleet_within};
-use voltex_engine::optimise::{PlanConfig, TerminalSoc, plan_battery};
+use voltex_engine::optimise::{PlanConfig, plan_battery};
 use voltex_market::auction::AuctionConfig;
 use voltex_market::battery::BatterySpec;
 use voltex_market::block::ExclusiveGroupId;
@@ -101,8 +101,7 @@ pub struct UpConfig {
     pub intraday: Option<IntradayConfig>,
     /// Bid each group's day as one linked block family instead of hourly curves
     /// (`engine::bidding::day_ahead_families`): its purchases and sales accepted whole
-    /// or not at all, priced at the day's value of stored energy, which the plan also
-    /// ends on. `Some(n)` offers `n` alternative schedules in one exclusive group (the
+    /// or not at all, priced at the day's value of stored energy. `Some(n)` offers `n` alternative schedules in one exclusive group (the
     /// plan on the forecast and on the forecast plus each of the `n − 1` latest days'
     /// forecast errors; 1 = the plan alone). `None`: hourly curves.
     pub family_bids: Option<usize>,
@@ -495,14 +494,10 @@ async fn replay_days(
         let forecast = forecaster
             .forecast_day(series, day)
             .map_err(|e| start_error("forecast")(&e))?;
-        // The fleet's plan on given prices, within the risk limit when there is one;
-        // with family bids it ends on the prices' value of stored energy.
-        let plan_on = |prices: &[f64]| {
-            let plan_config = day_plan_config(config.family_bids.is_some(), spec, prices);
-            match position_max_w {
-                Some(max_w) => plan_fleet_within(&fleet, prices, &plan_config, max_w),
-                None => plan_fleet(&fleet, prices, &plan_config),
-            }
+        // The fleet's plan on given prices, within the risk limit when there is one.
+        let plan_on = |prices: &[f64]| match position_max_w {
+            Some(max_w) => plan_fleet_within(&fleet, prices, &PlanConfig::hourly(), max_w),
+            None => plan_fleet(&fleet, prices, &PlanConfig::hourly()),
         };
         let plan = plan_on(&forecast).map_err(|e| start_error("fleet plan")(&e))?;
         let realised = series.day_prices(day);
@@ -514,7 +509,7 @@ async fn replay_days(
         if config.family_bids.is_some() {
             bids.families = Some(FamilyDay {
                 lambda_eur_per_mwh: stored_energy_value_eur_per_mwh(spec, &forecast),
-                plan_config: day_plan_config(true, spec, &forecast),
+                plan_config: PlanConfig::hourly(),
                 alternatives: &alternatives,
             });
         }
@@ -744,26 +739,17 @@ struct FleetBids<'a> {
 
 /// A day bid as linked block families ([`UpConfig::family_bids`]).
 struct FamilyDay<'a> {
-    /// The day's value of stored energy, EUR/MWh: the plans' terminal value and the
-    /// families' price.
+    /// The day's value of stored energy, EUR/MWh, which prices the families: the
+    /// surplus the auction tests is the day's cash plus this value times the energy the
+    /// day leaves stored (or minus it for the energy it takes out).
     lambda_eur_per_mwh: f64,
-    /// How the groups' plans were made (ending on that value).
+    /// How the groups' plans were made (as for curves: ending free; planning to end on
+    /// the value instead lost about 11 % over the README's 74 replayed DE days, with
+    /// either bid style).
     plan_config: PlanConfig,
     /// Other price scenarios of the day, whose plans are offered beside the plan in
     /// one exclusive group per group of devices.
     alternatives: &'a [Vec<f64>],
-}
-
-/// The fleet's plan configuration for a day of `prices`: hourly, ending free, or with
-/// `family_bids` ending on the day's value of stored energy (what a family's surplus
-/// counts the energy left in the battery at).
-fn day_plan_config(family_bids: bool, spec: &BatterySpec, prices: &[f64]) -> PlanConfig {
-    let mut config = PlanConfig::hourly();
-    if family_bids {
-        config.terminal =
-            TerminalSoc::ValueEurPerMwh(stored_energy_value_eur_per_mwh(spec, prices));
-    }
-    config
 }
 
 /// The day's `forecast` moved by each of the latest `alternatives − 1` days' errors of
@@ -1220,7 +1206,7 @@ mod tests {
     ) -> (Vec<i64>, FleetPlan) {
         let forecast = forecast();
         let spec = fleet()[0].spec.clone();
-        let plan_config = day_plan_config(true, &spec, &forecast);
+        let plan_config = PlanConfig::hourly();
         let plan = match max_w {
             Some(max_w) => plan_fleet_within(&fleet(), &forecast, &plan_config, max_w),
             None => plan_fleet(&fleet(), &forecast, &plan_config),
