@@ -1144,9 +1144,9 @@ impl<'a> World<'a> {
     }
 
     /// With family bids and alternatives: `prices` (day `day`'s forecast) moved by each
-    /// of the latest days' forecast errors, the newest first. Those days' real prices
-    /// were published before day `day`'s auction (a day's prices are known when it is
-    /// over); the first days of the run have fewer.
+    /// of the latest days' forecast errors, the newest first. Those days' prices were
+    /// published at their own day-ahead auctions, before day `day`'s; the first days
+    /// of the run have fewer.
     fn alternative_scenarios(&self, day: u32, prices: &[f64]) -> Vec<Vec<f64>> {
         self.past_forecasts
             .iter()
@@ -1798,7 +1798,7 @@ impl AuctionBidding {
                     .clear_day(&curves, &real_prices)
                     .map_err(|e| e.to_string())
             }
-            BidShape::Families { alternatives: n } => {
+            BidShape::Families { .. } => {
                 // Planned as the curves are (ending free); the day's value of stored
                 // energy prices the blocks, so the surplus the auction tests is the day's
                 // cash plus that value times the energy the day leaves stored or takes.
@@ -1815,7 +1815,7 @@ impl AuctionBidding {
                 let day = day_ahead_families(
                     &unit,
                     &plan,
-                    &alternatives[..alternatives.len().min(n.saturating_sub(1))],
+                    alternatives,
                     planner,
                     lambda,
                     FamilyOwner {

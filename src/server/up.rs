@@ -101,9 +101,10 @@ pub struct UpConfig {
     pub intraday: Option<IntradayConfig>,
     /// Bid each group's day as one linked block family instead of hourly curves
     /// (`engine::bidding::day_ahead_families`): its purchases and sales accepted whole
-    /// or not at all, priced at the day's value of stored energy. `Some(n)` offers `n` alternative schedules in one exclusive group (the
-    /// plan on the forecast and on the forecast plus each of the `n − 1` latest days'
-    /// forecast errors; 1 = the plan alone). `None`: hourly curves.
+    /// or not at all, priced at the day's value of stored energy. `Some(n)` offers `n`
+    /// alternative schedules in one exclusive group (the plan on the forecast and on the
+    /// forecast plus each of the `n − 1` latest days' forecast errors; 1 = the plan
+    /// alone). `None`: hourly curves.
     pub family_bids: Option<usize>,
 }
 
@@ -509,7 +510,6 @@ async fn replay_days(
         if config.family_bids.is_some() {
             bids.families = Some(FamilyDay {
                 lambda_eur_per_mwh: stored_energy_value_eur_per_mwh(spec, &forecast),
-                plan_config: PlanConfig::hourly(),
                 alternatives: &alternatives,
             });
         }
@@ -743,12 +743,10 @@ struct FamilyDay<'a> {
     /// surplus the auction tests is the day's cash plus this value times the energy the
     /// day leaves stored (or minus it for the energy it takes out).
     lambda_eur_per_mwh: f64,
-    /// How the groups' plans were made (as for curves: ending free; planning to end on
-    /// the value instead lost about 11 % over the README's 74 replayed DE days, with
-    /// either bid style).
-    plan_config: PlanConfig,
-    /// Other price scenarios of the day, whose plans are offered beside the plan in
-    /// one exclusive group per group of devices.
+    /// Other price scenarios of the day, whose plans (made as the fleet's plan is,
+    /// hourly and ending free) are offered beside the plan in one exclusive group per
+    /// group of devices. (Planning to end on the value of stored energy instead lost
+    /// about 11 % over the README's 74 replayed DE days, with either bid style.)
     alternatives: &'a [Vec<f64>],
 }
 
@@ -820,7 +818,7 @@ fn bid_and_clear(
                         &group.aggregate,
                         group.start_soc_wh,
                         prices,
-                        &family.plan_config,
+                        &PlanConfig::hourly(),
                     )
                 },
                 family.lambda_eur_per_mwh,
@@ -1216,7 +1214,6 @@ mod tests {
         let mut bids = FleetBids::new(&bid_config, None);
         bids.families = Some(FamilyDay {
             lambda_eur_per_mwh: stored_energy_value_eur_per_mwh(&spec, &forecast),
-            plan_config,
             alternatives,
         });
         let awarded = bid_and_clear(&plan, &forecast, real, bids, &mut market).unwrap();
