@@ -244,6 +244,68 @@ async fn submit_clear_and_check(database_url: &str) {
             (HOUR_B, &json!("-1"), &json!("70")),
         ]
     );
+
+    // The stored history: Carol's rejected family and her withdrawn one, newest first
+    // (the live list above no longer shows the withdrawn one); Alice's replaced once.
+    let history = eventually("the family outcomes reach the database", async || {
+        let (status, history) = client
+            .get("/api/v1/accounts/3/families", Some(&carol))
+            .await;
+        assert_eq!(status, 200, "{history}");
+        let rows = history.as_array()?;
+        (rows.len() == 2 && rows[1]["status"] == "rejected").then_some(history)
+    })
+    .await;
+    let outcome = |row: &Value| {
+        (
+            row["family"].clone(),
+            row["status"].clone(),
+            row["surplus_eur"].clone(),
+            row["n_replacements"].clone(),
+        )
+    };
+    assert_eq!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(outcome)
+            .collect::<Vec<_>>(),
+        vec![
+            (json!(2), json!("withdrawn"), Value::Null, json!(0)),
+            (json!(1), json!("rejected"), json!("-20"), json!(0)),
+        ],
+        "{history}"
+    );
+    let (status, page) = client
+        .get(
+            &format!(
+                "/api/v1/accounts/3/families?limit=1&before={}",
+                history[0]["opened_event_seq"]
+            ),
+            Some(&carol),
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page, json!([history[1].clone()]), "the older page");
+    let (status, alice_history) = client
+        .get("/api/v1/accounts/1/families", Some(&alice))
+        .await;
+    assert_eq!(status, 200, "{alice_history}");
+    assert_eq!(
+        outcome(&alice_history[0]),
+        (json!(1), json!("accepted"), json!("20"), json!(1)),
+        "{alice_history}"
+    );
+    assert_eq!(alice_history[0]["first_product"], HOUR_A);
+    let (status, problem) = client
+        .get("/api/v1/accounts/1/families", Some(&carol))
+        .await;
+    assert_eq!(status, 403, "another trader's families: {problem}");
+    let (status, problem) = client
+        .get("/api/v1/accounts/3/families?before=minus-one", Some(&carol))
+        .await;
+    assert_eq!(status, 400, "a malformed page: {problem}");
     server.stop().await.unwrap();
 }
 

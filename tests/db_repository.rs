@@ -98,6 +98,7 @@ on_both_backends!(
     journaled_persists_store_what_flushed_ones_do_and_replay_idempotently,
     auction_events_project_curves_results_and_awards_idempotently,
     auction_awards_count_once_in_positions_and_fills,
+    block_families_keep_their_history_and_backfill_once,
     a_stored_award_of_another_event_is_corrupt_and_writes_nothing,
     engine_events_with_a_gap_are_refused_and_write_nothing,
     concurrent_persists_of_one_batch_count_positions_once,
@@ -446,6 +447,209 @@ async fn auction_events_project_curves_results_and_awards_idempotently(db: Db) {
     let replay = db.persist_engine_events(&events).await.expect("replay");
     assert_eq!(replay.n_applied, 0);
     assert_eq!(rows().await, once, "a replay changes nothing");
+}
+
+/// Block families on `PRODUCT` (gate 12 h after `T0`) against Bob's 100 lots offered at
+/// 30.00 EUR/MWh and Dave's 50 bid at 30.00: Alice's family 1 buys 5 lots at up to
+/// 40.00 and is replaced by 6 at up to 45.00 (accepted at 30.00); family 2 buys 5 at up
+/// to 20.00 (rejected); family 3 is withdrawn; a family naming an unknown product is
+/// refused. After the gate she reuses name 1 for `LATER` (gate 36 h after `T0`), which
+/// stays open. Every event the engine emitted, in order.
+fn family_session() -> Vec<EngineEvent> {
+    use voltex_engine::command::CommandKind;
+    use voltex_engine::family::{FamilyBlock, FamilyRef};
+    use voltex_market::auction::{CurveKind, CurvePoint};
+    const LATER: ProductId = ProductId(8);
+    let (mut engine, _) =
+        Engine::open_in_memory(&MemDisk::default(), EngineConfig::default()).expect("engine");
+    let at = |s: i64| UtcNanos(T0 + s * NS_PER_S);
+    let curve = |s: i64, account: AccountId, side: Side| EngineCommand {
+        now: at(s),
+        origin: None,
+        kind: CommandKind::SubmitCurve {
+            product: PRODUCT,
+            account,
+            side,
+            kind: CurveKind::Stepwise,
+            points: vec![CurvePoint {
+                price: Price(3_000),
+                qty: Qty(if side == Side::Sell { 100 } else { 50 }),
+            }],
+        },
+    };
+    let family = |s: i64, name: u32, product: ProductId, limit: i64, lots: i64| EngineCommand {
+        now: at(s),
+        origin: None,
+        kind: CommandKind::SubmitFamily {
+            account: ALICE,
+            family: FamilyRef(name),
+            products: vec![product],
+            blocks: vec![FamilyBlock {
+                side: Side::Buy,
+                limit: Price(limit),
+                qty: vec![Qty(lots)],
+            }],
+            exclusive_group: None,
+        },
+    };
+    let later_period = DeliveryPeriod::new(
+        UtcNanos(T0 + 48 * 3_600 * NS_PER_S),
+        PeriodLength::from_minutes(60).expect("60 minutes"),
+    )
+    .expect("aligned");
+    let commands = vec![
+        EngineCommand::add_product(at(0), PRODUCT, period(), MarketRules::intraday_default()),
+        EngineCommand::add_product(at(0), LATER, later_period, MarketRules::intraday_default()),
+        curve(1, BOB, Side::Sell),
+        curve(2, DAVE, Side::Buy),
+        family(3, 1, PRODUCT, 4_000, 5),
+        family(4, 1, PRODUCT, 4_500, 6),
+        family(5, 2, PRODUCT, 2_000, 5),
+        family(6, 3, PRODUCT, 5_000, 1),
+        EngineCommand {
+            now: at(7),
+            origin: None,
+            kind: CommandKind::WithdrawFamily {
+                account: ALICE,
+                family: FamilyRef(3),
+            },
+        },
+        family(8, 4, ProductId(99), 5_000, 1),
+        EngineCommand::advance_time(at(12 * 3_600)),
+        family(12 * 3_600 + 1, 1, LATER, 3_500, 2),
+    ];
+    let (mut events, mut acks) = (Vec::new(), Vec::new());
+    engine
+        .process_batch(&commands, &mut events, &mut acks)
+        .expect("process");
+    events
+}
+
+async fn block_families_keep_their_history_and_backfill_once(db: Db) {
+    use voltex::db::FamilyRowStatus;
+    let events = family_session();
+    for event in &events {
+        db.persist_engine_events(std::slice::from_ref(event))
+            .await
+            .expect("persist");
+    }
+    let rows = db
+        .auction_families_of(ALICE.0, None, 10)
+        .await
+        .expect("rows");
+    let summary: Vec<_> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.family_ref,
+                row.first_product_id,
+                row.n_replacements,
+                row.status,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, 8, 0, FamilyRowStatus::Open),
+            (3, PRODUCT.0, 0, FamilyRowStatus::Withdrawn),
+            (2, PRODUCT.0, 0, FamilyRowStatus::Rejected),
+            (1, PRODUCT.0, 1, FamilyRowStatus::Accepted),
+        ],
+        "newest first; the refused family has no row; the reused name a row of its own"
+    );
+    // The replacement's 6 lots bought at 30.00 under a 45.00 limit.
+    assert_eq!(rows[3].surplus_ticks_x_lots, Some((4_500 - 3_000) * 6));
+    assert!(
+        rows[2]
+            .surplus_ticks_x_lots
+            .is_some_and(|surplus| surplus < 0)
+    );
+    assert_eq!(rows[0].surplus_ticks_x_lots, None, "not cleared yet");
+    assert!(
+        rows.windows(2)
+            .all(|w| w[0].opened_event_seq > w[1].opened_event_seq)
+    );
+    assert!(
+        rows.iter()
+            .all(|row| row.updated_event_seq >= row.opened_event_seq)
+    );
+    assert!(
+        db.auction_families_of(2, None, 10)
+            .await
+            .expect("bob")
+            .is_empty()
+    );
+
+    // Paging: older than the second row.
+    let older = db
+        .auction_families_of(ALICE.0, Some(rows[1].opened_event_seq), 1)
+        .await
+        .expect("page");
+    assert_eq!(older, vec![rows[2].clone()]);
+    assert!(matches!(
+        db.auction_families_of(ALICE.0, None, 0).await,
+        Err(DbError::InvalidInput { field: "limit", .. })
+    ));
+
+    // Replayed events change nothing, whether skipped by the cursor or applied again
+    // (the cursor rewound to before the first family event).
+    let replay = db.persist_engine_events(&events).await.expect("replay");
+    assert_eq!(replay.n_applied, 0);
+    let first_family = events
+        .iter()
+        .position(|event| {
+            matches!(
+                event.kind,
+                voltex_engine::command::EventKind::FamilyAccepted { .. }
+            )
+        })
+        .expect("a family event");
+    rewind_cursor_before(&db, &events[first_family]).await;
+    db.persist_engine_events(&events[first_family..])
+        .await
+        .expect("re-apply");
+    assert_eq!(
+        db.auction_families_of(ALICE.0, None, 10)
+            .await
+            .expect("rows"),
+        rows
+    );
+
+    // A database migrated to version 8 after these events were stored: the table is
+    // empty and the backfill is pending. It fills the table once from engine_events.
+    sqlx::query("DELETE FROM auction_families")
+        .execute(db.pool())
+        .await
+        .expect("empty the projection");
+    sqlx::query("INSERT INTO pending_backfills (name) VALUES ('auction_families')")
+        .execute(db.pool())
+        .await
+        .expect("mark pending");
+    db.run_pending_backfills().await.expect("backfill");
+    assert_eq!(
+        db.auction_families_of(ALICE.0, None, 10)
+            .await
+            .expect("rows"),
+        rows
+    );
+    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pending_backfills")
+        .fetch_one(db.pool())
+        .await
+        .expect("count");
+    assert_eq!(pending, 0, "done once");
+    sqlx::query("DELETE FROM auction_families")
+        .execute(db.pool())
+        .await
+        .expect("empty the projection");
+    db.run_pending_backfills().await.expect("nothing pending");
+    assert!(
+        db.auction_families_of(ALICE.0, None, 10)
+            .await
+            .expect("rows")
+            .is_empty(),
+        "a backfill runs only while its row is pending"
+    );
 }
 
 /// Positions, fills and the award rows of the accounts of [`auction_session`].

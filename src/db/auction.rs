@@ -1,6 +1,7 @@
 //! The day-ahead auction's projection: the engine's curve and clearing events into
 //! `auction_curves`, `auction_curve_points`, `auction_results` and `auction_awards`
-//! (migration 0003), and the reads of those tables.
+//! (migration 0003), the block families' events into `auction_families` (migration
+//! 0008), and the reads of those tables.
 //!
 //! [`apply_auction_event`] runs inside the transaction of
 //! [`Db::persist_engine_events`], so like every other projection it sees each event once
@@ -18,11 +19,20 @@
 //! a row in `auction_awards` always means "counted once in `positions`" (migration 0004
 //! counted the awards stored before this rule). [`Db::list_fills`] reads the awards back
 //! as fills of source `auction`.
+//!
+//! A block family's row follows it from the acceptance that opened it to its end
+//! (`open` → `accepted` | `rejected` | `withdrawn`); a replacement updates the open row.
+//! The family events carry the seq of the change, and an event whose seq the open row
+//! already holds (or passed) changes nothing, so these writes are idempotent too. The
+//! families accepted before migration 0008 are projected once from the stored events
+//! ([`run_pending_backfills`]), in the same transaction that deletes the migration's
+//! `pending_backfills` row.
 
 use sqlx::any::AnyRow;
 use voltex_engine::command::{EngineEvent, EventKind};
+use voltex_engine::family::FamilyRef;
 use voltex_market::auction::CurveKind;
-use voltex_market::{AccountId, Side};
+use voltex_market::{AccountId, ProductId, Side, UtcNanos};
 
 use super::types::side_text;
 use super::{Db, DbError, FillRow, FillSource, col, col_enum, col_int, col_int_opt, input_i64};
@@ -90,6 +100,276 @@ pub struct AuctionAwardRow {
     pub side: Side,
     /// Accepted quantity in lots.
     pub qty_lots: i64,
+}
+
+/// Where a stored block family stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FamilyRowStatus {
+    /// Waiting for its gate.
+    Open,
+    /// Cleared: every block traded in full.
+    Accepted,
+    /// Cleared: nothing traded.
+    Rejected,
+    /// Withdrawn before its gate.
+    Withdrawn,
+}
+
+impl FamilyRowStatus {
+    /// The stored (and API) name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FamilyRowStatus::Open => "open",
+            FamilyRowStatus::Accepted => "accepted",
+            FamilyRowStatus::Rejected => "rejected",
+            FamilyRowStatus::Withdrawn => "withdrawn",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [
+            FamilyRowStatus::Open,
+            FamilyRowStatus::Accepted,
+            FamilyRowStatus::Rejected,
+            FamilyRowStatus::Withdrawn,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+}
+
+/// A stored block family: one per acceptance that opened it (see migration 0008).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuctionFamilyRow {
+    /// Event seq of the acceptance that opened it (its identity).
+    pub opened_event_seq: u64,
+    /// Owner.
+    pub account_id: u32,
+    /// The owner's name for it.
+    pub family_ref: u32,
+    /// Its first product (after the last replacement).
+    pub first_product_id: u32,
+    /// Products it spans.
+    pub n_products: u32,
+    /// Blocks.
+    pub n_blocks: u32,
+    /// Replacements before its gate.
+    pub n_replacements: u32,
+    /// Where it stands.
+    pub status: FamilyRowStatus,
+    /// Surplus at the clearing prices, price ticks times lots; `None` before clearing
+    /// or where a product had no trade.
+    pub surplus_ticks_x_lots: Option<i64>,
+    /// Engine time of the acceptance that opened it.
+    pub opened_at_ns: i64,
+    /// Engine time of its last change.
+    pub updated_at_ns: i64,
+    /// Event seq of its last change.
+    pub updated_event_seq: u64,
+}
+
+/// The open row of `account`'s family `family`: (opened, last updated) event seqs.
+async fn open_family(
+    tx: &mut Tx,
+    account: AccountId,
+    family: FamilyRef,
+) -> Result<Option<(i64, i64)>, DbError> {
+    let row = sqlx::query(
+        "SELECT opened_event_seq, updated_event_seq FROM auction_families \
+         WHERE account_id = $1 AND family_ref = $2 AND status = 'open'",
+    )
+    .bind(i64::from(account.0))
+    .bind(i64::from(family.0))
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.map(|row| {
+        Ok((
+            col(&row, "opened_event_seq")?,
+            col(&row, "updated_event_seq")?,
+        ))
+    })
+    .transpose()
+}
+
+/// Applies one block family event to `auction_families` (other events are ignored).
+async fn apply_family_event(tx: &mut Tx, event: &EngineEvent) -> Result<(), DbError> {
+    let at_ns = event.now.0;
+    let seq = input_i64("event_seq", event.event_seq)?;
+    let (account, family) = match event.kind {
+        EventKind::FamilyAccepted {
+            account, family, ..
+        }
+        | EventKind::FamilyWithdrawn { account, family }
+        | EventKind::FamilyCleared {
+            account, family, ..
+        } => (account, family),
+        _ => return Ok(()),
+    };
+    let open = open_family(tx, account, family).await?;
+    if matches!(open, Some((_, updated)) if updated >= seq) {
+        return Ok(()); // applied before
+    }
+    match (event.kind, open) {
+        (
+            EventKind::FamilyAccepted {
+                n_products,
+                n_blocks,
+                replaced: true,
+                ..
+            },
+            Some((opened, _)),
+        ) => {
+            sqlx::query(
+                "UPDATE auction_families SET first_product_id = $1, n_products = $2, \
+                 n_blocks = $3, n_replacements = n_replacements + 1, updated_at_ns = $4, \
+                 updated_event_seq = $5 WHERE opened_event_seq = $6",
+            )
+            .bind(i64::from(event.product.0))
+            .bind(i64::from(n_products))
+            .bind(i64::from(n_blocks))
+            .bind(at_ns)
+            .bind(seq)
+            .bind(opened)
+            .execute(&mut **tx)
+            .await?;
+        }
+        (
+            EventKind::FamilyAccepted {
+                replaced: false, ..
+            },
+            Some((opened, _)),
+        ) => {
+            return Err(DbError::Corrupt {
+                table: "auction_families",
+                column: "status",
+                message: format!(
+                    "event {seq} opens family {} of {account}, which is open since event \
+                     {opened}: the engine holds one open family per name",
+                    family.0
+                ),
+            });
+        }
+        (
+            EventKind::FamilyAccepted {
+                n_products,
+                n_blocks,
+                ..
+            },
+            None,
+        ) => {
+            // A replacement whose open row is missing opens one: nothing is lost.
+            // An acceptance replayed after its family closed meets its own key.
+            sqlx::query(
+                "INSERT INTO auction_families (opened_event_seq, account_id, family_ref, \
+                 first_product_id, n_products, n_blocks, n_replacements, status, \
+                 surplus_ticks_x_lots, opened_at_ns, updated_at_ns, updated_event_seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 0, 'open', NULL, $7, $7, $1) \
+                 ON CONFLICT (opened_event_seq) DO NOTHING",
+            )
+            .bind(seq)
+            .bind(i64::from(account.0))
+            .bind(i64::from(family.0))
+            .bind(i64::from(event.product.0))
+            .bind(i64::from(n_products))
+            .bind(i64::from(n_blocks))
+            .bind(at_ns)
+            .execute(&mut **tx)
+            .await?;
+        }
+        (EventKind::FamilyWithdrawn { .. }, Some((opened, _))) => {
+            close_family(tx, opened, FamilyRowStatus::Withdrawn, None, at_ns, seq).await?;
+        }
+        (
+            EventKind::FamilyCleared {
+                accepted,
+                surplus_ticks_x_lots,
+                ..
+            },
+            Some((opened, _)),
+        ) => {
+            let status = if accepted {
+                FamilyRowStatus::Accepted
+            } else {
+                FamilyRowStatus::Rejected
+            };
+            close_family(tx, opened, status, surplus_ticks_x_lots, at_ns, seq).await?;
+        }
+        // Withdrawn or cleared with no open row: replayed after the row closed.
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Ends the open family row `opened` with `status`.
+async fn close_family(
+    tx: &mut Tx,
+    opened: i64,
+    status: FamilyRowStatus,
+    surplus_ticks_x_lots: Option<i64>,
+    at_ns: i64,
+    seq: i64,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "UPDATE auction_families SET status = $1, surplus_ticks_x_lots = $2, \
+         updated_at_ns = $3, updated_event_seq = $4 WHERE opened_event_seq = $5",
+    )
+    .bind(status.as_str())
+    .bind(surplus_ticks_x_lots)
+    .bind(at_ns)
+    .bind(seq)
+    .bind(opened)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Db {
+    /// Runs the projections a migration left to fill from the stored engine events
+    /// (the rows of `pending_backfills`), each at most once: the row is deleted in the
+    /// transaction that fills its projection, so a concurrent or later start finds it
+    /// gone. Today: `auction_families` (migration 0008), from the family events stored
+    /// before it. [`Db::connect_with`] runs it after migrating.
+    ///
+    /// # Errors
+    /// Database errors; [`DbError::Corrupt`] for a stored event that does not decode.
+    pub async fn run_pending_backfills(&self) -> Result<(), DbError> {
+        run_pending_backfills(self).await
+    }
+}
+
+async fn run_pending_backfills(db: &Db) -> Result<(), DbError> {
+    let mut tx = db.begin_write().await?;
+    let claimed = sqlx::query("DELETE FROM pending_backfills WHERE name = 'auction_families'")
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if claimed > 0 {
+        let rows = sqlx::query(
+            "SELECT event_seq, command_seq, at_ns, product_id, body_json FROM engine_events \
+             WHERE kind IN ('family_accepted', 'family_withdrawn', 'family_cleared') \
+             ORDER BY event_seq",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let body: String = col(row, "body_json")?;
+            let kind: EventKind = serde_json::from_str(&body).map_err(|e| DbError::Corrupt {
+                table: "engine_events",
+                column: "body_json",
+                message: e.to_string(),
+            })?;
+            let event = EngineEvent {
+                event_seq: col_int(row, "engine_events", "event_seq")?,
+                command_seq: col_int(row, "engine_events", "command_seq")?,
+                now: UtcNanos(col(row, "at_ns")?),
+                product: ProductId(col_int(row, "engine_events", "product_id")?),
+                kind,
+            };
+            apply_family_event(&mut tx, &event).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Forgets the points of a (product, account, side) curve (replaced or withdrawn).
@@ -296,16 +576,17 @@ pub(crate) async fn apply_auction_event(tx: &mut Tx, event: &EngineEvent) -> Res
             )
             .await?;
         }
-        // A family's accepted quantities arrive in its products' awards; the family
-        // events themselves are kept in `engine_events` only.
+        // A family's accepted quantities arrive in its products' awards; its own
+        // events move its `auction_families` row. A refused family command changed
+        // nothing (`engine_events` keeps it).
+        EventKind::FamilyAccepted { .. }
+        | EventKind::FamilyWithdrawn { .. }
+        | EventKind::FamilyCleared { .. } => apply_family_event(tx, event).await?,
         EventKind::CurveRejected { .. }
         | EventKind::ProductAdded { .. }
         | EventKind::Rejected { .. }
         | EventKind::Book(_)
-        | EventKind::FamilyAccepted { .. }
-        | EventKind::FamilyWithdrawn { .. }
-        | EventKind::FamilyRejected { .. }
-        | EventKind::FamilyCleared { .. } => {}
+        | EventKind::FamilyRejected { .. } => {}
     }
     Ok(())
 }
@@ -412,6 +693,56 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(award_from_row).collect()
+    }
+
+    /// The block families of `account_id` (every status), newest first by the event
+    /// that opened them, with `opened_event_seq < before`, at most `limit`.
+    ///
+    /// # Errors
+    /// [`DbError::InvalidInput`] for a limit outside `1..=PAGE_LIMIT_MAX`; database
+    /// errors; [`DbError::Corrupt`] for a stored value out of range.
+    pub async fn auction_families_of(
+        &self,
+        account_id: u32,
+        before_event_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<AuctionFamilyRow>, DbError> {
+        let limit = super::page_limit(limit)?;
+        let before = before_event_seq
+            .map(|seq| input_i64("before_event_seq", seq))
+            .transpose()?
+            .unwrap_or(i64::MAX);
+        let rows = sqlx::query(
+            "SELECT opened_event_seq, account_id, family_ref, first_product_id, n_products, \
+             n_blocks, n_replacements, status, surplus_ticks_x_lots, opened_at_ns, \
+             updated_at_ns, updated_event_seq FROM auction_families \
+             WHERE account_id = $1 AND opened_event_seq < $2 \
+             ORDER BY opened_event_seq DESC LIMIT $3",
+        )
+        .bind(i64::from(account_id))
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        const T: &str = "auction_families";
+        rows.iter()
+            .map(|row| {
+                Ok(AuctionFamilyRow {
+                    opened_event_seq: col_int(row, T, "opened_event_seq")?,
+                    account_id: col_int(row, T, "account_id")?,
+                    family_ref: col_int(row, T, "family_ref")?,
+                    first_product_id: col_int(row, T, "first_product_id")?,
+                    n_products: col_int(row, T, "n_products")?,
+                    n_blocks: col_int(row, T, "n_blocks")?,
+                    n_replacements: col_int(row, T, "n_replacements")?,
+                    status: col_enum(row, T, "status", FamilyRowStatus::parse)?,
+                    surplus_ticks_x_lots: col(row, "surplus_ticks_x_lots")?,
+                    opened_at_ns: col(row, "opened_at_ns")?,
+                    updated_at_ns: col(row, "updated_at_ns")?,
+                    updated_event_seq: col_int(row, T, "updated_event_seq")?,
+                })
+            })
+            .collect()
     }
 
     /// The day-ahead awards of `account_id` as fills at their auctions' clearing

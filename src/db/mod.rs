@@ -48,7 +48,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Any, AnyPool, ConnectOptions, Row, Transaction};
 
-pub use auction::{AuctionAwardRow, AuctionCurveRow, AuctionResultRow};
+pub use auction::{
+    AuctionAwardRow, AuctionCurveRow, AuctionFamilyRow, AuctionResultRow, FamilyRowStatus,
+};
 pub use types::*;
 
 /// Largest page any list method returns.
@@ -253,7 +255,9 @@ impl Db {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await?;
-        Ok(Db { pool, backend })
+        let db = Db { pool, backend };
+        db.run_pending_backfills().await?;
+        Ok(db)
     }
 
     async fn connect_sqlite(

@@ -588,11 +588,11 @@ async fn apply_event(tx: &mut Tx, event: &EngineEvent) -> Result<(), DbError> {
         }
         EventKind::Rejected { .. }
         | EventKind::CurveRejected { .. }
-        | EventKind::FamilyAccepted { .. }
+        | EventKind::FamilyRejected { .. } => {}
+        EventKind::FamilyAccepted { .. }
         | EventKind::FamilyWithdrawn { .. }
-        | EventKind::FamilyRejected { .. }
-        | EventKind::FamilyCleared { .. } => {}
-        EventKind::CurveAccepted { .. }
+        | EventKind::FamilyCleared { .. }
+        | EventKind::CurveAccepted { .. }
         | EventKind::CurvePointAccepted { .. }
         | EventKind::CurveWithdrawn { .. }
         | EventKind::AuctionCleared { .. }

@@ -1,5 +1,6 @@
 //! Account endpoints read from the database projection: positions (with exact cash
-//! values), fills, order history, and the operator's audit log.
+//! values), fills, order history, the history of block families, and the operator's
+//! audit log.
 //!
 //! Positions, their cash (the account's P&L: sales minus purchases, not marked to
 //! market) and fills count both continuous trades and day-ahead auction awards at the
@@ -19,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use voltex_market::MarketRules;
 
 use super::SharedState;
-use crate::db::{AuditRow, FillRow, OrderFilter, OrderRow};
+use crate::db::{AuctionFamilyRow, AuditRow, FillRow, OrderFilter, OrderRow};
 use crate::server::auth::{Auth, Role};
 use crate::server::problem::ApiError;
 
@@ -191,6 +192,86 @@ pub async fn fills(
     Ok(Json(
         rows.iter()
             .map(|row| AccountFill::new(row, rules))
+            .collect(),
+    ))
+}
+
+/// A stored block family: its acceptance, replacements and outcome.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AccountFamily {
+    /// Event seq of the acceptance that opened it (paging key: pass it as `before`).
+    pub opened_event_seq: u64,
+    /// The account.
+    pub account: u32,
+    /// The account's name for it (reused names open new rows, one per gate).
+    pub family: u32,
+    /// Its first product (after its last replacement).
+    pub first_product: u32,
+    /// Products it spans.
+    pub n_products: u32,
+    /// Blocks.
+    pub n_blocks: u32,
+    /// Replacements before its gate.
+    pub n_replacements: u32,
+    /// `open`, `accepted` (every block traded in full), `rejected` (nothing traded) or
+    /// `withdrawn`.
+    pub status: String,
+    /// Surplus at the clearing prices in EUR (exact); absent before clearing or where
+    /// a product had no trade.
+    pub surplus_eur: Option<String>,
+    /// Engine time of the acceptance, UTC ns.
+    pub opened_at_ns: i64,
+    /// Engine time of its last change, UTC ns.
+    pub updated_at_ns: i64,
+    /// Event seq of its last change.
+    pub updated_event_seq: u64,
+}
+
+impl AccountFamily {
+    fn new(row: &AuctionFamilyRow, rules: &MarketRules) -> Self {
+        Self {
+            opened_event_seq: row.opened_event_seq,
+            account: row.account_id,
+            family: row.family_ref,
+            first_product: row.first_product_id,
+            n_products: row.n_products,
+            n_blocks: row.n_blocks,
+            n_replacements: row.n_replacements,
+            status: row.status.as_str().to_owned(),
+            surplus_eur: row
+                .surplus_ticks_x_lots
+                .and_then(|surplus| super::families::surplus_eur(surplus, rules.lot_kw)),
+            opened_at_ns: row.opened_at_ns,
+            updated_at_ns: row.updated_at_ns,
+            updated_event_seq: row.updated_event_seq,
+        }
+    }
+}
+
+/// Block families of an account, newest first: every one it held, with its outcome
+/// (the live `GET /api/v1/auction/families` shows only what the engine still indexes).
+#[utoipa::path(get, path = "/api/v1/accounts/{account}/families", tag = "accounts",
+    params(("account" = u32, Path, description = "Account id"), Page), security(("bearer" = [])),
+    responses((status = 200, body = [AccountFamily]),
+        (status = 403, description = "Not the caller's account")))]
+pub async fn families(
+    State(state): State<SharedState>,
+    auth: Auth,
+    path: Result<Path<u32>, axum::extract::rejection::PathRejection>,
+    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<AccountFamily>>, ApiError> {
+    let Path(account) = path?;
+    let Query(page) = page?;
+    auth.require_account(account)?;
+    let rows = state
+        .db
+        .auction_families_of(account, page.before, page_limit(&page))
+        .await
+        .map_err(db_error)?;
+    let rules = state.exchange.day_ahead_rules();
+    Ok(Json(
+        rows.iter()
+            .map(|row| AccountFamily::new(row, rules))
             .collect(),
     ))
 }

@@ -313,7 +313,7 @@ pub async fn withdraw_family(
 
 /// The surplus in EUR of `ticks_x_lots` price ticks (0.01 EUR/MWh) times lots of
 /// `lot_kw`, over one hour.
-fn surplus_eur(ticks_x_lots: i64, lot_kw: i64) -> Option<String> {
+pub(super) fn surplus_eur(ticks_x_lots: i64, lot_kw: i64) -> Option<String> {
     let eur = Decimal::new(ticks_x_lots, 2)
         .checked_mul(Decimal::from(lot_kw))?
         .checked_div(Decimal::from(1_000))?;

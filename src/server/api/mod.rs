@@ -302,7 +302,7 @@ impl RateLimiter {
         auction::submit_curve, auction::withdraw_curve, auction::list_curves,
         auction::get_result, families::submit_family, families::withdraw_family,
         families::list_families,
-        account::positions, account::fills, account::order_history, account::audit_log,
+        account::positions, account::fills, account::families, account::order_history, account::audit_log,
         fleet::list_devices, fleet::fleet_status, fleet::get_device, fleet::schedules_of,
         fleet::acks_of, fleet::analytics, schedules::post_schedules, schedules::get_rollout,
         devices::register_device, devices::issue_certificate, devices::revoke_certificate,
@@ -317,7 +317,7 @@ impl RateLimiter {
         market::TifDto, market::StpDto, auction::SubmitCurve, auction::CurvePointDto,
         auction::CurveKindDto, auction::CurveAck, auction::CurveView, auction::AwardDto,
         auction::AuctionResultDto, families::SubmitFamily, families::FamilyBlockDto,
-        families::FamilyAck, families::FamilyView, ws::StreamMessage, account::PositionDto, account::AccountFill,
+        families::FamilyAck, families::FamilyView, ws::StreamMessage, account::PositionDto, account::AccountFill, account::AccountFamily,
         schedules::PostSchedules, schedules::DeviceScheduleDto, schedules::PeriodDto,
         schedules::SchedulesAccepted, schedules::IssuedSchedule, fleet_events::FleetEvent,
         devices::RegisterDevice, devices::RegisteredDevice, devices::CertificateRequest,
@@ -394,6 +394,10 @@ pub fn router(state: SharedState) -> Router {
             get(account::positions),
         )
         .route("/api/v1/accounts/{account}/fills", get(account::fills))
+        .route(
+            "/api/v1/accounts/{account}/families",
+            get(account::families),
+        )
         .route(
             "/api/v1/accounts/{account}/orders",
             get(account::order_history),
