@@ -333,43 +333,40 @@ impl Db {
     /// # Errors
     /// Database errors; [`DbError::Corrupt`] for a stored event that does not decode.
     pub async fn run_pending_backfills(&self) -> Result<(), DbError> {
-        run_pending_backfills(self).await
-    }
-}
-
-async fn run_pending_backfills(db: &Db) -> Result<(), DbError> {
-    let mut tx = db.begin_write().await?;
-    let claimed = sqlx::query("DELETE FROM pending_backfills WHERE name = 'auction_families'")
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    if claimed > 0 {
-        let rows = sqlx::query(
-            "SELECT event_seq, command_seq, at_ns, product_id, body_json FROM engine_events \
+        let mut tx = self.begin_write().await?;
+        let claimed = sqlx::query("DELETE FROM pending_backfills WHERE name = 'auction_families'")
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if claimed > 0 {
+            let rows = sqlx::query(
+                "SELECT event_seq, command_seq, at_ns, product_id, body_json FROM engine_events \
              WHERE kind IN ('family_accepted', 'family_withdrawn', 'family_cleared') \
              ORDER BY event_seq",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in &rows {
-            let body: String = col(row, "body_json")?;
-            let kind: EventKind = serde_json::from_str(&body).map_err(|e| DbError::Corrupt {
-                table: "engine_events",
-                column: "body_json",
-                message: e.to_string(),
-            })?;
-            let event = EngineEvent {
-                event_seq: col_int(row, "engine_events", "event_seq")?,
-                command_seq: col_int(row, "engine_events", "command_seq")?,
-                now: UtcNanos(col(row, "at_ns")?),
-                product: ProductId(col_int(row, "engine_events", "product_id")?),
-                kind,
-            };
-            apply_family_event(&mut tx, &event).await?;
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in &rows {
+                let body: String = col(row, "body_json")?;
+                let kind: EventKind =
+                    serde_json::from_str(&body).map_err(|e| DbError::Corrupt {
+                        table: "engine_events",
+                        column: "body_json",
+                        message: e.to_string(),
+                    })?;
+                let event = EngineEvent {
+                    event_seq: col_int(row, "engine_events", "event_seq")?,
+                    command_seq: col_int(row, "engine_events", "command_seq")?,
+                    now: UtcNanos(col(row, "at_ns")?),
+                    product: ProductId(col_int(row, "engine_events", "product_id")?),
+                    kind,
+                };
+                apply_family_event(&mut tx, &event).await?;
+            }
         }
+        tx.commit().await?;
+        Ok(())
     }
-    tx.commit().await?;
-    Ok(())
 }
 
 /// Forgets the points of a (product, account, side) curve (replaced or withdrawn).
@@ -708,10 +705,7 @@ impl Db {
         limit: u32,
     ) -> Result<Vec<AuctionFamilyRow>, DbError> {
         let limit = super::page_limit(limit)?;
-        let before = before_event_seq
-            .map(|seq| input_i64("before_event_seq", seq))
-            .transpose()?
-            .unwrap_or(i64::MAX);
+        let before = super::trading::page_before(before_event_seq)?;
         let rows = sqlx::query(
             "SELECT opened_event_seq, account_id, family_ref, first_product_id, n_products, \
              n_blocks, n_replacements, status, surplus_ticks_x_lots, opened_at_ns, \

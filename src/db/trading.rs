@@ -882,7 +882,7 @@ fn position_from_row(row: &AnyRow) -> Result<PositionRow, DbError> {
 }
 
 /// The keyset-paging bound for "older than `before_event_seq`" (no bound: `i64::MAX`).
-fn page_before(before_event_seq: Option<u64>) -> Result<i64, DbError> {
+pub(super) fn page_before(before_event_seq: Option<u64>) -> Result<i64, DbError> {
     before_event_seq
         .map(|seq| input_i64("before_event_seq", seq))
         .transpose()
